@@ -1,0 +1,3 @@
+//! qwire
+#![warn(missing_docs)]
+pub mod protocol;

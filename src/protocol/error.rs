@@ -1,0 +1,281 @@
+//! Wire-level errors: what a decoder can find wrong with bytes, and the error codes that
+//! travel in response frames.
+
+use std::fmt;
+
+/// Why a sequence of bytes is not a valid qwire frame, batch or record.
+///
+/// "Not enough bytes yet" is never an error: decoders return `Ok(None)` for that.
+/// Every variant says which field was being read so a log line points at the fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The input ended inside a field that the enclosing length said was there.
+    #[error("unexpected end of input reading {field} at offset {offset}: need {need} bytes, have {have}")]
+    UnexpectedEof {
+        /// The field being read.
+        field: &'static str,
+        /// Byte offset of the field within the structure being decoded.
+        offset: usize,
+        /// Bytes the field needs.
+        need: usize,
+        /// Bytes that were left.
+        have: usize,
+    },
+    /// A frame's length prefix exceeds the negotiated or hard maximum frame size.
+    #[error("frame of {len} bytes exceeds the maximum of {max} bytes")]
+    FrameTooLarge {
+        /// Length announced by the prefix.
+        len: usize,
+        /// The limit in force.
+        max: usize,
+    },
+    /// A frame's length prefix is too small to hold the frame header.
+    #[error("frame length {len} is shorter than the {min}-byte minimum")]
+    FrameTooShort {
+        /// Length announced by the prefix.
+        len: usize,
+        /// The minimum length (kind + correlation id).
+        min: usize,
+    },
+    /// The frame kind byte is not one this version knows.
+    #[error("unknown frame kind 0x{kind:02x}")]
+    UnknownFrameKind {
+        /// The kind byte received.
+        kind: u8,
+    },
+    /// A field holds a value outside its allowed set (an enum discriminant, a flag bit).
+    #[error("invalid value {value} for {field}")]
+    InvalidValue {
+        /// The field being read.
+        field: &'static str,
+        /// The value found, widened to i64 for display.
+        value: i64,
+    },
+    /// A string field is not valid UTF-8.
+    #[error("{field} is not valid UTF-8")]
+    InvalidUtf8 {
+        /// The field being read.
+        field: &'static str,
+    },
+    /// A varint ran past 5 (varint) or 10 (varlong) bytes.
+    #[error("varint for {field} is longer than {max_bytes} bytes")]
+    VarintOverflow {
+        /// The field being read.
+        field: &'static str,
+        /// The most bytes a value of that width may take.
+        max_bytes: usize,
+    },
+    /// Bytes were left over after a structure whose length is fixed by a prefix.
+    #[error("{extra} trailing bytes after {what}")]
+    TrailingBytes {
+        /// What was decoded.
+        what: &'static str,
+        /// How many bytes were left.
+        extra: usize,
+    },
+    /// A record batch's CRC-32C does not match its contents.
+    #[error("record batch CRC mismatch: stored 0x{stored:08x}, computed 0x{computed:08x}")]
+    CrcMismatch {
+        /// CRC carried by the batch.
+        stored: u32,
+        /// CRC computed over the bytes received.
+        computed: u32,
+    },
+    /// The batch magic byte is not a supported format version.
+    #[error("unsupported record batch magic {magic}")]
+    UnsupportedMagic {
+        /// The magic byte found.
+        magic: u8,
+    },
+    /// A compressed records section could not be decompressed.
+    #[error("{codec} decompression failed: {reason}")]
+    Decompression {
+        /// The codec named by the batch attributes.
+        codec: &'static str,
+        /// The decoder's own message.
+        reason: String,
+    },
+    /// A decompressed records section would exceed the allowed size.
+    #[error("decompressed records exceed the limit of {limit} bytes")]
+    DecompressedTooLarge {
+        /// The limit in force.
+        limit: usize,
+    },
+    /// The batch header's record count disagrees with the records found.
+    #[error("batch claims {claimed} records but holds {found}")]
+    RecordCountMismatch {
+        /// Count in the header.
+        claimed: u32,
+        /// Records actually decoded.
+        found: u32,
+    },
+}
+
+/// Error codes carried by response frames (`Error` frames and the produce response).
+///
+/// Codes are part of the wire format: a code, once assigned, is never reused for
+/// another meaning. `PROTOCOL.md` lists them with the same numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// Success.
+    None = 0,
+    /// An unexpected broker-side failure. Not retriable.
+    Unknown = 1,
+    /// The frame could not be decoded. Not retriable.
+    MalformedFrame = 2,
+    /// The frame exceeds the broker's maximum frame size. Not retriable.
+    FrameTooLarge = 3,
+    /// The frame kind is unknown to the broker. Not retriable.
+    UnknownFrameKind = 4,
+    /// The protocol version in `Hello` is not supported. Not retriable.
+    UnsupportedVersion = 5,
+    /// The record batch failed its CRC or structural check. Retriable (corruption in transit).
+    CorruptBatch = 6,
+    /// The topic or partition does not exist. Retriable (metadata may be stale).
+    UnknownTopicOrPartition = 7,
+    /// `CreateTopic` for a topic that exists. Not retriable.
+    TopicAlreadyExists = 8,
+    /// A partition count of zero or above the broker's limit. Not retriable.
+    InvalidPartitions = 9,
+    /// The principal lacks the permission for this topic. Not retriable.
+    AuthorizationFailed = 10,
+    /// The batch exceeds the broker's maximum batch size. Not retriable.
+    BatchTooLarge = 11,
+    /// The batch's sequence does not follow the last one acked for its producer. The
+    /// producer must drain and bump its epoch.
+    OutOfOrderSequence = 12,
+    /// The producer epoch is older than one the broker has seen: this producer was
+    /// fenced. Fatal for the producer instance.
+    InvalidProducerEpoch = 13,
+    /// The broker holds no state for this producer id on the partition and the batch
+    /// does not start at sequence 0. The producer must bump its epoch.
+    UnknownProducerId = 14,
+    /// A request field is out of range (acks value, negative offset...). Not retriable.
+    InvalidRequest = 15,
+    /// The broker could not write or sync the log (disk full, I/O error). Retriable.
+    StorageError = 16,
+    /// The request did not complete within its timeout. Retriable.
+    RequestTimedOut = 17,
+    /// The broker is shutting down. Retriable (on another broker or after restart).
+    BrokerShuttingDown = 18,
+    /// The topic name is empty, too long or has characters outside `[A-Za-z0-9._-]`.
+    InvalidTopicName = 19,
+    /// A connection or stream limit was reached. Retriable after back-off.
+    ResourceLimit = 20,
+    /// A fetch offset outside `[log_start, end]`. Not retriable.
+    OffsetOutOfRange = 21,
+    /// A stored batch failed its CRC when read back. Not retriable.
+    CorruptStoredData = 22,
+}
+
+impl ErrorCode {
+    /// Every defined code, in numeric order.
+    pub const ALL: [ErrorCode; 23] = [
+        ErrorCode::None,
+        ErrorCode::Unknown,
+        ErrorCode::MalformedFrame,
+        ErrorCode::FrameTooLarge,
+        ErrorCode::UnknownFrameKind,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::CorruptBatch,
+        ErrorCode::UnknownTopicOrPartition,
+        ErrorCode::TopicAlreadyExists,
+        ErrorCode::InvalidPartitions,
+        ErrorCode::AuthorizationFailed,
+        ErrorCode::BatchTooLarge,
+        ErrorCode::OutOfOrderSequence,
+        ErrorCode::InvalidProducerEpoch,
+        ErrorCode::UnknownProducerId,
+        ErrorCode::InvalidRequest,
+        ErrorCode::StorageError,
+        ErrorCode::RequestTimedOut,
+        ErrorCode::BrokerShuttingDown,
+        ErrorCode::InvalidTopicName,
+        ErrorCode::ResourceLimit,
+        ErrorCode::OffsetOutOfRange,
+        ErrorCode::CorruptStoredData,
+    ];
+
+    /// The numeric wire value.
+    pub fn as_u16(self) -> u16 {
+        self as u16
+    }
+
+    /// Parses a wire value; unknown values are rejected.
+    pub fn from_u16(v: u16) -> Result<Self, DecodeError> {
+        Self::ALL
+            .get(v as usize)
+            .copied()
+            .ok_or(DecodeError::InvalidValue {
+                field: "error_code",
+                value: v as i64,
+            })
+    }
+
+    /// Whether a client may retry the same request after seeing this code.
+    pub fn is_retriable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::CorruptBatch
+                | ErrorCode::UnknownTopicOrPartition
+                | ErrorCode::StorageError
+                | ErrorCode::RequestTimedOut
+                | ErrorCode::BrokerShuttingDown
+                | ErrorCode::ResourceLimit
+        )
+    }
+
+    /// A short stable name, as used in logs and `PROTOCOL.md`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::None => "NONE",
+            ErrorCode::Unknown => "UNKNOWN",
+            ErrorCode::MalformedFrame => "MALFORMED_FRAME",
+            ErrorCode::FrameTooLarge => "FRAME_TOO_LARGE",
+            ErrorCode::UnknownFrameKind => "UNKNOWN_FRAME_KIND",
+            ErrorCode::UnsupportedVersion => "UNSUPPORTED_VERSION",
+            ErrorCode::CorruptBatch => "CORRUPT_BATCH",
+            ErrorCode::UnknownTopicOrPartition => "UNKNOWN_TOPIC_OR_PARTITION",
+            ErrorCode::TopicAlreadyExists => "TOPIC_ALREADY_EXISTS",
+            ErrorCode::InvalidPartitions => "INVALID_PARTITIONS",
+            ErrorCode::AuthorizationFailed => "AUTHORIZATION_FAILED",
+            ErrorCode::BatchTooLarge => "BATCH_TOO_LARGE",
+            ErrorCode::OutOfOrderSequence => "OUT_OF_ORDER_SEQUENCE",
+            ErrorCode::InvalidProducerEpoch => "INVALID_PRODUCER_EPOCH",
+            ErrorCode::UnknownProducerId => "UNKNOWN_PRODUCER_ID",
+            ErrorCode::InvalidRequest => "INVALID_REQUEST",
+            ErrorCode::StorageError => "STORAGE_ERROR",
+            ErrorCode::RequestTimedOut => "REQUEST_TIMED_OUT",
+            ErrorCode::BrokerShuttingDown => "BROKER_SHUTTING_DOWN",
+            ErrorCode::InvalidTopicName => "INVALID_TOPIC_NAME",
+            ErrorCode::ResourceLimit => "RESOURCE_LIMIT",
+            ErrorCode::OffsetOutOfRange => "OFFSET_OUT_OF_RANGE",
+            ErrorCode::CorruptStoredData => "CORRUPT_STORED_DATA",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.name(), self.as_u16())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_dense_and_round_trip() {
+        for (i, code) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(code.as_u16() as usize, i, "{code} out of place");
+            assert_eq!(ErrorCode::from_u16(code.as_u16()).unwrap(), *code);
+        }
+        for v in [23u16, 100, u16::MAX] {
+            assert!(ErrorCode::from_u16(v).is_err());
+        }
+    }
+}
