@@ -1,1 +1,2 @@
-fn main(){}
+//! The `qwire` command (being written).
+fn main() {}

@@ -1,0 +1,150 @@
+//! Broker configuration: every setting with its default and why.
+//!
+//! Loaded from TOML (`qwire broker --config FILE`); command-line flags override it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::log::LogConfig;
+use crate::protocol::MAX_FRAME_SIZE;
+
+/// Default listen address: loopback only, so a dev broker is not exposed by accident.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+/// Default largest frame: 8 MiB, room for a 1 MiB batch (Kafka's default max request)
+/// many times over while bounding per-stream buffering.
+pub const DEFAULT_MAX_FRAME_SIZE: u32 = 8 * 1024 * 1024;
+
+/// Broker settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// UDP address to listen on. Default `127.0.0.1:7878`.
+    pub listen: SocketAddr,
+    /// Directory for topic logs and broker state. Default `./qwire-data`.
+    pub data_dir: PathBuf,
+    /// This broker's id, reported in metadata. Default 0.
+    pub broker_id: u32,
+    /// Host name given to clients in metadata; default the listen IP.
+    pub advertised_host: Option<String>,
+    /// ACL file; `None` lets every authenticated client do everything.
+    pub acl_file: Option<PathBuf>,
+    /// Create a topic on first produce or metadata request (with write permission).
+    /// Default true, like Kafka's `auto.create.topics.enable`.
+    pub auto_create_topics: bool,
+    /// Partitions of an auto-created topic. Default 1 (Kafka's `num.partitions`).
+    pub default_partitions: u32,
+    /// Most partitions one topic may have. Default 1024.
+    pub max_partitions: u32,
+    /// Largest frame accepted (length prefix value). Default 8 MiB, at most 16 MiB.
+    pub max_frame_size: u32,
+    /// Most concurrent connections; further ones are refused. Default 1024.
+    pub max_connections: u32,
+    /// Most concurrent bidirectional streams per connection. Default 256.
+    pub max_streams_per_connection: u32,
+    /// Idle timeout for connections, in seconds. Default 30.
+    pub idle_timeout_secs: u64,
+    /// How long an acks=all produce may wait for its fsync when the request carries no
+    /// timeout, in ms. Default 30000 (Kafka's request timeout).
+    pub default_produce_timeout_ms: u32,
+    /// Roll a segment when it would exceed this many bytes. Default 256 MiB.
+    pub segment_bytes: u64,
+    /// Sparse index interval in bytes. Default 4096.
+    pub index_interval_bytes: u32,
+    /// Delete oldest segments while a partition exceeds this size; `None` keeps all.
+    pub retention_bytes: Option<u64>,
+    /// Delete segments whose newest record is older than this many seconds; `None`
+    /// keeps all.
+    pub retention_secs: Option<u64>,
+    /// How often retention runs, in seconds. Default 60.
+    pub retention_check_secs: u64,
+    /// Grace period for in-flight requests at shutdown, in ms. Default 5000.
+    pub shutdown_grace_ms: u64,
+    /// Benchmark mode: do every protocol step (decode, CRC, dedup, ack) but skip the disk
+    /// append. Acks are then not durable: never for real data. Default false.
+    pub sink: bool,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            data_dir: PathBuf::from("qwire-data"),
+            broker_id: 0,
+            advertised_host: None,
+            acl_file: None,
+            auto_create_topics: true,
+            default_partitions: 1,
+            max_partitions: 1024,
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            max_connections: 1024,
+            max_streams_per_connection: 256,
+            idle_timeout_secs: 30,
+            default_produce_timeout_ms: 30_000,
+            segment_bytes: 256 * 1024 * 1024,
+            index_interval_bytes: 4096,
+            retention_bytes: None,
+            retention_secs: None,
+            retention_check_secs: 60,
+            shutdown_grace_ms: 5000,
+            sink: false,
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<BrokerConfig, String> {
+        let cfg: BrokerConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges; returns a message naming the bad setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_frame_size as usize > MAX_FRAME_SIZE || self.max_frame_size < 1024 {
+            return Err(format!("max_frame_size must be between 1024 and {MAX_FRAME_SIZE}, got {}", self.max_frame_size));
+        }
+        if self.default_partitions == 0 || self.default_partitions > self.max_partitions {
+            return Err(format!(
+                "default_partitions must be between 1 and max_partitions ({}), got {}",
+                self.max_partitions, self.default_partitions
+            ));
+        }
+        if self.max_connections == 0 || self.max_streams_per_connection == 0 {
+            return Err("max_connections and max_streams_per_connection must be at least 1".into());
+        }
+        if self.segment_bytes < 4096 {
+            return Err(format!("segment_bytes must be at least 4096, got {}", self.segment_bytes));
+        }
+        Ok(())
+    }
+
+    /// The log settings derived from this config.
+    pub fn log_config(&self) -> LogConfig {
+        LogConfig {
+            segment_bytes: self.segment_bytes,
+            index_interval_bytes: self.index_interval_bytes,
+            retention_bytes: self.retention_bytes,
+            retention: self.retention_secs.map(Duration::from_secs),
+            ..LogConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overrides_defaults_and_rejects_unknown_keys() {
+        let c = BrokerConfig::from_toml("listen = \"127.0.0.1:9000\"\ndefault_partitions = 4\n").unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.default_partitions, 4);
+        assert!(c.auto_create_topics);
+        assert!(BrokerConfig::from_toml("lisen = \"x\"").is_err());
+        assert!(BrokerConfig::from_toml("max_frame_size = 100").unwrap_err().contains("max_frame_size"));
+    }
+}

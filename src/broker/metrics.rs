@@ -1,0 +1,72 @@
+//! Broker counters: what was accepted, refused, appended and why things failed.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Live counters, updated with relaxed atomics.
+        #[derive(Debug, Default)]
+        pub struct BrokerMetrics { $($(#[$doc])* pub $name: AtomicU64,)* }
+
+        /// A point-in-time copy of [`BrokerMetrics`].
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+        pub struct MetricsSnapshot { $($(#[$doc])* pub $name: u64,)* }
+
+        impl BrokerMetrics {
+            /// Copies every counter.
+            pub fn snapshot(&self) -> MetricsSnapshot {
+                MetricsSnapshot { $($name: self.$name.load(Relaxed),)* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Connections whose TLS handshake completed.
+    connections_accepted,
+    /// Connections refused because of the connection limit.
+    connections_refused,
+    /// Handshakes that failed (certificate refused, wrong ALPN, timeout).
+    handshake_failures,
+    /// Connections currently open.
+    connections_open,
+    /// Streams opened by clients.
+    streams_opened,
+    /// Frames that could not be decoded (garbage, bad lengths, unknown kinds).
+    bad_frames,
+    /// Produce requests received.
+    produce_requests,
+    /// Produce requests answered with an error.
+    produce_errors,
+    /// Batches appended to a log.
+    batches_appended,
+    /// Records appended to a log.
+    records_appended,
+    /// Batch bytes appended to a log.
+    bytes_appended,
+    /// Retried batches answered from the dedup state.
+    duplicates,
+    /// Batches refused for a bad CRC or structure.
+    corrupt_batches,
+    /// Requests refused by the ACL.
+    authorization_failures,
+    /// Fetch requests served.
+    fetch_requests,
+    /// fsync calls made by group commit.
+    fsyncs,
+}
+
+/// Adds `n` to a counter.
+pub(crate) fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Relaxed);
+}
+
+/// Adds one to a counter.
+pub(crate) fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Relaxed);
+}
+
+/// Subtracts one from a gauge.
+pub(crate) fn dec(c: &AtomicU64) {
+    c.fetch_sub(1, Relaxed);
+}

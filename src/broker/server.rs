@@ -1,0 +1,329 @@
+//! The listener: QUIC endpoint with mandatory client certificates, connection limits,
+//! per-connection principal, and graceful shutdown.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustls_pki_types::CertificateDer;
+use tokio::sync::{mpsc, watch};
+
+use super::acl::Acl;
+use super::config::BrokerConfig;
+use super::handler::serve_stream;
+use super::metrics::{dec, inc, BrokerMetrics, MetricsSnapshot};
+use super::producer_ids::ProducerIdAllocator;
+use super::topics::{Topic, TopicError, TopicRegistry};
+use crate::protocol::ErrorCode;
+use crate::transport::certs::{load_certs, principal_of, CertError, Identity};
+use crate::transport::tls::{quinn_server_config, server_tls, QuicTuning, TlsError};
+
+/// Errors that stop a broker from starting.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Certificates could not be loaded.
+    #[error(transparent)]
+    Certs(#[from] CertError),
+    /// TLS could not be configured.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The data directory could not be prepared or recovered.
+    #[error("data directory {path}: {reason}")]
+    Storage {
+        /// The directory.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// The UDP socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The broker's TLS material: its own certificate and the CA that signs client certs.
+#[derive(Debug, Clone)]
+pub struct BrokerTls {
+    /// Broker certificate chain and key.
+    pub identity: Identity,
+    /// CA certificates accepted for client certificates.
+    pub client_ca: Vec<CertificateDer<'static>>,
+}
+
+impl BrokerTls {
+    /// Loads `ca.crt`, `broker.crt` and `broker.key` from a directory made by `qwire certs`.
+    pub fn load(certs_dir: &Path) -> Result<BrokerTls, CertError> {
+        Ok(BrokerTls {
+            identity: Identity::load(certs_dir, "broker")?,
+            client_ca: load_certs(&certs_dir.join("ca.crt"))?,
+        })
+    }
+}
+
+/// State shared by every connection of a broker.
+pub(crate) struct Shared {
+    pub(crate) config: BrokerConfig,
+    pub(crate) acl: Acl,
+    pub(crate) registry: TopicRegistry,
+    pub(crate) producer_ids: ProducerIdAllocator,
+    pub(crate) metrics: Arc<BrokerMetrics>,
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// The topic for a produce: existing, or auto-created when enabled.
+    pub(crate) fn topic_for_write(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
+        if let Some(t) = self.registry.get(name) {
+            return Ok(t);
+        }
+        if !self.config.auto_create_topics {
+            return Err(TopicError {
+                code: ErrorCode::UnknownTopicOrPartition,
+                message: format!("topic '{name}' does not exist and auto-create is off"),
+            });
+        }
+        self.registry.get_or_create(name, self.config.default_partitions)
+    }
+}
+
+/// Per-connection context handed to stream handlers.
+pub(crate) struct ConnCtx {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) principal: Arc<str>,
+    pub(crate) remote: SocketAddr,
+}
+
+/// A running broker.
+#[derive(Debug)]
+pub struct BrokerHandle {
+    local_addr: SocketAddr,
+    shutdown_tx: watch::Sender<bool>,
+    done: tokio::task::JoinHandle<()>,
+    metrics: Arc<BrokerMetrics>,
+}
+
+impl BrokerHandle {
+    /// The address the broker listens on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A copy of the broker's counters.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot()
+    }
+
+    /// Graceful shutdown: stop accepting, let in-flight requests finish (up to the
+    /// configured grace), fsync every partition, close the endpoint.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown_tx.send(true);
+        let _ = self.done.await;
+    }
+
+    /// Waits until the broker has stopped (after [`BrokerHandle::shutdown`] from
+    /// elsewhere, or a signal handled by the caller).
+    pub fn shutdown_sender(&self) -> watch::Sender<bool> {
+        self.shutdown_tx.clone()
+    }
+
+    /// Waits for the broker task to end.
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+}
+
+fn lock_data_dir(dir: &Path) -> Result<fs::File, BrokerError> {
+    let storage = |reason: String| BrokerError::Storage { path: dir.into(), reason };
+    fs::create_dir_all(dir).map_err(|e| storage(e.to_string()))?;
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(".lock"))
+        .map_err(|e| storage(e.to_string()))?;
+    f.try_lock().map_err(|_| storage("locked by another running broker".into()))?;
+    Ok(f)
+}
+
+/// Starts a broker: recovers the data directory, binds the endpoint and serves until
+/// shut down. Must be called inside a tokio runtime.
+pub async fn start(config: BrokerConfig, tls: BrokerTls) -> Result<BrokerHandle, BrokerError> {
+    config.validate().map_err(BrokerError::Config)?;
+    let lock = lock_data_dir(&config.data_dir)?;
+    let acl = match &config.acl_file {
+        Some(p) => Acl::load(p).map_err(BrokerError::Config)?,
+        None => Acl::allow_all(),
+    };
+    let metrics = Arc::new(BrokerMetrics::default());
+    let storage = |reason: String| BrokerError::Storage { path: config.data_dir.clone(), reason };
+    let (registry, recovered) =
+        TopicRegistry::open(&config.data_dir, config.log_config(), config.max_partitions, metrics.clone())
+            .map_err(storage)?;
+    for r in &recovered {
+        if r.report.truncated_bytes > 0 {
+            tracing::warn!(
+                topic = %r.topic, partition = r.partition, truncated_bytes = r.report.truncated_bytes,
+                reason = r.report.reason.as_deref().unwrap_or(""), "recovery truncated a torn tail"
+            );
+        }
+    }
+    let producer_ids = ProducerIdAllocator::open(&config.data_dir).map_err(|e| storage(e.to_string()))?;
+
+    let tuning = QuicTuning {
+        idle_timeout: Duration::from_secs(config.idle_timeout_secs),
+        max_bidi_streams: config.max_streams_per_connection,
+        ..QuicTuning::default()
+    };
+    let server_config = quinn_server_config(server_tls(&tls.identity, &tls.client_ca)?, &tuning)?;
+    let endpoint = quinn::Endpoint::server(server_config, config.listen)
+        .map_err(|source| BrokerError::Bind { addr: config.listen, source })?;
+    let local_addr = endpoint.local_addr().map_err(|source| BrokerError::Bind { addr: config.listen, source })?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        config,
+        acl,
+        registry,
+        producer_ids,
+        metrics: metrics.clone(),
+        local_addr,
+        shutdown: shutdown_rx,
+    });
+    tokio::spawn(retention_loop(shared.clone()));
+    let done = tokio::spawn(accept_loop(endpoint, shared, lock));
+    tracing::info!(%local_addr, "broker listening");
+    Ok(BrokerHandle { local_addr, shutdown_tx, done, metrics })
+}
+
+async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>, _lock: fs::File) {
+    let mut shutdown = shared.shutdown.clone();
+    // Every connection task holds a clone; when all are gone, recv() yields None.
+    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => i,
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
+        let Some(incoming) = incoming else { break };
+        let open = shared.metrics.connections_open.load(std::sync::atomic::Ordering::Relaxed);
+        if open >= u64::from(shared.config.max_connections) {
+            inc(&shared.metrics.connections_refused);
+            tracing::warn!(remote = %incoming.remote_address(), open, "connection limit reached; refusing");
+            incoming.refuse();
+            continue;
+        }
+        tokio::spawn(serve_connection(incoming, shared.clone(), alive_tx.clone()));
+    }
+    tracing::info!("shutting down: no new connections");
+    drop(alive_tx);
+    let grace = Duration::from_millis(shared.config.shutdown_grace_ms);
+    if tokio::time::timeout(grace, alive_rx.recv()).await.is_err() {
+        tracing::warn!(?grace, "connections still busy after the grace period");
+    }
+    for e in shared.registry.flush_all() {
+        tracing::error!(error = %e, "final fsync failed");
+    }
+    endpoint.close(0u8.into(), b"broker shutting down");
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    tracing::info!("broker stopped");
+}
+
+struct OpenGuard(Arc<BrokerMetrics>);
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        dec(&self.0.connections_open);
+    }
+}
+
+async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>, _alive: mpsc::Sender<()>) {
+    let remote = incoming.remote_address();
+    inc(&shared.metrics.connections_open);
+    let _guard = OpenGuard(shared.metrics.clone());
+    let conn = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            inc(&shared.metrics.handshake_failures);
+            tracing::warn!(%remote, error = %e, "handshake failed");
+            return;
+        }
+    };
+    let principal = match peer_principal(&conn) {
+        Ok(p) => p,
+        Err(e) => {
+            inc(&shared.metrics.handshake_failures);
+            tracing::warn!(%remote, error = %e, "client certificate has no usable principal");
+            conn.close(2u8.into(), b"client certificate has no principal");
+            return;
+        }
+    };
+    inc(&shared.metrics.connections_accepted);
+    tracing::info!(%remote, %principal, "client connected");
+    let ctx = Arc::new(ConnCtx { shared: shared.clone(), principal: Arc::from(principal.as_str()), remote });
+    let (streams_tx, mut streams_rx) = mpsc::channel::<()>(1);
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        let stream = tokio::select! {
+            s = conn.accept_bi() => s,
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
+        match stream {
+            Ok((send, recv)) => {
+                let ctx = ctx.clone();
+                let alive = streams_tx.clone();
+                tokio::spawn(async move {
+                    serve_stream(ctx, send, recv).await;
+                    drop(alive);
+                });
+            }
+            Err(e) => {
+                tracing::info!(%remote, %principal, reason = %e, "client disconnected");
+                break;
+            }
+        }
+    }
+    drop(streams_tx);
+    let _ = streams_rx.recv().await;
+    if *shutdown.borrow() {
+        conn.close(0u8.into(), b"broker shutting down");
+    }
+}
+
+fn peer_principal(conn: &quinn::Connection) -> Result<String, CertError> {
+    let certs = conn
+        .peer_identity()
+        .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .ok_or(CertError::NoPrincipal)?;
+    let leaf = certs.first().ok_or(CertError::NoPrincipal)?;
+    principal_of(leaf)
+}
+
+async fn retention_loop(shared: Arc<Shared>) {
+    if shared.config.retention_bytes.is_none() && shared.config.retention_secs.is_none() {
+        return;
+    }
+    let mut shutdown = shared.shutdown.clone();
+    let every = Duration::from_secs(shared.config.retention_check_secs.max(1));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let deleted = shared.registry.apply_retention(now);
+        if deleted > 0 {
+            tracing::info!(deleted, "retention removed segments");
+        }
+    }
+}
