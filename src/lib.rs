@@ -1,5 +1,33 @@
-//! qwire
+//! qwire: a QUIC-transport message producer engine for Rust services, and the broker it
+//! talks to.
+//!
+//! # Architecture
+//!
+//! ```text
+//!  service ── send(record) ──► producer engine ══ QUIC + mTLS ══► broker ──► partition logs
+//! ```
+//!
+//! - The **protocol** is sans-IO: frames and record batches are encoded into and decoded
+//!   from byte buffers, with no runtime, socket or clock. `PROTOCOL.md` documents it byte
+//!   for byte.
+//! - The **transport** builds TLS 1.3 configurations in which the broker requires a client
+//!   certificate, and client connections that are only "ready" after an application
+//!   `Hello` → `HelloOk` exchange (QUIC's `connect()` completes before the server has
+//!   checked the client certificate).
+//! - The **broker** accepts QUIC connections, derives the principal from the client
+//!   certificate, checks a per-topic ACL, and serves pipelined requests per stream with
+//!   responses in request order. Batches are stored as received (still compressed) in a
+//!   segmented, CRC-checked log; idempotent-producer state dedups retries and survives
+//!   restarts; acks=all waits for a group-committed fsync.
+//!
+//! # Layout
+//!
+//! - [`protocol`]: frames, record batches, compression codecs, error codes;
+//! - [`transport`]: certificates, rustls/quinn configuration, client connections;
+//! - [`broker`]: server, stream handler, topics, partitions, log, dedup, ACL;
+//! - [`client`]: a plain request/response client (admin, metadata, fetch).
 #![warn(missing_docs)]
+
 pub mod broker;
 pub mod client;
 pub mod protocol;

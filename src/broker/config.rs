@@ -129,7 +129,6 @@ impl BrokerConfig {
             index_interval_bytes: self.index_interval_bytes,
             retention_bytes: self.retention_bytes,
             retention: self.retention_secs.map(Duration::from_secs),
-            ..LogConfig::default()
         }
     }
 }

@@ -48,11 +48,7 @@ impl OffsetIndex {
     /// An empty index that adds an entry at most every `interval_bytes` of log
     /// (0: every batch).
     pub fn new(interval_bytes: u32) -> Self {
-        OffsetIndex {
-            entries: Vec::new(),
-            interval_bytes: u64::from(interval_bytes),
-            bytes_since_entry: 0,
-        }
+        OffsetIndex { entries: Vec::new(), interval_bytes: u64::from(interval_bytes), bytes_since_entry: 0 }
     }
 
     /// Records that a batch of `len` bytes was stored at `position`; returns the entry
@@ -60,10 +56,7 @@ impl OffsetIndex {
     pub fn observe(&mut self, rel_offset: u32, position: u32, len: u64) -> Option<IndexEntry> {
         let due = self.entries.is_empty() || self.bytes_since_entry >= self.interval_bytes;
         let entry = due.then(|| {
-            let entry = IndexEntry {
-                rel_offset,
-                position,
-            };
+            let entry = IndexEntry { rel_offset, position };
             self.entries.push(entry);
             self.bytes_since_entry = 0;
             entry
@@ -116,9 +109,7 @@ pub(super) fn reconcile(path: &Path, index: &OffsetIndex) -> io::Result<Reconcil
         Ok(mut f) => {
             let mut have = Vec::with_capacity(want.len());
             // Read at most one byte more than expected: enough to see a longer file.
-            Read::by_ref(&mut f)
-                .take(want.len() as u64 + 1)
-                .read_to_end(&mut have)?;
+            Read::by_ref(&mut f).take(want.len() as u64 + 1).read_to_end(&mut have)?;
             if have == want {
                 return Ok(Reconciled::Unchanged);
             }
@@ -127,11 +118,7 @@ pub(super) fn reconcile(path: &Path, index: &OffsetIndex) -> io::Result<Reconcil
         Err(e) if e.kind() == ErrorKind::NotFound => Reconciled::Missing,
         Err(e) => return Err(e),
     };
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)?;
+    let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(path)?;
     f.write_all(&want)?;
     Ok(outcome)
 }
@@ -151,13 +138,7 @@ mod tests {
         assert!(idx.observe(0, 0, 60).is_some());
         assert!(idx.observe(1, 60, 60).is_none());
         // 120 bytes since the last entry >= 100: this batch gets one.
-        assert_eq!(
-            idx.observe(2, 120, 60),
-            Some(IndexEntry {
-                rel_offset: 2,
-                position: 120
-            })
-        );
+        assert_eq!(idx.observe(2, 120, 60), Some(IndexEntry { rel_offset: 2, position: 120 }));
         assert!(idx.observe(3, 180, 10).is_none());
         assert_eq!(idx.lookup(0), 0);
         assert_eq!(idx.lookup(1), 0);

@@ -157,23 +157,24 @@ pub enum LogError {
         /// What is wrong.
         reason: &'static str,
     },
-    /// An earlier append failed and its partial write could not be cut off; appending
-    /// more would leave garbage between batches. Reopen the log to recover.
-    #[error("{} has a partial write that could not be rolled back; reopen the log", path.display())]
+    /// The log refuses appends and fsyncs after an earlier failure left its state in
+    /// doubt: a partial append that could not be cut off (appending more would leave
+    /// garbage between batches) or a failed fsync (the kernel may have dropped the dirty
+    /// pages, so a later successful fsync would prove nothing). Reads still work; reopen
+    /// the log to recover, which re-checks the tail.
+    #[error("{} refuses writes after {cause}; reopen the log", path.display())]
     Unwritable {
         /// The active segment file.
         path: PathBuf,
+        /// The earlier failure.
+        cause: &'static str,
     },
 }
 
 impl LogError {
     /// Maps an `io::Error` from `op` on `path`.
     fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> LogError + 'a {
-        move |source| LogError::Io {
-            op,
-            path: path.to_path_buf(),
-            source,
-        }
+        move |source| LogError::Io { op, path: path.to_path_buf(), source }
     }
 }
 
@@ -217,7 +218,8 @@ pub struct PartitionLog {
     /// The segment appends go to (the newest).
     active: Segment,
     size_bytes: u64,
-    unwritable: bool,
+    /// Set by a failure after which appends and fsyncs are refused.
+    failed: Option<&'static str>,
 }
 
 impl fmt::Debug for PartitionLog {
@@ -236,10 +238,7 @@ impl PartitionLog {
     /// Opens the log in `dir` (creating the directory and a first segment if needed) and
     /// recovers it: see the [module docs](self) for what is checked and cut.
     pub fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, RecoveryReport), LogError> {
-        let config = LogConfig {
-            segment_bytes: config.segment_bytes.min(MAX_SEGMENT_BYTES),
-            ..config
-        };
+        let config = LogConfig { segment_bytes: config.segment_bytes.min(MAX_SEGMENT_BYTES), ..config };
         std::fs::create_dir_all(dir).map_err(LogError::io("create partition directory", dir))?;
         let bases = recovery::list_segments(dir)?;
         let mut report = RecoveryReport::default();
@@ -268,14 +267,7 @@ impl PartitionLog {
         };
         report.segments = segments.len() + 1;
         let size_bytes = segments.iter().map(Segment::size).sum::<u64>() + active.size();
-        let log = PartitionLog {
-            dir: dir.to_path_buf(),
-            config,
-            sealed: segments,
-            active,
-            size_bytes,
-            unwritable: false,
-        };
+        let log = PartitionLog { dir: dir.to_path_buf(), config, sealed: segments, active, size_bytes, failed: None };
         tracing::debug!(dir = %dir.display(), start = log.log_start_offset(), end = log.end_offset(),
             segments = report.segments, truncated = report.truncated_bytes, "partition log opened");
         Ok((log, report))
@@ -286,17 +278,8 @@ impl PartitionLog {
     /// with that offset stamped in (the caller's bytes are not modified), rolling to a new
     /// segment first if needed. On return the batch is in the page cache, not fsync'd.
     pub fn append(&mut self, batch: &[u8], header: &BatchHeader) -> Result<AppendInfo, LogError> {
-        if self.unwritable {
-            return Err(LogError::Unwritable {
-                path: self.active.log_path().to_path_buf(),
-            });
-        }
-        let invalid = |reason| {
-            Err(LogError::InvalidBatch {
-                len: batch.len(),
-                reason,
-            })
-        };
+        self.check_writable()?;
+        let invalid = |reason| Err(LogError::InvalidBatch { len: batch.len(), reason });
         if batch.len() < BATCH_HEADER_LEN || batch.len() != header.total_len() {
             return invalid("length differs from the header's batch_length + 12");
         }
@@ -321,13 +304,9 @@ impl PartitionLog {
                 if let Err(e) = self.active.rollback() {
                     tracing::error!(path = %path.display(), error = %e,
                         "cannot cut a failed append off the segment; the log refuses appends until reopened");
-                    self.unwritable = true;
+                    self.failed = Some("a failed append that could not be rolled back");
                 }
-                Err(LogError::Io {
-                    op: "append",
-                    path,
-                    source,
-                })
+                Err(LogError::Io { op: "append", path, source })
             }
         }
     }
@@ -341,13 +320,34 @@ impl PartitionLog {
         if !full && !rel_overflow {
             return Ok(false);
         }
-        self.active.seal()?;
+        self.fail_on_error(|log| log.active.seal(), "a failed fsync")?;
         let next = Segment::create(&self.dir, base_offset, self.config.index_interval_bytes)?;
         let old = std::mem::replace(&mut self.active, next);
         tracing::debug!(dir = %self.dir.display(), closed = old.base_offset(), new = base_offset, "rolled segment");
         self.sealed.push_back(old);
-        sync_dir(&self.dir)?;
+        self.fail_on_error(|log| sync_dir(&log.dir), "a failed directory fsync")?;
         Ok(true)
+    }
+
+    fn check_writable(&self) -> Result<(), LogError> {
+        match self.failed {
+            None => Ok(()),
+            Some(cause) => Err(LogError::Unwritable { path: self.active.log_path().to_path_buf(), cause }),
+        }
+    }
+
+    /// Runs `op`; when it fails, refuses further writes with `cause`.
+    fn fail_on_error(
+        &mut self,
+        op: impl FnOnce(&mut Self) -> Result<(), LogError>,
+        cause: &'static str,
+    ) -> Result<(), LogError> {
+        let res = op(self);
+        if let Err(e) = &res {
+            tracing::error!(dir = %self.dir.display(), error = %e, "the log refuses writes until reopened");
+            self.failed = Some(cause);
+        }
+        res
     }
 
     /// The first offset still stored.
@@ -382,11 +382,7 @@ impl PartitionLog {
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, LogError> {
         let (start, end) = (self.log_start_offset(), self.end_offset());
         if offset < start || offset > end {
-            return Err(LogError::OffsetOutOfRange {
-                requested: offset,
-                start,
-                end,
-            });
+            return Err(LogError::OffsetOutOfRange { requested: offset, start, end });
         }
         if offset == end {
             return Ok(Bytes::new());
@@ -407,31 +403,32 @@ impl PartitionLog {
     /// The active segment's file and the end offset it covers: once `file.sync_data()`
     /// returns, every offset below that end offset is durable (a roll fsyncs the segment
     /// it closes). Lets the owner fsync outside its lock, e.g. in `spawn_blocking`.
+    ///
+    /// If that fsync fails, do not retry it and report success: the kernel may have
+    /// dropped the dirty pages. Treat the partition as failed and reopen it.
     pub fn sync_target(&self) -> (Arc<File>, i64) {
         (Arc::clone(self.active.log_file()), self.end_offset())
     }
 
     /// fsyncs the active segment now, making every offset below [`Self::end_offset`]
-    /// durable.
+    /// durable. After a failed fsync the log refuses appends and flushes
+    /// ([`LogError::Unwritable`]) until reopened.
     pub fn flush(&mut self) -> Result<(), LogError> {
-        self.active.sync()
+        self.check_writable()?;
+        self.fail_on_error(|log| log.active.sync(), "a failed fsync")
     }
 
     /// Deletes whole segments from the oldest, never the active one: first those whose
     /// largest batch `max_timestamp` is older than `now_ms - retention`, then more while
     /// the partition exceeds `retention_bytes`. Returns how many were deleted; the log
-    /// start offset moves to the first remaining segment.
+    /// start offset moves to the first remaining segment. Deletions are not fsync'd to
+    /// the directory: after a crash a deleted segment may reappear, and the next pass
+    /// deletes it again.
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
         let mut deleted = 0;
         if let Some(retention) = self.config.retention {
-            let cutoff =
-                now_ms.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
-            while self
-                .sealed
-                .front()
-                .and_then(Segment::max_timestamp)
-                .is_some_and(|t| t < cutoff)
-            {
+            let cutoff = now_ms.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+            while self.sealed.front().and_then(Segment::max_timestamp).is_some_and(|t| t < cutoff) {
                 self.delete_oldest()?;
                 deleted += 1;
             }
@@ -463,14 +460,8 @@ impl PartitionLog {
     pub fn for_each_header(&self, mut f: impl FnMut(&BatchHeader)) -> Result<(), LogError> {
         for seg in self.sealed.iter().chain(std::iter::once(&self.active)) {
             let path = seg.log_path();
-            let end = scan_segment(
-                seg.log_file(),
-                seg.size(),
-                seg.base_offset(),
-                Verify::Headers,
-                |_, h| f(h),
-            )
-            .map_err(LogError::io("scan segment", path))?;
+            let end = scan_segment(seg.log_file(), seg.size(), seg.base_offset(), Verify::Headers, |_, h| f(h))
+                .map_err(LogError::io("scan segment", path))?;
             if let Some(stop) = end.stop {
                 return Err(stop_to_error(path, stop));
             }

@@ -53,13 +53,8 @@ pub(super) fn recover_segment(
     if newest {
         options.append(true);
     }
-    let file = options
-        .open(&path)
-        .map_err(LogError::io("open segment", &path))?;
-    let len = file
-        .metadata()
-        .map_err(LogError::io("stat segment", &path))?
-        .len();
+    let file = options.open(&path).map_err(LogError::io("open segment", &path))?;
+    let len = file.metadata().map_err(LogError::io("stat segment", &path))?.len();
     let verify = if newest { Verify::Crc } else { Verify::Headers };
     let mut index = OffsetIndex::new(config.index_interval_bytes);
     let mut max_timestamp: Option<i64> = None;
@@ -90,16 +85,8 @@ pub(super) fn recover_segment(
         report.truncated_bytes += cut;
         report.reason = Some(reason);
     }
-    let (segment, reconciled) = Segment::recovered(
-        dir,
-        base_offset,
-        scan.next_offset,
-        scan.valid_len,
-        max_timestamp,
-        file,
-        index,
-        newest,
-    )?;
+    let (segment, reconciled) =
+        Segment::recovered(dir, base_offset, scan.next_offset, scan.valid_len, max_timestamp, file, index, newest)?;
     if reconciled != Reconciled::Unchanged {
         tracing::info!(path = %path.display(), ?reconciled, "rebuilt segment index from the log");
         report.indexes_rebuilt += 1;
@@ -110,31 +97,20 @@ pub(super) fn recover_segment(
 /// Cuts `file` to `len` bytes and makes that durable, so a later append cannot leave
 /// garbage between batches.
 fn truncate(file: &File, path: &Path, len: u64) -> Result<(), LogError> {
-    file.set_len(len)
-        .map_err(LogError::io("truncate segment", path))?;
-    file.sync_all()
-        .map_err(LogError::io("fsync truncated segment", path))
+    file.set_len(len).map_err(LogError::io("truncate segment", path))?;
+    file.sync_all().map_err(LogError::io("fsync truncated segment", path))
 }
 
 pub(super) fn stop_to_error(path: &Path, stop: ScanStop) -> LogError {
     match stop.problem {
-        Problem::Decode(source) => LogError::Corrupt {
-            path: path.to_path_buf(),
-            position: stop.position,
-            source,
-        },
-        Problem::OffsetMismatch { expected, found } => LogError::OffsetMismatch {
-            path: path.to_path_buf(),
-            position: stop.position,
-            expected,
-            found,
-        },
+        Problem::Decode(source) => LogError::Corrupt { path: path.to_path_buf(), position: stop.position, source },
+        Problem::OffsetMismatch { expected, found } => {
+            LogError::OffsetMismatch { path: path.to_path_buf(), position: stop.position, expected, found }
+        }
     }
 }
 
 /// fsyncs a directory so that files created in (or removed from) it stay so.
 pub(super) fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(LogError::io("fsync partition directory", dir))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(LogError::io("fsync partition directory", dir))
 }

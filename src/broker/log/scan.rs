@@ -38,13 +38,7 @@ pub(super) struct ChunkReader<'a> {
 impl<'a> ChunkReader<'a> {
     /// Reads `file` up to byte `len`, `chunk` bytes at a time (more when asked for more).
     pub fn new(file: &'a File, len: u64, chunk: usize) -> Self {
-        ChunkReader {
-            file,
-            len,
-            chunk,
-            buf: Vec::new(),
-            buf_start: 0,
-        }
+        ChunkReader { file, len, chunk, buf: Vec::new(), buf_start: 0 }
     }
 
     /// Up to `need` bytes at `pos`; fewer only when the readable length ends first.
@@ -127,39 +121,22 @@ pub(super) fn scan_segment(
     mut on_batch: impl FnMut(u64, &BatchHeader),
 ) -> io::Result<ScanEnd> {
     let mut reader = ChunkReader::new(file, len, SCAN_CHUNK_BYTES);
-    let mut end = ScanEnd {
-        valid_len: 0,
-        next_offset: base_offset,
-        batches: 0,
-        stop: None,
-    };
+    let mut end = ScanEnd { valid_len: 0, next_offset: base_offset, batches: 0, stop: None };
     while end.valid_len < len {
         let pos = end.valid_len;
         match check_at(&mut reader, pos, len, verify)? {
             Err(e) => {
-                end.stop = Some(ScanStop {
-                    position: pos,
-                    problem: Problem::Decode(e),
-                });
+                end.stop = Some(ScanStop { position: pos, problem: Problem::Decode(e) });
                 break;
             }
             Ok(h) => {
                 if h.base_offset != end.next_offset {
-                    let problem = Problem::OffsetMismatch {
-                        expected: end.next_offset,
-                        found: h.base_offset,
-                    };
-                    end.stop = Some(ScanStop {
-                        position: pos,
-                        problem,
-                    });
+                    let problem = Problem::OffsetMismatch { expected: end.next_offset, found: h.base_offset };
+                    end.stop = Some(ScanStop { position: pos, problem });
                     break;
                 }
                 if let Some(e) = index_overflow(pos, h.base_offset - base_offset) {
-                    end.stop = Some(ScanStop {
-                        position: pos,
-                        problem: Problem::Decode(e),
-                    });
+                    end.stop = Some(ScanStop { position: pos, problem: Problem::Decode(e) });
                     break;
                 }
                 on_batch(pos, &h);
@@ -210,16 +187,10 @@ fn check_at(
 /// never produces such a segment; a foreign or damaged file might).
 fn index_overflow(pos: u64, rel: i64) -> Option<DecodeError> {
     if u32::try_from(pos).is_err() {
-        return Some(DecodeError::InvalidValue {
-            field: "segment position",
-            value: pos as i64,
-        });
+        return Some(DecodeError::InvalidValue { field: "segment position", value: pos as i64 });
     }
     if u32::try_from(rel).is_err() {
-        return Some(DecodeError::InvalidValue {
-            field: "relative offset",
-            value: rel,
-        });
+        return Some(DecodeError::InvalidValue { field: "relative offset", value: rel });
     }
     None
 }

@@ -53,11 +53,7 @@ pub(super) struct Segment {
 
 impl Segment {
     /// Creates the empty files of a new segment (the `.log` must not exist yet).
-    pub fn create(
-        dir: &Path,
-        base_offset: i64,
-        index_interval_bytes: u32,
-    ) -> Result<Segment, LogError> {
+    pub fn create(dir: &Path, base_offset: i64, index_interval_bytes: u32) -> Result<Segment, LogError> {
         let log_path = segment_path(dir, base_offset, LOG_SUFFIX);
         let index_path = segment_path(dir, base_offset, INDEX_SUFFIX);
         let log = OpenOptions::new()
@@ -101,13 +97,10 @@ impl Segment {
     ) -> Result<(Segment, index::Reconciled), LogError> {
         let log_path = segment_path(dir, base_offset, LOG_SUFFIX);
         let index_path = segment_path(dir, base_offset, INDEX_SUFFIX);
-        let reconciled = index::reconcile(&index_path, &index)
-            .map_err(LogError::io("rebuild index", &index_path))?;
+        let reconciled = index::reconcile(&index_path, &index).map_err(LogError::io("rebuild index", &index_path))?;
         let index_writer = if active {
-            let f = OpenOptions::new()
-                .append(true)
-                .open(&index_path)
-                .map_err(LogError::io("open index", &index_path))?;
+            let f =
+                OpenOptions::new().append(true).open(&index_path).map_err(LogError::io("open index", &index_path))?;
             Some(BufWriter::new(f))
         } else {
             None
@@ -165,12 +158,7 @@ impl Segment {
     /// Writes `batch` (whose header is `header`) with `base_offset` stamped into its
     /// first 8 bytes, in one `writev`, and indexes it. `batch.len()` is checked by the
     /// caller. On error the file may hold part of the batch: call [`Segment::rollback`].
-    pub fn append(
-        &mut self,
-        batch: &[u8],
-        header: &BatchHeader,
-        base_offset: i64,
-    ) -> io::Result<u64> {
+    pub fn append(&mut self, batch: &[u8], header: &BatchHeader, base_offset: i64) -> io::Result<u64> {
         let position = self.size;
         let stamp = base_offset.to_be_bytes();
         let mut bufs = [IoSlice::new(&stamp), IoSlice::new(&batch[8..])];
@@ -178,10 +166,7 @@ impl Segment {
         let len = batch.len() as u64;
         self.size += len;
         self.next_offset = base_offset + i64::from(header.last_offset_delta) + 1;
-        self.max_timestamp = Some(
-            self.max_timestamp
-                .map_or(header.max_timestamp, |m| m.max(header.max_timestamp)),
-        );
+        self.max_timestamp = Some(self.max_timestamp.map_or(header.max_timestamp, |m| m.max(header.max_timestamp)));
         // The caller rolls before the relative offset or the position overflows u32.
         let rel = u32::try_from(base_offset - self.base_offset).unwrap_or(u32::MAX);
         let pos32 = u32::try_from(position).unwrap_or(u32::MAX);
@@ -217,9 +202,7 @@ impl Segment {
     /// fsyncs the `.log` file.
     pub fn sync(&mut self) -> Result<(), LogError> {
         self.flush_index();
-        self.log
-            .sync_data()
-            .map_err(LogError::io("fsync segment", &self.log_path))
+        self.log.sync_data().map_err(LogError::io("fsync segment", &self.log_path))
     }
 
     /// Makes this segment read-only: flushes and closes its index writer and fsyncs the
@@ -239,9 +222,7 @@ impl Segment {
         // Index entries are at most ~index_interval_bytes apart: a small chunk suffices.
         let mut reader = ChunkReader::new(&self.log, self.size, 16 * 1024);
         let header = loop {
-            let head = reader
-                .bytes_at(pos, BATCH_HEADER_LEN)
-                .map_err(LogError::io("read segment", &self.log_path))?;
+            let head = reader.bytes_at(pos, BATCH_HEADER_LEN).map_err(LogError::io("read segment", &self.log_path))?;
             let h = self.parse_stored(head, pos)?;
             if h.last_offset() >= offset {
                 break h;
@@ -252,14 +233,10 @@ impl Segment {
         let want = if first >= max_bytes {
             first
         } else {
-            usize::try_from(self.size - pos)
-                .unwrap_or(usize::MAX)
-                .min(max_bytes)
+            usize::try_from(self.size - pos).unwrap_or(usize::MAX).min(max_bytes)
         };
         let mut buf = BytesMut::zeroed(want);
-        self.log
-            .read_exact_at(&mut buf, pos)
-            .map_err(LogError::io("read segment", &self.log_path))?;
+        self.log.read_exact_at(&mut buf, pos).map_err(LogError::io("read segment", &self.log_path))?;
         // Keep whole batches only.
         let mut end = first;
         while buf.len() - end >= BATCH_HEADER_LEN {
@@ -276,11 +253,7 @@ impl Segment {
     /// Parses the header of a batch at `pos`, which recovery or append validated: a
     /// failure means the file changed under us.
     fn parse_stored(&self, head: &[u8], pos: u64) -> Result<BatchHeader, LogError> {
-        let corrupt = |source| LogError::Corrupt {
-            path: self.log_path.clone(),
-            position: pos,
-            source,
-        };
+        let corrupt = |source| LogError::Corrupt { path: self.log_path.clone(), position: pos, source };
         match BatchHeader::parse(head) {
             Ok(Some(h)) if pos + h.total_len() as u64 <= self.size => Ok(h),
             Ok(_) => Err(corrupt(DecodeError::UnexpectedEof {
@@ -296,8 +269,7 @@ impl Segment {
     /// Removes the segment's files (index first: an index without its log would be stale,
     /// a log without its index is rebuilt).
     pub fn delete_files(&self) -> Result<(), LogError> {
-        remove_if_exists(&self.index_path)
-            .map_err(LogError::io("delete index", &self.index_path))?;
+        remove_if_exists(&self.index_path).map_err(LogError::io("delete index", &self.index_path))?;
         fs::remove_file(&self.log_path).map_err(LogError::io("delete segment", &self.log_path))
     }
 }
@@ -313,12 +285,7 @@ fn remove_if_exists(path: &Path) -> io::Result<()> {
 fn write_all_vectored(mut file: &File, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
     while !bufs.is_empty() {
         match file.write_vectored(bufs) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    ErrorKind::WriteZero,
-                    "failed to write whole batch",
-                ))
-            }
+            Ok(0) => return Err(io::Error::new(ErrorKind::WriteZero, "failed to write whole batch")),
             Ok(n) => IoSlice::advance_slices(&mut bufs, n),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
