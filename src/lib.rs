@@ -30,5 +30,6 @@
 
 pub mod broker;
 pub mod client;
+pub mod producer;
 pub mod protocol;
 pub mod transport;

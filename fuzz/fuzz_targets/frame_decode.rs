@@ -25,11 +25,7 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(frame.encoded_len(), used);
                 let mut out = BytesMut::new();
                 frame.encode(&mut out);
-                assert_eq!(
-                    &out[..],
-                    &data[start..start + used],
-                    "encoding is not canonical"
-                );
+                assert_eq!(&out[..], &data[start..start + used], "encoding is not canonical");
             }
             Err(e) if e.resumable => {
                 assert!(buf.len() < before, "resumable error consumed nothing")

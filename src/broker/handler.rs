@@ -133,22 +133,24 @@ async fn write_responses(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Pen
                     }
                     match tokio::time::timeout(timeout, partition.wait_durable(end)).await {
                         Ok(Ok(())) => {}
+                        // The batch was appended but is not confirmed durable: the error
+                        // keeps its base offset so the client knows it may be stored.
                         Ok(Err(msg)) => {
                             result = ProduceResult {
                                 error: ErrorCode::StorageError,
                                 duplicate: false,
-                                base_offset: -1,
                                 log_append_time: -1,
                                 message: msg,
+                                ..result
                             }
                         }
                         Err(_) => {
                             result = ProduceResult {
                                 error: ErrorCode::RequestTimedOut,
                                 duplicate: false,
-                                base_offset: -1,
                                 log_append_time: -1,
                                 message: format!("batch appended but not fsync'd within {timeout:?}"),
+                                ..result
                             }
                         }
                     }

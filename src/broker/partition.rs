@@ -208,6 +208,9 @@ impl Partition {
     }
 
     fn fail_sync(&self, msg: String) {
+        // After a failed fsync the kernel may have dropped dirty pages: a later successful
+        // fsync would prove nothing, so the log refuses writes until reopened.
+        self.lock().log.mark_failed("a failed group-commit fsync");
         tracing::error!(topic = %self.topic, partition = self.index, error = %msg, "fsync failed");
         self.durable.send_modify(|d| {
             d.failures += 1;

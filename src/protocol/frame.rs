@@ -428,6 +428,29 @@ impl Frame {
     }
 }
 
+/// Encodes everything of a `Produce` frame except the batch: writing these bytes and then
+/// the `batch_len` batch bytes gives exactly what [`Frame::encode`] would, without copying
+/// the batch.
+pub fn encode_produce_head(
+    buf: &mut BytesMut,
+    correlation_id: u32,
+    topic: &str,
+    partition: u32,
+    acks: Acks,
+    timeout_ms: u32,
+    batch_len: usize,
+) {
+    let body = str16_len(topic) + 4 + 1 + 4 + batch_len;
+    buf.reserve(FRAME_HEADER_LEN + body - batch_len);
+    buf.put_u32((MIN_FRAME_LENGTH + body) as u32);
+    buf.put_u8(FrameKind::Produce as u8);
+    buf.put_u32(correlation_id);
+    put_str16(buf, topic);
+    buf.put_u32(partition);
+    buf.put_u8(acks.as_u8());
+    buf.put_u32(timeout_ms);
+}
+
 fn put_error(buf: &mut BytesMut, code: ErrorCode) {
     buf.put_u16(code.as_u16());
 }

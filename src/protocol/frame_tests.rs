@@ -10,11 +10,8 @@ use proptest::prelude::*;
 /// Parses a hex string; whitespace and `|` (used to separate fields) are ignored.
 fn hex(s: &str) -> Vec<u8> {
     let digits: Vec<u8> = s.bytes().filter(|b| b.is_ascii_hexdigit()).collect();
-    assert!(digits.len() % 2 == 0, "odd number of hex digits in {s:?}");
-    digits
-        .chunks(2)
-        .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
-        .collect()
+    assert_eq!(digits.len() % 2, 0, "odd number of hex digits in {s:?}");
+    digits.chunks(2).map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap()).collect()
 }
 
 fn encode(frame: &Frame) -> Vec<u8> {
@@ -24,10 +21,7 @@ fn encode(frame: &Frame) -> Vec<u8> {
 }
 
 fn frame(correlation_id: u32, payload: Payload) -> Frame {
-    Frame {
-        correlation_id,
-        payload,
-    }
+    Frame { correlation_id, payload }
 }
 
 /// Asserts that `f` encodes to exactly `want`, that `encoded_len` agrees, and that
@@ -38,15 +32,8 @@ fn assert_vector(f: &Frame, want: &[u8]) {
     let trailer = [0xde, 0xad, 0xbe, 0xef];
     let mut buf = BytesMut::from(want);
     buf.extend_from_slice(&trailer);
-    assert_eq!(
-        Frame::decode(&mut buf, MAX_FRAME_SIZE).unwrap().as_ref(),
-        Some(f)
-    );
-    assert_eq!(
-        &buf[..],
-        &trailer[..],
-        "decode must consume exactly the frame"
-    );
+    assert_eq!(Frame::decode(&mut buf, MAX_FRAME_SIZE).unwrap().as_ref(), Some(f));
+    assert_eq!(&buf[..], &trailer[..], "decode must consume exactly the frame");
 }
 
 /// Builds a raw frame from its parts, with a correct length prefix.
@@ -61,13 +48,7 @@ fn raw_frame(kind: u8, correlation_id: u32, body: &[u8]) -> Vec<u8> {
 
 /// A small valid frame appended after bad ones to prove the stream resumes.
 fn sentinel() -> Frame {
-    frame(
-        0xcafe_f00d,
-        Payload::Error(ErrorFrame {
-            code: ErrorCode::None,
-            message: "next".into(),
-        }),
-    )
+    frame(0xcafe_f00d, Payload::Error(ErrorFrame { code: ErrorCode::None, message: "next".into() }))
 }
 
 /// Decodes `bytes` followed by the sentinel; expects a resumable error with the given
@@ -78,10 +59,7 @@ fn decode_bad_then_sentinel(bytes: &[u8], correlation_id: u32) -> FrameError {
     let err = Frame::decode(&mut buf, MAX_FRAME_SIZE).expect_err("bad frame must be rejected");
     assert!(err.resumable, "{err}");
     assert_eq!(err.correlation_id, Some(correlation_id));
-    assert_eq!(
-        Frame::decode(&mut buf, MAX_FRAME_SIZE).unwrap(),
-        Some(sentinel())
-    );
+    assert_eq!(Frame::decode(&mut buf, MAX_FRAME_SIZE).unwrap(), Some(sentinel()));
     assert!(buf.is_empty());
     err
 }
@@ -91,38 +69,21 @@ fn decode_bad_then_sentinel(bytes: &[u8], correlation_id: u32) -> FrameError {
 // ---------------------------------------------------------------------------------------
 
 fn hello() -> (Frame, Vec<u8>) {
-    let f = frame(
-        0x0102_0304,
-        Payload::Hello(Hello {
-            version: 1,
-            client_id: "cli".into(),
-        }),
-    );
+    let f = frame(0x0102_0304, Payload::Hello(Hello { version: 1, client_id: "cli".into() }));
     // length 12 = 5 + version 2 + client_id (2 + 3)
     let b = hex("0000000c | 01 | 01020304 | 0001 | 0003 636c69");
     (f, b)
 }
 
 fn init_producer_id() -> (Frame, Vec<u8>) {
-    let f = frame(
-        7,
-        Payload::InitProducerId(InitProducerId {
-            producer_id: -1,
-            producer_epoch: -1,
-        }),
-    );
+    let f = frame(7, Payload::InitProducerId(InitProducerId { producer_id: -1, producer_epoch: -1 }));
     // length 15 = 5 + producer_id 8 + producer_epoch 2
     let b = hex("0000000f | 02 | 00000007 | ffffffffffffffff | ffff");
     (f, b)
 }
 
 fn metadata() -> (Frame, Vec<u8>) {
-    let f = frame(
-        8,
-        Payload::Metadata(Metadata {
-            topics: vec!["a".into(), "bc".into()],
-        }),
-    );
+    let f = frame(8, Payload::Metadata(Metadata { topics: vec!["a".into(), "bc".into()] }));
     // length 14 = 5 + count 2 + "a" (2 + 1) + "bc" (2 + 2)
     let b = hex("0000000e | 03 | 00000008 | 0002 | 0001 61 | 0002 6263");
     (f, b)
@@ -135,13 +96,7 @@ fn metadata_all() -> (Frame, Vec<u8>) {
 }
 
 fn create_topic() -> (Frame, Vec<u8>) {
-    let f = frame(
-        9,
-        Payload::CreateTopic(CreateTopic {
-            topic: "t".into(),
-            partitions: 3,
-        }),
-    );
+    let f = frame(9, Payload::CreateTopic(CreateTopic { topic: "t".into(), partitions: 3 }));
     // length 12 = 5 + "t" (2 + 1) + partitions 4
     let b = hex("0000000c | 04 | 00000009 | 0001 74 | 00000003");
     (f, b)
@@ -164,15 +119,7 @@ fn produce() -> (Frame, Vec<u8>) {
 }
 
 fn fetch() -> (Frame, Vec<u8>) {
-    let f = frame(
-        11,
-        Payload::Fetch(Fetch {
-            topic: "t".into(),
-            partition: 0,
-            offset: 42,
-            max_bytes: 1 << 20,
-        }),
-    );
+    let f = frame(11, Payload::Fetch(Fetch { topic: "t".into(), partition: 0, offset: 42, max_bytes: 1 << 20 }));
     // length 24 = 5 + "t" 3 + partition 4 + offset 8 + max_bytes 4
     let b = hex("00000018 | 06 | 0000000b | 0001 74 | 00000000 | 000000000000002a | 00100000");
     (f, b)
@@ -181,12 +128,7 @@ fn fetch() -> (Frame, Vec<u8>) {
 fn hello_ok() -> (Frame, Vec<u8>) {
     let f = frame(
         0x0102_0304,
-        Payload::HelloOk(HelloOk {
-            version: 1,
-            broker_id: 7,
-            principal: "cn".into(),
-            max_frame_size: 16 << 20,
-        }),
+        Payload::HelloOk(HelloOk { version: 1, broker_id: 7, principal: "cn".into(), max_frame_size: 16 << 20 }),
     );
     // length 19 = 5 + version 2 + broker_id 4 + "cn" 4 + max_frame_size 4
     let b = hex("00000013 | 81 | 01020304 | 0001 | 00000007 | 0002 636e | 01000000");
@@ -194,13 +136,8 @@ fn hello_ok() -> (Frame, Vec<u8>) {
 }
 
 fn init_producer_id_ok() -> (Frame, Vec<u8>) {
-    let f = frame(
-        7,
-        Payload::InitProducerIdOk(InitProducerIdOk {
-            producer_id: 0x0102_0304_0506_0708,
-            producer_epoch: 3,
-        }),
-    );
+    let f =
+        frame(7, Payload::InitProducerIdOk(InitProducerIdOk { producer_id: 0x0102_0304_0506_0708, producer_epoch: 3 }));
     let b = hex("0000000f | 82 | 00000007 | 0102030405060708 | 0003");
     (f, b)
 }
@@ -209,11 +146,7 @@ fn metadata_ok() -> (Frame, Vec<u8>) {
     let f = frame(
         8,
         Payload::MetadataOk(MetadataOk {
-            brokers: vec![BrokerInfo {
-                id: 1,
-                host: "h".into(),
-                port: 7878,
-            }],
+            brokers: vec![BrokerInfo { id: 1, host: "h".into(), port: 7878 }],
             topics: vec![
                 TopicMetadata {
                     name: "t".into(),
@@ -226,11 +159,7 @@ fn metadata_ok() -> (Frame, Vec<u8>) {
                         size_bytes: 100,
                     }],
                 },
-                TopicMetadata {
-                    name: "x".into(),
-                    error: ErrorCode::UnknownTopicOrPartition,
-                    partitions: vec![],
-                },
+                TopicMetadata { name: "x".into(), error: ErrorCode::UnknownTopicOrPartition, partitions: vec![] },
             ],
         }),
     );
@@ -245,13 +174,7 @@ fn metadata_ok() -> (Frame, Vec<u8>) {
 }
 
 fn create_topic_ok() -> (Frame, Vec<u8>) {
-    let f = frame(
-        9,
-        Payload::CreateTopicOk(CreateTopic {
-            topic: "t".into(),
-            partitions: 3,
-        }),
-    );
+    let f = frame(9, Payload::CreateTopicOk(CreateTopic { topic: "t".into(), partitions: 3 }));
     let b = hex("0000000c | 84 | 00000009 | 0001 74 | 00000003");
     (f, b)
 }
@@ -268,8 +191,7 @@ fn produce_result_ok() -> (Frame, Vec<u8>) {
         }),
     );
     // length 26 = 5 + error 2 + flags 1 + base_offset 8 + log_append_time 8 + "" 2
-    let b =
-        hex("0000001a | 85 | 0000000a | 0000 | 01 | 0000000000000064 | 0000018bcfe56800 | 0000");
+    let b = hex("0000001a | 85 | 0000000a | 0000 | 01 | 0000000000000064 | 0000018bcfe56800 | 0000");
     (f, b)
 }
 
@@ -284,20 +206,14 @@ fn produce_result_err() -> (Frame, Vec<u8>) {
             message: "seq".into(),
         }),
     );
-    let b = hex(
-        "0000001d | 85 | 0000000a | 000c | 00 | ffffffffffffffff | ffffffffffffffff | 0003 736571",
-    );
+    let b = hex("0000001d | 85 | 0000000a | 000c | 00 | ffffffffffffffff | ffffffffffffffff | 0003 736571");
     (f, b)
 }
 
 fn fetch_ok() -> (Frame, Vec<u8>) {
     let f = frame(
         11,
-        Payload::FetchOk(FetchOk {
-            high_watermark: 10,
-            log_start_offset: 0,
-            batches: Bytes::from_static(&[1, 2, 3]),
-        }),
+        Payload::FetchOk(FetchOk { high_watermark: 10, log_start_offset: 0, batches: Bytes::from_static(&[1, 2, 3]) }),
     );
     // length 24 = 5 + high_watermark 8 + log_start_offset 8 + batches 3 (opaque here)
     let b = hex("00000018 | 86 | 0000000b | 000000000000000a | 0000000000000000 | 010203");
@@ -305,13 +221,7 @@ fn fetch_ok() -> (Frame, Vec<u8>) {
 }
 
 fn error_frame() -> (Frame, Vec<u8>) {
-    let f = frame(
-        12,
-        Payload::Error(ErrorFrame {
-            code: ErrorCode::UnknownTopicOrPartition,
-            message: "no".into(),
-        }),
-    );
+    let f = frame(12, Payload::Error(ErrorFrame { code: ErrorCode::UnknownTopicOrPartition, message: "no".into() }));
     // length 11 = 5 + code 2 + "no" (2 + 2)
     let b = hex("0000000b | ff | 0000000c | 0007 | 0002 6e6f");
     (f, b)
@@ -454,41 +364,25 @@ fn protocol_md_worked_example() {
         timestamp: 1_700_000_000_000,
         key: Some(Bytes::from_static(b"k")),
         value: Some(Bytes::from_static(b"hello")),
-        headers: vec![Header {
-            key: "h".into(),
-            value: Some(Bytes::from_static(b"v")),
-        }],
+        headers: vec![Header { key: "h".into(), value: Some(Bytes::from_static(b"v")) }],
     });
-    let stamp = ProducerStamp {
-        producer_id: 1000,
-        producer_epoch: 0,
-        base_sequence: 0,
-    };
+    let stamp = ProducerStamp { producer_id: 1000, producer_epoch: 0, base_sequence: 0 };
     let batch = b.seal(Compression::None, None, stamp);
     let f = frame(
         1,
-        Payload::Produce(Produce {
-            topic: "events".into(),
-            partition: 0,
-            acks: Acks::All,
-            timeout_ms: 30_000,
-            batch,
-        }),
+        Payload::Produce(Produce { topic: "events".into(), partition: 0, acks: Acks::All, timeout_ms: 30_000, batch }),
     );
-    let want = hex(
-        "00000060 | 05 | 00000001 | 0006 6576656e7473 | 00000000 | 02 | 00007530 \
+    let want = hex("00000060 | 05 | 00000001 | 0006 6576656e7473 | 00000000 | 02 | 00007530 \
          | 0000000000000000 | 0000003e | 01 | 0d1bc748 | 0000 | 00000000 \
          | 0000018bcfe56800 | 0000018bcfe56800 | 00000000000003e8 | 0000 | 00000000 | 00000001 \
-         | 20 | 00 | 00 | 00 | 02 6b | 0a 68656c6c6f | 02 | 02 68 | 02 76",
-    );
+         | 20 | 00 | 00 | 00 | 02 6b | 0a 68656c6c6f | 02 | 02 68 | 02 76");
     assert_eq!(want.len(), 100);
     assert_vector(&f, &want);
 }
 
 #[test]
 fn vectors_cover_every_kind() {
-    let covered: std::collections::HashSet<FrameKind> =
-        vectors().iter().map(|(f, _)| f.payload.kind()).collect();
+    let covered: std::collections::HashSet<FrameKind> = vectors().iter().map(|(f, _)| f.payload.kind()).collect();
     for k in ALL_KINDS {
         assert!(covered.contains(&k), "no byte vector for {k:?}");
     }
@@ -530,13 +424,7 @@ fn acks_wire_values() {
             Ok(a) => assert_eq!(a.as_u8(), v),
             Err(e) => {
                 assert!(v > 2);
-                assert_eq!(
-                    e,
-                    DecodeError::InvalidValue {
-                        field: "acks",
-                        value: v as i64
-                    }
-                );
+                assert_eq!(e, DecodeError::InvalidValue { field: "acks", value: v as i64 });
             }
         }
     }
@@ -547,14 +435,7 @@ fn frame_head_peek_reads_the_fixed_part() {
     let (_, b) = produce();
     assert_eq!(FrameHead::peek(&b[..FRAME_HEADER_LEN - 1]).unwrap(), None);
     let head = FrameHead::peek(&b[..FRAME_HEADER_LEN]).unwrap().unwrap();
-    assert_eq!(
-        head,
-        FrameHead {
-            length: 19,
-            kind: 0x05,
-            correlation_id: 10
-        }
-    );
+    assert_eq!(head, FrameHead { length: 19, kind: 0x05, correlation_id: 10 });
     assert_eq!(head.total_len(), b.len());
 }
 
@@ -587,11 +468,7 @@ fn every_strict_prefix_needs_more_bytes() {
     for (f, b) in vectors() {
         for n in 0..b.len() {
             let mut buf = BytesMut::from(&b[..n]);
-            assert_eq!(
-                Frame::decode(&mut buf, MAX_FRAME_SIZE),
-                Ok(None),
-                "{f:?} cut at {n}"
-            );
+            assert_eq!(Frame::decode(&mut buf, MAX_FRAME_SIZE), Ok(None), "{f:?} cut at {n}");
             assert_eq!(&buf[..], &b[..n], "nothing may be consumed");
         }
     }
@@ -608,10 +485,7 @@ fn length_below_five_is_fatal() {
             err,
             FrameError {
                 correlation_id: None,
-                error: DecodeError::FrameTooShort {
-                    len: len as usize,
-                    min: MIN_FRAME_LENGTH
-                },
+                error: DecodeError::FrameTooShort { len: len as usize, min: MIN_FRAME_LENGTH },
                 resumable: false,
             }
         );
@@ -651,27 +525,12 @@ fn length_equal_to_max_is_accepted() {
     let max = 64;
     // length = 5 + 2 (code) + 2 + message
     let message = "m".repeat(max - MIN_FRAME_LENGTH - 4);
-    let f = frame(
-        1,
-        Payload::Error(ErrorFrame {
-            code: ErrorCode::Unknown,
-            message,
-        }),
-    );
+    let f = frame(1, Payload::Error(ErrorFrame { code: ErrorCode::Unknown, message }));
     let bytes = encode(&f);
     assert_eq!(bytes.len(), 4 + max);
-    assert_eq!(
-        Frame::decode(&mut BytesMut::from(&bytes[..]), max).unwrap(),
-        Some(f.clone())
-    );
+    assert_eq!(Frame::decode(&mut BytesMut::from(&bytes[..]), max).unwrap(), Some(f.clone()));
     let err = Frame::decode(&mut BytesMut::from(&bytes[..]), max - 1).unwrap_err();
-    assert_eq!(
-        err.error,
-        DecodeError::FrameTooLarge {
-            len: max,
-            max: max - 1
-        }
-    );
+    assert_eq!(err.error, DecodeError::FrameTooLarge { len: max, max: max - 1 });
 }
 
 #[test]
@@ -679,13 +538,7 @@ fn max_frame_is_capped_at_the_hard_limit() {
     let mut bytes = ((MAX_FRAME_SIZE + 1) as u32).to_be_bytes().to_vec();
     bytes.extend_from_slice(&[0x05, 0, 0, 0, 1]);
     let err = Frame::decode(&mut BytesMut::from(&bytes[..]), usize::MAX).unwrap_err();
-    assert_eq!(
-        err.error,
-        DecodeError::FrameTooLarge {
-            len: MAX_FRAME_SIZE + 1,
-            max: MAX_FRAME_SIZE
-        }
-    );
+    assert_eq!(err.error, DecodeError::FrameTooLarge { len: MAX_FRAME_SIZE + 1, max: MAX_FRAME_SIZE });
     assert!(!err.resumable);
 }
 
@@ -693,10 +546,7 @@ fn max_frame_is_capped_at_the_hard_limit() {
 fn empty_body_is_malformed_for_every_kind() {
     for kind in ALL_KINDS {
         let err = decode_bad_then_sentinel(&raw_frame(kind as u8, 77, &[]), 77);
-        assert!(
-            matches!(err.error, DecodeError::UnexpectedEof { .. }),
-            "{kind:?}: {err}"
-        );
+        assert!(matches!(err.error, DecodeError::UnexpectedEof { .. }), "{kind:?}: {err}");
         assert_eq!(err.code(), ErrorCode::MalformedFrame);
     }
 }
@@ -715,10 +565,7 @@ fn short_body_is_malformed() {
         for cut in 0..fixed {
             let bytes = raw_frame(kind as u8, f.correlation_id, &body[..cut]);
             let err = decode_bad_then_sentinel(&bytes, f.correlation_id);
-            assert!(
-                matches!(err.error, DecodeError::UnexpectedEof { .. }),
-                "{kind:?} cut {cut}: {err}"
-            );
+            assert!(matches!(err.error, DecodeError::UnexpectedEof { .. }), "{kind:?} cut {cut}: {err}");
             assert_eq!(err.code(), ErrorCode::MalformedFrame);
         }
     }
@@ -733,21 +580,12 @@ fn trailing_bytes_in_a_body_are_rejected() {
         let bytes = raw_frame(kind as u8, f.correlation_id, &body);
         if has_opaque_tail(kind) {
             // The batch bytes run to the end of the frame: the extra byte belongs to them.
-            let got = Frame::decode(&mut BytesMut::from(&bytes[..]), MAX_FRAME_SIZE)
-                .unwrap()
-                .unwrap();
+            let got = Frame::decode(&mut BytesMut::from(&bytes[..]), MAX_FRAME_SIZE).unwrap().unwrap();
             assert_eq!(encode(&got), bytes);
             continue;
         }
         let err = decode_bad_then_sentinel(&bytes, f.correlation_id);
-        assert_eq!(
-            err.error,
-            DecodeError::TrailingBytes {
-                what: "frame body",
-                extra: 1
-            },
-            "{kind:?}"
-        );
+        assert_eq!(err.error, DecodeError::TrailingBytes { what: "frame body", extra: 1 }, "{kind:?}");
         assert_eq!(err.code(), ErrorCode::MalformedFrame);
     }
 }
@@ -759,13 +597,7 @@ fn invalid_acks_are_rejected() {
         let mut bytes = b.clone();
         bytes[FRAME_HEADER_LEN + 3 + 4] = acks;
         let err = decode_bad_then_sentinel(&bytes, f.correlation_id);
-        assert_eq!(
-            err.error,
-            DecodeError::InvalidValue {
-                field: "acks",
-                value: acks as i64
-            }
-        );
+        assert_eq!(err.error, DecodeError::InvalidValue { field: "acks", value: acks as i64 });
     }
 }
 
@@ -774,36 +606,18 @@ fn invalid_error_codes_are_rejected() {
     let bad = [ErrorCode::ALL.len() as u16, 24, 0x0100, 0x7fff, 0xffff];
     // (vector, offset of an error code inside the frame, the code the vector holds there)
     let sites = [
-        (
-            error_frame(),
-            FRAME_HEADER_LEN,
-            ErrorCode::UnknownTopicOrPartition,
-        ),
+        (error_frame(), FRAME_HEADER_LEN, ErrorCode::UnknownTopicOrPartition),
         (produce_result_ok(), FRAME_HEADER_LEN, ErrorCode::None),
         // MetadataOk: broker count 2 + broker 9 + topic count 2 + name "t" 3
-        (
-            metadata_ok(),
-            FRAME_HEADER_LEN + 2 + 9 + 2 + 3,
-            ErrorCode::None,
-        ),
+        (metadata_ok(), FRAME_HEADER_LEN + 2 + 9 + 2 + 3, ErrorCode::None),
     ];
     for ((f, b), at, holds) in sites {
-        assert_eq!(
-            &b[at..at + 2],
-            &holds.as_u16().to_be_bytes()[..],
-            "offset in {f:?}"
-        );
+        assert_eq!(&b[at..at + 2], &holds.as_u16().to_be_bytes()[..], "offset in {f:?}");
         for code in bad {
             let mut bytes = b.clone();
             bytes[at..at + 2].copy_from_slice(&code.to_be_bytes());
             let err = decode_bad_then_sentinel(&bytes, f.correlation_id);
-            assert_eq!(
-                err.error,
-                DecodeError::InvalidValue {
-                    field: "error_code",
-                    value: code as i64
-                }
-            );
+            assert_eq!(err.error, DecodeError::InvalidValue { field: "error_code", value: code as i64 });
         }
     }
 }
@@ -815,13 +629,7 @@ fn invalid_produce_result_flags_are_rejected() {
         let mut bytes = b.clone();
         bytes[FRAME_HEADER_LEN + 2] = flags;
         let err = decode_bad_then_sentinel(&bytes, f.correlation_id);
-        assert_eq!(
-            err.error,
-            DecodeError::InvalidValue {
-                field: "flags",
-                value: flags as i64
-            }
-        );
+        assert_eq!(err.error, DecodeError::InvalidValue { field: "flags", value: flags as i64 });
     }
 }
 
@@ -839,37 +647,18 @@ fn huge_partition_count_fails_without_allocating() {
     // MetadataOk, no brokers, one topic "t" claiming u32::MAX partitions and holding none.
     let body = hex("0000 | 0001 | 0001 74 | 0000 | ffffffff");
     let err = decode_bad_then_sentinel(&raw_frame(0x83, 3, &body), 3);
-    assert!(
-        matches!(
-            err.error,
-            DecodeError::UnexpectedEof {
-                field: "partitions",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err.error, DecodeError::UnexpectedEof { field: "partitions", .. }), "{err}");
 }
 
 #[test]
 fn long_strings_are_truncated_consistently() {
     // Strings longer than u16::MAX bytes are cut at a char boundary; encoded_len agrees.
     let message = "é".repeat(40_000); // 80 000 bytes
-    let f = frame(
-        1,
-        Payload::Error(ErrorFrame {
-            code: ErrorCode::Unknown,
-            message,
-        }),
-    );
+    let f = frame(1, Payload::Error(ErrorFrame { code: ErrorCode::Unknown, message }));
     let bytes = encode(&f);
     assert_eq!(bytes.len(), f.encoded_len());
-    let got = Frame::decode(&mut BytesMut::from(&bytes[..]), MAX_FRAME_SIZE)
-        .unwrap()
-        .unwrap();
-    let Payload::Error(e) = got.payload else {
-        panic!("{got:?}")
-    };
+    let got = Frame::decode(&mut BytesMut::from(&bytes[..]), MAX_FRAME_SIZE).unwrap().unwrap();
+    let Payload::Error(e) = got.payload else { panic!("{got:?}") };
     assert_eq!(e.message.len(), 65_534);
     assert!(e.message.chars().all(|c| c == 'é'));
 }
@@ -895,139 +684,64 @@ fn arb_acks() -> impl Strategy<Value = Acks> {
 }
 
 fn arb_metadata_ok() -> impl Strategy<Value = MetadataOk> {
-    let broker = (any::<u32>(), arb_string(), any::<u16>())
-        .prop_map(|(id, host, port)| BrokerInfo { id, host, port });
-    let partition = (
-        any::<u32>(),
-        any::<u32>(),
-        any::<i64>(),
-        any::<i64>(),
-        any::<u64>(),
-    )
-        .prop_map(
-            |(partition, leader, log_start_offset, end_offset, size_bytes)| PartitionMetadata {
-                partition,
-                leader,
-                log_start_offset,
-                end_offset,
-                size_bytes,
-            },
-        );
-    let topic = (
-        arb_string(),
-        arb_code(),
-        proptest::collection::vec(partition, 0..4),
-    )
-        .prop_map(|(name, error, partitions)| TopicMetadata {
-            name,
-            error,
-            partitions,
-        });
-    (
-        proptest::collection::vec(broker, 0..4),
-        proptest::collection::vec(topic, 0..4),
-    )
+    let broker = (any::<u32>(), arb_string(), any::<u16>()).prop_map(|(id, host, port)| BrokerInfo { id, host, port });
+    let partition = (any::<u32>(), any::<u32>(), any::<i64>(), any::<i64>(), any::<u64>()).prop_map(
+        |(partition, leader, log_start_offset, end_offset, size_bytes)| PartitionMetadata {
+            partition,
+            leader,
+            log_start_offset,
+            end_offset,
+            size_bytes,
+        },
+    );
+    let topic = (arb_string(), arb_code(), proptest::collection::vec(partition, 0..4))
+        .prop_map(|(name, error, partitions)| TopicMetadata { name, error, partitions });
+    (proptest::collection::vec(broker, 0..4), proptest::collection::vec(topic, 0..4))
         .prop_map(|(brokers, topics)| MetadataOk { brokers, topics })
 }
 
 fn arb_payload() -> impl Strategy<Value = Payload> {
     prop_oneof![
-        (any::<u16>(), arb_string())
-            .prop_map(|(version, client_id)| Payload::Hello(Hello { version, client_id })),
+        (any::<u16>(), arb_string()).prop_map(|(version, client_id)| Payload::Hello(Hello { version, client_id })),
         (any::<i64>(), any::<i16>()).prop_map(|(producer_id, producer_epoch)| {
-            Payload::InitProducerId(InitProducerId {
-                producer_id,
-                producer_epoch,
-            })
+            Payload::InitProducerId(InitProducerId { producer_id, producer_epoch })
         }),
-        proptest::collection::vec(arb_string(), 0..6)
-            .prop_map(|topics| Payload::Metadata(Metadata { topics })),
-        (arb_string(), any::<u32>()).prop_map(|(topic, partitions)| Payload::CreateTopic(
-            CreateTopic { topic, partitions }
-        )),
-        (
-            arb_string(),
-            any::<u32>(),
-            arb_acks(),
-            any::<u32>(),
-            arb_bytes()
-        )
-            .prop_map(|(topic, partition, acks, timeout_ms, batch)| {
-                Payload::Produce(Produce {
-                    topic,
-                    partition,
-                    acks,
-                    timeout_ms,
-                    batch,
-                })
-            }),
-        (arb_string(), any::<u32>(), any::<i64>(), any::<u32>()).prop_map(
-            |(topic, partition, offset, max_bytes)| {
-                Payload::Fetch(Fetch {
-                    topic,
-                    partition,
-                    offset,
-                    max_bytes,
-                })
+        proptest::collection::vec(arb_string(), 0..6).prop_map(|topics| Payload::Metadata(Metadata { topics })),
+        (arb_string(), any::<u32>())
+            .prop_map(|(topic, partitions)| Payload::CreateTopic(CreateTopic { topic, partitions })),
+        (arb_string(), any::<u32>(), arb_acks(), any::<u32>(), arb_bytes()).prop_map(
+            |(topic, partition, acks, timeout_ms, batch)| {
+                Payload::Produce(Produce { topic, partition, acks, timeout_ms, batch })
             }
         ),
+        (arb_string(), any::<u32>(), any::<i64>(), any::<u32>()).prop_map(|(topic, partition, offset, max_bytes)| {
+            Payload::Fetch(Fetch { topic, partition, offset, max_bytes })
+        }),
         (any::<u16>(), any::<u32>(), arb_string(), any::<u32>()).prop_map(
             |(version, broker_id, principal, max_frame_size)| {
-                Payload::HelloOk(HelloOk {
-                    version,
-                    broker_id,
-                    principal,
-                    max_frame_size,
-                })
+                Payload::HelloOk(HelloOk { version, broker_id, principal, max_frame_size })
             }
         ),
         (any::<i64>(), any::<i16>()).prop_map(|(producer_id, producer_epoch)| {
-            Payload::InitProducerIdOk(InitProducerIdOk {
-                producer_id,
-                producer_epoch,
-            })
+            Payload::InitProducerIdOk(InitProducerIdOk { producer_id, producer_epoch })
         }),
         arb_metadata_ok().prop_map(Payload::MetadataOk),
-        (arb_string(), any::<u32>()).prop_map(|(topic, partitions)| Payload::CreateTopicOk(
-            CreateTopic { topic, partitions }
-        )),
-        (
-            arb_code(),
-            any::<bool>(),
-            any::<i64>(),
-            any::<i64>(),
-            arb_string()
-        )
-            .prop_map(
-                |(error, duplicate, base_offset, log_append_time, message)| {
-                    Payload::ProduceResult(ProduceResult {
-                        error,
-                        duplicate,
-                        base_offset,
-                        log_append_time,
-                        message,
-                    })
-                }
-            ),
-        (any::<i64>(), any::<i64>(), arb_bytes()).prop_map(
-            |(high_watermark, log_start_offset, batches)| {
-                Payload::FetchOk(FetchOk {
-                    high_watermark,
-                    log_start_offset,
-                    batches,
-                })
+        (arb_string(), any::<u32>())
+            .prop_map(|(topic, partitions)| Payload::CreateTopicOk(CreateTopic { topic, partitions })),
+        (arb_code(), any::<bool>(), any::<i64>(), any::<i64>(), arb_string()).prop_map(
+            |(error, duplicate, base_offset, log_append_time, message)| {
+                Payload::ProduceResult(ProduceResult { error, duplicate, base_offset, log_append_time, message })
             }
         ),
-        (arb_code(), arb_string())
-            .prop_map(|(code, message)| Payload::Error(ErrorFrame { code, message })),
+        (any::<i64>(), any::<i64>(), arb_bytes()).prop_map(|(high_watermark, log_start_offset, batches)| {
+            Payload::FetchOk(FetchOk { high_watermark, log_start_offset, batches })
+        }),
+        (arb_code(), arb_string()).prop_map(|(code, message)| Payload::Error(ErrorFrame { code, message })),
     ]
 }
 
 fn arb_frame() -> impl Strategy<Value = Frame> {
-    (any::<u32>(), arb_payload()).prop_map(|(correlation_id, payload)| Frame {
-        correlation_id,
-        payload,
-    })
+    (any::<u32>(), arb_payload()).prop_map(|(correlation_id, payload)| Frame { correlation_id, payload })
 }
 
 proptest! {
@@ -1047,6 +761,25 @@ proptest! {
         prop_assert_eq!(got_b.as_ref(), Some(&b));
         prop_assert!(buf.is_empty());
         prop_assert_eq!(Frame::decode(&mut buf, MAX_FRAME_SIZE).unwrap(), None);
+    }
+
+    #[test]
+    fn produce_head_plus_batch_equals_encode(
+        correlation_id in any::<u32>(),
+        topic in arb_string(),
+        partition in any::<u32>(),
+        acks in arb_acks(),
+        timeout_ms in any::<u32>(),
+        batch in arb_bytes(),
+    ) {
+        let f = Frame {
+            correlation_id,
+            payload: Payload::Produce(Produce { topic: topic.clone(), partition, acks, timeout_ms, batch: batch.clone() }),
+        };
+        let mut buf = BytesMut::new();
+        encode_produce_head(&mut buf, correlation_id, &topic, partition, acks, timeout_ms, batch.len());
+        buf.extend_from_slice(&batch);
+        prop_assert_eq!(&buf[..], &encode(&f)[..]);
     }
 
     #[test]
@@ -1111,11 +844,7 @@ fn decode_all(data: &[u8], max: usize) -> Result<(), TestCaseError> {
                 prop_assert_eq!(&encode(&f)[..], &data[start..start + used]);
             }
             Err(e) if e.resumable => {
-                prop_assert!(
-                    buf.len() < before,
-                    "resumable error consumed nothing: {}",
-                    e
-                );
+                prop_assert!(buf.len() < before, "resumable error consumed nothing: {}", e);
                 prop_assert!(e.correlation_id.is_some());
             }
             Err(_) => {

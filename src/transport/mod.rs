@@ -7,6 +7,7 @@
 
 pub mod certs;
 pub mod connection;
+pub mod pool;
 pub mod tls;
 
 pub use certs::{CertError, Identity};

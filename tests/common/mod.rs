@@ -126,3 +126,11 @@ pub fn stamp(producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Produ
 pub fn values(records: &[qwire::protocol::StoredRecord]) -> Vec<String> {
     records.iter().map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap()).collect()
 }
+
+/// A producer builder for `client` against the test broker, with short timeouts.
+pub fn producer(b: &TestBroker, client: &str) -> qwire::producer::ProducerBuilder {
+    qwire::producer::Producer::builder()
+        .bootstrap(b.addr().to_string())
+        .tls(qwire::producer::TlsConfig::from_dir(b.certs.path(), client).unwrap())
+        .max_block(std::time::Duration::from_secs(10))
+}

@@ -400,6 +400,12 @@ impl PartitionLog {
         &self.sealed[after.saturating_sub(1)]
     }
 
+    /// Marks the log failed after an fsync done outside it (via [`PartitionLog::sync_target`])
+    /// failed: appends and flushes are refused until the log is reopened, reads still work.
+    pub fn mark_failed(&mut self, cause: &'static str) {
+        self.failed.get_or_insert(cause);
+    }
+
     /// The active segment's file and the end offset it covers: once `file.sync_data()`
     /// returns, every offset below that end offset is durable (a roll fsyncs the segment
     /// it closes). Lets the owner fsync outside its lock, e.g. in `spawn_blocking`.

@@ -1,0 +1,458 @@
+//! The producer engine.
+//!
+//! ```text
+//! send() ──► partitioner ──► per-partition SegQueue ──► driver: seal batch (compress)
+//!                                                        ──► in-flight window (seq, retries)
+//!                                                        ──► partition's QUIC stream ──► broker
+//! ```
+//!
+//! - [`ProducerRecord`] in, [`RecordMetadata`] (or a [`ProduceError`] saying whether the
+//!   record may be stored) out;
+//! - enqueue takes no lock shared across partitions (see `accumulator`);
+//! - one driver task owns batches, windows and connections (see `driver`);
+//! - a partition's batches always travel on the same long-lived stream, and different
+//!   partitions spread over several streams, so a lost packet on one partition's stream
+//!   does not block another's.
+//!
+//! # Dropping a producer
+//!
+//! Dropping the last handle without [`Producer::close`] loses nothing that was already
+//! acknowledged, and the driver keeps delivering what was queued, in the background,
+//! until it is delivered or its delivery timeout passes. But nothing waits for that: a
+//! process that exits right after dropping the producer loses what was still queued.
+//! Call `flush()` or `close(timeout)` before exiting.
+
+mod accumulator;
+pub mod config;
+mod driver;
+pub mod error;
+pub mod metrics;
+pub mod partitioner;
+pub mod record;
+mod window;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rand::SeedableRng;
+use tokio::sync::{mpsc, oneshot};
+
+use accumulator::{record_size, Accumulator, BatchResults, Delivery, QueuedRecord, TopicQueues};
+use driver::{Command, Driver, PidState};
+
+pub use accumulator::Callback;
+pub use config::{Backoff, ProducerBuilder, ProducerConfig, TlsConfig};
+pub use error::{ErrorKind, Persistence, ProduceError, SendError};
+pub use metrics::{LatencySummary, MetricsSnapshot};
+pub use partitioner::{PartitionStrategy, Partitioner};
+pub use record::{ProducerRecord, RecordMetadata};
+
+use crate::protocol::Record;
+use crate::transport::tls::{client_tls, quinn_client_config, QuicTuning};
+use crate::transport::ClientEndpoint;
+
+struct Inner {
+    cfg: Arc<ProducerConfig>,
+    acc: Arc<Accumulator>,
+    cmd: mpsc::UnboundedSender<Command>,
+    partitioner: Arc<dyn Partitioner>,
+    metrics: Arc<metrics::ProducerMetrics>,
+    closed: AtomicBool,
+    runtime: tokio::runtime::Handle,
+}
+
+/// A QUIC producer. Cheap to clone; all clones share one engine.
+#[derive(Clone)]
+pub struct Producer {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer").field("client_id", &self.inner.cfg.client_id).finish_non_exhaustive()
+    }
+}
+
+/// Resolves with a record's outcome once the broker acknowledges it (or it fails).
+#[derive(Debug)]
+pub struct DeliveryFuture {
+    rx: oneshot::Receiver<Result<RecordMetadata, ProduceError>>,
+}
+
+impl Future for DeliveryFuture {
+    type Output = Result<RecordMetadata, ProduceError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx).poll(cx).map(|r| {
+            r.unwrap_or_else(|_| {
+                Err(ProduceError::new(
+                    ErrorKind::Closed,
+                    Persistence::PossiblyPersisted,
+                    "the producer stopped before reporting this record",
+                ))
+            })
+        })
+    }
+}
+
+/// Resolves with the outcome of every record of a [`Producer::send_batch`], in order.
+#[derive(Debug)]
+pub struct BatchDelivery {
+    rx: oneshot::Receiver<Vec<Result<RecordMetadata, ProduceError>>>,
+    n: usize,
+}
+
+impl Future for BatchDelivery {
+    type Output = Vec<Result<RecordMetadata, ProduceError>>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let n = self.n;
+        Pin::new(&mut self.rx).poll(cx).map(|r| {
+            r.unwrap_or_else(|_| {
+                (0..n)
+                    .map(|_| {
+                        Err(ProduceError::new(
+                            ErrorKind::Closed,
+                            Persistence::PossiblyPersisted,
+                            "the producer stopped before reporting this record",
+                        ))
+                    })
+                    .collect()
+            })
+        })
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl ProducerBuilder {
+    /// Validates the configuration and starts the producer's driver on the current tokio
+    /// runtime. Connections are made in the background; the first `send` to a topic waits
+    /// (up to `max_block`) for its metadata.
+    pub fn build(self) -> Result<Producer, ProduceError> {
+        let cfg = self.config;
+        cfg.validate()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            ProduceError::new(ErrorKind::Config, Persistence::NotPersisted, "build() must be called inside a tokio runtime")
+        })?;
+        let tls = cfg.tls.as_ref().expect("validated");
+        let tuning = QuicTuning {
+            idle_timeout: cfg.idle_timeout,
+            keep_alive: Some(cfg.keep_alive),
+            mtu_upper_bound: cfg.mtu_upper_bound,
+            ..QuicTuning::default()
+        };
+        let cfg_err = |e: String| ProduceError::new(ErrorKind::Config, Persistence::NotPersisted, e);
+        let rustls = client_tls(Some(&tls.identity), &tls.ca).map_err(|e| cfg_err(e.to_string()))?;
+        let quic = quinn_client_config(rustls, &tuning).map_err(|e| cfg_err(e.to_string()))?;
+        let v6 = cfg.bootstrap.iter().all(|b| b.starts_with('['));
+        let bind = if v6 { "[::]:0" } else { "0.0.0.0:0" }.parse().expect("literal");
+        let endpoint = ClientEndpoint::new(bind, quic, cfg.connect_timeout)
+            .map_err(|e| cfg_err(format!("cannot bind a UDP socket: {e}")))?;
+        let cfg = Arc::new(cfg);
+        let acc = Arc::new(Accumulator::new(cfg.buffer_memory, cfg.batch_size));
+        let metrics = Arc::new(metrics::ProducerMetrics::default());
+        let partitioner = cfg.partitioner.build();
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let driver = Driver {
+            cfg: cfg.clone(),
+            acc: acc.clone(),
+            metrics: metrics.clone(),
+            partitioner: partitioner.clone(),
+            cmd_rx,
+            cmd_closed: false,
+            ev_tx,
+            ev_rx,
+            endpoint,
+            links: Vec::new(),
+            topics: Vec::new(),
+            topic_ids: Default::default(),
+            active: Vec::new(),
+            pid: if cfg.idempotence { PidState::Missing { requested: false } } else { PidState::Off },
+            next_batch_id: 0,
+            next_corr: 1,
+            next_tag: 0,
+            control: Default::default(),
+            metadata_waiters: Default::default(),
+            metadata_due: None,
+            flush_all_now: false,
+            flushes: Vec::new(),
+            closing: None,
+            rng: rand::rngs::StdRng::from_entropy(),
+        };
+        runtime.spawn(driver.run());
+        Ok(Producer {
+            inner: Arc::new(Inner {
+                cfg,
+                acc,
+                cmd: cmd_tx,
+                partitioner,
+                metrics,
+                closed: AtomicBool::new(false),
+                runtime,
+            }),
+        })
+    }
+}
+
+impl Producer {
+    /// A builder with every default (see [`ProducerBuilder`]).
+    pub fn builder() -> ProducerBuilder {
+        ProducerBuilder::default()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ProducerConfig {
+        &self.inner.cfg
+    }
+
+    /// Sends a record and waits for its acknowledgement.
+    pub async fn send(&self, record: ProducerRecord) -> Result<RecordMetadata, ProduceError> {
+        self.enqueue(record).await.map_err(ProduceError::from)?.await
+    }
+
+    /// Enqueues a record (waiting up to `max_block` for metadata and buffer memory) and
+    /// returns a future of its acknowledgement. Records enqueued by one task keep their
+    /// order within a partition; await the futures later to pipeline.
+    pub async fn enqueue(&self, record: ProducerRecord) -> Result<DeliveryFuture, SendError> {
+        let deadline = Instant::now() + self.inner.cfg.max_block;
+        let (tx, rx) = oneshot::channel();
+        self.enqueue_with(record, Delivery::Future(tx), Some(deadline)).await?;
+        Ok(DeliveryFuture { rx })
+    }
+
+    /// Enqueues a record; `callback` is called once with its outcome (on the producer's
+    /// driver task: keep it short and non-blocking).
+    pub async fn send_with_callback(
+        &self,
+        record: ProducerRecord,
+        callback: impl FnOnce(Result<RecordMetadata, ProduceError>) + Send + 'static,
+    ) -> Result<(), SendError> {
+        let deadline = Instant::now() + self.inner.cfg.max_block;
+        self.enqueue_with(record, Delivery::Callback(Box::new(callback)), Some(deadline)).await
+    }
+
+    /// Enqueues many records in order and returns one future for all their outcomes. A
+    /// record that cannot be enqueued (too large, unknown topic, buffer full past
+    /// `max_block`) gets its error in its slot; the others go on.
+    pub async fn send_batch(&self, records: impl IntoIterator<Item = ProducerRecord>) -> BatchDelivery {
+        let records: Vec<_> = records.into_iter().collect();
+        let n = records.len();
+        let (results, rx) = BatchResults::new(n);
+        let deadline = Instant::now() + self.inner.cfg.max_block;
+        for (i, r) in records.into_iter().enumerate() {
+            if let Err(e) = self.enqueue_with(r, Delivery::Batch(results.clone(), i), Some(deadline)).await {
+                Delivery::Batch(results.clone(), i).complete(Err(e.error));
+            }
+        }
+        if n == 0 {
+            return BatchDelivery { rx: { let (tx, rx) = oneshot::channel(); let _ = tx.send(Vec::new()); rx }, n };
+        }
+        BatchDelivery { rx, n }
+    }
+
+    /// Enqueues without waiting: when buffer memory is full (or the topic's metadata is
+    /// not known yet; a fetch is started), the record is handed back.
+    pub fn try_send(&self, record: ProducerRecord) -> Result<DeliveryFuture, SendError> {
+        let (tx, rx) = oneshot::channel();
+        let record = match self.prepare(record) {
+            Ok(p) => p,
+            Err(e) => return Err(e),
+        };
+        let Some(topic) = self.inner.acc.topic(&record.topic) else {
+            let (reply, _) = oneshot::channel();
+            let _ = self.inner.cmd.send(Command::Metadata { topic: record.topic.clone(), reply });
+            return Err(SendError {
+                error: ProduceError::new(
+                    ErrorKind::BufferFull,
+                    Persistence::NotPersisted,
+                    format!("metadata for topic '{}' is not known yet (fetching); try again", record.topic),
+                ),
+                record,
+            });
+        };
+        let size = record_size(&record_of(&record, 0));
+        let partition = match self.choose_partition(&topic, &record) {
+            Ok(p) => p,
+            Err(error) => return Err(SendError { error, record }),
+        };
+        match self.inner.acc.memory.try_acquire_many(size as u32) {
+            Ok(permit) => permit.forget(),
+            Err(_) => {
+                return Err(SendError {
+                    error: ProduceError::new(
+                        ErrorKind::BufferFull,
+                        Persistence::NotPersisted,
+                        format!("buffer memory full ({} bytes)", self.inner.cfg.buffer_memory),
+                    ),
+                    record,
+                })
+            }
+        }
+        self.push(&topic, partition, record, size, Delivery::Future(tx));
+        Ok(DeliveryFuture { rx })
+    }
+
+    /// Blocking `send` for code outside async contexts. Panics if called from within an
+    /// async task (use `send` there).
+    pub fn send_blocking(&self, record: ProducerRecord) -> Result<RecordMetadata, ProduceError> {
+        self.inner.runtime.block_on(self.send(record))
+    }
+
+    /// Blocking `flush` for code outside async contexts.
+    pub fn flush_blocking(&self) {
+        self.inner.runtime.block_on(self.flush())
+    }
+
+    /// Seals every partition's batch now (cutting linger short) and resolves when every
+    /// record enqueued before the call is acknowledged or failed.
+    pub async fn flush(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.inner.cmd.send(Command::Flush { reply }).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Stops accepting records, flushes, and after `timeout` fails whatever is left with a
+    /// `Closed` error; then the connections close.
+    pub async fn close(&self, timeout: Duration) {
+        self.inner.closed.store(true, Ordering::Release);
+        let (reply, rx) = oneshot::channel();
+        if self.inner.cmd.send(Command::Close { timeout, reply }).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Fails every record not yet written to the network (queued or waiting for its first
+    /// send) with a `Closed` error; in-flight batches complete normally. Returns how many.
+    pub async fn purge(&self) -> usize {
+        let (reply, rx) = oneshot::channel();
+        if self.inner.cmd.send(Command::Purge { reply }).is_ok() {
+            rx.await.unwrap_or(0)
+        } else {
+            0
+        }
+    }
+
+    /// The partition count of `topic`, fetching metadata if needed.
+    pub async fn partitions_for(&self, topic: &str) -> Result<u32, ProduceError> {
+        let t = self.topic_queues(&Arc::from(topic), Instant::now() + self.inner.cfg.max_block).await?;
+        Ok(t.partitions.len() as u32)
+    }
+
+    /// A snapshot of counters, gauges and latency histograms.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.inner.metrics.snapshot(self.inner.acc.memory.available_permits())
+    }
+
+    fn prepare(&self, record: ProducerRecord) -> Result<ProducerRecord, SendError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(SendError { error: driver::closed_error(), record });
+        }
+        let size = record_size(&record_of(&record, 0));
+        if size > self.inner.cfg.max_record_size {
+            return Err(SendError {
+                error: ProduceError::new(
+                    ErrorKind::RecordTooLarge,
+                    Persistence::NotPersisted,
+                    format!("record of {size} bytes exceeds max_record_size {}", self.inner.cfg.max_record_size),
+                ),
+                record,
+            });
+        }
+        Ok(record)
+    }
+
+    async fn topic_queues(&self, topic: &Arc<str>, deadline: Instant) -> Result<Arc<TopicQueues>, ProduceError> {
+        if let Some(t) = self.inner.acc.topic(topic) {
+            return Ok(t);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .cmd
+            .send(Command::Metadata { topic: topic.clone(), reply })
+            .map_err(|_| driver::closed_error())?;
+        match tokio::time::timeout_at(deadline.into(), rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(driver::closed_error()),
+            Err(_) => Err(ProduceError::new(
+                ErrorKind::Transport,
+                Persistence::NotPersisted,
+                format!("no metadata for topic '{topic}' within max_block: is the broker reachable?"),
+            )),
+        }
+    }
+
+    fn choose_partition(&self, topic: &TopicQueues, record: &ProducerRecord) -> Result<u32, ProduceError> {
+        let n = topic.partitions.len() as u32;
+        match record.partition {
+            Some(p) if p < n => Ok(p),
+            Some(p) => Err(ProduceError::new(
+                ErrorKind::InvalidRecord,
+                Persistence::NotPersisted,
+                format!("topic '{}' has {n} partitions; partition {p} does not exist", topic.name),
+            )),
+            None => self
+                .inner
+                .partitioner
+                .partition(&topic.name, record.key.as_deref(), n)
+                .map_err(|e| ProduceError::new(ErrorKind::InvalidRecord, Persistence::NotPersisted, e.to_string())),
+        }
+    }
+
+    async fn enqueue_with(
+        &self,
+        record: ProducerRecord,
+        delivery: Delivery,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendError> {
+        let record = self.prepare(record)?;
+        let deadline = deadline.unwrap_or_else(|| Instant::now() + self.inner.cfg.max_block);
+        let topic = match self.topic_queues(&record.topic, deadline).await {
+            Ok(t) => t,
+            Err(error) => return Err(SendError { error, record }),
+        };
+        let partition = match self.choose_partition(&topic, &record) {
+            Ok(p) => p,
+            Err(error) => return Err(SendError { error, record }),
+        };
+        let size = record_size(&record_of(&record, 0));
+        let mem = &self.inner.acc.memory;
+        match mem.try_acquire_many(size as u32) {
+            Ok(p) => p.forget(),
+            Err(_) => match tokio::time::timeout_at(deadline.into(), mem.acquire_many(size as u32)).await {
+                Ok(Ok(p)) => p.forget(),
+                _ => {
+                    return Err(SendError {
+                        error: ProduceError::new(
+                            ErrorKind::BufferFull,
+                            Persistence::NotPersisted,
+                            format!(
+                                "buffer memory ({} bytes) stayed full for max_block ({:?})",
+                                self.inner.cfg.buffer_memory, self.inner.cfg.max_block
+                            ),
+                        ),
+                        record,
+                    })
+                }
+            },
+        }
+        self.push(&topic, partition, record, size, delivery);
+        Ok(())
+    }
+
+    fn push(&self, topic: &TopicQueues, partition: u32, record: ProducerRecord, size: usize, delivery: Delivery) {
+        let ts = record.timestamp.unwrap_or_else(now_ms);
+        let q = QueuedRecord { record: record_of(&record, ts), size, delivery, enqueued: Instant::now() };
+        self.inner.acc.push(topic, partition, q);
+    }
+}
+
+fn record_of(r: &ProducerRecord, ts: i64) -> Record {
+    Record { timestamp: ts, key: r.key.clone(), value: r.value.clone(), headers: r.headers.clone() }
+}
