@@ -17,17 +17,18 @@ use super::acl::Permission;
 use super::metrics::{add, inc};
 use super::partition::Partition;
 use super::server::ConnCtx;
-use crate::protocol::batch::check_batch;
 use crate::protocol::frame::{
     BrokerInfo, CreateTopic, ErrorFrame, Fetch, FetchOk, HelloOk, InitProducerIdOk, Metadata, MetadataOk, Produce,
     ProduceResult, TopicMetadata,
 };
-use crate::protocol::{Acks, ErrorCode, Frame, Payload, PROTOCOL_VERSION};
+use crate::protocol::{Acks, ErrorCode, Frame, Payload, RecordBatch, PROTOCOL_VERSION};
 
 /// Responses queued per stream before the reader stops reading.
 const RESPONSE_QUEUE: usize = 1024;
 /// Coalesce at most this many response bytes into one stream write.
 const WRITE_COALESCE: usize = 64 * 1024;
+/// Largest decompressed records section the broker accepts when validating a batch.
+pub const MAX_DECOMPRESSED: usize = 32 * 1024 * 1024;
 /// Application error code used when the broker stops reading a stream whose framing
 /// is lost.
 pub const STOP_BAD_FRAMING: u32 = 1;
@@ -248,24 +249,17 @@ fn produce(ctx: &ConnCtx, corr: u32, p: Produce) -> Option<Pending> {
             format!("topic '{}' has {} partitions; {} does not exist", p.topic, topic.partitions.len(), p.partition),
         );
     };
-    let header = match check_batch(&p.batch) {
-        Ok(Some(h)) if h.total_len() == p.batch.len() => h,
-        Ok(Some(h)) => {
-            inc(&shared.metrics.corrupt_batches);
-            return fail(
-                ErrorCode::CorruptBatch,
-                format!("{} bytes follow the {}-byte batch", p.batch.len() - h.total_len(), h.total_len()),
-            );
-        }
-        Ok(None) => {
-            inc(&shared.metrics.corrupt_batches);
-            return fail(ErrorCode::CorruptBatch, format!("truncated batch of {} bytes", p.batch.len()));
-        }
+    // One pass checks structure and CRC; then the records are walked once, because the
+    // log stores batches without decoding them and a header that lied about its record
+    // count would move offsets arbitrarily.
+    let batch = match RecordBatch::from_bytes(p.batch.clone()).and_then(|b| b.validate_records(MAX_DECOMPRESSED).map(|_| b)) {
+        Ok(b) => b,
         Err(e) => {
             inc(&shared.metrics.corrupt_batches);
             return fail(ErrorCode::CorruptBatch, e.to_string());
         }
     };
+    let header = *batch.header();
     let now = now_ms();
     let appended = match partition.append(&p.batch, &header, now, shared.config.sink) {
         Ok(a) => a,

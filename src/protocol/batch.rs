@@ -119,7 +119,9 @@ impl BatchHeader {
             base_sequence: r.i32("base_sequence")?,
         };
         let record_count = r.u32("record_count")?;
-        if record_count == 0 || last_offset_delta != record_count - 1 {
+        // Sequences and offset deltas are i32 on the wire of each record: a batch holds
+        // at most i32::MAX records.
+        if record_count == 0 || record_count > i32::MAX as u32 || last_offset_delta != record_count - 1 {
             return Err(DecodeError::InvalidValue { field: "record_count", value: record_count as i64 });
         }
         Ok(Some(BatchHeader {
@@ -142,7 +144,7 @@ impl BatchHeader {
 
     /// Offset of the last record once `base_offset` is assigned.
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + i64::from(self.last_offset_delta)
+        self.base_offset.saturating_add(i64::from(self.last_offset_delta))
     }
 
     /// Sequence of the last record (wraps at `i32::MAX` like Kafka).
@@ -159,13 +161,10 @@ impl BatchHeader {
     }
 }
 
-/// `seq + n` wrapping from `i32::MAX` to 0, as Kafka sequences do.
+/// `seq + n` wrapping from `i32::MAX` to 0, as Kafka sequences do. Sequences are
+/// non-negative; any input is handled without overflow.
 pub fn increment_sequence(seq: i32, n: i32) -> i32 {
-    if seq > i32::MAX - n {
-        n - (i32::MAX - seq) - 1
-    } else {
-        seq + n
-    }
+    (i64::from(seq) + i64::from(n)).rem_euclid(i64::from(i32::MAX) + 1) as i32
 }
 
 /// Checks that `buf` starts with one whole, CRC-valid batch. `Ok(None)` when more bytes
@@ -239,6 +238,46 @@ impl RecordBatch {
         &self.bytes
     }
 
+    /// Checks the records section without building records: it decompresses (bounded by
+    /// `limit`), and walks every record's length and offset delta, so a batch whose
+    /// header claims more (or fewer) records than it holds is refused. The broker runs
+    /// this before appending, since it stores batches without decoding them.
+    pub fn validate_records(&self, limit: usize) -> Result<(), DecodeError> {
+        let raw = &self.bytes[BATCH_HEADER_LEN..];
+        let decompressed;
+        let section: &[u8] = match self.header.compression {
+            Compression::None => raw,
+            c => {
+                decompressed = c.decompress(raw, limit)?;
+                &decompressed
+            }
+        };
+        let mut r = Reader::new(section);
+        let mut n: u32 = 0;
+        while r.remaining() > 0 {
+            let len = r.varint("record_length")?;
+            if len < 0 {
+                return Err(DecodeError::InvalidValue { field: "record_length", value: len as i64 });
+            }
+            let body = r.take(len as usize, "record")?;
+            let mut rr = Reader::new(body);
+            rr.i8("record_attributes")?;
+            rr.varlong("timestamp_delta")?;
+            let delta = rr.varint("offset_delta")?;
+            if delta as i64 != i64::from(n) {
+                return Err(DecodeError::InvalidValue { field: "offset_delta", value: delta as i64 });
+            }
+            n = n.saturating_add(1);
+            if n > self.header.record_count {
+                break;
+            }
+        }
+        if n != self.header.record_count {
+            return Err(DecodeError::RecordCountMismatch { claimed: self.header.record_count, found: n });
+        }
+        Ok(())
+    }
+
     /// Decompresses (bounded by `limit` bytes) and decodes every record, giving each its
     /// absolute offset and timestamp.
     pub fn records(&self, limit: usize) -> Result<Vec<StoredRecord>, DecodeError> {
@@ -259,9 +298,15 @@ impl RecordBatch {
             let _attributes = rr.i8("record_attributes")?;
             let ts_delta = rr.varlong("timestamp_delta")?;
             let offset_delta = rr.varint("offset_delta")?;
-            if offset_delta < 0 || offset_delta as u32 > self.header.last_offset_delta {
+            // Records carry consecutive offset deltas 0, 1, 2...
+            if offset_delta as i64 != out.len() as i64 {
                 return Err(DecodeError::InvalidValue { field: "offset_delta", value: offset_delta as i64 });
             }
+            let offset = self
+                .header
+                .base_offset
+                .checked_add(i64::from(offset_delta))
+                .ok_or(DecodeError::InvalidValue { field: "base_offset", value: self.header.base_offset })?;
             let key = rr.var_bytes("key")?.map(|k| slice_of(&section, k));
             let value = rr.var_bytes("value")?.map(|v| slice_of(&section, v));
             let n_headers = rr.varint("header_count")?;
@@ -282,7 +327,7 @@ impl RecordBatch {
             }
             rr.finish("record")?;
             out.push(StoredRecord {
-                offset: self.header.base_offset + i64::from(offset_delta),
+                offset,
                 timestamp: self.header.base_timestamp.wrapping_add(ts_delta),
                 key,
                 value,
@@ -555,6 +600,73 @@ mod tests {
         assert_eq!(increment_sequence(i32::MAX, 1), 0);
         assert_eq!(increment_sequence(i32::MAX - 1, 3), 1);
         assert_eq!(increment_sequence(10, 5), 15);
+        // Hostile inputs do not overflow.
+        assert_eq!(increment_sequence(i32::MAX, i32::MIN), i32::MAX);
+        let _ = increment_sequence(i32::MIN, i32::MIN);
+    }
+
+    fn with_crc(mut b: Vec<u8>) -> Vec<u8> {
+        let crc = crc32c::crc32c(&b[17..]);
+        b[13..17].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn regression_huge_record_count_is_refused() {
+        // Found in review: last_offset_delta >= 2^31 made last_sequence() overflow.
+        let mut b = BatchBuilder::new();
+        b.push(&rec(1, None, b"v"));
+        let mut v = b.seal(Compression::None, None, ProducerStamp { producer_id: 1, producer_epoch: 0, base_sequence: 0 }).to_vec();
+        v[19..23].copy_from_slice(&[0x80, 0, 0, 0]);
+        v[53..57].copy_from_slice(&[0x80, 0, 0, 1]);
+        assert!(RecordBatch::from_bytes(Bytes::from(with_crc(v))).is_err());
+    }
+
+    #[test]
+    fn regression_claimed_record_count_must_match_the_records() {
+        let mut b = BatchBuilder::new();
+        b.push(&rec(1, None, b"v"));
+        b.push(&rec(2, None, b"w"));
+        let mut v = b.seal(Compression::None, None, ProducerStamp::NONE).to_vec();
+        // Claim 3 records while holding 2.
+        v[19..23].copy_from_slice(&2u32.to_be_bytes());
+        v[53..57].copy_from_slice(&3u32.to_be_bytes());
+        let batch = RecordBatch::from_bytes(Bytes::from(with_crc(v))).unwrap();
+        assert!(matches!(batch.validate_records(1 << 20), Err(DecodeError::RecordCountMismatch { claimed: 3, found: 2 })));
+        let mut b = BatchBuilder::new();
+        b.push(&rec(1, None, b"v"));
+        let ok = RecordBatch::from_bytes(b.seal(Compression::Lz4, None, ProducerStamp::NONE)).unwrap();
+        ok.validate_records(1 << 20).unwrap();
+    }
+
+    #[test]
+    fn regression_base_offset_near_i64_max_is_an_error_not_a_panic() {
+        let mut b = BatchBuilder::new();
+        b.push(&rec(1, None, b"v"));
+        b.push(&rec(2, None, b"w"));
+        let mut v = b.seal(Compression::None, None, ProducerStamp::NONE).to_vec();
+        stamp_base_offset(&mut v, i64::MAX);
+        let batch = RecordBatch::from_bytes(Bytes::from(v)).unwrap();
+        assert!(batch.records(1 << 20).is_err());
+        assert_eq!(batch.header().last_offset(), i64::MAX);
+    }
+
+    #[test]
+    fn regression_repeated_offset_deltas_are_refused() {
+        // Two records both claiming offset delta 0.
+        let mut b = BatchBuilder::new();
+        b.push(&rec(1, None, b"v"));
+        let one = b.seal(Compression::None, None, ProducerStamp::NONE).to_vec();
+        let rec_bytes = one[BATCH_HEADER_LEN..].to_vec();
+        let mut v = one.clone();
+        v.extend_from_slice(&rec_bytes);
+        let len = (v.len() - 12) as u32;
+        v[8..12].copy_from_slice(&len.to_be_bytes());
+        v[19..23].copy_from_slice(&1u32.to_be_bytes());
+        v[53..57].copy_from_slice(&2u32.to_be_bytes());
+        let batch = RecordBatch::from_bytes(Bytes::from(with_crc(v))).unwrap();
+        assert!(batch.records(1 << 20).is_err());
+        assert!(batch.validate_records(1 << 20).is_err());
     }
 
     fn arb_record() -> impl Strategy<Value = Record> {

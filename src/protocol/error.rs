@@ -153,7 +153,9 @@ pub enum ErrorCode {
     /// The broker holds no state for this producer id on the partition and the batch
     /// does not start at sequence 0. The producer must bump its epoch.
     UnknownProducerId = 14,
-    /// A request field is out of range (acks value, negative offset...). Not retriable.
+    /// A request is well-formed but not acceptable (a response kind sent as a request,
+    /// negative epoch or sequence, a producer id this broker did not issue). Undecodable
+    /// fields such as an unknown acks value are `MalformedFrame`. Not retriable.
     InvalidRequest = 15,
     /// The broker could not write or sync the log (disk full, I/O error). Retriable.
     StorageError = 16,

@@ -93,7 +93,8 @@ pub enum FrameKind {
     ProduceResult = 0x85,
     /// Answer to `Fetch`.
     FetchOk = 0x86,
-    /// Failure answer to any request other than `Produce`.
+    /// Failure answer to a request: any request other than a well-formed `Produce`
+    /// (which gets a `ProduceResult`), and any frame that could not be decoded.
     Error = 0xff,
 }
 
@@ -630,7 +631,8 @@ impl Payload {
                     .map(|_| Ok(BrokerInfo { id: r.u32("broker_id")?, host: r.str16("host")?, port: r.u16("port")? }))
                     .collect::<Result<_, DecodeError>>()?;
                 let nt = r.u16("topic_count")?;
-                let mut topics = Vec::with_capacity(nt as usize);
+                // Each topic takes at least 8 bytes: do not let a count allocate ahead.
+                let mut topics = Vec::with_capacity((nt as usize).min(r.remaining() / 8));
                 for _ in 0..nt {
                     let name = r.str16("topic")?;
                     let error = ErrorCode::from_u16(r.u16("error")?)?;
