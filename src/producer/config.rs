@@ -142,7 +142,7 @@ impl Default for ProducerConfig {
             connect_timeout: Duration::from_secs(10),
             keep_alive: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
-            circuit_breaker_threshold: 5,
+            circuit_breaker_threshold: 10,
             circuit_breaker_recovery: Duration::from_secs(10),
             metadata_max_age: Duration::from_secs(300),
             mtu_upper_bound: 1452,
@@ -280,8 +280,10 @@ impl ProducerBuilder {
         idle_timeout: std::time::Duration
     );
     setter!(
-        /// Consecutive connection failures that open a broker's circuit breaker (sends then
-        /// fail fast). Default 5.
+        /// Consecutive connection failures that open a broker's circuit breaker (waiting
+        /// batches then fail fast instead of waiting out the delivery timeout). Default 10:
+        /// with the default reconnect back-off that is about 9 s of a broker being
+        /// unreachable, longer than a routine broker restart.
         circuit_breaker_threshold: u32
     );
     setter!(

@@ -72,10 +72,23 @@ impl TestBroker {
         b
     }
 
-    /// Starts (again) on the same data dir and port 0 (a new port).
+    /// Starts (again) on the same data dir; after the first start the same port is
+    /// reused, so clients configured with the old address reconnect.
     pub async fn restart_broker(&mut self) {
         let tls = BrokerTls::load(self.certs.path()).unwrap();
-        self.handle = Some(broker::start(self.config.clone(), tls).await.unwrap());
+        // quinn releases the old socket when its last connection is gone: retry briefly.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let h = loop {
+            match broker::start(self.config.clone(), tls.clone()).await {
+                Ok(h) => break h,
+                Err(broker::BrokerError::Bind { .. }) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await
+                }
+                Err(e) => panic!("broker start: {e}"),
+            }
+        };
+        self.config.listen = h.local_addr();
+        self.handle = Some(h);
     }
 
     pub async fn stop(&mut self) {

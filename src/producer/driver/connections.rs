@@ -261,11 +261,11 @@ impl Driver {
     /// A live connection broke: in-flight batches on it lose their answer.
     pub(crate) fn connection_lost(&mut self, id: ConnId, error: TransportError) {
         let now = Instant::now();
-        tracing::warn!(broker = %self.links[id.link].name, slot = id.slot, error = %error, "connection lost");
         let link = &mut self.links[id.link];
-        if let ConnSlot::Up { conn, .. } = &link.slots[id.slot].1 {
-            conn.close("connection lost");
-        }
+        // Every stream of a broken connection reports it; handle the loss once.
+        let ConnSlot::Up { conn, .. } = &link.slots[id.slot].1 else { return };
+        conn.close("connection lost");
+        tracing::warn!(broker = %link.name, slot = id.slot, error = %error, "connection lost");
         link.failures += 1;
         link.last_error = Some(error.to_string());
         let backoff = self.cfg.reconnect_backoff.delay(1, 0.5);
