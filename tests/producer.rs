@@ -347,3 +347,70 @@ async fn invalid_configurations_are_refused_at_build() {
     let e = producer(&b, "alice").acks(Acks::None).build().unwrap_err();
     assert!(e.to_string().contains("idempotence needs acknowledgements"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_circuit_breaker_fails_fast_then_half_opens_and_recovers() {
+    let mut b = TestBroker::start().await;
+    let fast = qwire::producer::Backoff { base: Duration::from_millis(10), max: Duration::from_millis(20), jitter: 0.0 };
+    let p = producer(&b, "alice")
+        .circuit_breaker_threshold(2)
+        .circuit_breaker_recovery(Duration::from_millis(500))
+        .reconnect_backoff(fast)
+        .connect_timeout(Duration::from_millis(200))
+        .linger(Duration::ZERO)
+        .build()
+        .unwrap();
+    p.send(ProducerRecord::new("cb", "before")).await.unwrap();
+    b.stop().await;
+    // While the broker is down the breaker opens and waiting records fail fast, long
+    // before the 120 s delivery timeout.
+    let started = Instant::now();
+    let e = p.send(ProducerRecord::new("cb", "during")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::CircuitOpen, "{e}");
+    assert!(e.to_string().contains("circuit breaker open"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The broker comes back; after the recovery time a trial connection closes the breaker.
+    b.restart_broker().await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match p.send(ProducerRecord::new("cb", "after")).await {
+            Ok(md) => {
+                assert!(md.offset.is_some());
+                break;
+            }
+            Err(e) if Instant::now() < deadline => {
+                assert_eq!(e.kind(), ErrorKind::CircuitOpen, "{e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("never recovered: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_lost_producer_state_triggers_an_epoch_bump_not_a_failure() {
+    let mut b = TestBroker::start().await;
+    let p = producer(&b, "alice").linger(Duration::ZERO).build().unwrap();
+    for i in 0..10 {
+        p.send(ProducerRecord::new("st", format!("a-{i}"))).await.unwrap();
+    }
+    // The broker comes back with an empty data directory: it knows nothing of this
+    // producer, and the next batch (sequence 10) is answered UNKNOWN_PRODUCER_ID.
+    b.stop().await;
+    for e in std::fs::read_dir(b.data_dir()).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_dir() {
+            std::fs::remove_dir_all(path).unwrap();
+        } else {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    b.restart_broker().await;
+    for i in 0..10 {
+        let md = p.send(ProducerRecord::new("st", format!("b-{i}"))).await.unwrap();
+        assert_eq!(md.offset, Some(i));
+    }
+    assert!(p.metrics().epoch_bumps >= 1, "{:?}", p.metrics());
+    let mut c = b.client("alice").await;
+    assert_eq!(values(&c.fetch_all("st", 0, 0).await.unwrap()), (0..10).map(|i| format!("b-{i}")).collect::<Vec<_>>());
+}

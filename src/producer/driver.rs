@@ -110,6 +110,7 @@ pub(crate) struct Driver {
     pub topic_ids: HashMap<Arc<str>, u32>,
     pub active: Vec<(u32, u32)>,
     pub pid: PidState,
+    pub pid_retry_at: Instant,
     pub next_batch_id: u64,
     pub next_corr: u32,
     pub next_tag: u64,

@@ -174,6 +174,7 @@ impl ProducerBuilder {
             topic_ids: Default::default(),
             active: Vec::new(),
             pid: if cfg.idempotence { PidState::Missing { requested: false } } else { PidState::Off },
+            pid_retry_at: Instant::now(),
             next_batch_id: 0,
             next_corr: 1,
             next_tag: 0,

@@ -357,6 +357,9 @@ impl Driver {
     }
 
     pub(crate) fn maybe_request_pid(&mut self) {
+        if Instant::now() < self.pid_retry_at {
+            return;
+        }
         let payload = match self.pid {
             PidState::Missing { requested: false } => InitProducerId { producer_id: -1, producer_epoch: -1 },
             PidState::Bumping { id, epoch, requested: false } => {
@@ -415,13 +418,23 @@ impl Driver {
                 }
             }
             other => {
+                let refused = matches!(&other, Err(TransportError::Broker { code, .. }) if !code.is_retriable());
                 let msg = match other {
                     Ok(p) => format!("unexpected answer {:?}", p.kind()),
                     Err(e) => e.to_string(),
                 };
                 tracing::warn!(error = %msg, "InitProducerId failed; retrying");
+                self.pid_retry_at = Instant::now() + self.cfg.retry_backoff.delay(1, 0.5);
                 match &mut self.pid {
-                    PidState::Missing { requested } | PidState::Bumping { requested, .. } => *requested = false,
+                    PidState::Missing { requested } => *requested = false,
+                    PidState::Bumping { id, epoch, requested } => {
+                        *requested = false;
+                        if refused {
+                            // The broker does not know this id (its state was lost): take a
+                            // fresh one; the waiting batches are resequenced all the same.
+                            (*id, *epoch) = (-1, -1);
+                        }
+                    }
                     _ => {}
                 }
             }
