@@ -136,7 +136,13 @@ async fn an_oversized_frame_closes_only_its_stream() {
     let big = batch(&"x".repeat(100_000), 1, ProducerStamp::NONE, Compression::None);
     let mut s2 = c.open_stream().await.unwrap();
     let err = s2
-        .call(Payload::Produce(Produce { topic: "t".into(), partition: 0, acks: Acks::Leader, timeout_ms: 0, batch: big }))
+        .call(Payload::Produce(Produce {
+            topic: "t".into(),
+            partition: 0,
+            acks: Acks::Leader,
+            timeout_ms: 0,
+            batch: big,
+        }))
         .await
         .unwrap_err();
     assert!(matches!(err, TransportError::Broker { code: ErrorCode::FrameTooLarge, .. }), "{err}");
@@ -198,7 +204,8 @@ async fn restart_keeps_acked_batches_and_dedup_state() {
     let r = c.produce("durable", 0, Acks::All, batches[5].clone()).await.unwrap();
     assert_eq!((r.error, r.duplicate, r.base_offset), (ErrorCode::None, true, 15));
     // And the sequence continues.
-    let r = c.produce("durable", 0, Acks::All, batch("next", 1, stamp(pid, epoch, 18), Compression::None)).await.unwrap();
+    let r =
+        c.produce("durable", 0, Acks::All, batch("next", 1, stamp(pid, epoch, 18), Compression::None)).await.unwrap();
     assert_eq!((r.error, r.base_offset), (ErrorCode::None, 18));
     let got = c.fetch_all("durable", 0, 0).await.unwrap();
     assert_eq!(got.len(), 19);
@@ -212,7 +219,10 @@ async fn a_torn_tail_is_truncated_on_restart_and_appends_continue() {
     let mut b = TestBroker::start().await;
     let mut c = b.client("alice").await;
     for i in 0..3 {
-        let r = c.produce("torn", 0, Acks::All, batch(&format!("b{i}"), 2, ProducerStamp::NONE, Compression::None)).await.unwrap();
+        let r = c
+            .produce("torn", 0, Acks::All, batch(&format!("b{i}"), 2, ProducerStamp::NONE, Compression::None))
+            .await
+            .unwrap();
         assert_eq!(r.error, ErrorCode::None);
     }
     c.close();
@@ -265,7 +275,10 @@ async fn graceful_shutdown_leaves_every_acked_record_readable() {
     let mut b = TestBroker::start().await;
     let mut c = b.client("alice").await;
     for i in 0..20 {
-        let r = c.produce("g", 0, Acks::Leader, batch(&format!("g{i}"), 5, ProducerStamp::NONE, Compression::None)).await.unwrap();
+        let r = c
+            .produce("g", 0, Acks::Leader, batch(&format!("g{i}"), 5, ProducerStamp::NONE, Compression::None))
+            .await
+            .unwrap();
         assert_eq!(r.error, ErrorCode::None);
     }
     b.stop().await;

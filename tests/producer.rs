@@ -54,8 +54,16 @@ async fn broker_restarts_mid_stream_lose_nothing_and_duplicate_nothing() {
         .max_in_flight(5)
         .batch_size(2048)
         .linger(Duration::from_millis(1))
-        .retry_backoff(qwire::producer::Backoff { base: Duration::from_millis(20), max: Duration::from_millis(200), jitter: 0.2 })
-        .reconnect_backoff(qwire::producer::Backoff { base: Duration::from_millis(20), max: Duration::from_millis(200), jitter: 0.2 })
+        .retry_backoff(qwire::producer::Backoff {
+            base: Duration::from_millis(20),
+            max: Duration::from_millis(200),
+            jitter: 0.2,
+        })
+        .reconnect_backoff(qwire::producer::Backoff {
+            base: Duration::from_millis(20),
+            max: Duration::from_millis(200),
+            jitter: 0.2,
+        })
         .circuit_breaker_threshold(1000)
         .build()
         .unwrap();
@@ -198,7 +206,10 @@ async fn partitioners_spread_and_stick_as_documented() {
         let key = format!("user-{}", i % 60);
         let md = p.send(ProducerRecord::new("parts", "v").key(key.clone())).await.unwrap();
         assert_eq!(*by_key.entry(key).or_insert(md.partition), md.partition);
-        assert_eq!(md.partition, qwire::producer::partitioner::kafka_key_partition(format!("user-{}", i % 60).as_bytes(), 6));
+        assert_eq!(
+            md.partition,
+            qwire::producer::partitioner::kafka_key_partition(format!("user-{}", i % 60).as_bytes(), 6)
+        );
     }
     let used: std::collections::HashSet<_> = by_key.values().collect();
     assert_eq!(used.len(), 6);
@@ -242,7 +253,11 @@ async fn every_codec_round_trips_through_the_producer_and_fetch() {
         assert_eq!(seq_of(&values(&got)[199]), 199);
         assert_eq!(got[0].headers[0].value.as_deref(), Some(codec.name().as_bytes()));
         if codec != Compression::None {
-            assert!(p.metrics().compression_ratio > 2.0, "{codec} compressed text: {:?}", p.metrics().compression_ratio);
+            assert!(
+                p.metrics().compression_ratio > 2.0,
+                "{codec} compressed text: {:?}",
+                p.metrics().compression_ratio
+            );
         }
     }
 }
@@ -273,7 +288,11 @@ async fn acks_none_returns_without_an_offset_and_the_records_arrive() {
 async fn a_denied_topic_and_a_refused_certificate_give_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let acl = dir.path().join("acl.toml");
-    std::fs::write(&acl, "[[allow]]\nprincipal = \"alice\"\ntopics = [\"mine\"]\npermissions = [\"write\", \"read\"]\n").unwrap();
+    std::fs::write(
+        &acl,
+        "[[allow]]\nprincipal = \"alice\"\ntopics = [\"mine\"]\npermissions = [\"write\", \"read\"]\n",
+    )
+    .unwrap();
     let b = TestBroker::start_with(|c| c.acl_file = Some(acl.clone())).await;
     let p = producer(&b, "alice").build().unwrap();
     p.send(ProducerRecord::new("mine", "ok")).await.unwrap();
@@ -351,7 +370,8 @@ async fn invalid_configurations_are_refused_at_build() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_circuit_breaker_fails_fast_then_half_opens_and_recovers() {
     let mut b = TestBroker::start().await;
-    let fast = qwire::producer::Backoff { base: Duration::from_millis(10), max: Duration::from_millis(20), jitter: 0.0 };
+    let fast =
+        qwire::producer::Backoff { base: Duration::from_millis(10), max: Duration::from_millis(20), jitter: 0.0 };
     let p = producer(&b, "alice")
         .circuit_breaker_threshold(2)
         .circuit_breaker_recovery(Duration::from_millis(500))

@@ -65,11 +65,13 @@ async fn the_acl_denies_with_an_authorization_error_and_the_connection_survives(
     let b = TestBroker::start_with(|c| c.acl_file = Some(acl_path.clone())).await;
     let mut alice = b.client("alice").await;
     alice.create_topic("orders", 1).await.unwrap();
-    let r = alice.produce("orders", 0, Acks::Leader, batch("a", 1, ProducerStamp::NONE, Compression::None)).await.unwrap();
+    let r =
+        alice.produce("orders", 0, Acks::Leader, batch("a", 1, ProducerStamp::NONE, Compression::None)).await.unwrap();
     assert_eq!(r.error, ErrorCode::None);
 
     let mut bob = b.client("bob").await;
-    let r = bob.produce("orders", 0, Acks::Leader, batch("b", 1, ProducerStamp::NONE, Compression::None)).await.unwrap();
+    let r =
+        bob.produce("orders", 0, Acks::Leader, batch("b", 1, ProducerStamp::NONE, Compression::None)).await.unwrap();
     assert_eq!(r.error, ErrorCode::AuthorizationFailed);
     assert!(r.message.contains("'bob' may not write topic 'orders'"), "{}", r.message);
     let e = bob.create_topic("orders-2", 1).await.unwrap_err();

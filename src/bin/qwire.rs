@@ -63,7 +63,9 @@ enum Command {
         threads: usize,
     },
     /// Read records of a topic partition.
-    #[command(after_help = "Example:\n  qwire consume -s 127.0.0.1:7878 --certs certs --client alice -t orders --format json")]
+    #[command(
+        after_help = "Example:\n  qwire consume -s 127.0.0.1:7878 --certs certs --client alice -t orders --format json"
+    )]
     Consume {
         #[command(flatten)]
         conn: ConnArgs,
@@ -258,7 +260,8 @@ async fn resolve(server: &str) -> Result<SocketAddr, Failure> {
 
 async fn connect(conn: &ConnArgs) -> Result<Client, Failure> {
     let addr = resolve(&conn.server).await?;
-    let cfg = ConnectConfig::from_certs_dir(addr, &conn.certs, &conn.client).map_err(|e| Failure::new(8, e.to_string()))?;
+    let cfg =
+        ConnectConfig::from_certs_dir(addr, &conn.certs, &conn.client).map_err(|e| Failure::new(8, e.to_string()))?;
     Ok(Client::connect(&cfg).await?)
 }
 
@@ -281,7 +284,9 @@ fn bytes_field(map: &mut serde_json::Map<String, serde_json::Value>, name: &str,
 fn render(topic: &str, partition: u32, r: &StoredRecord, format: Format) -> String {
     match format {
         Format::Text => {
-            let show = |b: &Option<bytes::Bytes>| b.as_ref().map_or("null".to_string(), |b| String::from_utf8_lossy(b).into_owned());
+            let show = |b: &Option<bytes::Bytes>| {
+                b.as_ref().map_or("null".to_string(), |b| String::from_utf8_lossy(b).into_owned())
+            };
             let headers: Vec<String> = r.headers.iter().map(|h| format!("{}:{}", h.key, show(&h.value))).collect();
             format!(
                 "{partition}:{} key={} {}{}",

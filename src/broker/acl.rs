@@ -103,9 +103,7 @@ impl Acl {
 
     /// Whether `principal` holds any permission on `topic` (for listing).
     pub fn sees(&self, principal: &str, topic: &str) -> bool {
-        [Permission::Read, Permission::Write, Permission::Admin]
-            .into_iter()
-            .any(|p| self.allows(principal, topic, p))
+        [Permission::Read, Permission::Write, Permission::Admin].into_iter().any(|p| self.allows(principal, topic, p))
     }
 }
 

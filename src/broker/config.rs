@@ -105,7 +105,10 @@ impl BrokerConfig {
     /// Checks ranges; returns a message naming the bad setting.
     pub fn validate(&self) -> Result<(), String> {
         if self.max_frame_size as usize > MAX_FRAME_SIZE || self.max_frame_size < 1024 {
-            return Err(format!("max_frame_size must be between 1024 and {MAX_FRAME_SIZE}, got {}", self.max_frame_size));
+            return Err(format!(
+                "max_frame_size must be between 1024 and {MAX_FRAME_SIZE}, got {}",
+                self.max_frame_size
+            ));
         }
         if self.default_partitions == 0 || self.default_partitions > self.max_partitions {
             return Err(format!(

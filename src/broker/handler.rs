@@ -228,7 +228,13 @@ fn produce(ctx: &ConnCtx, corr: u32, p: Produce) -> Option<Pending> {
         }
         frame(
             corr,
-            Payload::ProduceResult(ProduceResult { error: code, duplicate: false, base_offset: -1, log_append_time: -1, message }),
+            Payload::ProduceResult(ProduceResult {
+                error: code,
+                duplicate: false,
+                base_offset: -1,
+                log_append_time: -1,
+                message,
+            }),
         )
     };
     if !shared.acl.allows(&ctx.principal, &p.topic, Permission::Write) {
@@ -252,13 +258,14 @@ fn produce(ctx: &ConnCtx, corr: u32, p: Produce) -> Option<Pending> {
     // One pass checks structure and CRC; then the records are walked once, because the
     // log stores batches without decoding them and a header that lied about its record
     // count would move offsets arbitrarily.
-    let batch = match RecordBatch::from_bytes(p.batch.clone()).and_then(|b| b.validate_records(MAX_DECOMPRESSED).map(|_| b)) {
-        Ok(b) => b,
-        Err(e) => {
-            inc(&shared.metrics.corrupt_batches);
-            return fail(ErrorCode::CorruptBatch, e.to_string());
-        }
-    };
+    let batch =
+        match RecordBatch::from_bytes(p.batch.clone()).and_then(|b| b.validate_records(MAX_DECOMPRESSED).map(|_| b)) {
+            Ok(b) => b,
+            Err(e) => {
+                inc(&shared.metrics.corrupt_batches);
+                return fail(ErrorCode::CorruptBatch, e.to_string());
+            }
+        };
     let header = *batch.header();
     let now = now_ms();
     let appended = match partition.append(&p.batch, &header, now, shared.config.sink) {
@@ -304,14 +311,24 @@ fn metadata(ctx: &ConnCtx, m: Metadata) -> MetadataOk {
         partitions: t.partitions.iter().map(|p| p.metadata(shared.config.broker_id)).collect(),
     };
     let topics = if m.topics.is_empty() {
-        shared.registry.list().iter().filter(|t| shared.acl.sees(&ctx.principal, &t.name)).map(|t| describe(t)).collect()
+        shared
+            .registry
+            .list()
+            .iter()
+            .filter(|t| shared.acl.sees(&ctx.principal, &t.name))
+            .map(|t| describe(t))
+            .collect()
     } else {
         m.topics
             .iter()
             .map(|name| {
                 if !shared.acl.sees(&ctx.principal, name) {
                     inc(&shared.metrics.authorization_failures);
-                    return TopicMetadata { name: name.clone(), error: ErrorCode::AuthorizationFailed, partitions: vec![] };
+                    return TopicMetadata {
+                        name: name.clone(),
+                        error: ErrorCode::AuthorizationFailed,
+                        partitions: vec![],
+                    };
                 }
                 let found = if shared.acl.allows(&ctx.principal, name, Permission::Write) {
                     shared.topic_for_write(name).map_err(|e| e.code)
@@ -360,7 +377,12 @@ fn fetch(ctx: &ConnCtx, corr: u32, req: Fetch) -> Option<Pending> {
         return error(
             corr,
             ErrorCode::UnknownTopicOrPartition,
-            format!("topic '{}' has {} partitions; {} does not exist", req.topic, topic.partitions.len(), req.partition),
+            format!(
+                "topic '{}' has {} partitions; {} does not exist",
+                req.topic,
+                topic.partitions.len(),
+                req.partition
+            ),
         );
     };
     // Leave room for the frame header and the two offsets.
@@ -370,16 +392,12 @@ fn fetch(ctx: &ConnCtx, corr: u32, req: Fetch) -> Option<Pending> {
         Ok((batches, high_watermark, log_start_offset)) if batches.len() <= limit => {
             frame(corr, Payload::FetchOk(FetchOk { high_watermark, log_start_offset, batches }))
         }
-        Ok((batches, ..)) => error(
-            corr,
-            ErrorCode::Unknown,
-            format!("stored batch of {} bytes exceeds the frame limit", batches.len()),
-        ),
-        Err(super::log::LogError::OffsetOutOfRange { requested, start, end }) => error(
-            corr,
-            ErrorCode::OffsetOutOfRange,
-            format!("offset {requested} is outside [{start}, {end}]"),
-        ),
+        Ok((batches, ..)) => {
+            error(corr, ErrorCode::Unknown, format!("stored batch of {} bytes exceeds the frame limit", batches.len()))
+        }
+        Err(super::log::LogError::OffsetOutOfRange { requested, start, end }) => {
+            error(corr, ErrorCode::OffsetOutOfRange, format!("offset {requested} is outside [{start}, {end}]"))
+        }
         Err(e @ super::log::LogError::Corrupt { .. }) => {
             tracing::error!(topic = %req.topic, partition = req.partition, error = %e, "stored data failed its check");
             error(corr, ErrorCode::CorruptStoredData, e.to_string())

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::sync::{watch, Notify};
 
-use super::metrics::{inc, BrokerMetrics};
 use super::log::{LogConfig, LogError, PartitionLog, RecoveryReport};
+use super::metrics::{inc, BrokerMetrics};
 use super::producer_state::{ProducerStates, SequenceCheck};
 use crate::protocol::frame::PartitionMetadata;
 use crate::protocol::{BatchHeader, ErrorCode};
@@ -76,7 +76,12 @@ impl std::fmt::Debug for Partition {
 impl Partition {
     /// Opens the partition's log in `dir`, recovers it and rebuilds producer state from
     /// the stored batch headers.
-    pub fn open(dir: &Path, topic: Arc<str>, index: u32, config: LogConfig) -> Result<(Partition, RecoveryReport), LogError> {
+    pub fn open(
+        dir: &Path,
+        topic: Arc<str>,
+        index: u32,
+        config: LogConfig,
+    ) -> Result<(Partition, RecoveryReport), LogError> {
         let (log, report) = PartitionLog::open(dir, config)?;
         let mut producers = ProducerStates::default();
         log.for_each_header(|h| producers.record(h, h.max_timestamp))?;

@@ -66,8 +66,7 @@ impl ProducerIdAllocator {
         }
         if st.0 == st.1 {
             let end = st.1 + ID_BLOCK;
-            self.persist(end)
-                .map_err(|e| (ErrorCode::StorageError, format!("persisting producer ids: {e}")))?;
+            self.persist(end).map_err(|e| (ErrorCode::StorageError, format!("persisting producer ids: {e}")))?;
             st.1 = end;
         }
         let id = st.0;

@@ -158,7 +158,11 @@ mod tests {
         for _ in 0..records {
             b.push(&Record { timestamp: 1, key: None, value: None, headers: vec![] });
         }
-        let bytes = b.seal(Compression::None, None, ProducerStamp { producer_id: pid, producer_epoch: epoch, base_sequence: seq });
+        let bytes = b.seal(
+            Compression::None,
+            None,
+            ProducerStamp { producer_id: pid, producer_epoch: epoch, base_sequence: seq },
+        );
         let mut h = BatchHeader::parse(&bytes).unwrap().unwrap();
         h.base_offset = base_offset;
         h

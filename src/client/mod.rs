@@ -130,24 +130,21 @@ impl Client {
     /// Creates a topic; returns its partition count.
     pub async fn create_topic(&mut self, topic: &str, partitions: u32) -> Result<u32, TransportError> {
         let addr = self.conn.addr();
-        let p = self
-            .conn
-            .control()
-            .call(Payload::CreateTopic(CreateTopic { topic: topic.into(), partitions }))
-            .await?;
+        let p = self.conn.control().call(Payload::CreateTopic(CreateTopic { topic: topic.into(), partitions })).await?;
         expect_kind(addr, &p, FrameKind::CreateTopicOk)?;
         let Payload::CreateTopicOk(c) = p else { unreachable!("kind checked") };
         Ok(c.partitions)
     }
 
     /// Asks for a producer id (`-1, -1`) or an epoch bump.
-    pub async fn init_producer_id(&mut self, producer_id: i64, producer_epoch: i16) -> Result<(i64, i16), TransportError> {
+    pub async fn init_producer_id(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> Result<(i64, i16), TransportError> {
         let addr = self.conn.addr();
-        let p = self
-            .conn
-            .control()
-            .call(Payload::InitProducerId(InitProducerId { producer_id, producer_epoch }))
-            .await?;
+        let p =
+            self.conn.control().call(Payload::InitProducerId(InitProducerId { producer_id, producer_epoch })).await?;
         expect_kind(addr, &p, FrameKind::InitProducerIdOk)?;
         let Payload::InitProducerIdOk(ok) = p else { unreachable!("kind checked") };
         Ok((ok.producer_id, ok.producer_epoch))
@@ -155,7 +152,13 @@ impl Client {
 
     /// Sends one batch and waits for its result (not with [`Acks::None`], which has no
     /// response).
-    pub async fn produce(&mut self, topic: &str, partition: u32, acks: Acks, batch: Bytes) -> Result<ProduceResult, TransportError> {
+    pub async fn produce(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        acks: Acks,
+        batch: Bytes,
+    ) -> Result<ProduceResult, TransportError> {
         let addr = self.conn.addr();
         assert!(acks != Acks::None, "acks=none has no response to wait for");
         let p = self
@@ -169,7 +172,13 @@ impl Client {
     }
 
     /// Raw fetch: whole stored batches from `offset`.
-    pub async fn fetch(&mut self, topic: &str, partition: u32, offset: i64, max_bytes: u32) -> Result<FetchOk, TransportError> {
+    pub async fn fetch(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+        max_bytes: u32,
+    ) -> Result<FetchOk, TransportError> {
         let addr = self.conn.addr();
         let p = self
             .conn
@@ -182,7 +191,13 @@ impl Client {
     }
 
     /// Fetches and decodes records from `offset`, dropping records before it.
-    pub async fn fetch_records(&mut self, topic: &str, partition: u32, offset: i64, max_bytes: u32) -> Result<Fetched, TransportError> {
+    pub async fn fetch_records(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+        max_bytes: u32,
+    ) -> Result<Fetched, TransportError> {
         let addr = self.conn.addr();
         let f = self.fetch(topic, partition, offset, max_bytes).await?;
         let bad = |e: crate::protocol::DecodeError| TransportError::UnexpectedResponse {
@@ -193,13 +208,19 @@ impl Client {
         let mut next_offset = offset;
         for batch in RecordBatch::split_all(f.batches).map_err(bad)? {
             next_offset = next_offset.max(batch.header().last_offset() + 1);
-            records.extend(batch.records(FETCH_DECOMPRESS_LIMIT).map_err(bad)?.into_iter().filter(|r| r.offset >= offset));
+            records
+                .extend(batch.records(FETCH_DECOMPRESS_LIMIT).map_err(bad)?.into_iter().filter(|r| r.offset >= offset));
         }
         Ok(Fetched { records, next_offset, high_watermark: f.high_watermark })
     }
 
     /// Reads every record of a partition from `offset` to the current end.
-    pub async fn fetch_all(&mut self, topic: &str, partition: u32, mut offset: i64) -> Result<Vec<StoredRecord>, TransportError> {
+    pub async fn fetch_all(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        mut offset: i64,
+    ) -> Result<Vec<StoredRecord>, TransportError> {
         let mut out = Vec::new();
         loop {
             let f = self.fetch_records(topic, partition, offset, 1 << 20).await?;

@@ -28,16 +28,21 @@ use crate::protocol::Record;
 /// A completion callback.
 pub type Callback = Box<dyn FnOnce(Result<RecordMetadata, ProduceError>) + Send + 'static>;
 
+/// One record's outcome.
+pub(crate) type Outcome = Result<RecordMetadata, ProduceError>;
+
 /// Results of a batch send, one per record in the order given.
 pub(crate) struct BatchResults {
-    slots: Mutex<(Vec<Option<Result<RecordMetadata, ProduceError>>>, usize)>,
-    done: Option<Mutex<Option<oneshot::Sender<Vec<Result<RecordMetadata, ProduceError>>>>>>,
+    /// Outcomes so far and how many are still missing.
+    slots: Mutex<(Vec<Option<Outcome>>, usize)>,
+    done: Option<Mutex<Option<oneshot::Sender<Vec<Outcome>>>>>,
 }
 
 impl BatchResults {
-    pub(crate) fn new(n: usize) -> (Arc<Self>, oneshot::Receiver<Vec<Result<RecordMetadata, ProduceError>>>) {
+    pub(crate) fn new(n: usize) -> (Arc<Self>, oneshot::Receiver<Vec<Outcome>>) {
         let (tx, rx) = oneshot::channel();
-        let me = BatchResults { slots: Mutex::new(((0..n).map(|_| None).collect(), n)), done: Some(Mutex::new(Some(tx))) };
+        let me =
+            BatchResults { slots: Mutex::new(((0..n).map(|_| None).collect(), n)), done: Some(Mutex::new(Some(tx))) };
         (Arc::new(me), rx)
     }
 
@@ -209,7 +214,12 @@ mod tests {
             "x",
         )));
         assert!(rx.try_recv().is_err());
-        Delivery::Batch(b, 0).complete(Ok(RecordMetadata { topic: "t".into(), partition: 0, offset: Some(1), timestamp: 0 }));
+        Delivery::Batch(b, 0).complete(Ok(RecordMetadata {
+            topic: "t".into(),
+            partition: 0,
+            offset: Some(1),
+            timestamp: 0,
+        }));
         let r = rx.try_recv().unwrap();
         assert!(r[0].is_ok() && r[1].is_err());
     }

@@ -335,7 +335,10 @@ impl ProducerConfig {
         }
         let frame_room = MAX_FRAME_SIZE - 512;
         if self.batch_size == 0 || self.batch_size > frame_room {
-            return Err(invalid(format!("batch_size must be between 1 and {frame_room} bytes, got {}", self.batch_size)));
+            return Err(invalid(format!(
+                "batch_size must be between 1 and {frame_room} bytes, got {}",
+                self.batch_size
+            )));
         }
         if self.max_record_size == 0 || self.max_record_size > frame_room {
             return Err(invalid(format!(

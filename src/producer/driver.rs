@@ -31,13 +31,16 @@ use crate::protocol::ProducerStamp;
 use crate::transport::pool::PoolEvent;
 use crate::transport::ClientEndpoint;
 
-use connections::Link;
 pub(crate) use connections::closed_error;
+use connections::Link;
+
+/// Where a topic's queues (or the failure to find them) are sent.
+pub(crate) type MetadataReply = oneshot::Sender<Result<Arc<TopicQueues>, ProduceError>>;
 
 /// Requests from producer handles.
 pub(crate) enum Command {
     /// Resolve a topic's queues (fetching metadata if needed).
-    Metadata { topic: Arc<str>, reply: oneshot::Sender<Result<Arc<TopicQueues>, ProduceError>> },
+    Metadata { topic: Arc<str>, reply: MetadataReply },
     /// Seal everything now; answer when every batch sealed so far is done.
     Flush { reply: oneshot::Sender<()> },
     /// Flush, then fail what is left at the deadline, then stop.
@@ -115,7 +118,7 @@ pub(crate) struct Driver {
     pub next_corr: u32,
     pub next_tag: u64,
     pub control: HashMap<u64, connections::ControlKind>,
-    pub metadata_waiters: HashMap<Arc<str>, Vec<oneshot::Sender<Result<Arc<TopicQueues>, ProduceError>>>>,
+    pub metadata_waiters: HashMap<Arc<str>, Vec<MetadataReply>>,
     pub metadata_due: Option<Instant>,
     pub flush_all_now: bool,
     pub flushes: Vec<(u64, oneshot::Sender<()>)>,

@@ -101,9 +101,7 @@ impl ProduceError {
     /// policy.)
     pub fn is_retriable(&self) -> bool {
         match self.kind {
-            ErrorKind::BufferFull | ErrorKind::Transport | ErrorKind::CircuitOpen | ErrorKind::DeliveryTimeout => {
-                true
-            }
+            ErrorKind::BufferFull | ErrorKind::Transport | ErrorKind::CircuitOpen | ErrorKind::DeliveryTimeout => true,
             ErrorKind::Broker(code) => code.is_retriable(),
             _ => false,
         }
@@ -112,6 +110,11 @@ impl ProduceError {
     /// Whether the producer instance is unusable after this error.
     pub fn is_fatal(&self) -> bool {
         matches!(self.kind, ErrorKind::Fenced)
+    }
+
+    /// The description without the persistence suffix that `Display` adds.
+    pub fn message(&self) -> &str {
+        &self.message
     }
 
     /// The broker's error code, if the broker answered with one.

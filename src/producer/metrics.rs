@@ -158,7 +158,11 @@ impl ProducerMetrics {
             connects: g(&self.connects),
             avg_records_per_batch: g(&self.records_sealed) as f64 / sealed,
             avg_batch_bytes: sealed_bytes as f64 / sealed,
-            compression_ratio: if sealed_bytes == 0 { 1.0 } else { g(&self.uncompressed_bytes) as f64 / sealed_bytes as f64 },
+            compression_ratio: if sealed_bytes == 0 {
+                1.0
+            } else {
+                g(&self.uncompressed_bytes) as f64 / sealed_bytes as f64
+            },
             buffer_available: buffer_available as u64,
             in_flight_batches: g(&self.in_flight_batches),
             queue_time: LatencySummary::of(&h.queue),

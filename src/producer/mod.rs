@@ -22,6 +22,11 @@
 //! process that exits right after dropping the producer loses what was still queued.
 //! Call `flush()` or `close(timeout)` before exiting.
 
+// `SendError` hands the record back by value (the backpressure contract: the caller
+// decides what to do with it), which makes the `Err` variant large; boxing it would
+// hide the record behind an allocation for no gain on the success path.
+#![allow(clippy::result_large_err)]
+
 mod accumulator;
 pub mod config;
 mod driver;
@@ -137,7 +142,11 @@ impl ProducerBuilder {
         let cfg = self.config;
         cfg.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-            ProduceError::new(ErrorKind::Config, Persistence::NotPersisted, "build() must be called inside a tokio runtime")
+            ProduceError::new(
+                ErrorKind::Config,
+                Persistence::NotPersisted,
+                "build() must be called inside a tokio runtime",
+            )
         })?;
         let tls = cfg.tls.as_ref().expect("validated");
         let tuning = QuicTuning {
@@ -252,7 +261,14 @@ impl Producer {
             }
         }
         if n == 0 {
-            return BatchDelivery { rx: { let (tx, rx) = oneshot::channel(); let _ = tx.send(Vec::new()); rx }, n };
+            return BatchDelivery {
+                rx: {
+                    let (tx, rx) = oneshot::channel();
+                    let _ = tx.send(Vec::new());
+                    rx
+                },
+                n,
+            };
         }
         BatchDelivery { rx, n }
     }
@@ -261,10 +277,7 @@ impl Producer {
     /// not known yet; a fetch is started), the record is handed back.
     pub fn try_send(&self, record: ProducerRecord) -> Result<DeliveryFuture, SendError> {
         let (tx, rx) = oneshot::channel();
-        let record = match self.prepare(record) {
-            Ok(p) => p,
-            Err(e) => return Err(e),
-        };
+        let record = self.prepare(record)?;
         let Some(topic) = self.inner.acc.topic(&record.topic) else {
             let (reply, _) = oneshot::channel();
             let _ = self.inner.cmd.send(Command::Metadata { topic: record.topic.clone(), reply });
@@ -374,10 +387,7 @@ impl Producer {
             return Ok(t);
         }
         let (reply, rx) = oneshot::channel();
-        self.inner
-            .cmd
-            .send(Command::Metadata { topic: topic.clone(), reply })
-            .map_err(|_| driver::closed_error())?;
+        self.inner.cmd.send(Command::Metadata { topic: topic.clone(), reply }).map_err(|_| driver::closed_error())?;
         match tokio::time::timeout_at(deadline.into(), rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(driver::closed_error()),

@@ -142,7 +142,9 @@ impl<T> Window<T> {
     }
 
     fn position(&self, correlation_id: u32) -> Option<usize> {
-        self.slots.iter().position(|s| matches!(s.state, SlotState::InFlight { correlation_id: c, .. } if c == correlation_id))
+        self.slots
+            .iter()
+            .position(|s| matches!(s.state, SlotState::InFlight { correlation_id: c, .. } if c == correlation_id))
     }
 
     /// Removes and returns the in-flight batch answered by `correlation_id` (success, or
@@ -166,7 +168,13 @@ impl<T> Window<T> {
     /// written. It goes back to ready (resent after `backoff`).
     /// `appended` says the broker did append it but could not confirm (then its fate
     /// stays unknown).
-    pub(crate) fn requeue_refused(&mut self, correlation_id: u32, backoff: Duration, now: Instant, appended: bool) -> bool {
+    pub(crate) fn requeue_refused(
+        &mut self,
+        correlation_id: u32,
+        backoff: Duration,
+        now: Instant,
+        appended: bool,
+    ) -> bool {
         let Some(i) = self.position(correlation_id) else { return false };
         self.in_flight -= 1;
         let s = &mut self.slots[i];

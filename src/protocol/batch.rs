@@ -23,10 +23,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::codec::{
-    put_var_bytes, put_varint, put_varlong, slice_of, var_bytes_len, varint_len, varlong_len,
-    Reader,
-};
+use super::codec::{put_var_bytes, put_varint, put_varlong, slice_of, var_bytes_len, varint_len, varlong_len, Reader};
 use super::compression::Compression;
 use super::error::DecodeError;
 use super::record::{Header, Record};
@@ -57,11 +54,8 @@ pub struct ProducerStamp {
 
 impl ProducerStamp {
     /// The stamp of a batch from a producer without idempotence.
-    pub const NONE: ProducerStamp = ProducerStamp {
-        producer_id: NO_PRODUCER_ID,
-        producer_epoch: NO_PRODUCER_EPOCH,
-        base_sequence: NO_SEQUENCE,
-    };
+    pub const NONE: ProducerStamp =
+        ProducerStamp { producer_id: NO_PRODUCER_ID, producer_epoch: NO_PRODUCER_EPOCH, base_sequence: NO_SEQUENCE };
 }
 
 /// The fixed header of a record batch.
@@ -195,17 +189,11 @@ impl RecordBatch {
         let header = check_batch(&bytes)?.ok_or(DecodeError::UnexpectedEof {
             field: "record_batch",
             offset: 0,
-            need: BatchHeader::parse(&bytes)
-                .ok()
-                .flatten()
-                .map_or(BATCH_HEADER_LEN, |h| h.total_len()),
+            need: BatchHeader::parse(&bytes).ok().flatten().map_or(BATCH_HEADER_LEN, |h| h.total_len()),
             have: bytes.len(),
         })?;
         if header.total_len() != bytes.len() {
-            return Err(DecodeError::TrailingBytes {
-                what: "record batch",
-                extra: bytes.len() - header.total_len(),
-            });
+            return Err(DecodeError::TrailingBytes { what: "record batch", extra: bytes.len() - header.total_len() });
         }
         Ok(RecordBatch { header, bytes })
     }
@@ -315,13 +303,11 @@ impl RecordBatch {
             }
             let mut headers = Vec::with_capacity(n_headers as usize);
             for _ in 0..n_headers {
-                let k = rr.var_bytes("header_key")?.ok_or(DecodeError::InvalidValue {
-                    field: "header_key_length",
-                    value: -1,
-                })?;
-                let key = std::str::from_utf8(k)
-                    .map_err(|_| DecodeError::InvalidUtf8 { field: "header_key" })?
-                    .to_owned();
+                let k = rr
+                    .var_bytes("header_key")?
+                    .ok_or(DecodeError::InvalidValue { field: "header_key_length", value: -1 })?;
+                let key =
+                    std::str::from_utf8(k).map_err(|_| DecodeError::InvalidUtf8 { field: "header_key" })?.to_owned();
                 let value = rr.var_bytes("header_value")?.map(|v| slice_of(&section, v));
                 headers.push(Header { key, value });
             }
@@ -518,7 +504,12 @@ mod tests {
     #[test]
     fn byte_vector_of_a_one_record_batch() {
         let mut b = BatchBuilder::new();
-        b.push(&Record { timestamp: 1000, key: Some(Bytes::from_static(b"k")), value: Some(Bytes::from_static(b"v")), headers: vec![] });
+        b.push(&Record {
+            timestamp: 1000,
+            key: Some(Bytes::from_static(b"k")),
+            value: Some(Bytes::from_static(b"v")),
+            headers: vec![],
+        });
         let stamp = ProducerStamp { producer_id: 7, producer_epoch: 1, base_sequence: 5 };
         let bytes = b.seal(Compression::None, None, stamp);
         // record: body length 8 (zig-zag 0x10), attrs 0, ts_delta 0, offset_delta 0,
@@ -616,7 +607,9 @@ mod tests {
         // Found in review: last_offset_delta >= 2^31 made last_sequence() overflow.
         let mut b = BatchBuilder::new();
         b.push(&rec(1, None, b"v"));
-        let mut v = b.seal(Compression::None, None, ProducerStamp { producer_id: 1, producer_epoch: 0, base_sequence: 0 }).to_vec();
+        let mut v = b
+            .seal(Compression::None, None, ProducerStamp { producer_id: 1, producer_epoch: 0, base_sequence: 0 })
+            .to_vec();
         v[19..23].copy_from_slice(&[0x80, 0, 0, 0]);
         v[53..57].copy_from_slice(&[0x80, 0, 0, 1]);
         assert!(RecordBatch::from_bytes(Bytes::from(with_crc(v))).is_err());
@@ -632,7 +625,10 @@ mod tests {
         v[19..23].copy_from_slice(&2u32.to_be_bytes());
         v[53..57].copy_from_slice(&3u32.to_be_bytes());
         let batch = RecordBatch::from_bytes(Bytes::from(with_crc(v))).unwrap();
-        assert!(matches!(batch.validate_records(1 << 20), Err(DecodeError::RecordCountMismatch { claimed: 3, found: 2 })));
+        assert!(matches!(
+            batch.validate_records(1 << 20),
+            Err(DecodeError::RecordCountMismatch { claimed: 3, found: 2 })
+        ));
         let mut b = BatchBuilder::new();
         b.push(&rec(1, None, b"v"));
         let ok = RecordBatch::from_bytes(b.seal(Compression::Lz4, None, ProducerStamp::NONE)).unwrap();
@@ -674,7 +670,10 @@ mod tests {
             any::<i64>().prop_map(|t| t >> 2),
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
-            proptest::collection::vec(("[a-z]{0,8}", proptest::option::of(proptest::collection::vec(any::<u8>(), 0..16))), 0..4),
+            proptest::collection::vec(
+                ("[a-z]{0,8}", proptest::option::of(proptest::collection::vec(any::<u8>(), 0..16))),
+                0..4,
+            ),
         )
             .prop_map(|(timestamp, key, value, headers)| Record {
                 timestamp,

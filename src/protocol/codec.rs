@@ -32,12 +32,7 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
         if self.remaining() < n {
-            return Err(DecodeError::UnexpectedEof {
-                field,
-                offset: self.pos,
-                need: n,
-                have: self.remaining(),
-            });
+            return Err(DecodeError::UnexpectedEof { field, offset: self.pos, need: n, have: self.remaining() });
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -80,9 +75,7 @@ impl<'a> Reader<'a> {
     pub(crate) fn str16(&mut self, field: &'static str) -> Result<String, DecodeError> {
         let len = self.u16(field)? as usize;
         let s = self.take(len, field)?;
-        std::str::from_utf8(s)
-            .map(str::to_owned)
-            .map_err(|_| DecodeError::InvalidUtf8 { field })
+        std::str::from_utf8(s).map(str::to_owned).map_err(|_| DecodeError::InvalidUtf8 { field })
     }
 
     fn uvarint(&mut self, field: &'static str, max_bytes: usize) -> Result<u64, DecodeError> {
@@ -226,14 +219,8 @@ mod tests {
     #[test]
     fn varint_vectors_match_kafka() {
         // Values and encodings from Kafka's ByteUtilsTest.
-        let cases: [(i32, &[u8]); 6] = [
-            (0, &[0x00]),
-            (-1, &[0x01]),
-            (1, &[0x02]),
-            (63, &[0x7e]),
-            (-64, &[0x7f]),
-            (64, &[0x80, 0x01]),
-        ];
+        let cases: [(i32, &[u8]); 6] =
+            [(0, &[0x00]), (-1, &[0x01]), (1, &[0x02]), (63, &[0x7e]), (-64, &[0x7f]), (64, &[0x80, 0x01])];
         for (v, want) in cases {
             let mut b = Vec::new();
             put_varint(&mut b, v);
@@ -249,10 +236,7 @@ mod tests {
     #[test]
     fn overlong_varint_is_rejected() {
         let bytes = [0x80u8; 6];
-        assert!(matches!(
-            Reader::new(&bytes).varint("v"),
-            Err(DecodeError::VarintOverflow { .. })
-        ));
+        assert!(matches!(Reader::new(&bytes).varint("v"), Err(DecodeError::VarintOverflow { .. })));
         // Five bytes but more than 32 bits of payload.
         let too_big = [0xff, 0xff, 0xff, 0xff, 0x7f];
         assert!(Reader::new(&too_big).varint("v").is_err());
@@ -261,10 +245,7 @@ mod tests {
     #[test]
     fn truncated_reads_report_field_and_sizes() {
         let mut r = Reader::new(&[1, 2, 3]);
-        assert_eq!(
-            r.u32("len"),
-            Err(DecodeError::UnexpectedEof { field: "len", offset: 0, need: 4, have: 3 })
-        );
+        assert_eq!(r.u32("len"), Err(DecodeError::UnexpectedEof { field: "len", offset: 0, need: 4, have: 3 }));
     }
 
     proptest! {

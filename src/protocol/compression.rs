@@ -33,13 +33,8 @@ pub enum Compression {
 
 impl Compression {
     /// Every codec, in id order.
-    pub const ALL: [Compression; 5] = [
-        Compression::None,
-        Compression::Gzip,
-        Compression::Snappy,
-        Compression::Lz4,
-        Compression::Zstd,
-    ];
+    pub const ALL: [Compression; 5] =
+        [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd];
 
     /// The 3-bit codec id stored in batch attributes.
     pub fn id(self) -> u16 {
@@ -60,12 +55,7 @@ impl Compression {
             2 => Compression::Snappy,
             3 => Compression::Lz4,
             4 => Compression::Zstd,
-            other => {
-                return Err(DecodeError::InvalidValue {
-                    field: "compression",
-                    value: other as i64,
-                })
-            }
+            other => return Err(DecodeError::InvalidValue { field: "compression", value: other as i64 }),
         })
     }
 
@@ -136,9 +126,7 @@ impl Compression {
                 if len > limit {
                     return Err(DecodeError::DecompressedTooLarge { limit });
                 }
-                snap::raw::Decoder::new()
-                    .decompress_vec(input)
-                    .map_err(|e| err(e.to_string()))
+                snap::raw::Decoder::new().decompress_vec(input).map_err(|e| err(e.to_string()))
             }
             Compression::Lz4 => {
                 if input.len() < 4 {
@@ -152,9 +140,7 @@ impl Compression {
             }
             Compression::Zstd => {
                 match zstd::zstd_safe::get_frame_content_size(input) {
-                    Ok(Some(n)) if n > limit as u64 => {
-                        return Err(DecodeError::DecompressedTooLarge { limit })
-                    }
+                    Ok(Some(n)) if n > limit as u64 => return Err(DecodeError::DecompressedTooLarge { limit }),
                     Err(_) => return Err(err("not a zstd frame".into())),
                     _ => {}
                 }

@@ -208,13 +208,7 @@ impl ErrorCode {
 
     /// Parses a wire value; unknown values are rejected.
     pub fn from_u16(v: u16) -> Result<Self, DecodeError> {
-        Self::ALL
-            .get(v as usize)
-            .copied()
-            .ok_or(DecodeError::InvalidValue {
-                field: "error_code",
-                value: v as i64,
-            })
+        Self::ALL.get(v as usize).copied().ok_or(DecodeError::InvalidValue { field: "error_code", value: v as i64 })
     }
 
     /// Whether a client may retry the same request after seeing this code.

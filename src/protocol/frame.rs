@@ -488,10 +488,7 @@ impl Payload {
             Payload::MetadataOk(m) => {
                 2 + m.brokers.iter().map(|b| 4 + str16_len(&b.host) + 2).sum::<usize>()
                     + 2
-                    + m.topics
-                        .iter()
-                        .map(|t| str16_len(&t.name) + 2 + 4 + t.partitions.len() * 32)
-                        .sum::<usize>()
+                    + m.topics.iter().map(|t| str16_len(&t.name) + 2 + 4 + t.partitions.len() * 32).sum::<usize>()
             }
             Payload::ProduceResult(p) => 2 + 1 + 8 + 8 + str16_len(&p.message),
             Payload::FetchOk(f) => 8 + 8 + f.batches.len(),
@@ -680,10 +677,9 @@ impl Payload {
                 let batches = body.slice(r.position()..);
                 return Ok(Payload::FetchOk(FetchOk { high_watermark, log_start_offset, batches }));
             }
-            FrameKind::Error => Payload::Error(ErrorFrame {
-                code: ErrorCode::from_u16(r.u16("error")?)?,
-                message: r.str16("message")?,
-            }),
+            FrameKind::Error => {
+                Payload::Error(ErrorFrame { code: ErrorCode::from_u16(r.u16("error")?)?, message: r.str16("message")? })
+            }
         };
         r.finish("frame body")?;
         Ok(payload)

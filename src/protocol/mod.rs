@@ -9,8 +9,8 @@
 //! - [`compression`]: per-batch codecs;
 //! - [`error`]: decode errors and the wire error codes.
 
-mod codec;
 pub mod batch;
+mod codec;
 pub mod compression;
 pub mod error;
 pub mod frame;

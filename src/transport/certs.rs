@@ -5,8 +5,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -151,7 +151,8 @@ impl DevCa {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name = dn(common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let now = OffsetDateTime::now_utc();
         params.not_before = now - Duration::minutes(5);
         params.not_after = now + Duration::days(days);
@@ -162,9 +163,8 @@ impl DevCa {
 
     /// Loads a CA from its certificate and key PEM files, to sign more leaves.
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<DevCa, CertError> {
-        let read = |p: &Path| {
-            fs::read_to_string(p).map_err(|source| CertError::Io { op: "read", path: p.into(), source })
-        };
+        let read =
+            |p: &Path| fs::read_to_string(p).map_err(|source| CertError::Io { op: "read", path: p.into(), source });
         let cert_pem = read(cert_path)?;
         let key_pem = read(key_path)?;
         let key = KeyPair::from_pem(&key_pem)?;
@@ -235,8 +235,11 @@ pub fn write_pem(dir: &Path, name: &str, contents: &str) -> Result<PathBuf, Cert
     fs::write(&path, contents).map_err(|source| CertError::Io { op: "write", path: path.clone(), source })?;
     if name.ends_with(".key") {
         use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
-            .map_err(|source| CertError::Io { op: "chmod", path: path.clone(), source })?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(|source| CertError::Io {
+            op: "chmod",
+            path: path.clone(),
+            source,
+        })?;
     }
     Ok(path)
 }

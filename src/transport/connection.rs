@@ -220,7 +220,12 @@ impl ClientEndpoint {
 
     /// Connects, sends `Hello`, and returns the connection once `HelloOk` arrives.
     /// `server_name` must match a SAN of the broker certificate (`localhost` for dev certs).
-    pub async fn connect(&self, addr: SocketAddr, server_name: &str, client_id: &str) -> Result<BrokerConnection, TransportError> {
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        server_name: &str,
+        client_id: &str,
+    ) -> Result<BrokerConnection, TransportError> {
         let attempt = async {
             let connecting = self
                 .endpoint

@@ -11,5 +11,7 @@ pub mod pool;
 pub mod tls;
 
 pub use certs::{CertError, Identity};
-pub use connection::{BrokerConnection, ClientEndpoint, FrameReader, FrameStream, FrameWriter, Refuser, TransportError};
+pub use connection::{
+    BrokerConnection, ClientEndpoint, FrameReader, FrameStream, FrameWriter, Refuser, TransportError,
+};
 pub use tls::{QuicTuning, TlsError};

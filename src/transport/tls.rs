@@ -58,7 +58,10 @@ fn roots(ca: &[CertificateDer<'static>]) -> Result<Arc<RootCertStore>, TlsError>
 
 /// Server-side rustls config: presents `identity`, requires a client certificate that
 /// chains to `client_ca`.
-pub fn server_tls(identity: &Identity, client_ca: &[CertificateDer<'static>]) -> Result<rustls::ServerConfig, TlsError> {
+pub fn server_tls(
+    identity: &Identity,
+    client_ca: &[CertificateDer<'static>],
+) -> Result<rustls::ServerConfig, TlsError> {
     let provider = crypto_provider();
     let verifier = WebPkiClientVerifier::builder_with_provider(roots(client_ca)?, provider.clone())
         .build()
@@ -73,7 +76,10 @@ pub fn server_tls(identity: &Identity, client_ca: &[CertificateDer<'static>]) ->
 
 /// Client-side rustls config: trusts `server_ca`, presents `identity` when given
 /// (`None` is only useful to test that a broker refuses it).
-pub fn client_tls(identity: Option<&Identity>, server_ca: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig, TlsError> {
+pub fn client_tls(
+    identity: Option<&Identity>,
+    server_ca: &[CertificateDer<'static>],
+) -> Result<rustls::ClientConfig, TlsError> {
     let builder = rustls::ClientConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots(server_ca)?);

@@ -29,7 +29,13 @@ impl Certs {
         let ca = DevCa::load(&dir.path().join("ca.crt"), &dir.path().join("ca.key")).unwrap();
         let now = time::OffsetDateTime::now_utc();
         let old = ca
-            .issue_with_validity(LeafKind::Client, "old", &[], now - time::Duration::days(30), now - time::Duration::days(1))
+            .issue_with_validity(
+                LeafKind::Client,
+                "old",
+                &[],
+                now - time::Duration::days(30),
+                now - time::Duration::days(1),
+            )
             .unwrap();
         std::fs::write(dir.path().join("old.crt"), old.cert_pem).unwrap();
         std::fs::write(dir.path().join("old.key"), old.key_pem).unwrap();

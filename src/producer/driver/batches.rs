@@ -161,7 +161,8 @@ impl Driver {
                         let slot = part.window.slot_mut(i);
                         // Restamp when the producer id, epoch or sequence changed since sealing.
                         if let Some((id, epoch)) = pid {
-                            let want = ProducerStamp { producer_id: id, producer_epoch: epoch, base_sequence: slot.seq };
+                            let want =
+                                ProducerStamp { producer_id: id, producer_epoch: epoch, base_sequence: slot.seq };
                             if slot.payload.stamp != want {
                                 slot.payload.bytes = restamp(&slot.payload.bytes, want);
                                 slot.payload.stamp = want;
@@ -170,7 +171,15 @@ impl Driver {
                         let corr = self.next_corr;
                         self.next_corr = self.next_corr.wrapping_add(1);
                         head.clear();
-                        encode_produce_head(&mut head, corr, &name, p as u32, acks, timeout_ms, slot.payload.bytes.len());
+                        encode_produce_head(
+                            &mut head,
+                            corr,
+                            &name,
+                            p as u32,
+                            acks,
+                            timeout_ms,
+                            slot.payload.bytes.len(),
+                        );
                         let batch = slot.payload.bytes.clone();
                         let (attempts, sealed_at) = (slot.attempts, slot.sealed_at);
                         slot.payload.written_at = Some(now);

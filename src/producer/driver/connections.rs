@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::{Driver, PartState, PidState, TopicState};
 use crate::producer::accumulator::{PartitionQueue, TopicQueues};
@@ -37,7 +37,9 @@ pub(crate) enum ConnSlot {
 pub(crate) enum Breaker {
     Closed,
     /// Failing fast until then.
-    Open { until: Instant },
+    Open {
+        until: Instant,
+    },
     /// One trial connection allowed.
     HalfOpen,
 }
@@ -58,7 +60,10 @@ impl Link {
         if let Breaker::Open { until } = self.breaker {
             return Some(until);
         }
-        self.slots.iter().filter_map(|(_, s)| if let ConnSlot::Down { retry_at } = s { Some(*retry_at) } else { None }).min()
+        self.slots
+            .iter()
+            .filter_map(|(_, s)| if let ConnSlot::Down { retry_at } = s { Some(*retry_at) } else { None })
+            .min()
     }
 
     pub(crate) fn close_all(&mut self, reason: &str) {
@@ -223,7 +228,7 @@ impl Driver {
     /// that broker, with what we know about its persistence.
     pub(crate) fn fail_link_pending(&mut self, link: usize) {
         let (kind, msg) = match &self.links[link].fatal {
-            Some(e) => (e.kind(), e.to_string()),
+            Some(e) => (e.kind(), e.message().to_string()),
             None => (
                 ErrorKind::CircuitOpen,
                 format!(
@@ -314,7 +319,7 @@ impl Driver {
     pub(crate) fn want_metadata(
         &mut self,
         topic: Arc<str>,
-        reply: oneshot::Sender<Result<Arc<TopicQueues>, ProduceError>>,
+        reply: super::MetadataReply,
     ) {
         if let Some(&tid) = self.topic_ids.get(&topic) {
             let _ = reply.send(Ok(self.topics[tid as usize].queues.clone()));
@@ -327,7 +332,10 @@ impl Driver {
         let first = !self.metadata_waiters.contains_key(&topic);
         self.metadata_waiters.entry(topic.clone()).or_default().push(reply);
         if first {
-            self.call(Payload::Metadata(Metadata { topics: vec![topic.to_string()] }), ControlKind::Metadata(vec![topic]));
+            self.call(
+                Payload::Metadata(Metadata { topics: vec![topic.to_string()] }),
+                ControlKind::Metadata(vec![topic]),
+            );
         }
     }
 
@@ -541,12 +549,16 @@ impl Driver {
         let timeout = self.cfg.request_timeout;
         self.connection_lost(ConnId { link, slot, gen }, TransportError::Timeout { addr, timeout });
     }
-
 }
 
 /// The stream with global index `stream` of `link`: connection slot `stream % conns`,
 /// stream `stream / conns` within it, if that connection is up.
-pub(crate) fn stream_in(links: &mut [Link], conns: usize, link: usize, stream: usize) -> Option<(u64, &mut StreamState)> {
+pub(crate) fn stream_in(
+    links: &mut [Link],
+    conns: usize,
+    link: usize,
+    stream: usize,
+) -> Option<(u64, &mut StreamState)> {
     let (slot, idx) = (stream % conns, stream / conns);
     let (gen, s) = links.get_mut(link)?.slots.get_mut(slot)?;
     match s {

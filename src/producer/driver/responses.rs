@@ -24,9 +24,13 @@ impl Driver {
         };
         let result = match frame.payload {
             Payload::ProduceResult(r) => r,
-            Payload::Error(e) => {
-                ProduceResult { error: e.code, duplicate: false, base_offset: -1, log_append_time: -1, message: e.message }
-            }
+            Payload::Error(e) => ProduceResult {
+                error: e.code,
+                duplicate: false,
+                base_offset: -1,
+                log_append_time: -1,
+                message: e.message,
+            },
             other => {
                 let detail = format!("{:?} in answer to a produce request", other.kind());
                 self.connection_lost(id, TransportError::UnexpectedResponse { addr, detail });
