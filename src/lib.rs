@@ -33,3 +33,8 @@ pub mod client;
 pub mod producer;
 pub mod protocol;
 pub mod transport;
+
+/// The README's code blocks, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -316,3 +316,21 @@ async fn responses_are_pipelined_in_request_order() {
         assert_eq!((error, base_offset), (ErrorCode::None, i as i64));
     }
 }
+
+#[tokio::test]
+async fn a_batch_whose_header_lies_about_its_record_count_is_refused() {
+    let b = TestBroker::start().await;
+    let mut c = b.client("alice").await;
+    let mut v = batch("x", 2, ProducerStamp::NONE, Compression::None).to_vec();
+    // Claim a million records while holding two, with a valid CRC.
+    v[19..23].copy_from_slice(&999_999u32.to_be_bytes());
+    v[53..57].copy_from_slice(&1_000_000u32.to_be_bytes());
+    let crc = crc32c::crc32c(&v[17..]);
+    v[13..17].copy_from_slice(&crc.to_be_bytes());
+    let r = c.produce("liar", 0, Acks::Leader, v.into()).await.unwrap();
+    assert_eq!(r.error, ErrorCode::CorruptBatch);
+    assert!(r.message.contains("claims 1000000 records but holds 2"), "{}", r.message);
+    // The high watermark did not move.
+    let ok = c.produce("liar", 0, Acks::Leader, batch("y", 1, ProducerStamp::NONE, Compression::None)).await.unwrap();
+    assert_eq!(ok.base_offset, 0);
+}

@@ -316,11 +316,7 @@ impl Driver {
         true
     }
 
-    pub(crate) fn want_metadata(
-        &mut self,
-        topic: Arc<str>,
-        reply: super::MetadataReply,
-    ) {
+    pub(crate) fn want_metadata(&mut self, topic: Arc<str>, reply: super::MetadataReply) {
         if let Some(&tid) = self.topic_ids.get(&topic) {
             let _ = reply.send(Ok(self.topics[tid as usize].queues.clone()));
             return;
