@@ -25,9 +25,12 @@
 //! - [`protocol`]: frames, record batches, compression codecs, error codes;
 //! - [`transport`]: certificates, rustls/quinn configuration, client connections;
 //! - [`broker`]: server, stream handler, topics, partitions, log, dedup, ACL;
-//! - [`client`]: a plain request/response client (admin, metadata, fetch).
+//! - [`client`]: a plain request/response client (admin, metadata, fetch);
+//! - [`producer`]: the producer engine;
+//! - [`bench`]: the benchmark harness behind `qwire bench`.
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod broker;
 pub mod client;
 pub mod producer;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use rustls_pki_types::CertificateDer;
 
 use crate::protocol::frame::{
-    CreateTopic, Fetch, FetchOk, InitProducerId, Metadata, MetadataOk, Produce, ProduceResult,
+    CreateTopic, Fetch, FetchOk, InitProducerId, Metadata, MetadataOk, Produce, ProduceResult, TopicMetadata,
 };
 use crate::protocol::{Acks, FrameKind, Payload, RecordBatch, StoredRecord};
 use crate::transport::certs::{load_certs, CertError, Identity};
@@ -125,6 +125,19 @@ impl Client {
         expect_kind(addr, &p, FrameKind::MetadataOk)?;
         let Payload::MetadataOk(m) = p else { unreachable!("kind checked") };
         Ok(m)
+    }
+
+    /// Every topic the principal may see (some read, write or admin permission), without
+    /// creating anything.
+    pub async fn list_topics(&mut self) -> Result<Vec<TopicMetadata>, TransportError> {
+        Ok(self.metadata(&[]).await?.topics)
+    }
+
+    /// One topic's metadata, or `None` when it does not exist or the principal may not see
+    /// it. Unlike `metadata(&[topic])`, this never auto-creates the topic (the broker
+    /// creates a topic named in a metadata request when the principal may write it).
+    pub async fn find_topic(&mut self, topic: &str) -> Result<Option<TopicMetadata>, TransportError> {
+        Ok(self.list_topics().await?.into_iter().find(|t| t.name == topic))
     }
 
     /// Creates a topic; returns its partition count.

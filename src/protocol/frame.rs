@@ -53,6 +53,16 @@ impl Acks {
     }
 }
 
+impl std::fmt::Display for Acks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Acks::None => "none",
+            Acks::Leader => "leader",
+            Acks::All => "all",
+        })
+    }
+}
+
 impl std::str::FromStr for Acks {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

@@ -1,12 +1,207 @@
-//! `qwire bench` (being written).
+//! `qwire bench`: flags, progress bar and printing; the harness is `qwire::bench`.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use qwire::bench::{self, BenchConfig, BenchReport, ExternalBroker, PayloadKind, Stats};
+use qwire::protocol::{Acks, Compression};
+
 use crate::Failure;
 
 /// `qwire bench` arguments.
 #[derive(clap::Args)]
-pub(crate) struct BenchArgs {}
+pub(crate) struct BenchArgs {
+    /// External broker (host:port); without it an embedded broker runs on loopback with
+    /// fresh mTLS certificates and a temporary data directory.
+    #[arg(long)]
+    broker: Option<String>,
+    /// With --broker: directory with ca.crt and the client certificate.
+    #[arg(long, default_value = "certs")]
+    certs: PathBuf,
+    /// With --broker: client certificate name.
+    #[arg(long, default_value = "client")]
+    client: String,
+    /// Topic (created with --partitions if missing).
+    #[arg(long, default_value = "bench")]
+    topic: String,
+    /// Records to send after warm-up.
+    #[arg(long, default_value_t = 1_000_000)]
+    records: u64,
+    /// Run for this many seconds instead of a record count.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 100)]
+    record_size: usize,
+    /// Value content: random (incompressible), text or json (compressible).
+    #[arg(long, default_value = "random")]
+    payload: PayloadKind,
+    /// Distinct keys (0: records have no key).
+    #[arg(long, default_value_t = 0)]
+    key_space: u64,
+    /// Partitions.
+    #[arg(long, default_value_t = 1)]
+    partitions: u32,
+    /// Independent producer instances.
+    #[arg(long, default_value_t = 1)]
+    producers: usize,
+    /// Records per second over all producers (0: as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Acknowledgements: none, leader or all.
+    #[arg(long, default_value = "leader")]
+    acks: Acks,
+    /// Turn idempotence off.
+    #[arg(long)]
+    no_idempotence: bool,
+    /// Compression: none, gzip, snappy, lz4, zstd.
+    #[arg(long, default_value = "none")]
+    compression: Compression,
+    /// Linger in milliseconds.
+    #[arg(long, default_value_t = 5.0)]
+    linger_ms: f64,
+    /// Batch size in bytes.
+    #[arg(long, default_value_t = 256 * 1024)]
+    batch_size: usize,
+    /// In-flight batches per partition (≤ 5 with idempotence).
+    #[arg(long, default_value_t = 5)]
+    max_in_flight: usize,
+    /// Producer buffer memory in MiB.
+    #[arg(long, default_value_t = 64)]
+    buffer_mib: usize,
+    /// Warm-up seconds (not measured).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Embedded broker does all protocol work but skips the disk append.
+    #[arg(long)]
+    sink: bool,
+    /// Also push the same bytes over a raw quinn stream (same TLS) and report the ratio.
+    #[arg(long)]
+    compare_raw: bool,
+    /// QUIC MTU discovery upper bound (1452 fits Ethernet; loopback allows more).
+    #[arg(long, default_value_t = 1452)]
+    mtu: u16,
+    /// Data streams per connection.
+    #[arg(long, default_value_t = 8)]
+    streams: usize,
+    /// Print a JSON summary as the last line.
+    #[arg(long)]
+    json: bool,
+}
 
-/// Runs the benchmark.
-pub(crate) fn run(_args: BenchArgs) -> Result<(), Failure> {
-    println!("qwire bench: not yet implemented");
+fn config(a: BenchArgs) -> (BenchConfig, bool) {
+    let broker = a.broker.map(|addr| ExternalBroker { addr, certs: a.certs, client: a.client });
+    let cfg = BenchConfig {
+        broker,
+        topic: a.topic,
+        records: a.records,
+        duration_secs: a.duration,
+        record_size: a.record_size,
+        payload: a.payload,
+        key_space: a.key_space,
+        partitions: a.partitions,
+        producers: a.producers,
+        rate: a.rate,
+        acks: a.acks,
+        idempotence: !a.no_idempotence,
+        compression: a.compression,
+        linger_ms: a.linger_ms,
+        batch_size: a.batch_size,
+        max_in_flight: a.max_in_flight,
+        buffer_memory: a.buffer_mib << 20,
+        warmup_secs: a.warmup,
+        sink: a.sink,
+        compare_raw: a.compare_raw,
+        mtu: a.mtu,
+        streams_per_connection: a.streams,
+    };
+    (cfg, a.json)
+}
+
+/// Runs the benchmark and prints kafka-producer-perf-test style lines.
+pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
+    let (cfg, json) = config(args);
+    let size = cfg.record_size;
+    let stats = Arc::new(Stats::default());
+    let report = crate::runtime(1).block_on(async {
+        let bar = indicatif::ProgressBar::new(cfg.duration_secs.map_or(cfg.records, |_| 0));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} records {msg}")
+                .expect("valid template"),
+        );
+        let progress = {
+            let (stats, bar) = (stats.clone(), bar.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(200));
+                let mut since_line = Duration::ZERO;
+                loop {
+                    tick.tick().await;
+                    if !stats.measuring() {
+                        bar.set_message("(warming up)");
+                        continue;
+                    }
+                    bar.set_message("");
+                    bar.set_position(stats.acked.load(Relaxed));
+                    since_line += Duration::from_millis(200);
+                    if since_line >= Duration::from_secs(5) {
+                        since_line = Duration::ZERO;
+                        let w = stats.take_window();
+                        let rps = w.records as f64 / w.seconds.max(1e-9);
+                        bar.suspend(|| {
+                            println!(
+                                "{} records sent, {:.1} records/sec ({:.2} MB/sec), {:.2} ms avg latency, {:.2} ms max latency.",
+                                w.records,
+                                rps,
+                                rps * size as f64 / 1e6,
+                                w.avg_ms,
+                                w.max_ms
+                            )
+                        });
+                    }
+                }
+            })
+        };
+        let r = bench::run(cfg, stats.clone()).await;
+        progress.abort();
+        bar.finish_and_clear();
+        r
+    });
+    let report = report.map_err(|e| Failure::new(1, format!("bench failed: {e}")))?;
+    print_report(&report, json);
+    if report.failed > 0 {
+        return Err(Failure::new(
+            1,
+            format!(
+                "{} records failed; first error: {}",
+                report.failed,
+                report.first_error.as_deref().unwrap_or("unknown")
+            ),
+        ));
+    }
     Ok(())
+}
+
+fn print_report(r: &BenchReport, json: bool) {
+    let l = &r.latency_ms;
+    println!(
+        "{} records sent, {:.1} records/sec ({:.2} MB/sec), {:.2} ms avg latency, {:.2} ms max latency, \
+         {:.2} ms 50th, {:.2} ms 95th, {:.2} ms 99th, {:.2} ms 99.9th.",
+        r.acked, r.records_per_sec, r.mb_per_sec, l.avg, l.max, l.p50, l.p95, l.p99, l.p999
+    );
+    if let (Some(raw), Some(ratio), Some(rtt)) = (r.raw_mb_per_sec, r.ratio, r.raw_rtt_us) {
+        println!(
+            "raw quinn stream, same bytes and TLS: {raw:.2} MB/sec; qwire/raw = {ratio:.3}; raw round trip p50 {} µs, p99 {} µs.",
+            rtt.p50, rtt.p99
+        );
+    }
+    let p = &r.producer;
+    println!(
+        "mode {}: {:.0} records/batch, {:.0} bytes/batch, compression ratio {:.2}, retries {}, peak RSS {:.0} MiB.",
+        r.mode, p.avg_records_per_batch, p.avg_batch_bytes, p.compression_ratio, p.retries, r.peak_rss_mib
+    );
+    if json {
+        println!("{}", serde_json::to_string(r).expect("serialisable report"));
+    }
 }

@@ -1,32 +1,92 @@
-//! Client commands: `consume` (and, with the CLI issue, `produce` and `topics`).
+//! What the client commands share (connection flags, connecting, error classes, output),
+//! and `qwire consume`. `produce` and `topics` live in their own modules.
 
-use std::net::SocketAddr;
+use std::io::Write;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use base64::Engine;
 use clap::ValueEnum;
-use qwire::client::{Client, ConnectConfig};
-use qwire::protocol::StoredRecord;
+use qwire::client::{Client, ConnectConfig, DEFAULT_CONNECT_TIMEOUT};
+use qwire::producer::{ErrorKind, ProduceError};
+use qwire::protocol::frame::TopicMetadata;
+use qwire::protocol::{ErrorCode, StoredRecord};
+use qwire::transport::TransportError;
 
 use crate::Failure;
 
+/// Exit code: an error with no more specific class.
+pub(crate) const EXIT_OTHER: u8 = 1;
+/// Exit code: no broker answered.
+pub(crate) const EXIT_UNREACHABLE: u8 = 3;
+/// Exit code: the TLS handshake was refused (by either side).
+pub(crate) const EXIT_TLS: u8 = 4;
+/// Exit code: the broker's ACL denied the request.
+pub(crate) const EXIT_NOT_AUTHORIZED: u8 = 5;
+/// Exit code: the topic or partition does not exist.
+pub(crate) const EXIT_UNKNOWN_TOPIC: u8 = 6;
+/// Exit code: a record or frame is larger than a limit.
+pub(crate) const EXIT_TOO_LARGE: u8 = 7;
+/// Exit code: invalid input or configuration (flags, files, attributes, certificates).
+pub(crate) const EXIT_INVALID: u8 = 8;
+
+/// How the client commands reach and authenticate to the broker.
 #[derive(clap::Args)]
 pub(crate) struct ConnArgs {
-    /// Broker address (host:port).
-    #[arg(short = 's', long = "server", default_value = "127.0.0.1:7878")]
-    pub(crate) server: String,
+    /// Broker address (host:port). Repeat it or separate with commas to give several; they
+    /// are tried in order.
+    #[arg(short = 's', long = "server", value_delimiter = ',', default_value = "127.0.0.1:7878")]
+    pub(crate) servers: Vec<String>,
     /// Directory with ca.crt and the client's NAME.crt / NAME.key.
     #[arg(long, default_value = "certs")]
     pub(crate) certs: PathBuf,
-    /// Client certificate name.
+    /// Client certificate name (its Common Name is the principal the ACL sees).
     #[arg(long, default_value = "client")]
     pub(crate) client: String,
+    /// How long to wait for a broker to answer the QUIC + TLS handshake, in ms.
+    #[arg(long, default_value_t = DEFAULT_CONNECT_TIMEOUT.as_millis() as u64)]
+    pub(crate) connect_timeout_ms: u64,
 }
 
+impl ConnArgs {
+    /// The connect timeout.
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+/// Output format of `consume`.
 #[derive(Clone, Copy, ValueEnum)]
 pub(crate) enum Format {
+    /// `partition:offset key=K value [h:v,...]`
     Text,
+    /// One JSON object per line: topic, partition, offset, timestamp, key, value, headers.
     Json,
+}
+
+/// Where `consume` starts reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StartAt {
+    /// The first offset still stored (the partition's log start).
+    Earliest,
+    /// The partition's end: only records produced from now on.
+    Latest,
+    /// This offset in every partition read.
+    Offset(i64),
+}
+
+impl std::str::FromStr for StartAt {
+    type Err = String;
+    fn from_str(s: &str) -> Result<StartAt, String> {
+        match s {
+            "earliest" => Ok(StartAt::Earliest),
+            "latest" => Ok(StartAt::Latest),
+            n => match n.parse::<i64>() {
+                Ok(o) if o >= 0 => Ok(StartAt::Offset(o)),
+                _ => Err(format!("'{s}' is not earliest, latest or an offset >= 0")),
+            },
+        }
+    }
 }
 
 /// `qwire consume` arguments.
@@ -37,55 +97,234 @@ pub(crate) struct ConsumeArgs {
     /// Topic.
     #[arg(short, long)]
     topic: String,
-    /// Partition.
-    #[arg(short, long, default_value_t = 0)]
-    partition: u32,
-    /// First offset to read.
-    #[arg(long, default_value_t = 0)]
-    from: i64,
-    /// Stop after this many records (default: read to the current end).
+    /// Partition; every partition of the topic when omitted.
+    #[arg(short, long)]
+    partition: Option<u32>,
+    /// Where to start: earliest (the first stored offset), latest (only new records) or an
+    /// offset.
+    #[arg(long, default_value = "earliest")]
+    from: StartAt,
+    /// Stop after this many records (default: read to the current end, or forever with
+    /// --follow).
     #[arg(long)]
     count: Option<usize>,
+    /// Keep polling for new records (round-robin over the partitions) until Ctrl-C.
+    #[arg(short, long)]
+    follow: bool,
+    /// With --follow: how long to wait before polling again when nothing new arrived, in ms.
+    #[arg(long, default_value_t = 200)]
+    poll_ms: u64,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
 }
 
-/// Reads records and prints them.
-pub(crate) async fn consume(args: ConsumeArgs) -> Result<(), Failure> {
-    let ConsumeArgs { conn, topic, partition, from, count, format } = args;
-    let mut client = connect(&conn).await?;
-    let mut offset = from;
-    let mut printed = 0usize;
-    loop {
-        let f = client.fetch_records(&topic, partition, offset, 1 << 20).await?;
-        for r in &f.records {
-            if count.is_some_and(|c| printed >= c) {
-                return Ok(());
-            }
-            println!("{}", render(&topic, partition, r, format));
-            printed += 1;
-        }
-        if f.next_offset >= f.high_watermark || f.next_offset == offset || count.is_some_and(|c| printed >= c) {
-            client.close();
-            return Ok(());
-        }
-        offset = f.next_offset;
+/// Classifies a transport error: the codes `Failure::from` gives, plus invalid requests
+/// (bad offsets, names, partition counts) as invalid input.
+pub(crate) fn transport_failure(e: TransportError) -> Failure {
+    let code = match &e {
+        TransportError::Broker { code, .. } => match code {
+            ErrorCode::OffsetOutOfRange
+            | ErrorCode::InvalidTopicName
+            | ErrorCode::InvalidPartitions
+            | ErrorCode::InvalidRequest => Some(EXIT_INVALID),
+            _ => None,
+        },
+        _ => None,
+    };
+    match code {
+        Some(code) => Failure::new(code, e.to_string()),
+        None => Failure::from(e),
     }
 }
 
-pub(crate) async fn resolve(server: &str) -> Result<SocketAddr, Failure> {
-    let mut addrs = tokio::net::lookup_host(server)
-        .await
-        .map_err(|e| Failure::new(3, format!("cannot resolve '{server}': {e}")))?;
-    addrs.next().ok_or_else(|| Failure::new(3, format!("'{server}' resolves to no address")))
+/// The exit code for a producer error.
+pub(crate) fn produce_exit_code(e: &ProduceError) -> u8 {
+    match e.kind() {
+        ErrorKind::Transport | ErrorKind::CircuitOpen => EXIT_UNREACHABLE,
+        ErrorKind::Tls => EXIT_TLS,
+        ErrorKind::RecordTooLarge => EXIT_TOO_LARGE,
+        ErrorKind::InvalidRecord => EXIT_UNKNOWN_TOPIC,
+        ErrorKind::Config => EXIT_INVALID,
+        ErrorKind::Broker(code) => match code {
+            ErrorCode::AuthorizationFailed => EXIT_NOT_AUTHORIZED,
+            ErrorCode::UnknownTopicOrPartition => EXIT_UNKNOWN_TOPIC,
+            ErrorCode::FrameTooLarge | ErrorCode::BatchTooLarge => EXIT_TOO_LARGE,
+            ErrorCode::InvalidTopicName | ErrorCode::InvalidRequest => EXIT_INVALID,
+            _ => EXIT_OTHER,
+        },
+        _ => EXIT_OTHER,
+    }
 }
 
+/// Resolves `host:port`.
+pub(crate) async fn resolve(server: &str) -> Result<std::net::SocketAddr, Failure> {
+    let mut addrs = tokio::net::lookup_host(server)
+        .await
+        .map_err(|e| Failure::new(EXIT_UNREACHABLE, format!("cannot resolve '{server}': {e}")))?;
+    addrs.next().ok_or_else(|| Failure::new(EXIT_UNREACHABLE, format!("'{server}' resolves to no address")))
+}
+
+/// Connects to the first server that answers. A refused certificate stops at once (it
+/// would be refused by every broker of the cluster); otherwise every server is tried and
+/// the failure names each.
 pub(crate) async fn connect(conn: &ConnArgs) -> Result<Client, Failure> {
-    let addr = resolve(&conn.server).await?;
-    let cfg =
-        ConnectConfig::from_certs_dir(addr, &conn.certs, &conn.client).map_err(|e| Failure::new(8, e.to_string()))?;
-    Ok(Client::connect(&cfg).await?)
+    let mut failures: Vec<Failure> = Vec::new();
+    for server in &conn.servers {
+        let addr = match resolve(server).await {
+            Ok(a) => a,
+            Err(f) => {
+                failures.push(f);
+                continue;
+            }
+        };
+        let mut cfg = ConnectConfig::from_certs_dir(addr, &conn.certs, &conn.client)
+            .map_err(|e| Failure::new(EXIT_INVALID, format!("client certificate '{}': {e}", conn.client)))?;
+        cfg.connect_timeout = conn.connect_timeout();
+        match Client::connect(&cfg).await {
+            Ok(c) => return Ok(c),
+            Err(e @ TransportError::TlsRejected { .. }) => return Err(Failure::from(e)),
+            Err(e) => failures.push(Failure::from(e)),
+        }
+    }
+    match failures.len() {
+        0 => Err(Failure::new(EXIT_INVALID, "no broker address given (-s/--server)")),
+        1 => Err(failures.remove(0)),
+        _ => Err(Failure::new(
+            failures[0].code,
+            failures.iter().map(|f| f.message.as_str()).collect::<Vec<_>>().join("; "),
+        )),
+    }
+}
+
+/// The topic's metadata, without creating it; when it is not visible, the reason the
+/// broker gives for reading it (not authorized, or does not exist).
+pub(crate) async fn topic_for_read(client: &mut Client, topic: &str) -> Result<TopicMetadata, Failure> {
+    if let Some(t) = client.find_topic(topic).await.map_err(transport_failure)? {
+        return Ok(t);
+    }
+    // Metadata hides topics the principal has no permission on; a fetch says why.
+    match client.fetch(topic, 0, 0, 1).await {
+        Err(e) => Err(transport_failure(e)),
+        // Created in the meantime.
+        Ok(_) => client.find_topic(topic).await.map_err(transport_failure)?.ok_or_else(|| {
+            Failure::new(EXIT_UNKNOWN_TOPIC, format!("topic '{topic}' is not visible to principal '{}'", client.principal()))
+        }),
+    }
+}
+
+/// Buffered stdout that reports a closed pipe (`| head`) instead of panicking.
+pub(crate) struct Out {
+    w: std::io::BufWriter<std::io::Stdout>,
+}
+
+impl Out {
+    /// Buffered standard output.
+    pub(crate) fn new() -> Out {
+        Out { w: std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()) }
+    }
+
+    /// Writes one line; `false` when the reader went away (stop quietly).
+    pub(crate) fn line(&mut self, s: &str) -> Result<bool, Failure> {
+        Self::check(writeln!(self.w, "{s}"))
+    }
+
+    /// Flushes; `false` when the reader went away.
+    pub(crate) fn flush(&mut self) -> Result<bool, Failure> {
+        Self::check(self.w.flush())
+    }
+
+    fn check(r: std::io::Result<()>) -> Result<bool, Failure> {
+        match r {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+            Err(e) => Err(Failure::new(EXIT_OTHER, format!("writing to stdout: {e}"))),
+        }
+    }
+}
+
+/// Reads records and prints them.
+pub(crate) async fn consume(args: ConsumeArgs) -> Result<(), Failure> {
+    let mut client = connect(&args.conn).await?;
+    let r = consume_with(&mut client, &args).await;
+    client.close();
+    r
+}
+
+async fn consume_with(client: &mut Client, args: &ConsumeArgs) -> Result<(), Failure> {
+    let topic = args.topic.as_str();
+    let md = topic_for_read(client, topic).await?;
+    let parts: Vec<_> = match args.partition {
+        None => md.partitions.clone(),
+        Some(p) => match md.partitions.iter().find(|x| x.partition == p) {
+            Some(x) => vec![*x],
+            None => {
+                return Err(Failure::new(
+                    EXIT_UNKNOWN_TOPIC,
+                    format!("topic '{topic}' has {} partitions; partition {p} does not exist", md.partitions.len()),
+                ))
+            }
+        },
+    };
+    let mut offsets: Vec<i64> = parts
+        .iter()
+        .map(|p| match args.from {
+            StartAt::Earliest => p.log_start_offset,
+            StartAt::Latest => p.end_offset,
+            StartAt::Offset(o) => o,
+        })
+        .collect();
+    let mut out = Out::new();
+    let mut printed = 0usize;
+    let full = |printed: usize| args.count.is_some_and(|c| printed >= c);
+    if full(printed) {
+        return Ok(());
+    }
+    // Without --follow, each partition is read to its current end, one after the other.
+    let mut done = vec![false; parts.len()];
+    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+    loop {
+        let mut progressed = false;
+        for (i, p) in parts.iter().enumerate() {
+            while !done[i] {
+                let fetch = client.fetch_records(topic, p.partition, offsets[i], 1 << 20);
+                let f = tokio::select! {
+                    r = fetch => r.map_err(transport_failure)?,
+                    _ = &mut ctrl_c => return out.flush().map(|_| ()),
+                };
+                for r in &f.records {
+                    if !out.line(&render(topic, p.partition, r, args.format))? {
+                        return Ok(());
+                    }
+                    printed += 1;
+                    if full(printed) {
+                        return out.flush().map(|_| ());
+                    }
+                }
+                progressed |= f.next_offset != offsets[i];
+                let at_end = f.next_offset >= f.high_watermark || f.next_offset == offsets[i];
+                offsets[i] = f.next_offset;
+                if !args.follow {
+                    done[i] = at_end;
+                } else {
+                    // Round-robin: one fetch per partition per round.
+                    break;
+                }
+            }
+        }
+        if !out.flush()? {
+            return Ok(());
+        }
+        if !args.follow {
+            return Ok(());
+        }
+        if !progressed {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(args.poll_ms)) => {}
+                _ = &mut ctrl_c => return Ok(()),
+            }
+        }
+    }
 }
 
 fn bytes_field(map: &mut serde_json::Map<String, serde_json::Value>, name: &str, b: &Option<bytes::Bytes>) {
@@ -104,6 +343,7 @@ fn bytes_field(map: &mut serde_json::Map<String, serde_json::Value>, name: &str,
     }
 }
 
+/// One record as a line of text or JSON.
 pub(crate) fn render(topic: &str, partition: u32, r: &StoredRecord, format: Format) -> String {
     match format {
         Format::Text => {

@@ -103,9 +103,11 @@ impl From<TransportError> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The benchmark's output is its report: only warnings from the embedded broker.
+    let default_filter = if matches!(cli.command, Command::Bench(_)) { "warn" } else { "info,quinn=warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,quinn=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();

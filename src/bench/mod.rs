@@ -1,0 +1,392 @@
+//! The benchmark harness behind `qwire bench`: start (or reach) a broker, drive a
+//! workload through one or more producers, measure per-record latency from `send` to
+//! acknowledgement, and report in the shape of kafka-producer-perf-test plus JSON.
+//!
+//! With `compare_raw`, the same payload bytes are also pushed over a raw quinn stream
+//! with the same TLS setup, so the producer's efficiency is a ratio measured on one
+//! machine in one run.
+
+pub mod embedded;
+pub mod raw;
+mod workload;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::client::{Client, ConnectConfig};
+use crate::producer::{MetricsSnapshot, Producer, TlsConfig};
+use crate::protocol::{Acks, Compression, ErrorCode};
+use crate::transport::tls::QuicTuning;
+pub use workload::PayloadKind;
+
+/// An external broker to benchmark instead of the embedded one.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExternalBroker {
+    /// `host:port`.
+    pub addr: String,
+    /// `qwire certs` directory.
+    pub certs: PathBuf,
+    /// Client certificate name.
+    pub client: String,
+}
+
+/// The workload and producer settings of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchConfig {
+    /// External broker; `None` starts an embedded one.
+    pub broker: Option<ExternalBroker>,
+    /// Topic to produce to.
+    pub topic: String,
+    /// Records to send (after warm-up), unless `duration_secs` is set.
+    pub records: u64,
+    /// Run for this long instead of a record count.
+    pub duration_secs: Option<f64>,
+    /// Value size in bytes.
+    pub record_size: usize,
+    /// Payload content.
+    pub payload: PayloadKind,
+    /// Distinct keys (0 = no keys).
+    pub key_space: u64,
+    /// Partitions of the topic (created if missing).
+    pub partitions: u32,
+    /// Independent producer instances.
+    pub producers: usize,
+    /// Records per second over all producers; 0 = unlimited.
+    pub rate: u64,
+    /// Acknowledgement level.
+    #[serde(serialize_with = "as_text")]
+    pub acks: Acks,
+    /// Idempotence.
+    pub idempotence: bool,
+    /// Compression codec.
+    #[serde(serialize_with = "as_text")]
+    pub compression: Compression,
+    /// Linger in ms.
+    pub linger_ms: f64,
+    /// Batch size in bytes.
+    pub batch_size: usize,
+    /// Max in-flight batches per partition.
+    pub max_in_flight: usize,
+    /// Buffer memory per producer in bytes.
+    pub buffer_memory: usize,
+    /// Warm-up seconds (records sent then are not measured).
+    pub warmup_secs: f64,
+    /// Embedded broker skips the disk append (protocol work only).
+    pub sink: bool,
+    /// Also measure a raw quinn stream with the same bytes.
+    pub compare_raw: bool,
+    /// QUIC MTU discovery upper bound (1452 = Ethernet).
+    pub mtu: u16,
+    /// Data streams per connection.
+    pub streams_per_connection: usize,
+}
+
+fn as_text<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        BenchConfig {
+            broker: None,
+            topic: "bench".into(),
+            records: 1_000_000,
+            duration_secs: None,
+            record_size: 100,
+            payload: PayloadKind::Random,
+            key_space: 0,
+            partitions: 1,
+            producers: 1,
+            rate: 0,
+            acks: Acks::Leader,
+            idempotence: true,
+            compression: Compression::None,
+            linger_ms: 5.0,
+            batch_size: 256 * 1024,
+            max_in_flight: 5,
+            buffer_memory: 64 << 20,
+            warmup_secs: 1.0,
+            sink: false,
+            compare_raw: false,
+            mtu: 1452,
+            streams_per_connection: 8,
+        }
+    }
+}
+
+struct Window {
+    count: u64,
+    sum_us: u64,
+    max_us: u64,
+    started: Instant,
+}
+
+struct Latencies {
+    total: Histogram<u64>,
+    window: Window,
+}
+
+/// Live counters, readable while the run goes on (for progress output).
+pub struct Stats {
+    /// Records handed to producers (measured phase).
+    pub sent: AtomicU64,
+    /// Records acknowledged (measured phase).
+    pub acked: AtomicU64,
+    /// Records failed (any phase).
+    pub failed: AtomicU64,
+    /// The total the run aims for (0 with a duration).
+    pub target: AtomicU64,
+    measuring: AtomicBool,
+    lat: Mutex<Latencies>,
+    first_error: Mutex<Option<String>>,
+}
+
+/// Latency and rate over the last reporting window.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowStats {
+    /// Records acknowledged in the window.
+    pub records: u64,
+    /// Window length.
+    pub seconds: f64,
+    /// Mean latency (ms).
+    pub avg_ms: f64,
+    /// Largest latency (ms).
+    pub max_ms: f64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            sent: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            target: AtomicU64::new(0),
+            measuring: AtomicBool::new(false),
+            lat: Mutex::new(Latencies {
+                total: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds"),
+                window: Window { count: 0, sum_us: 0, max_us: 0, started: Instant::now() },
+            }),
+            first_error: Mutex::new(None),
+        }
+    }
+}
+
+impl Stats {
+    fn record(&self, us: u64) {
+        let mut l = self.lat.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = l.total.record(us);
+        l.window.count += 1;
+        l.window.sum_us += us;
+        l.window.max_us = l.window.max_us.max(us);
+    }
+
+    /// Takes the current window and starts a new one.
+    pub fn take_window(&self) -> WindowStats {
+        let mut l = self.lat.lock().unwrap_or_else(|p| p.into_inner());
+        let w = std::mem::replace(&mut l.window, Window { count: 0, sum_us: 0, max_us: 0, started: Instant::now() });
+        WindowStats {
+            records: w.count,
+            seconds: w.started.elapsed().as_secs_f64(),
+            avg_ms: if w.count == 0 { 0.0 } else { w.sum_us as f64 / w.count as f64 / 1000.0 },
+            max_ms: w.max_us as f64 / 1000.0,
+        }
+    }
+
+    /// Whether warm-up is over.
+    pub fn measuring(&self) -> bool {
+        self.measuring.load(Relaxed)
+    }
+}
+
+/// Latency summary in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct LatencyMs {
+    /// Mean.
+    pub avg: f64,
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Records sent in the measured phase.
+    pub records: u64,
+    /// Of those, acknowledged.
+    pub acked: u64,
+    /// Records failed (any phase).
+    pub failed: u64,
+    /// Measured seconds (first measured send to last acknowledgement).
+    pub seconds: f64,
+    /// Acknowledged records per second.
+    pub records_per_sec: f64,
+    /// Acknowledged value bytes per second, in MB (10^6).
+    pub mb_per_sec: f64,
+    /// Per-record latency from `send` to acknowledgement.
+    pub latency_ms: LatencyMs,
+    /// `disk`, `sink` (embedded broker skipping the append) or `external`.
+    pub mode: &'static str,
+    /// Raw quinn throughput of the same bytes, MB/s (with `compare_raw`).
+    pub raw_mb_per_sec: Option<f64>,
+    /// `mb_per_sec / raw_mb_per_sec`.
+    pub ratio: Option<f64>,
+    /// Raw request/response round trip (with `compare_raw`).
+    pub raw_rtt_us: Option<RawRtt>,
+    /// Peak resident memory of this process, MiB (includes an embedded broker).
+    pub peak_rss_mib: f64,
+    /// The first producer's metrics at the end.
+    pub producer: MetricsSnapshot,
+    /// First failure message, if any.
+    pub first_error: Option<String>,
+    /// The settings.
+    pub config: BenchConfig,
+}
+
+/// Raw round-trip percentiles.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RawRtt {
+    /// Median, µs.
+    pub p50: u64,
+    /// 99th percentile, µs.
+    pub p99: u64,
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Runs the benchmark on the current tokio runtime. `stats` is updated live.
+pub async fn run(cfg: BenchConfig, stats: Arc<Stats>) -> Result<BenchReport, String> {
+    if cfg.producers == 0 || cfg.record_size == 0 {
+        return Err("producers and record size must be at least 1".into());
+    }
+    let embedded = match &cfg.broker {
+        None => Some(embedded::EmbeddedBroker::start(|c| {
+            c.sink = cfg.sink;
+            c.default_partitions = cfg.partitions.max(1);
+            c.max_partitions = c.max_partitions.max(cfg.partitions);
+        })?),
+        Some(_) => None,
+    };
+    let (addr, certs, client) = match (&cfg.broker, &embedded) {
+        (Some(ext), _) => (ext.addr.clone(), ext.certs.clone(), ext.client.clone()),
+        (None, Some(e)) => (e.addr().to_string(), e.certs_dir().to_path_buf(), embedded::BENCH_CLIENT.to_string()),
+        (None, None) => unreachable!("embedded broker started above"),
+    };
+    let sock: std::net::SocketAddr = tokio::net::lookup_host(&addr)
+        .await
+        .map_err(|e| format!("cannot resolve {addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr} resolves to nothing"))?;
+
+    // The topic, with the partition count asked for.
+    let mut admin = Client::connect(&ConnectConfig::from_certs_dir(sock, &certs, &client).map_err(|e| e.to_string())?)
+        .await
+        .map_err(|e| e.to_string())?;
+    match admin.create_topic(&cfg.topic, cfg.partitions).await {
+        Ok(_) => {}
+        Err(e) if e.code() == Some(ErrorCode::TopicAlreadyExists) => {
+            let md = admin.metadata(&[&cfg.topic]).await.map_err(|e| e.to_string())?;
+            let n = md.topics.first().map_or(0, |t| t.partitions.len());
+            if n as u32 != cfg.partitions {
+                return Err(format!("topic '{}' exists with {n} partitions, not {}", cfg.topic, cfg.partitions));
+            }
+        }
+        Err(e) => return Err(e.to_string()),
+    }
+    admin.close();
+
+    let tls = TlsConfig::from_dir(&certs, &client).map_err(|e| e.to_string())?;
+    let mut producers = Vec::with_capacity(cfg.producers);
+    for i in 0..cfg.producers {
+        let p = Producer::builder()
+            .bootstrap(addr.clone())
+            .tls(tls.clone())
+            .client_id(format!("qwire-bench-{i}"))
+            .acks(cfg.acks)
+            .idempotence(cfg.idempotence && cfg.acks != Acks::None)
+            .compression(cfg.compression)
+            .linger(Duration::from_secs_f64(cfg.linger_ms.max(0.0) / 1000.0))
+            .batch_size(cfg.batch_size)
+            .max_in_flight(cfg.max_in_flight)
+            .buffer_memory(cfg.buffer_memory.max(cfg.batch_size * 2))
+            .max_record_size(cfg.batch_size.max(cfg.record_size + 1024))
+            .streams_per_connection(cfg.streams_per_connection)
+            .mtu_upper_bound(cfg.mtu)
+            .build()
+            .map_err(|e| e.to_string())?;
+        p.partitions_for(&cfg.topic).await.map_err(|e| e.to_string())?;
+        producers.push(p);
+    }
+
+    stats.target.store(if cfg.duration_secs.is_some() { 0 } else { cfg.records }, Relaxed);
+    let plan = workload::Plan::new(&cfg);
+    let started = workload::drive(&cfg, &plan, &producers, &stats).await;
+    for p in &producers {
+        p.flush().await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let (sent, acked, failed) = (stats.sent.load(Relaxed), stats.acked.load(Relaxed), stats.failed.load(Relaxed));
+    let latency_ms = {
+        let l = stats.lat.lock().unwrap_or_else(|p| p.into_inner());
+        let q = |p: f64| l.total.value_at_quantile(p) as f64 / 1000.0;
+        LatencyMs { avg: l.total.mean() / 1000.0, p50: q(0.5), p95: q(0.95), p99: q(0.99), p999: q(0.999), max: l.total.max() as f64 / 1000.0 }
+    };
+    let producer = producers[0].metrics();
+    for p in &producers {
+        p.close(Duration::from_secs(10)).await;
+    }
+    let mb_per_sec = acked as f64 * cfg.record_size as f64 / seconds / 1e6;
+    let raw = if cfg.compare_raw {
+        let tuning = QuicTuning { mtu_upper_bound: cfg.mtu, ..QuicTuning::default() };
+        let bytes = (acked * cfg.record_size as u64).clamp(64 << 20, 4 << 30);
+        Some(raw::run(&certs, &client, bytes, 64 * 1024, 5000, &tuning).await?)
+    } else {
+        None
+    };
+    let mode = match (&cfg.broker, cfg.sink) {
+        (Some(_), _) => "external",
+        (None, true) => "sink",
+        (None, false) => "disk",
+    };
+    drop(embedded);
+    let first_error = stats.first_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Ok(BenchReport {
+        records: sent,
+        acked,
+        failed,
+        seconds,
+        records_per_sec: acked as f64 / seconds,
+        mb_per_sec,
+        latency_ms,
+        mode,
+        raw_mb_per_sec: raw.map(|r| r.mb_per_sec),
+        ratio: raw.map(|r| mb_per_sec / r.mb_per_sec),
+        raw_rtt_us: raw.map(|r| RawRtt { p50: r.rtt_p50_us, p99: r.rtt_p99_us }),
+        peak_rss_mib: peak_rss_mib(),
+        producer,
+        first_error,
+        config: cfg,
+    })
+}
