@@ -195,7 +195,7 @@ async fn generate(
             stats.sent.fetch_add(1, Relaxed);
         }
         let st = stats.clone();
-        let sent_at = Instant::now();
+        let sent_at = quanta::Instant::now();
         let res = p
             .send_with_callback(record, move |r| match r {
                 Ok(_) if measuring => {

@@ -11,18 +11,20 @@
 //! driver pops a record before subtracting its bytes, so `queued_bytes > 0` whenever a
 //! record may be waiting, and a partition that was announced ready stays findable.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use rustc_hash::FxHashMap;
 use crossbeam_queue::SegQueue;
 use crossbeam_utils::CachePadded;
 use tokio::sync::{oneshot, Notify, Semaphore};
 
+use super::clock::Tick;
 use super::error::ProduceError;
 use super::record::RecordMetadata;
+use bytes::Bytes;
+
 use crate::protocol::Record;
 
 /// A completion callback.
@@ -91,7 +93,7 @@ pub(crate) struct QueuedRecord {
     /// Bytes charged against buffer memory (its encoded size estimate).
     pub size: usize,
     pub delivery: Delivery,
-    pub enqueued: Instant,
+    pub enqueued: Tick,
 }
 
 /// One partition's queue.
@@ -111,7 +113,7 @@ pub(crate) struct TopicQueues {
 
 /// The state shared by producer handles and the driver.
 pub(crate) struct Accumulator {
-    topics: ArcSwap<HashMap<Arc<str>, Arc<TopicQueues>>>,
+    topics: ArcSwap<FxHashMap<Arc<str>, Arc<TopicQueues>>>,
     /// Partitions that need the driver's attention: (topic id, partition).
     pub ready: SegQueue<(u32, u32)>,
     /// Wakes the driver.
@@ -124,7 +126,7 @@ pub(crate) struct Accumulator {
 impl Accumulator {
     pub(crate) fn new(buffer_memory: usize, batch_size: usize) -> Self {
         Accumulator {
-            topics: ArcSwap::from_pointee(HashMap::new()),
+            topics: ArcSwap::from_pointee(FxHashMap::default()),
             ready: SegQueue::new(),
             wake: Notify::new(),
             memory: Semaphore::new(buffer_memory),
@@ -140,7 +142,7 @@ impl Accumulator {
     /// Publishes (or replaces) a topic's queues. Only the driver calls this.
     pub(crate) fn publish(&self, t: Arc<TopicQueues>) {
         self.topics.rcu(|m| {
-            let mut m = HashMap::clone(m);
+            let mut m = FxHashMap::clone(m);
             m.insert(t.name.clone(), t.clone());
             m
         });
@@ -167,24 +169,23 @@ impl Accumulator {
 }
 
 /// Encoded-size estimate charged for a record: its body plus varint and header overhead.
-pub(crate) fn record_size(r: &Record) -> usize {
-    let k = r.key.as_ref().map_or(0, |k| k.len());
-    let v = r.value.as_ref().map_or(0, |v| v.len());
-    let h: usize = r.headers.iter().map(|h| h.key.len() + h.value.as_ref().map_or(0, |v| v.len()) + 10).sum();
+pub(crate) fn record_size(key: Option<&Bytes>, value: Option<&Bytes>, headers: &[crate::protocol::Header]) -> usize {
+    let k = key.map_or(0, |k| k.len());
+    let v = value.map_or(0, |v| v.len());
+    let h: usize = headers.iter().map(|h| h.key.len() + h.value.as_ref().map_or(0, |v| v.len()) + 10).sum();
     k + v + h + 21
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
     fn rec(n: usize) -> QueuedRecord {
         QueuedRecord {
             record: Record { timestamp: 0, key: None, value: Some(Bytes::from(vec![0; n])), headers: vec![] },
             size: n,
             delivery: Delivery::Callback(Box::new(|_| {})),
-            enqueued: Instant::now(),
+            enqueued: Tick::now(),
         }
     }
 

@@ -22,6 +22,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use super::accumulator::{Accumulator, QueuedRecord, TopicQueues};
+use super::clock::{Tick, WallClock};
 use super::config::ProducerConfig;
 use super::error::{ErrorKind, Persistence, ProduceError};
 use super::metrics::ProducerMetrics;
@@ -56,11 +57,11 @@ pub(crate) struct BatchPayload {
     /// The idempotence fields currently in `bytes`.
     pub stamp: ProducerStamp,
     /// Per record: delivery, timestamp, enqueue time.
-    pub records: Vec<(super::accumulator::Delivery, i64, Instant)>,
+    pub records: Vec<(super::accumulator::Delivery, i64, Tick)>,
     /// Buffer memory held.
     pub memory: usize,
     /// Enqueue time of the oldest record (delivery timeout runs from here).
-    pub first_enqueued: Instant,
+    pub first_enqueued: Tick,
     /// When the batch was last written to a stream.
     pub written_at: Option<Instant>,
 }
@@ -124,6 +125,7 @@ pub(crate) struct Driver {
     pub flushes: Vec<(u64, oneshot::Sender<()>)>,
     pub closing: Option<(Instant, Vec<oneshot::Sender<()>>)>,
     pub rng: rand::rngs::StdRng,
+    pub wall: Arc<WallClock>,
 }
 
 impl Driver {
@@ -158,9 +160,11 @@ impl Driver {
                 self.on_command(c);
             }
             let now = Instant::now();
+            let tick = Tick::now();
+            self.wall.rebase_if_due(tick);
             self.collect_ready(now);
             let flushing = self.flush_all_now || self.closing.is_some();
-            self.seal(now, flushing);
+            self.seal(now, tick, flushing);
             if self.flush_all_now {
                 self.flush_all_now = false;
                 let target = self.next_batch_id;
@@ -169,7 +173,7 @@ impl Driver {
                 }
             }
             self.send(now);
-            self.check_timeouts(now);
+            self.check_timeouts(now, tick);
             self.maintain_links(now);
             self.maybe_request_pid();
             self.refresh_metadata(now);

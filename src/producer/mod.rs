@@ -28,6 +28,7 @@
 #![allow(clippy::result_large_err)]
 
 mod accumulator;
+mod clock;
 pub mod config;
 mod driver;
 pub mod error;
@@ -41,12 +42,13 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use tokio::sync::{mpsc, oneshot};
 
 use accumulator::{record_size, Accumulator, BatchResults, Delivery, QueuedRecord, TopicQueues};
+use clock::{Tick, WallClock};
 use driver::{Command, Driver, PidState};
 
 pub use accumulator::Callback;
@@ -68,6 +70,7 @@ struct Inner {
     metrics: Arc<metrics::ProducerMetrics>,
     closed: AtomicBool,
     runtime: tokio::runtime::Handle,
+    wall: Arc<WallClock>,
 }
 
 /// A QUIC producer. Cheap to clone; all clones share one engine.
@@ -130,10 +133,6 @@ impl Future for BatchDelivery {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 impl ProducerBuilder {
     /// Validates the configuration and starts the producer's driver on the current tokio
     /// runtime. Connections are made in the background; the first `send` to a topic waits
@@ -166,6 +165,7 @@ impl ProducerBuilder {
         let acc = Arc::new(Accumulator::new(cfg.buffer_memory, cfg.batch_size));
         let metrics = Arc::new(metrics::ProducerMetrics::default());
         let partitioner = cfg.partitioner.build();
+        let wall = Arc::new(WallClock::new());
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let driver = Driver {
@@ -194,6 +194,7 @@ impl ProducerBuilder {
             flushes: Vec::new(),
             closing: None,
             rng: rand::rngs::StdRng::from_entropy(),
+            wall: wall.clone(),
         };
         runtime.spawn(driver.run());
         Ok(Producer {
@@ -205,6 +206,7 @@ impl ProducerBuilder {
                 metrics,
                 closed: AtomicBool::new(false),
                 runtime,
+                wall,
             }),
         })
     }
@@ -230,9 +232,8 @@ impl Producer {
     /// returns a future of its acknowledgement. Records enqueued by one task keep their
     /// order within a partition; await the futures later to pipeline.
     pub async fn enqueue(&self, record: ProducerRecord) -> Result<DeliveryFuture, SendError> {
-        let deadline = Instant::now() + self.inner.cfg.max_block;
         let (tx, rx) = oneshot::channel();
-        self.enqueue_with(record, Delivery::Future(tx), Some(deadline)).await?;
+        self.enqueue_with(record, Delivery::Future(tx)).await?;
         Ok(DeliveryFuture { rx })
     }
 
@@ -243,8 +244,7 @@ impl Producer {
         record: ProducerRecord,
         callback: impl FnOnce(Result<RecordMetadata, ProduceError>) + Send + 'static,
     ) -> Result<(), SendError> {
-        let deadline = Instant::now() + self.inner.cfg.max_block;
-        self.enqueue_with(record, Delivery::Callback(Box::new(callback)), Some(deadline)).await
+        self.enqueue_with(record, Delivery::Callback(Box::new(callback))).await
     }
 
     /// Enqueues many records in order and returns one future for all their outcomes. A
@@ -254,9 +254,8 @@ impl Producer {
         let records: Vec<_> = records.into_iter().collect();
         let n = records.len();
         let (results, rx) = BatchResults::new(n);
-        let deadline = Instant::now() + self.inner.cfg.max_block;
         for (i, r) in records.into_iter().enumerate() {
-            if let Err(e) = self.enqueue_with(r, Delivery::Batch(results.clone(), i), Some(deadline)).await {
+            if let Err(e) = self.enqueue_with(r, Delivery::Batch(results.clone(), i)).await {
                 Delivery::Batch(results.clone(), i).complete(Err(e.error));
             }
         }
@@ -290,7 +289,7 @@ impl Producer {
                 record,
             });
         };
-        let size = record_size(&record_of(&record, 0));
+        let size = size_of(&record);
         let partition = match self.choose_partition(&topic, &record) {
             Ok(p) => p,
             Err(error) => return Err(SendError { error, record }),
@@ -368,7 +367,7 @@ impl Producer {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(SendError { error: driver::closed_error(), record });
         }
-        let size = record_size(&record_of(&record, 0));
+        let size = size_of(&record);
         if size > self.inner.cfg.max_record_size {
             return Err(SendError {
                 error: ProduceError::new(
@@ -416,27 +415,28 @@ impl Producer {
         }
     }
 
-    async fn enqueue_with(
-        &self,
-        record: ProducerRecord,
-        delivery: Delivery,
-        deadline: Option<Instant>,
-    ) -> Result<(), SendError> {
+    async fn enqueue_with(&self, record: ProducerRecord, delivery: Delivery) -> Result<(), SendError> {
         let record = self.prepare(record)?;
-        let deadline = deadline.unwrap_or_else(|| Instant::now() + self.inner.cfg.max_block);
-        let topic = match self.topic_queues(&record.topic, deadline).await {
-            Ok(t) => t,
-            Err(error) => return Err(SendError { error, record }),
+        // The max_block deadline is only computed when something has to wait: the fast
+        // path reads no clock here.
+        let mut deadline = None;
+        let mut deadline = || *deadline.get_or_insert_with(|| Instant::now() + self.inner.cfg.max_block);
+        let topic = match self.inner.acc.topic(&record.topic) {
+            Some(t) => t,
+            None => match self.topic_queues(&record.topic, deadline()).await {
+                Ok(t) => t,
+                Err(error) => return Err(SendError { error, record }),
+            },
         };
         let partition = match self.choose_partition(&topic, &record) {
             Ok(p) => p,
             Err(error) => return Err(SendError { error, record }),
         };
-        let size = record_size(&record_of(&record, 0));
+        let size = size_of(&record);
         let mem = &self.inner.acc.memory;
         match mem.try_acquire_many(size as u32) {
             Ok(p) => p.forget(),
-            Err(_) => match tokio::time::timeout_at(deadline.into(), mem.acquire_many(size as u32)).await {
+            Err(_) => match tokio::time::timeout_at(deadline().into(), mem.acquire_many(size as u32)).await {
                 Ok(Ok(p)) => p.forget(),
                 _ => {
                     return Err(SendError {
@@ -458,12 +458,16 @@ impl Producer {
     }
 
     fn push(&self, topic: &TopicQueues, partition: u32, record: ProducerRecord, size: usize, delivery: Delivery) {
-        let ts = record.timestamp.unwrap_or_else(now_ms);
-        let q = QueuedRecord { record: record_of(&record, ts), size, delivery, enqueued: Instant::now() };
+        // One clock read gives both the enqueue instant and, unless the record has one,
+        // its timestamp.
+        let enqueued = Tick::now();
+        let ProducerRecord { key, value, headers, timestamp, .. } = record;
+        let timestamp = timestamp.unwrap_or_else(|| self.inner.wall.ms_at(enqueued));
+        let q = QueuedRecord { record: Record { timestamp, key, value, headers }, size, delivery, enqueued };
         self.inner.acc.push(topic, partition, q);
     }
 }
 
-fn record_of(r: &ProducerRecord, ts: i64) -> Record {
-    Record { timestamp: ts, key: r.key.clone(), value: r.value.clone(), headers: r.headers.clone() }
+fn size_of(r: &ProducerRecord) -> usize {
+    record_size(r.key.as_ref(), r.value.as_ref(), &r.headers)
 }

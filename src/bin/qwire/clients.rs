@@ -169,6 +169,11 @@ pub(crate) async fn resolve(server: &str) -> Result<std::net::SocketAddr, Failur
 /// would be refused by every broker of the cluster); otherwise every server is tried and
 /// the failure names each.
 pub(crate) async fn connect(conn: &ConnArgs) -> Result<Client, Failure> {
+    Ok(connect_first(conn).await?.0)
+}
+
+/// [`connect`], also returning the `--server` entry that answered.
+pub(crate) async fn connect_first(conn: &ConnArgs) -> Result<(Client, String), Failure> {
     let mut failures: Vec<Failure> = Vec::new();
     for server in &conn.servers {
         let addr = match resolve(server).await {
@@ -182,7 +187,7 @@ pub(crate) async fn connect(conn: &ConnArgs) -> Result<Client, Failure> {
             .map_err(|e| Failure::new(EXIT_INVALID, format!("client certificate '{}': {e}", conn.client)))?;
         cfg.connect_timeout = conn.connect_timeout();
         match Client::connect(&cfg).await {
-            Ok(c) => return Ok(c),
+            Ok(c) => return Ok((c, server.clone())),
             Err(e @ TransportError::TlsRejected { .. }) => return Err(Failure::from(e)),
             Err(e) => failures.push(Failure::from(e)),
         }
@@ -208,7 +213,10 @@ pub(crate) async fn topic_for_read(client: &mut Client, topic: &str) -> Result<T
         Err(e) => Err(transport_failure(e)),
         // Created in the meantime.
         Ok(_) => client.find_topic(topic).await.map_err(transport_failure)?.ok_or_else(|| {
-            Failure::new(EXIT_UNKNOWN_TOPIC, format!("topic '{topic}' is not visible to principal '{}'", client.principal()))
+            Failure::new(
+                EXIT_UNKNOWN_TOPIC,
+                format!("topic '{topic}' is not visible to principal '{}'", client.principal()),
+            )
         }),
     }
 }

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 mod bench_cmd;
 mod clients;
+mod produce;
+mod topics;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -21,7 +23,8 @@ struct Cli {
 }
 
 const EXIT_CODES: &str = "Exit codes: 0 ok, 1 other error, 2 usage, 3 broker unreachable, 4 TLS handshake refused, \
-5 not authorized (ACL), 6 unknown topic or partition, 7 record or frame too large, 8 invalid input or configuration";
+5 not authorized (ACL), 6 unknown topic or partition, 7 record or frame too large, 8 invalid input or configuration. \
+`produce` exits with the code of its first failed record.";
 
 #[derive(Subcommand)]
 enum Command {
@@ -68,6 +71,15 @@ enum Command {
         after_help = "Example:\n  qwire consume -s 127.0.0.1:7878 --certs certs --client alice -t orders --format json"
     )]
     Consume(clients::ConsumeArgs),
+    /// Produce records: a message (N times), a file, or one record per line of a file or stdin.
+    #[command(after_help = "Examples:\n  \
+        qwire produce -s 127.0.0.1:7878 --certs certs --client alice -t orders -m 'order {i}' -k 'customer-{i}' \
+        -a source:cli,region:eu -c 10\n  \
+        seq 1 1000 | qwire produce -s 127.0.0.1:7878 --certs certs --client alice -t numbers --lines - --quiet")]
+    Produce(produce::ProduceArgs),
+    /// Create, list and describe topics.
+    #[command(after_help = "Example:\n  qwire topics describe orders -s 127.0.0.1:7878 --certs certs --client alice")]
+    Topics(topics::TopicsArgs),
     /// Benchmark harness: produce a workload against an embedded or external broker.
     Bench(bench_cmd::BenchArgs),
 }
@@ -176,6 +188,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             })
         }
         Command::Consume(args) => runtime(1).block_on(clients::consume(args)),
+        Command::Produce(args) => runtime(1).block_on(produce::produce(args)),
+        Command::Topics(args) => runtime(1).block_on(topics::topics(args)),
         Command::Bench(args) => bench_cmd::run(args),
     }
 }

@@ -32,7 +32,9 @@
 //!
 //! [`PartitionLog::read`] returns whole batches from a single segment: a read that
 //! reaches the end of a segment stops there and the caller fetches again from the next
-//! offset.
+//! offset. Every batch returned has its CRC checked again: one damaged on disk since it
+//! was written is never served; a read that starts at it fails with
+//! [`LogError::Corrupt`].
 
 mod index;
 mod recovery;

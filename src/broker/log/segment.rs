@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use super::index::{self, OffsetIndex};
 use super::scan::ChunkReader;
 use super::LogError;
-use crate::protocol::batch::{BatchHeader, BATCH_HEADER_LEN};
+use crate::protocol::batch::{check_batch, BatchHeader, BATCH_HEADER_LEN};
 use crate::protocol::DecodeError;
 
 /// Suffix of segment data files.
@@ -237,15 +237,30 @@ impl Segment {
         };
         let mut buf = BytesMut::zeroed(want);
         self.log.read_exact_at(&mut buf, pos).map_err(LogError::io("read segment", &self.log_path))?;
-        // Keep whole batches only.
-        let mut end = first;
+        // Keep whole batches only, and only those whose CRC still matches: bytes damaged
+        // on disk after they were validated (sealed segments are not CRC-checked at open)
+        // are reported, never served. A bad first batch is an error; a later one ends the
+        // read before it, so the next read from its offset reports it.
+        let mut end = 0;
         while buf.len() - end >= BATCH_HEADER_LEN {
-            let h = self.parse_stored(&buf[end..], pos + end as u64)?;
+            let at = pos + end as u64;
+            let h = match self.parse_stored(&buf[end..], at) {
+                Ok(h) => h,
+                Err(e) if end == 0 => return Err(e),
+                Err(_) => break,
+            };
             if h.total_len() > buf.len() - end {
+                break;
+            }
+            if let Err(source) = check_batch(&buf[end..end + h.total_len()]) {
+                if end == 0 {
+                    return Err(LogError::Corrupt { path: self.log_path.clone(), position: at, source });
+                }
                 break;
             }
             end += h.total_len();
         }
+        debug_assert!(end >= first, "the first batch is whole and valid here");
         buf.truncate(end);
         Ok(buf.freeze())
     }

@@ -8,6 +8,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use super::{BatchPayload, Driver, PidState};
+use crate::producer::clock::Tick;
 use crate::producer::metrics::{us, ProducerMetrics};
 use crate::producer::record::RecordMetadata;
 use crate::protocol::batch::restamp;
@@ -30,7 +31,7 @@ impl Driver {
     }
 
     /// Seals every batch that is due.
-    pub(crate) fn seal(&mut self, now: Instant, flush_all: bool) {
+    pub(crate) fn seal(&mut self, now: Instant, tick: Tick, flush_all: bool) {
         let batch_size = self.cfg.batch_size;
         let mut i = 0;
         while i < self.active.len() {
@@ -46,7 +47,7 @@ impl Driver {
                 let due = flush_all
                     || queued >= batch_size
                     || part.since.is_none_or(|s| now.saturating_duration_since(s) >= self.cfg.linger);
-                if !due || !self.seal_one(t, pu, now) {
+                if !due || !self.seal_one(t, pu, now, tick) {
                     break;
                 }
             }
@@ -63,14 +64,15 @@ impl Driver {
     }
 
     /// Seals one batch of partition `(t, p)`. Returns false if no record was there.
-    fn seal_one(&mut self, t: usize, p: usize, now: Instant) -> bool {
+    fn seal_one(&mut self, t: usize, p: usize, now: Instant, tick: Tick) -> bool {
         let batch_size = self.cfg.batch_size;
         let queue = self.topics[t].queues.partitions[p].clone();
         let part = &mut self.topics[t].parts[p];
         let mut builder = BatchBuilder::with_capacity(batch_size.min(1 << 20));
-        let mut records = Vec::new();
+        let queued = queue.queued_bytes.load(Ordering::Relaxed);
+        let mut records = Vec::with_capacity((queued.min(batch_size) / 64).max(8));
         let mut memory = 0;
-        let mut first_enqueued = now;
+        let mut first_enqueued = tick;
         loop {
             let rec = match part.carry.take() {
                 Some(r) => r,
@@ -110,7 +112,7 @@ impl Driver {
         {
             let mut h = self.metrics.histograms();
             for (_, _, enq) in &records {
-                let _ = h.queue.record(us(now.saturating_duration_since(*enq)));
+                let _ = h.queue.record(us(tick.saturating_duration_since(*enq)));
             }
         }
         ProducerMetrics::add(&self.metrics.batches_sealed, 1);
@@ -223,12 +225,13 @@ impl Driver {
         ProducerMetrics::add(&self.metrics.batches_sent, 1);
         ProducerMetrics::add(&self.metrics.records_sent, s.payload.records.len() as u64);
         {
+            let tick = Tick::now();
             let mut h = self.metrics.histograms();
             if let Some(w) = s.payload.written_at {
                 let _ = h.rtt.record(us(now.saturating_duration_since(w)));
             }
             for (_, _, enq) in &s.payload.records {
-                let _ = h.record.record(us(now.saturating_duration_since(*enq)));
+                let _ = h.record.record(us(tick.saturating_duration_since(*enq)));
             }
         }
         for (i, (d, ts, _)) in s.payload.records.into_iter().enumerate() {

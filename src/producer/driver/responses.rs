@@ -95,7 +95,7 @@ impl Driver {
     }
 
     /// Request timeouts close the connection; delivery timeouts fail batches.
-    pub(crate) fn check_timeouts(&mut self, now: Instant) {
+    pub(crate) fn check_timeouts(&mut self, now: Instant, tick: crate::producer::clock::Tick) {
         let conns = self.cfg.connections_per_broker;
         let mut expired_conns = Vec::new();
         for t in &self.topics {
@@ -116,7 +116,7 @@ impl Driver {
             for p in 0..self.topics[t].parts.len() {
                 let gone = self.topics[t].parts[p]
                     .window
-                    .take_expired(|s| now.saturating_duration_since(s.payload.first_enqueued) >= timeout);
+                    .take_expired(|s| tick.saturating_duration_since(s.payload.first_enqueued) >= timeout);
                 for s in gone {
                     gap = true;
                     let never_sent = s.attempts == 0;

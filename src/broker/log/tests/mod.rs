@@ -268,3 +268,38 @@ fn a_failed_log_refuses_writes_but_serves_reads() {
     let (mut log, _) = open(dir.path(), LogConfig::default());
     log.append(&bytes, &h).unwrap();
 }
+
+#[test]
+fn a_batch_damaged_on_disk_is_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), config(500));
+    let appended = fill(&mut log, 20, 0);
+    assert!(log.segment_count() >= 3);
+    // Flip a bit in the records of the second batch of the first (sealed) segment and of
+    // the last batch (active segment), behind the open log's back.
+    let flip = |path: &Path, pos: usize| {
+        let mut data = fs::read(path).unwrap();
+        data[pos] ^= 0x10;
+        fs::write(path, &data).unwrap();
+    };
+    let first = segment_path(dir.path(), 0, LOG_SUFFIX);
+    let second_batch = appended[1];
+    let pos = batch(1, 0, 40).0.len(); // the first batch holds 1 record
+    flip(&first, pos + BATCH_HEADER_LEN + 3);
+    let active = newest_log(dir.path());
+    let last = *appended.last().unwrap();
+    let len = fs::metadata(&active).unwrap().len() as usize;
+    flip(&active, len - 2);
+    // A read from the start stops before the damaged batch; a read at it is an error.
+    let got = RecordBatch::split_all(log.read(0, 1 << 20).unwrap()).unwrap();
+    assert_eq!(got.len(), 1);
+    for offset in [second_batch.0, second_batch.0 + 1, last.0] {
+        match log.read(offset, 1 << 20) {
+            Err(LogError::Corrupt { source: DecodeError::CrcMismatch { .. }, .. }) => {}
+            other => panic!("offset {offset}: {other:?}"),
+        }
+    }
+    // Batches between the two are served.
+    let after = appended[2].0;
+    assert!(!log.read(after, 1 << 20).unwrap().is_empty());
+}

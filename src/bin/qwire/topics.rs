@@ -1,0 +1,122 @@
+//! `qwire topics`: create, list and describe topics.
+
+use qwire::protocol::ErrorCode;
+
+use crate::clients::{connect, transport_failure, ConnArgs, Out, EXIT_UNKNOWN_TOPIC};
+use crate::Failure;
+
+/// `qwire topics` arguments.
+#[derive(clap::Args)]
+pub(crate) struct TopicsArgs {
+    #[command(subcommand)]
+    command: TopicsCommand,
+}
+
+/// `qwire topics` subcommands.
+#[derive(clap::Subcommand)]
+pub(crate) enum TopicsCommand {
+    /// Create a topic (needs the admin permission on it).
+    #[command(
+        after_help = "Example:\n  qwire topics create orders --partitions 3 -s 127.0.0.1:7878 --certs certs --client alice"
+    )]
+    Create {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Topic name: 1-249 characters of [A-Za-z0-9._-].
+        topic: String,
+        /// Partition count.
+        #[arg(short, long, default_value_t = 1)]
+        partitions: u32,
+        /// Succeed when the topic already exists (whatever its partition count).
+        #[arg(long)]
+        if_not_exists: bool,
+    },
+    /// List the topics this principal may see, one per line with its partition count.
+    #[command(after_help = "Example:\n  qwire topics list -s 127.0.0.1:7878 --certs certs --client alice")]
+    List {
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Per partition: leader, log start offset, end offset (high watermark), size on disk.
+    #[command(after_help = "Example:\n  qwire topics describe orders -s 127.0.0.1:7878 --certs certs --client alice")]
+    Describe {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Topic name.
+        topic: String,
+    },
+}
+
+/// Runs a `topics` subcommand.
+pub(crate) async fn topics(args: TopicsArgs) -> Result<(), Failure> {
+    let conn = match &args.command {
+        TopicsCommand::Create { conn, .. } | TopicsCommand::List { conn } | TopicsCommand::Describe { conn, .. } => {
+            conn
+        }
+    };
+    let mut client = connect(conn).await?;
+    let r = run(&mut client, args.command).await;
+    client.close();
+    r
+}
+
+async fn run(client: &mut qwire::client::Client, command: TopicsCommand) -> Result<(), Failure> {
+    let mut out = Out::new();
+    match command {
+        TopicsCommand::Create { topic, partitions, if_not_exists, .. } => {
+            match client.create_topic(&topic, partitions).await {
+                Ok(n) => {
+                    out.line(&format!("created topic '{topic}' with {n} partitions"))?;
+                }
+                Err(e) if if_not_exists && e.code() == Some(ErrorCode::TopicAlreadyExists) => {
+                    out.line(&format!("topic '{topic}' already exists"))?;
+                }
+                Err(e) => return Err(transport_failure(e)),
+            }
+        }
+        TopicsCommand::List { .. } => {
+            let mut topics = client.list_topics().await.map_err(transport_failure)?;
+            topics.sort_by(|a, b| a.name.cmp(&b.name));
+            for t in topics {
+                out.line(&format!("{} partitions={}", t.name, t.partitions.len()))?;
+            }
+        }
+        TopicsCommand::Describe { topic, .. } => {
+            let Some(t) = client.find_topic(&topic).await.map_err(transport_failure)? else {
+                return Err(Failure::new(
+                    EXIT_UNKNOWN_TOPIC,
+                    format!(
+                        "topic '{topic}' not found: it does not exist, or principal '{}' has no permission on it",
+                        client.principal()
+                    ),
+                ));
+            };
+            let rows: Vec<[String; 5]> = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    [
+                        p.partition.to_string(),
+                        p.leader.to_string(),
+                        p.log_start_offset.to_string(),
+                        p.end_offset.to_string(),
+                        p.size_bytes.to_string(),
+                    ]
+                })
+                .collect();
+            let head = ["partition", "leader", "log_start", "end_offset", "size_bytes"];
+            let width: Vec<usize> =
+                (0..5).map(|c| rows.iter().map(|r| r[c].len()).chain([head[c].len()]).max().unwrap_or(0)).collect();
+            let fmt = |cells: [&str; 5]| {
+                cells.iter().zip(&width).map(|(c, w)| format!("{c:>w$}")).collect::<Vec<_>>().join("  ")
+            };
+            out.line(&format!("topic '{}': {} partitions", t.name, t.partitions.len()))?;
+            out.line(&fmt(head))?;
+            for r in &rows {
+                out.line(&fmt([&r[0], &r[1], &r[2], &r[3], &r[4]]))?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
