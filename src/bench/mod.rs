@@ -351,7 +351,14 @@ pub async fn run(cfg: BenchConfig, stats: Arc<Stats>) -> Result<BenchReport, Str
     let latency_ms = {
         let l = stats.lat.lock().unwrap_or_else(|p| p.into_inner());
         let q = |p: f64| l.total.value_at_quantile(p) as f64 / 1000.0;
-        LatencyMs { avg: l.total.mean() / 1000.0, p50: q(0.5), p95: q(0.95), p99: q(0.99), p999: q(0.999), max: l.total.max() as f64 / 1000.0 }
+        LatencyMs {
+            avg: l.total.mean() / 1000.0,
+            p50: q(0.5),
+            p95: q(0.95),
+            p99: q(0.99),
+            p999: q(0.999),
+            max: l.total.max() as f64 / 1000.0,
+        }
     };
     let producer = producers[0].metrics();
     for p in &producers {

@@ -34,7 +34,14 @@ const RTT_REPLY: usize = 8;
 
 /// Runs a raw sink server and pushes `bytes` in `chunk`-sized writes, then measures
 /// `rtt_samples` round trips. `certs` is a `qwire certs` directory with client `client`.
-pub async fn run(certs: &Path, client: &str, bytes: u64, chunk: usize, rtt_samples: usize, tuning: &QuicTuning) -> Result<RawResult, String> {
+pub async fn run(
+    certs: &Path,
+    client: &str,
+    bytes: u64,
+    chunk: usize,
+    rtt_samples: usize,
+    tuning: &QuicTuning,
+) -> Result<RawResult, String> {
     let server = RawServer::start(certs, tuning)?;
     let identity = Identity::load(certs, client).map_err(|e| e.to_string())?;
     let ca = load_certs(&certs.join("ca.crt")).map_err(|e| e.to_string())?;

@@ -37,8 +37,28 @@ impl std::str::FromStr for PayloadKind {
 }
 
 const WORDS: &[&str] = &[
-    "the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "order", "payment", "shipped", "customer",
-    "account", "balance", "event", "stream", "partition", "broker", "record", "latency", "throughput", "batch",
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+    "order",
+    "payment",
+    "shipped",
+    "customer",
+    "account",
+    "balance",
+    "event",
+    "stream",
+    "partition",
+    "broker",
+    "record",
+    "latency",
+    "throughput",
+    "batch",
 ];
 
 /// Distinct values used round-robin by the generators.
@@ -56,7 +76,8 @@ pub(crate) struct Plan {
 impl Plan {
     pub(crate) fn new(cfg: &BenchConfig) -> Plan {
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x9e37_79b9);
-        let values = (0..DISTINCT_VALUES).map(|i| Bytes::from(value(cfg.payload, cfg.record_size, i, &mut rng))).collect();
+        let values =
+            (0..DISTINCT_VALUES).map(|i| Bytes::from(value(cfg.payload, cfg.record_size, i, &mut rng))).collect();
         let keys = (0..cfg.key_space.min(PREBUILT_KEYS)).map(|k| Bytes::from(format!("key-{k}"))).collect();
         Plan { topic: Arc::from(cfg.topic.as_str()), values, keys, key_space: cfg.key_space }
     }
@@ -65,7 +86,8 @@ impl Plan {
         let mut r = ProducerRecord::new(self.topic.clone(), self.values[n as usize % self.values.len()].clone());
         if self.key_space > 0 {
             let k = n % self.key_space;
-            r.key = Some(if k < PREBUILT_KEYS { self.keys[k as usize].clone() } else { Bytes::from(format!("key-{k}")) });
+            r.key =
+                Some(if k < PREBUILT_KEYS { self.keys[k as usize].clone() } else { Bytes::from(format!("key-{k}")) });
         }
         r
     }
@@ -168,7 +190,8 @@ async fn generate(
         if measuring {
             if deadline.is_none() {
                 if let Some(d) = duration {
-                    let start = phase.measure_start.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or_else(Instant::now);
+                    let start =
+                        phase.measure_start.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or_else(Instant::now);
                     deadline = Some(start + d);
                 }
             }

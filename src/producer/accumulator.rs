@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use rustc_hash::FxHashMap;
 use crossbeam_queue::SegQueue;
 use crossbeam_utils::CachePadded;
+use rustc_hash::FxHashMap;
 use tokio::sync::{oneshot, Notify, Semaphore};
 
 use super::clock::Tick;
