@@ -40,6 +40,7 @@ fn run(cmd: &[&str], conn: &[String], args: &[&str]) -> Output {
     run_with_stdin(cmd, conn, args, None)
 }
 
+/// [`run`], feeding `stdin` (closed after writing) when given.
 fn run_with_stdin(cmd: &[&str], conn: &[String], args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut all: Vec<&str> = cmd.to_vec();
     all.extend(conn.iter().map(String::as_str));
@@ -54,10 +55,12 @@ fn run_with_stdin(cmd: &[&str], conn: &[String], args: &[&str], stdin: Option<&[
     child.wait_with_output().unwrap()
 }
 
+/// Stdout as text.
 fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).unwrap()
 }
 
+/// Stderr as text.
 fn stderr(o: &Output) -> String {
     String::from_utf8(o.stderr.clone()).unwrap()
 }
@@ -94,6 +97,7 @@ fn sent_lines(out: &str) -> Vec<(u64, u32, i64)> {
         .collect()
 }
 
+/// Parses one JSON object per line.
 fn json_lines(out: &str) -> Vec<Value> {
     out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
 }
@@ -238,7 +242,13 @@ async fn consume_follow_reads_new_records_on_every_partition_until_interrupted()
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // Polling (fetching) means the consumer has taken its 'latest' offsets.
+    let fetches = || b.handle.as_ref().unwrap().metrics().fetch_requests;
+    let before = fetches();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fetches() < before + 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     for p in ["0", "1"] {
         ok(run(&["produce"], &c, &["-t", "live", "--partition", p, "-m", &format!("new on {p}"), "-q"]));
     }

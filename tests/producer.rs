@@ -434,3 +434,21 @@ async fn a_broker_that_lost_producer_state_triggers_an_epoch_bump_not_a_failure(
     let mut c = b.client("alice").await;
     assert_eq!(values(&c.fetch_all("st", 0, 0).await.unwrap()), (0..10).map(|i| format!("b-{i}")).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn a_dead_first_bootstrap_broker_does_not_capture_the_partitions() {
+    let b = TestBroker::start().await;
+    // A loopback port with nothing listening, listed first.
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let p = qwire::producer::Producer::builder()
+        .bootstrap(dead.to_string())
+        .bootstrap(b.addr().to_string())
+        .tls(qwire::producer::TlsConfig::from_dir(b.certs.path(), "alice").unwrap())
+        .connect_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let md = tokio::time::timeout(Duration::from_secs(10), p.send(ProducerRecord::new("two", "x"))).await.unwrap().unwrap();
+    assert_eq!(md.offset, Some(0));
+    assert!(started.elapsed() < Duration::from_secs(5), "routed to the live broker: {:?}", started.elapsed());
+}

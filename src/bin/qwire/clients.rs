@@ -122,19 +122,16 @@ pub(crate) struct ConsumeArgs {
 /// Classifies a transport error: the codes `Failure::from` gives, plus invalid requests
 /// (bad offsets, names, partition counts) as invalid input.
 pub(crate) fn transport_failure(e: TransportError) -> Failure {
-    let code = match &e {
-        TransportError::Broker { code, .. } => match code {
-            ErrorCode::OffsetOutOfRange
-            | ErrorCode::InvalidTopicName
-            | ErrorCode::InvalidPartitions
-            | ErrorCode::InvalidRequest => Some(EXIT_INVALID),
-            _ => None,
-        },
-        _ => None,
-    };
-    match code {
-        Some(code) => Failure::new(code, e.to_string()),
-        None => Failure::from(e),
+    match &e {
+        TransportError::Broker {
+            code:
+                ErrorCode::OffsetOutOfRange
+                | ErrorCode::InvalidTopicName
+                | ErrorCode::InvalidPartitions
+                | ErrorCode::InvalidRequest,
+            ..
+        } => Failure::new(EXIT_INVALID, e.to_string()),
+        _ => Failure::from(e),
     }
 }
 
@@ -259,6 +256,7 @@ pub(crate) async fn consume(args: ConsumeArgs) -> Result<(), Failure> {
     r
 }
 
+/// The body of [`consume`], on a connected client.
 async fn consume_with(client: &mut Client, args: &ConsumeArgs) -> Result<(), Failure> {
     let topic = args.topic.as_str();
     let md = topic_for_read(client, topic).await?;
@@ -335,6 +333,7 @@ async fn consume_with(client: &mut Client, args: &ConsumeArgs) -> Result<(), Fai
     }
 }
 
+/// Puts a key/value/header as a UTF-8 string, or as `NAME_b64` when it is not UTF-8.
 fn bytes_field(map: &mut serde_json::Map<String, serde_json::Value>, name: &str, b: &Option<bytes::Bytes>) {
     match b {
         None => {

@@ -66,7 +66,7 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
-    /// Read records of a topic partition.
+    /// Read records of a topic (one partition or all), optionally following new ones.
     #[command(
         after_help = "Example:\n  qwire consume -s 127.0.0.1:7878 --certs certs --client alice -t orders --format json"
     )]
@@ -115,8 +115,9 @@ impl From<TransportError> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The benchmark's output is its report: only warnings from the embedded broker.
-    let default_filter = if matches!(cli.command, Command::Bench(_)) { "warn" } else { "info,quinn=warn" };
+    // The broker logs what it does; client commands and the benchmark print their own
+    // output and only show warnings.
+    let default_filter = if matches!(cli.command, Command::Broker { .. }) { "info,quinn=warn" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),

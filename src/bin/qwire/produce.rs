@@ -46,6 +46,7 @@ pub(crate) enum CompressionArg {
 }
 
 impl CompressionArg {
+    /// The protocol's codec.
     fn codec(self) -> Compression {
         match self {
             CompressionArg::None => Compression::None,
@@ -147,6 +148,7 @@ enum Template {
 }
 
 impl Template {
+    /// A template of `s`.
     fn new(s: String) -> Template {
         if s.contains("{i}") {
             Template::Indexed(s)
@@ -155,6 +157,7 @@ impl Template {
         }
     }
 
+    /// The bytes for record `i`.
     fn at(&self, i: u64) -> Bytes {
         match self {
             Template::Plain(b) => b.clone(),
@@ -172,6 +175,7 @@ enum Source {
 }
 
 impl Source {
+    /// The source the flags name; `--lines` starts its reader thread.
     fn open(args: &ProduceArgs) -> Result<Source, Failure> {
         if let Some(m) = &args.message {
             return Ok(Source::Repeat { value: Template::new(m.clone()), count: args.count });
@@ -308,6 +312,7 @@ async fn preflight(args: &ProduceArgs) -> Result<String, Failure> {
     r.map(|_| server)
 }
 
+/// The body of [`preflight`]; returns the partition count.
 async fn preflight_with(client: &mut qwire::client::Client, args: &ProduceArgs) -> Result<u32, Failure> {
     let topic = args.topic.as_str();
     if let Some(n) = args.partitions {
@@ -326,7 +331,10 @@ async fn preflight_with(client: &mut qwire::client::Client, args: &ProduceArgs) 
         Some(t) if t.error == ErrorCode::AuthorizationFailed => {
             return Err(Failure::new(
                 EXIT_NOT_AUTHORIZED,
-                format!("principal '{principal}' may not write topic '{topic}' (the broker's ACL grants it no permission on this topic)"),
+                format!(
+                    "principal '{principal}' may not write topic '{topic}' \
+                     (the broker's ACL grants it no permission on this topic)"
+                ),
             ))
         }
         Some(t) if t.error == ErrorCode::UnknownTopicOrPartition => {
@@ -343,7 +351,10 @@ async fn preflight_with(client: &mut qwire::client::Client, args: &ProduceArgs) 
             return Err(Failure::new(code, format!("topic '{topic}': the broker answered {}", t.error)));
         }
         None => {
-            return Err(Failure::new(EXIT_UNKNOWN_TOPIC, format!("the broker returned no metadata for topic '{topic}'")))
+            return Err(Failure::new(
+                EXIT_UNKNOWN_TOPIC,
+                format!("the broker returned no metadata for topic '{topic}'"),
+            ))
         }
     };
     let n = t.partitions.len() as u32;

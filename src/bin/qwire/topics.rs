@@ -60,6 +60,7 @@ pub(crate) async fn topics(args: TopicsArgs) -> Result<(), Failure> {
     r
 }
 
+/// Runs one subcommand on a connected client.
 async fn run(client: &mut qwire::client::Client, command: TopicsCommand) -> Result<(), Failure> {
     let mut out = Out::new();
     match command {

@@ -82,7 +82,8 @@ impl Link {
 
 /// What a control request was for.
 pub(crate) enum ControlKind {
-    Metadata(Vec<Arc<str>>),
+    /// Topics asked for, and the link the request went to.
+    Metadata(Vec<Arc<str>>, usize),
     InitPid,
 }
 
@@ -160,6 +161,8 @@ impl Driver {
                 }
                 ProducerMetrics::add(&self.metrics.connects, 1);
                 let link = &mut self.links[id.link];
+                // The broker says who it is in HelloOk: metadata leaders map to links by it.
+                link.broker_id = Some(conn.hello().broker_id);
                 link.failures = 0;
                 link.breaker = Breaker::Closed;
                 link.last_error = None;
@@ -299,16 +302,19 @@ impl Driver {
         }
     }
 
-    /// An open connection for control requests, preferring link 0.
-    fn control_conn(&self) -> Option<Arc<BrokerConnection>> {
-        self.links.iter().flat_map(|l| l.slots.iter()).find_map(|(_, s)| match s {
-            ConnSlot::Up { conn, .. } => Some(conn.clone()),
-            _ => None,
+    /// An open connection for control requests (the first link that has one) and its link.
+    fn control_conn(&self) -> Option<(usize, Arc<BrokerConnection>)> {
+        self.links.iter().enumerate().find_map(|(i, l)| {
+            l.slots.iter().find_map(|(_, s)| match s {
+                ConnSlot::Up { conn, .. } => Some((i, conn.clone())),
+                _ => None,
+            })
         })
     }
 
-    fn call(&mut self, payload: Payload, kind: ControlKind) -> bool {
-        let Some(conn) = self.control_conn() else { return false };
+    fn call(&mut self, payload: Payload, kind: impl FnOnce(usize) -> ControlKind) -> bool {
+        let Some((link, conn)) = self.control_conn() else { return false };
+        let kind = kind(link);
         let tag = self.next_tag;
         self.next_tag += 1;
         self.control.insert(tag, kind);
@@ -330,7 +336,7 @@ impl Driver {
         if first {
             self.call(
                 Payload::Metadata(Metadata { topics: vec![topic.to_string()] }),
-                ControlKind::Metadata(vec![topic]),
+                |l| ControlKind::Metadata(vec![topic], l),
             );
         }
     }
@@ -339,12 +345,12 @@ impl Driver {
         let pending: Vec<Arc<str>> = self
             .metadata_waiters
             .keys()
-            .filter(|t| !self.control.values().any(|k| matches!(k, ControlKind::Metadata(ts) if ts.contains(t))))
+            .filter(|t| !self.control.values().any(|k| matches!(k, ControlKind::Metadata(ts, _) if ts.contains(t))))
             .cloned()
             .collect();
         if !pending.is_empty() {
             let topics = pending.iter().map(|t| t.to_string()).collect();
-            self.call(Payload::Metadata(Metadata { topics }), ControlKind::Metadata(pending));
+            self.call(Payload::Metadata(Metadata { topics }), |l| ControlKind::Metadata(pending, l));
         }
     }
 
@@ -357,7 +363,7 @@ impl Driver {
         self.metadata_due = Some(now + self.cfg.metadata_max_age);
         let names: Vec<Arc<str>> = self.topics.iter().map(|t| t.queues.name.clone()).collect();
         let topics = names.iter().map(|t| t.to_string()).collect();
-        self.call(Payload::Metadata(Metadata { topics }), ControlKind::Metadata(names));
+        self.call(Payload::Metadata(Metadata { topics }), |l| ControlKind::Metadata(names, l));
     }
 
     pub(crate) fn maybe_request_pid(&mut self) {
@@ -375,7 +381,7 @@ impl Driver {
             }
             _ => return,
         };
-        if self.call(Payload::InitProducerId(payload), ControlKind::InitPid) {
+        if self.call(Payload::InitProducerId(payload), |_| ControlKind::InitPid) {
             match &mut self.pid {
                 PidState::Missing { requested } | PidState::Bumping { requested, .. } => *requested = true,
                 _ => {}
@@ -387,8 +393,8 @@ impl Driver {
         let Some(kind) = self.control.remove(&tag) else { return };
         match kind {
             ControlKind::InitPid => self.on_init_pid(result),
-            ControlKind::Metadata(topics) => match result {
-                Ok(Payload::MetadataOk(m)) => self.on_metadata(m),
+            ControlKind::Metadata(topics, link) => match result {
+                Ok(Payload::MetadataOk(m)) => self.on_metadata(m, link),
                 Ok(other) => tracing::warn!(kind = ?other.kind(), "unexpected metadata answer"),
                 Err(e) => {
                     tracing::warn!(error = %e, "metadata request failed; will retry on the next connection");
@@ -445,7 +451,7 @@ impl Driver {
         }
     }
 
-    fn on_metadata(&mut self, m: MetadataOk) {
+    fn on_metadata(&mut self, m: MetadataOk, answered_by: usize) {
         for t in m.topics {
             let name: Arc<str> = Arc::from(t.name.as_str());
             let waiters = self.metadata_waiters.remove(&name).unwrap_or_default();
@@ -462,15 +468,15 @@ impl Driver {
                 continue;
             }
             let leader = t.partitions.first().map(|p| p.leader);
+            // The link connected to the leader; failing that, the link that answered.
             let link = leader
-                .and_then(|id| self.links.iter().position(|l| l.broker_id == Some(id)))
-                .or_else(|| {
-                    // The bootstrap link that answered is the leader in a one-broker cluster.
-                    let i = self.links.iter().position(|l| l.broker_id.is_none())?;
-                    self.links[i].broker_id = leader;
-                    Some(i)
+                .and_then(|id| {
+                    self.links.iter().position(|l| {
+                        l.broker_id == Some(id) && l.slots.iter().any(|(_, s)| matches!(s, ConnSlot::Up { .. }))
+                    })
                 })
-                .unwrap_or(0);
+                .or_else(|| leader.and_then(|id| self.links.iter().position(|l| l.broker_id == Some(id))))
+                .unwrap_or(answered_by);
             let count = t.partitions.len() as u32;
             let tid = match self.topic_ids.get(&name) {
                 Some(&tid) => {
