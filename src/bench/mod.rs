@@ -243,8 +243,10 @@ pub struct BenchReport {
     pub raw_mb_per_sec: Option<f64>,
     /// `mb_per_sec / raw_mb_per_sec`.
     pub ratio: Option<f64>,
-    /// Raw request/response round trip (with `compare_raw`).
+    /// Raw request/response round trip, back to back (with `compare_raw`).
     pub raw_rtt_us: Option<RawRtt>,
+    /// Raw round trip paced like a rate-limited run (with `compare_raw` and `rate`).
+    pub raw_rtt_paced_us: Option<RawRtt>,
     /// Peak resident memory of this process, MiB (includes an embedded broker).
     pub peak_rss_mib: f64,
     /// The first producer's metrics at the end.
@@ -368,7 +370,10 @@ pub async fn run(cfg: BenchConfig, stats: Arc<Stats>) -> Result<BenchReport, Str
     let raw = if cfg.compare_raw {
         let tuning = QuicTuning { mtu_upper_bound: cfg.mtu, ..QuicTuning::default() };
         let bytes = (acked * cfg.record_size as u64).clamp(64 << 20, 4 << 30);
-        Some(raw::run(&certs, &client, bytes, 64 * 1024, 5000, &tuning).await?)
+        // Paced like the workload: the timer has millisecond resolution, so a rate-limited
+        // run wakes about once per millisecond and both sides idle in between.
+        let pace = (cfg.rate > 0).then(|| Duration::from_secs_f64(1.0 / cfg.rate as f64).max(Duration::from_millis(1)));
+        Some(raw::run(&certs, &client, bytes, 64 * 1024, 5000, pace, &tuning).await?)
     } else {
         None
     };
@@ -391,6 +396,7 @@ pub async fn run(cfg: BenchConfig, stats: Arc<Stats>) -> Result<BenchReport, Str
         raw_mb_per_sec: raw.map(|r| r.mb_per_sec),
         ratio: raw.map(|r| mb_per_sec / r.mb_per_sec),
         raw_rtt_us: raw.map(|r| RawRtt { p50: r.rtt_p50_us, p99: r.rtt_p99_us }),
+        raw_rtt_paced_us: raw.and_then(|r| r.paced_rtt_us).map(|(p50, p99)| RawRtt { p50, p99 }),
         peak_rss_mib: peak_rss_mib(),
         producer,
         first_error,

@@ -27,19 +27,24 @@ pub struct RawResult {
     pub rtt_p50_us: u64,
     /// Round trip, 99th percentile, µs.
     pub rtt_p99_us: u64,
+    /// With a pace: the same round trip with that gap between requests (both sides go
+    /// idle in between, as in a rate-limited run): (p50, p99) µs.
+    pub paced_rtt_us: Option<(u64, u64)>,
 }
 
 const RTT_REQUEST: usize = 64;
 const RTT_REPLY: usize = 8;
 
 /// Runs a raw sink server and pushes `bytes` in `chunk`-sized writes, then measures
-/// `rtt_samples` round trips. `certs` is a `qwire certs` directory with client `client`.
+/// `rtt_samples` back-to-back round trips and, with `pace`, as many with that gap
+/// between requests. `certs` is a `qwire certs` directory with client `client`.
 pub async fn run(
     certs: &Path,
     client: &str,
     bytes: u64,
     chunk: usize,
     rtt_samples: usize,
+    pace: Option<Duration>,
     tuning: &QuicTuning,
 ) -> Result<RawResult, String> {
     let server = RawServer::start(certs, tuning)?;
@@ -76,18 +81,14 @@ pub async fn run(
 
     // Round trips on a long-lived stream.
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-    let req = [0x11u8; RTT_REQUEST];
-    let mut reply = [0u8; RTT_REPLY];
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
-    let warmup = rtt_samples / 10;
-    for i in 0..rtt_samples + warmup {
-        let t = Instant::now();
-        send.write_all(&req).await.map_err(|e| e.to_string())?;
-        recv.read_exact(&mut reply).await.map_err(|e| e.to_string())?;
-        if i >= warmup {
-            let _ = hist.record((t.elapsed().as_micros() as u64).max(1));
+    let hist = round_trips(&mut send, &mut recv, rtt_samples, None).await?;
+    let paced = match pace {
+        Some(gap) => {
+            let h = round_trips(&mut send, &mut recv, rtt_samples.min(2000), Some(gap)).await?;
+            Some((h.value_at_quantile(0.5), h.value_at_quantile(0.99)))
         }
-    }
+        None => None,
+    };
     let _ = send.finish();
     conn.close(0u8.into(), b"done");
     endpoint.wait_idle().await;
@@ -98,7 +99,32 @@ pub async fn run(
         mb_per_sec: bytes as f64 / seconds / 1e6,
         rtt_p50_us: hist.value_at_quantile(0.5),
         rtt_p99_us: hist.value_at_quantile(0.99),
+        paced_rtt_us: paced,
     })
+}
+
+async fn round_trips(
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    samples: usize,
+    gap: Option<Duration>,
+) -> Result<Histogram<u64>, String> {
+    let req = [0x11u8; RTT_REQUEST];
+    let mut reply = [0u8; RTT_REPLY];
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+    let warmup = samples / 10;
+    for i in 0..samples + warmup {
+        if let Some(g) = gap {
+            tokio::time::sleep(g).await;
+        }
+        let t = Instant::now();
+        send.write_all(&req).await.map_err(|e| e.to_string())?;
+        recv.read_exact(&mut reply).await.map_err(|e| e.to_string())?;
+        if i >= warmup {
+            let _ = hist.record((t.elapsed().as_micros() as u64).max(1));
+        }
+    }
+    Ok(hist)
 }
 
 struct RawServer {

@@ -196,6 +196,9 @@ fn print_report(r: &BenchReport, json: bool) {
             rtt.p50, rtt.p99
         );
     }
+    if let Some(p) = r.raw_rtt_paced_us {
+        println!("raw round trip paced like this run: p50 {} µs, p99 {} µs.", p.p50, p.p99);
+    }
     let p = &r.producer;
     println!(
         "mode {}: {:.0} records/batch, {:.0} bytes/batch, compression ratio {:.2}, retries {}, peak RSS {:.0} MiB.",
