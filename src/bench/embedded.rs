@@ -33,9 +33,16 @@ impl std::fmt::Debug for EmbeddedBroker {
 impl EmbeddedBroker {
     /// Generates certificates (CA, broker, client [`BENCH_CLIENT`]), starts a broker on
     /// `127.0.0.1:0` and waits until it listens. `tweak` adjusts the configuration.
-    pub fn start(tweak: impl FnOnce(&mut BrokerConfig)) -> Result<EmbeddedBroker, String> {
+    /// With `prewarm_mib` > 0, that many MiB are first written to a scratch file in the
+    /// data directory and deleted, so the log's writes land on page-cache pages the
+    /// machine has touched before (on some VMs the first touch of a page is several
+    /// times slower than a reuse).
+    pub fn start(tweak: impl FnOnce(&mut BrokerConfig), prewarm_mib: usize) -> Result<EmbeddedBroker, String> {
         let certs = tempfile::Builder::new().prefix("qwire-bench-certs").tempdir().map_err(|e| e.to_string())?;
         let data = tempfile::Builder::new().prefix("qwire-bench-data").tempdir().map_err(|e| e.to_string())?;
+        if prewarm_mib > 0 {
+            prewarm(data.path(), prewarm_mib).map_err(|e| format!("prewarming the page cache: {e}"))?;
+        }
         generate_dev_certs(certs.path(), &[BENCH_CLIENT.to_string()], &[]).map_err(|e| e.to_string())?;
         let tls = BrokerTls::load(certs.path()).map_err(|e| e.to_string())?;
         let mut config = BrokerConfig {
@@ -91,6 +98,18 @@ impl EmbeddedBroker {
         }
         self.thread.take().and_then(|t| t.join().ok()).unwrap_or_default()
     }
+}
+
+fn prewarm(dir: &Path, mib: usize) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = dir.join("prewarm.tmp");
+    let mut f = std::fs::File::create(&path)?;
+    let block = vec![0x5au8; 1 << 20];
+    for _ in 0..mib {
+        f.write_all(&block)?;
+    }
+    drop(f);
+    std::fs::remove_file(path)
 }
 
 impl Drop for EmbeddedBroker {

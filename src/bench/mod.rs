@@ -84,6 +84,9 @@ pub struct BenchConfig {
     pub mtu: u16,
     /// Data streams per connection.
     pub streams_per_connection: usize,
+    /// MiB written and deleted in the embedded broker's data directory before the run,
+    /// so log writes reuse page-cache pages (0 = off).
+    pub prewarm_mib: usize,
 }
 
 fn as_text<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -115,6 +118,7 @@ impl Default for BenchConfig {
             compare_raw: false,
             mtu: 1452,
             streams_per_connection: 8,
+            prewarm_mib: 0,
         }
     }
 }
@@ -284,11 +288,14 @@ pub async fn run(cfg: BenchConfig, stats: Arc<Stats>) -> Result<BenchReport, Str
         return Err("producers and record size must be at least 1".into());
     }
     let embedded = match &cfg.broker {
-        None => Some(embedded::EmbeddedBroker::start(|c| {
-            c.sink = cfg.sink;
-            c.default_partitions = cfg.partitions.max(1);
-            c.max_partitions = c.max_partitions.max(cfg.partitions);
-        })?),
+        None => Some(embedded::EmbeddedBroker::start(
+            |c| {
+                c.sink = cfg.sink;
+                c.default_partitions = cfg.partitions.max(1);
+                c.max_partitions = c.max_partitions.max(cfg.partitions);
+            },
+            cfg.prewarm_mib,
+        )?),
         Some(_) => None,
     };
     let (addr, certs, client) = match (&cfg.broker, &embedded) {

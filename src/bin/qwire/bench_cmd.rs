@@ -86,6 +86,11 @@ pub(crate) struct BenchArgs {
     /// Data streams per connection.
     #[arg(long, default_value_t = 8)]
     streams: usize,
+    /// Before the run, write and delete this many MiB in the embedded broker's data
+    /// directory so the log reuses page-cache pages (see PERF.md: on this VM the first
+    /// touch of a page is several times slower than a reuse).
+    #[arg(long, default_value_t = 0)]
+    prewarm_mib: usize,
     /// Print a JSON summary as the last line.
     #[arg(long)]
     json: bool,
@@ -116,6 +121,7 @@ fn config(a: BenchArgs) -> (BenchConfig, bool) {
         compare_raw: a.compare_raw,
         mtu: a.mtu,
         streams_per_connection: a.streams,
+        prewarm_mib: a.prewarm_mib,
     };
     (cfg, a.json)
 }
