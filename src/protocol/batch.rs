@@ -345,11 +345,13 @@ pub struct StoredRecord {
     pub headers: Vec<Header>,
 }
 
-/// Builds one batch: records are encoded into the uncompressed records section as they
-/// are appended; [`BatchBuilder::seal`] compresses and writes the header.
+/// Builds one batch: records are encoded into the records section as they are
+/// appended, behind room left for the header; [`BatchBuilder::seal`] writes the header in
+/// place (no copy) or, when compression pays off, compresses the section.
 #[derive(Debug)]
 pub struct BatchBuilder {
-    records: BytesMut,
+    /// Header space followed by the uncompressed records section.
+    buf: BytesMut,
     base_timestamp: i64,
     max_timestamp: i64,
     count: u32,
@@ -363,7 +365,9 @@ impl BatchBuilder {
 
     /// A builder with `cap` bytes reserved for the records section.
     pub fn with_capacity(cap: usize) -> Self {
-        BatchBuilder { records: BytesMut::with_capacity(cap), base_timestamp: 0, max_timestamp: 0, count: 0 }
+        let mut buf = BytesMut::with_capacity(BATCH_HEADER_LEN + cap);
+        buf.put_bytes(0, BATCH_HEADER_LEN);
+        BatchBuilder { buf, base_timestamp: 0, max_timestamp: 0, count: 0 }
     }
 
     /// Number of records appended.
@@ -378,7 +382,7 @@ impl BatchBuilder {
 
     /// Size of the batch if sealed uncompressed now.
     pub fn size_bytes(&self) -> usize {
-        BATCH_HEADER_LEN + self.records.len()
+        self.buf.len()
     }
 
     /// Bytes a record would add to the batch if appended next (its encoded size).
@@ -398,7 +402,7 @@ impl BatchBuilder {
         let ts_delta = record.timestamp.wrapping_sub(self.base_timestamp);
         let offset_delta = self.count as i32;
         let body = record_body_len(record, ts_delta, offset_delta);
-        let b = &mut self.records;
+        let b = &mut self.buf;
         b.reserve(varint_len(body as i32) + body);
         put_varint(b, body as i32);
         b.put_i8(0);
@@ -415,39 +419,24 @@ impl BatchBuilder {
     }
 
     /// Finishes the batch. The records section is compressed with `compression` unless
-    /// that does not make it smaller, in which case the batch goes uncompressed.
+    /// that does not make it smaller, in which case the batch goes uncompressed (and the
+    /// bytes are not copied again: the header is written in the space kept for it).
     /// Panics if the builder is empty (a batch holds at least one record).
     pub fn seal(self, compression: Compression, level: Option<i32>, stamp: ProducerStamp) -> Bytes {
         assert!(self.count > 0, "sealing an empty batch");
-        let mut section = Vec::new();
-        let (codec, body): (Compression, &[u8]) = match compression {
-            Compression::None => (Compression::None, &self.records),
-            c => {
-                c.compress(&self.records, level, &mut section);
-                if section.len() < self.records.len() {
-                    (c, &section)
-                } else {
-                    (Compression::None, &self.records)
-                }
+        let (count, base, max) = (self.count, self.base_timestamp, self.max_timestamp);
+        if compression != Compression::None {
+            let mut out = Vec::with_capacity(self.buf.len() / 2 + BATCH_HEADER_LEN);
+            out.resize(BATCH_HEADER_LEN, 0);
+            compression.compress(&self.buf[BATCH_HEADER_LEN..], level, &mut out);
+            if out.len() < self.buf.len() {
+                write_header(&mut out, compression, count, base, max, stamp);
+                return Bytes::from(out);
             }
-        };
-        let mut out = BytesMut::with_capacity(BATCH_HEADER_LEN + body.len());
-        out.put_i64(0);
-        out.put_u32((BATCH_HEADER_LEN - 12 + body.len()) as u32);
-        out.put_u8(BATCH_MAGIC);
-        out.put_u32(0); // crc, filled below
-        out.put_u16(codec.id());
-        out.put_u32(self.count - 1);
-        out.put_i64(self.base_timestamp);
-        out.put_i64(self.max_timestamp);
-        out.put_i64(stamp.producer_id);
-        out.put_i16(stamp.producer_epoch);
-        out.put_i32(stamp.base_sequence);
-        out.put_u32(self.count);
-        out.put_slice(body);
-        let crc = crc32c::crc32c(&out[CRC_START..]);
-        out[13..17].copy_from_slice(&crc.to_be_bytes());
-        out.freeze()
+        }
+        let mut buf = self.buf;
+        write_header(&mut buf, Compression::None, count, base, max, stamp);
+        buf.freeze()
     }
 }
 
@@ -455,6 +444,27 @@ impl Default for BatchBuilder {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Fills the header of `batch` (whose records section follows the header space) and its
+/// CRC.
+fn write_header(batch: &mut [u8], codec: Compression, count: u32, base_ts: i64, max_ts: i64, stamp: ProducerStamp) {
+    let len = batch.len();
+    let mut h = &mut batch[..BATCH_HEADER_LEN];
+    h.put_i64(0);
+    h.put_u32((len - 12) as u32);
+    h.put_u8(BATCH_MAGIC);
+    h.put_u32(0); // crc, filled below
+    h.put_u16(codec.id());
+    h.put_u32(count - 1);
+    h.put_i64(base_ts);
+    h.put_i64(max_ts);
+    h.put_i64(stamp.producer_id);
+    h.put_i16(stamp.producer_epoch);
+    h.put_i32(stamp.base_sequence);
+    h.put_u32(count);
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[13..17].copy_from_slice(&crc.to_be_bytes());
 }
 
 fn record_body_len(record: &Record, ts_delta: i64, offset_delta: i32) -> usize {
