@@ -60,6 +60,16 @@ pub async fn run(
         .await
         .map_err(|e| format!("raw connect: {e}"))?;
 
+    // Round trips first, on a quiet connection, then the bulk transfer.
+    let (mut rtt_send, mut rtt_recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    let hist = round_trips(&mut rtt_send, &mut rtt_recv, rtt_samples, None).await?;
+    let paced = match pace {
+        Some(gap) => {
+            let h = round_trips(&mut rtt_send, &mut rtt_recv, rtt_samples.min(2000), Some(gap)).await?;
+            Some((h.value_at_quantile(0.5), h.value_at_quantile(0.99)))
+        }
+        None => None,
+    };
     // Bulk: one stream, large writes, one acknowledgement at the end.
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     let block = Bytes::from(vec![0x5a; chunk]);
@@ -79,17 +89,7 @@ pub async fn run(
         return Err(format!("raw server received {got} of {bytes} bytes"));
     }
 
-    // Round trips on a long-lived stream.
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-    let hist = round_trips(&mut send, &mut recv, rtt_samples, None).await?;
-    let paced = match pace {
-        Some(gap) => {
-            let h = round_trips(&mut send, &mut recv, rtt_samples.min(2000), Some(gap)).await?;
-            Some((h.value_at_quantile(0.5), h.value_at_quantile(0.99)))
-        }
-        None => None,
-    };
-    let _ = send.finish();
+    let _ = rtt_send.finish();
     conn.close(0u8.into(), b"done");
     endpoint.wait_idle().await;
     drop(server);
@@ -158,13 +158,15 @@ impl RawServer {
                         while let Some(inc) = endpoint.accept().await {
                             let Ok(conn) = inc.await else { continue };
                             tokio::spawn(async move {
+                                // The client opens the round-trip stream first, then the
+                                // bulk stream.
                                 let mut first = true;
                                 while let Ok((send, recv)) = conn.accept_bi().await {
                                     if first {
-                                        tokio::spawn(sink(send, recv));
+                                        tokio::spawn(echo(send, recv));
                                         first = false;
                                     } else {
-                                        tokio::spawn(echo(send, recv));
+                                        tokio::spawn(sink(send, recv));
                                     }
                                 }
                             });

@@ -91,12 +91,16 @@ pub(crate) struct BenchArgs {
     /// touch of a page is several times slower than a reuse).
     #[arg(long, default_value_t = 0)]
     prewarm_mib: usize,
+    /// Worker threads of the producers' runtime (1: one single-threaded runtime; the
+    /// embedded broker always has its own thread).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
     /// Print a JSON summary as the last line.
     #[arg(long)]
     json: bool,
 }
 
-fn config(a: BenchArgs) -> (BenchConfig, bool) {
+fn config(a: BenchArgs) -> (BenchConfig, bool, usize) {
     let broker = a.broker.map(|addr| ExternalBroker { addr, certs: a.certs, client: a.client });
     let cfg = BenchConfig {
         broker,
@@ -123,15 +127,15 @@ fn config(a: BenchArgs) -> (BenchConfig, bool) {
         streams_per_connection: a.streams,
         prewarm_mib: a.prewarm_mib,
     };
-    (cfg, a.json)
+    (cfg, a.json, a.threads)
 }
 
 /// Runs the benchmark and prints kafka-producer-perf-test style lines.
 pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
-    let (cfg, json) = config(args);
+    let (cfg, json, threads) = config(args);
     let size = cfg.record_size;
     let stats = Arc::new(Stats::default());
-    let report = crate::runtime(1).block_on(async {
+    let report = crate::runtime(threads).block_on(async {
         let bar = indicatif::ProgressBar::new(cfg.duration_secs.map_or(cfg.records, |_| 0));
         bar.set_style(
             indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} records {msg}")
