@@ -31,8 +31,23 @@ fn a_short_bench_against_the_embedded_broker_acks_every_record() {
 #[test]
 fn sink_mode_and_rate_limited_runs_report_their_mode() {
     let v = bench(&[
-        "--records", "2000", "--warmup", "0", "--sink", "--rate", "20000", "--linger-ms", "0", "--acks", "all",
-        "--compression", "zstd", "--payload", "json", "--record-size", "512",
+        "--records",
+        "2000",
+        "--warmup",
+        "0",
+        "--sink",
+        "--rate",
+        "20000",
+        "--linger-ms",
+        "0",
+        "--acks",
+        "all",
+        "--compression",
+        "zstd",
+        "--payload",
+        "json",
+        "--record-size",
+        "512",
     ]);
     assert_eq!(v["acked"], 2000);
     assert_eq!(v["mode"], "sink");

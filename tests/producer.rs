@@ -448,7 +448,8 @@ async fn a_dead_first_bootstrap_broker_does_not_capture_the_partitions() {
         .build()
         .unwrap();
     let started = Instant::now();
-    let md = tokio::time::timeout(Duration::from_secs(10), p.send(ProducerRecord::new("two", "x"))).await.unwrap().unwrap();
+    let md =
+        tokio::time::timeout(Duration::from_secs(10), p.send(ProducerRecord::new("two", "x"))).await.unwrap().unwrap();
     assert_eq!(md.offset, Some(0));
     assert!(started.elapsed() < Duration::from_secs(5), "routed to the live broker: {:?}", started.elapsed());
 }

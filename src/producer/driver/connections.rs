@@ -334,10 +334,9 @@ impl Driver {
         let first = !self.metadata_waiters.contains_key(&topic);
         self.metadata_waiters.entry(topic.clone()).or_default().push(reply);
         if first {
-            self.call(
-                Payload::Metadata(Metadata { topics: vec![topic.to_string()] }),
-                |l| ControlKind::Metadata(vec![topic], l),
-            );
+            self.call(Payload::Metadata(Metadata { topics: vec![topic.to_string()] }), |l| {
+                ControlKind::Metadata(vec![topic], l)
+            });
         }
     }
 
