@@ -231,69 +231,41 @@ impl RecordBatch {
     /// header claims more (or fewer) records than it holds is refused. The broker runs
     /// this before appending, since it stores batches without decoding them.
     pub fn validate_records(&self, limit: usize) -> Result<(), DecodeError> {
-        let raw = &self.bytes[BATCH_HEADER_LEN..];
-        let decompressed;
-        let section: &[u8] = match self.header.compression {
-            Compression::None => raw,
-            c => {
-                decompressed = c.decompress(raw, limit)?;
-                &decompressed
-            }
-        };
-        let mut r = Reader::new(section);
+        let section = self.section(limit)?;
+        let mut r = Reader::new(&section);
         let mut n: u32 = 0;
-        while r.remaining() > 0 {
-            let len = r.varint("record_length")?;
-            if len < 0 {
-                return Err(DecodeError::InvalidValue { field: "record_length", value: len as i64 });
-            }
-            let body = r.take(len as usize, "record")?;
-            let mut rr = Reader::new(body);
-            rr.i8("record_attributes")?;
-            rr.varlong("timestamp_delta")?;
-            let delta = rr.varint("offset_delta")?;
-            if delta as i64 != i64::from(n) {
-                return Err(DecodeError::InvalidValue { field: "offset_delta", value: delta as i64 });
-            }
-            n = n.saturating_add(1);
-            if n > self.header.record_count {
-                break;
-            }
+        while r.remaining() > 0 && n <= self.header.record_count {
+            record_head(&mut r, n)?;
+            n += 1;
         }
-        if n != self.header.record_count {
+        if n != self.header.record_count || r.remaining() > 0 {
             return Err(DecodeError::RecordCountMismatch { claimed: self.header.record_count, found: n });
         }
         Ok(())
     }
 
+    /// The records section, decompressed (bounded by `limit` bytes) when the batch is
+    /// compressed; a zero-copy slice otherwise.
+    fn section(&self, limit: usize) -> Result<Bytes, DecodeError> {
+        let raw = self.bytes.slice(BATCH_HEADER_LEN..);
+        match self.header.compression {
+            Compression::None => Ok(raw),
+            c => Ok(Bytes::from(c.decompress(&raw, limit)?)),
+        }
+    }
+
     /// Decompresses (bounded by `limit` bytes) and decodes every record, giving each its
     /// absolute offset and timestamp.
     pub fn records(&self, limit: usize) -> Result<Vec<StoredRecord>, DecodeError> {
-        let section = self.bytes.slice(BATCH_HEADER_LEN..);
-        let section = match self.header.compression {
-            Compression::None => section,
-            c => Bytes::from(c.decompress(&section, limit)?),
-        };
+        let section = self.section(limit)?;
         let mut r = Reader::new(&section);
         let mut out = Vec::with_capacity(self.header.record_count.min(1 << 16) as usize);
         while r.remaining() > 0 {
-            let len = r.varint("record_length")?;
-            if len < 0 {
-                return Err(DecodeError::InvalidValue { field: "record_length", value: len as i64 });
-            }
-            let body = r.take(len as usize, "record")?;
-            let mut rr = Reader::new(body);
-            let _attributes = rr.i8("record_attributes")?;
-            let ts_delta = rr.varlong("timestamp_delta")?;
-            let offset_delta = rr.varint("offset_delta")?;
-            // Records carry consecutive offset deltas 0, 1, 2...
-            if offset_delta as i64 != out.len() as i64 {
-                return Err(DecodeError::InvalidValue { field: "offset_delta", value: offset_delta as i64 });
-            }
+            let (mut rr, ts_delta) = record_head(&mut r, out.len() as u32)?;
             let offset = self
                 .header
                 .base_offset
-                .checked_add(i64::from(offset_delta))
+                .checked_add(out.len() as i64)
                 .ok_or(DecodeError::InvalidValue { field: "base_offset", value: self.header.base_offset })?;
             let key = rr.var_bytes("key")?.map(|k| slice_of(&section, k));
             let value = rr.var_bytes("value")?.map(|v| slice_of(&section, v));
@@ -328,6 +300,24 @@ impl RecordBatch {
         }
         Ok(out)
     }
+}
+
+/// Reads one record's length prefix and leading fields (attributes, timestamp delta,
+/// offset delta) and checks that its offset delta is `index`: records carry consecutive
+/// deltas 0, 1, 2... Returns a reader over the rest of the record and the timestamp delta.
+fn record_head<'a>(r: &mut Reader<'a>, index: u32) -> Result<(Reader<'a>, i64), DecodeError> {
+    let len = r.varint("record_length")?;
+    if len < 0 {
+        return Err(DecodeError::InvalidValue { field: "record_length", value: len as i64 });
+    }
+    let mut rr = Reader::new(r.take(len as usize, "record")?);
+    rr.i8("record_attributes")?;
+    let ts_delta = rr.varlong("timestamp_delta")?;
+    let delta = rr.varint("offset_delta")?;
+    if i64::from(delta) != i64::from(index) {
+        return Err(DecodeError::InvalidValue { field: "offset_delta", value: delta as i64 });
+    }
+    Ok((rr, ts_delta))
 }
 
 /// A record read back from a batch, with its offset.
