@@ -227,15 +227,32 @@ impl RecordBatch {
     }
 
     /// Checks the records section without building records: it decompresses (bounded by
-    /// `limit`), and walks every record's length and offset delta, so a batch whose
-    /// header claims more (or fewer) records than it holds is refused. The broker runs
+    /// `limit`) and checks every record exactly as [`RecordBatch::records`] would decode
+    /// it, so a batch whose header claims more (or fewer) records than it holds, or whose
+    /// records would not decode, is refused. The broker runs
     /// this before appending, since it stores batches without decoding them.
     pub fn validate_records(&self, limit: usize) -> Result<(), DecodeError> {
         let section = self.section(limit)?;
         let mut r = Reader::new(&section);
         let mut n: u32 = 0;
         while r.remaining() > 0 && n <= self.header.record_count {
-            record_head(&mut r, n)?;
+            let (mut rr, _) = record_head(&mut r, n)?;
+            // The rest of the record, checked as `records()` would decode it, without
+            // building anything.
+            rr.var_bytes("key")?;
+            rr.var_bytes("value")?;
+            let n_headers = rr.varint("header_count")?;
+            if n_headers < 0 || n_headers as usize > rr.remaining() {
+                return Err(DecodeError::InvalidValue { field: "header_count", value: n_headers as i64 });
+            }
+            for _ in 0..n_headers {
+                let k = rr
+                    .var_bytes("header_key")?
+                    .ok_or(DecodeError::InvalidValue { field: "header_key_length", value: -1 })?;
+                std::str::from_utf8(k).map_err(|_| DecodeError::InvalidUtf8 { field: "header_key" })?;
+                rr.var_bytes("header_value")?;
+            }
+            rr.finish("record")?;
             n += 1;
         }
         if n != self.header.record_count || r.remaining() > 0 {
@@ -714,6 +731,16 @@ mod tests {
                 prop_assert_eq!(&g.value, &r.value);
                 prop_assert_eq!(&g.headers, &r.headers);
             }
+        }
+
+        #[test]
+        fn validate_records_agrees_with_records(data in proptest::collection::vec(any::<u8>(), 0..256), n in 1u32..4) {
+            // A valid header over arbitrary record bytes: both checks must agree.
+            let mut v = vec![0u8; BATCH_HEADER_LEN];
+            v.extend_from_slice(&data);
+            write_header(&mut v, Compression::None, n, 0, 0, ProducerStamp::NONE);
+            let batch = RecordBatch::from_bytes(Bytes::from(v)).unwrap();
+            prop_assert_eq!(batch.validate_records(1 << 20).is_ok(), batch.records(1 << 20).is_ok());
         }
 
         #[test]
