@@ -16,6 +16,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 /// Default largest frame: 8 MiB, room for a 1 MiB batch (Kafka's default max request)
 /// many times over while bounding per-stream buffering.
 pub const DEFAULT_MAX_FRAME_SIZE: u32 = 8 * 1024 * 1024;
+/// Default [`BrokerConfig::max_buffered_bytes_per_connection`]: 32 MiB, four frames of
+/// the largest default size at once; a producer's batches (up to 1 MiB) on all its
+/// streams fit many times over.
+pub const DEFAULT_MAX_BUFFERED_BYTES_PER_CONNECTION: u64 = 32 * 1024 * 1024;
 
 /// Broker settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -44,6 +48,13 @@ pub struct BrokerConfig {
     pub max_connections: u32,
     /// Most concurrent bidirectional streams per connection. Default 256.
     pub max_streams_per_connection: u32,
+    /// Bytes of partly received large frames (over 64 KiB) one connection may hold at
+    /// once, summed over its streams. A frame that would exceed it is answered
+    /// `RESOURCE_LIMIT` (retriable) and its body is discarded as it arrives, so a client
+    /// that starts many huge frames and never finishes them cannot grow the broker's
+    /// memory by `max_streams_per_connection` × `max_frame_size`. Default 32 MiB;
+    /// values below `max_frame_size` let only one large frame in at a time.
+    pub max_buffered_bytes_per_connection: u64,
     /// Idle timeout for connections, in seconds. Default 30.
     pub idle_timeout_secs: u64,
     /// How long an acks=all produce may wait for its fsync when the request carries no
@@ -81,6 +92,7 @@ impl Default for BrokerConfig {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             max_connections: 1024,
             max_streams_per_connection: 256,
+            max_buffered_bytes_per_connection: DEFAULT_MAX_BUFFERED_BYTES_PER_CONNECTION,
             idle_timeout_secs: 30,
             default_produce_timeout_ms: 30_000,
             segment_bytes: 256 * 1024 * 1024,

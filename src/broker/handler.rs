@@ -18,8 +18,8 @@ use super::metrics::{add, inc};
 use super::partition::Partition;
 use super::server::ConnCtx;
 use crate::protocol::frame::{
-    BrokerInfo, CreateTopic, ErrorFrame, Fetch, FetchOk, HelloOk, InitProducerIdOk, Metadata, MetadataOk, Produce,
-    ProduceResult, TopicMetadata,
+    BrokerInfo, CreateTopic, ErrorFrame, Fetch, FetchOk, FrameHead, HelloOk, InitProducerIdOk, Metadata, MetadataOk,
+    Produce, ProduceResult, TopicMetadata,
 };
 use crate::protocol::{Acks, ErrorCode, Frame, Payload, RecordBatch, PROTOCOL_VERSION};
 
@@ -27,6 +27,9 @@ use crate::protocol::{Acks, ErrorCode, Frame, Payload, RecordBatch, PROTOCOL_VER
 const RESPONSE_QUEUE: usize = 1024;
 /// Coalesce at most this many response bytes into one stream write.
 const WRITE_COALESCE: usize = 64 * 1024;
+/// Frames up to this size are read without a reservation from the connection's
+/// [`ConnCtx::frame_budget`].
+const UNRESERVED_FRAME: usize = 64 * 1024;
 /// Largest decompressed records section the broker accepts when validating a batch.
 pub const MAX_DECOMPRESSED: usize = 32 * 1024 * 1024;
 /// Application error code used when the broker stops reading a stream whose framing
@@ -62,10 +65,15 @@ pub(crate) async fn serve_stream(ctx: Arc<ConnCtx>, send: quinn::SendStream, mut
     let mut shutdown = ctx.shared.shutdown.clone();
     let max_frame = ctx.shared.config.max_frame_size as usize;
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    // The connection's budget held for the large frame being received, if any.
+    let mut reserved: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    // Bytes of a refused frame still to be read and thrown away.
+    let mut skip = 0usize;
     'read: loop {
         loop {
             match Frame::decode(&mut buf, max_frame) {
                 Ok(Some(f)) => {
+                    reserved = None;
                     if let Some(p) = dispatch(&ctx, f) {
                         if tx.send(p).await.is_err() {
                             break 'read;
@@ -74,6 +82,7 @@ pub(crate) async fn serve_stream(ctx: Arc<ConnCtx>, send: quinn::SendStream, mut
                 }
                 Ok(None) => break,
                 Err(e) => {
+                    reserved = None;
                     inc(&ctx.shared.metrics.bad_frames);
                     tracing::warn!(remote = %ctx.remote, principal = %ctx.principal, error = %e, "bad frame");
                     let p = error(e.correlation_id.unwrap_or(0), e.code(), e.error.to_string());
@@ -84,15 +93,51 @@ pub(crate) async fn serve_stream(ctx: Arc<ConnCtx>, send: quinn::SendStream, mut
                 }
             }
         }
+        // A large frame has begun: take its whole size from the connection's budget before
+        // reading its body, so the unfinished frames of one connection stay bounded. When
+        // the budget is used up, the frame is answered RESOURCE_LIMIT (retriable) and its
+        // body is read and thrown away: waiting instead would leave its bytes unread in
+        // QUIC's connection-wide receive window, which could starve the very frames that
+        // hold the budget.
+        if reserved.is_none() && skip == 0 {
+            if let Ok(Some(head)) = FrameHead::peek(&buf) {
+                let need = head.total_len();
+                if need > UNRESERVED_FRAME && need > buf.len() && head.length <= max_frame {
+                    // As the semaphore was sized (see `serve_connection`).
+                    let budget = ctx.shared.config.max_buffered_bytes_per_connection.clamp(1, u64::from(u32::MAX));
+                    let permits = (need as u64).min(budget) as u32;
+                    match ctx.frame_budget.clone().try_acquire_many_owned(permits) {
+                        Ok(p) => reserved = Some(p),
+                        Err(_) => {
+                            skip = need - buf.len();
+                            buf.clear();
+                            tracing::debug!(remote = %ctx.remote, principal = %ctx.principal, frame_bytes = need,
+                                "frame refused: the connection's budget for unfinished frames is used up");
+                            let msg = format!(
+                                "this connection already holds {budget} bytes of unfinished frames; retry later"
+                            );
+                            let p = error(head.correlation_id, ErrorCode::ResourceLimit, msg).expect("error frame");
+                            if tx.send(p).await.is_err() {
+                                break 'read;
+                            }
+                        }
+                    }
+                }
+            }
+        }
         let chunk = tokio::select! {
             biased;
             r = recv.read_chunk(usize::MAX, true) => r,
             _ = shutdown.wait_for(|s| *s) => break 'read,
         };
         match chunk {
-            Ok(Some(c)) => buf.extend_from_slice(&c.bytes),
+            Ok(Some(c)) => {
+                let thrown = skip.min(c.bytes.len());
+                skip -= thrown;
+                buf.extend_from_slice(&c.bytes[thrown..]);
+            }
             Ok(None) => {
-                if !buf.is_empty() {
+                if !buf.is_empty() || skip > 0 {
                     inc(&ctx.shared.metrics.bad_frames);
                     tracing::warn!(remote = %ctx.remote, pending = buf.len(), "stream finished inside a frame");
                     let _ = tx

@@ -214,7 +214,8 @@ impl Partition {
 
     fn fail_sync(&self, msg: String) {
         // After a failed fsync the kernel may have dropped dirty pages: a later successful
-        // fsync would prove nothing, so the log refuses writes until reopened.
+        // fsync would prove nothing, so the log refuses writes until the flusher has cut
+        // it back to what is known durable and reopened it (`recover_blocking`).
         self.lock().log.mark_failed("a failed group-commit fsync");
         tracing::error!(topic = %self.topic, partition = self.index, error = %msg, "fsync failed");
         self.durable.send_modify(|d| {
@@ -223,8 +224,60 @@ impl Partition {
         });
     }
 
+    /// Whether the log refuses writes after a failure (until the flusher recovers it).
+    pub fn is_failed(&self) -> bool {
+        self.lock().log.is_failed()
+    }
+
+    /// Makes a failed log writable again, if the disk now allows it: cuts it back to the
+    /// durable end (what follows is in doubt after a failed write or fsync), fsyncs the
+    /// cut, reopens the log (recovery re-checks the tail and rebuilds the index) and
+    /// rebuilds producer state from it, so a producer's retry of a batch that was cut is
+    /// appended again rather than answered as a duplicate of offsets that no longer
+    /// exist. Waiters for cut offsets get an error. Blocking: run it off the runtime.
+    /// Returns how many offsets were cut, or `None` when the log was not failed.
+    pub fn recover_blocking(&self) -> Result<Option<i64>, LogError> {
+        let mut st = self.lock();
+        if !st.log.is_failed() {
+            return Ok(None);
+        }
+        let old_end = st.log.end_offset();
+        st.log.cut_to_durable(self.durable.borrow().end)?;
+        let (log, _report) = PartitionLog::open(st.log.dir(), st.log.config().clone())?;
+        let mut producers = ProducerStates::default();
+        log.for_each_header(|h| producers.record(h, h.max_timestamp))?;
+        let end = log.end_offset();
+        *st = State { log, producers, sink_next: end };
+        drop(st);
+        let cut = old_end - end;
+        self.durable.send_modify(|d| {
+            d.end = end;
+            if cut > 0 {
+                d.failures += 1;
+                d.last_error = Some(Arc::from(format!(
+                    "{}-{}: offsets from {end} were cut after a write failure",
+                    self.topic, self.index
+                )));
+            }
+        });
+        Ok(Some(cut))
+    }
+
+    async fn try_recover(self: &Arc<Self>) {
+        let p = self.clone();
+        match tokio::task::spawn_blocking(move || p.recover_blocking()).await {
+            Ok(Ok(Some(cut))) => tracing::warn!(topic = %self.topic, partition = self.index, cut_offsets = cut,
+                "partition writable again after a write failure; offsets that were not durable were cut"),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::debug!(topic = %self.topic, partition = self.index, error = %e,
+                "partition still cannot recover from a write failure"),
+            Err(e) => tracing::error!(topic = %self.topic, partition = self.index, error = %e, "recovery task failed"),
+        }
+    }
+
     /// The group-commit loop: waits for sync requests and serves them until the
-    /// partition is dropped (the task holds only a weak reference).
+    /// partition is dropped (the task holds only a weak reference). While the log is
+    /// failed it tries, about once a second, to make it writable again.
     pub fn spawn_flusher(self: &Arc<Self>, metrics: Arc<BrokerMetrics>) {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -232,11 +285,15 @@ impl Partition {
                 let Some(p) = weak.upgrade() else { return };
                 // Wait without keeping the partition alive forever.
                 let notified = async { p.sync_wanted.notified().await };
-                tokio::select! {
-                    _ = notified => {}
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+                let tick = tokio::select! {
+                    _ = notified => false,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => true,
+                };
+                if p.is_failed() {
+                    p.try_recover().await;
+                    continue;
                 }
-                if p.sync_once().await {
+                if !tick && p.sync_once().await {
                     inc(&metrics.fsyncs);
                 }
             }
@@ -256,5 +313,52 @@ impl Partition {
     /// Applies retention; returns segments deleted.
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, LogError> {
         self.lock().log.apply_retention(now_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::batch::check_batch;
+    use crate::protocol::{BatchBuilder, Compression, ProducerStamp, Record};
+
+    fn batch(seq: i32, n: u32) -> (Bytes, BatchHeader) {
+        let mut b = BatchBuilder::new();
+        for i in 0..n {
+            b.push(&Record { timestamp: i64::from(i), key: None, value: Some(Bytes::from("v")), headers: vec![] });
+        }
+        let stamp = ProducerStamp { producer_id: 7, producer_epoch: 0, base_sequence: seq };
+        let bytes = b.seal(Compression::None, None, stamp);
+        let h = check_batch(&bytes).unwrap().unwrap();
+        (bytes, h)
+    }
+
+    #[test]
+    fn a_failed_log_is_cut_back_to_the_durable_end_and_dedup_forgets_what_was_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, _) = Partition::open(dir.path(), Arc::from("t"), 0, LogConfig::default()).unwrap();
+        let (b0, h0) = batch(0, 2);
+        let (b1, h1) = batch(2, 2);
+        assert_eq!(p.append(&b0, &h0, 0, false).unwrap().base_offset, 0);
+        p.flush_blocking().unwrap();
+        assert_eq!(p.append(&b1, &h1, 0, false).unwrap().base_offset, 2);
+        // An fsync covering b1 fails: b1 is in doubt.
+        p.fail_sync("injected".into());
+        assert!(p.is_failed());
+        let (b2, h2) = batch(4, 1);
+        assert_eq!(p.append(&b2, &h2, 0, false).unwrap_err().code, ErrorCode::StorageError);
+        assert_eq!(p.recover_blocking().unwrap(), Some(2));
+        assert!(!p.is_failed());
+        assert_eq!((p.durable_end(), p.metadata(0).end_offset), (2, 2));
+        // The producer's retry of b1 is appended again, not answered from dedup state that
+        // pointed at the cut offsets; b0 is still recognised.
+        let again = p.append(&b1, &h1, 0, false).unwrap();
+        assert_eq!((again.base_offset, again.duplicate), (2, false));
+        assert!(p.append(&b0, &h0, 0, false).unwrap().duplicate);
+        assert_eq!(p.recover_blocking().unwrap(), None);
+        p.flush_blocking().unwrap();
+        let (data, end, _) = p.read(0, 1 << 20).unwrap();
+        assert_eq!(end, 4);
+        assert_eq!(crate::protocol::RecordBatch::split_all(data).unwrap().len(), 2);
     }
 }

@@ -103,6 +103,9 @@ pub(crate) struct ConnCtx {
     pub(crate) shared: Arc<Shared>,
     pub(crate) principal: Arc<str>,
     pub(crate) remote: SocketAddr,
+    /// Bytes of partly received large frames this connection may still buffer
+    /// ([`BrokerConfig::max_buffered_bytes_per_connection`]).
+    pub(crate) frame_budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// A running broker.
@@ -270,7 +273,13 @@ async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>, _alive
     };
     inc(&shared.metrics.connections_accepted);
     tracing::info!(%remote, %principal, "client connected");
-    let ctx = Arc::new(ConnCtx { shared: shared.clone(), principal: Arc::from(principal.as_str()), remote });
+    let budget = shared.config.max_buffered_bytes_per_connection.clamp(1, u64::from(u32::MAX)) as usize;
+    let ctx = Arc::new(ConnCtx {
+        shared: shared.clone(),
+        principal: Arc::from(principal.as_str()),
+        remote,
+        frame_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
+    });
     let (streams_tx, mut streams_rx) = mpsc::channel::<()>(1);
     let mut shutdown = shared.shutdown.clone();
     loop {

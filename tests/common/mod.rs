@@ -2,6 +2,8 @@
 //! 127.0.0.1:0, and connected clients.
 #![allow(dead_code)]
 
+pub mod relay;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -152,4 +154,341 @@ pub fn producer(b: &TestBroker, client: &str) -> qwire::producer::ProducerBuilde
         .bootstrap(b.addr().to_string())
         .tls(qwire::producer::TlsConfig::from_dir(b.certs.path(), client).unwrap())
         .max_block(std::time::Duration::from_secs(10))
+}
+
+/// True when the long (soak) versions of the fault tests should run: `QWIRE_SOAK=1`.
+pub fn soak() -> bool {
+    std::env::var("QWIRE_SOAK").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// A `qwire broker` child process on a fixed address and data directory, so it can be
+/// SIGKILLed and started again in place. Killed when dropped.
+pub struct BrokerProcess {
+    pub certs: Certs,
+    pub data: tempfile::TempDir,
+    pub addr: SocketAddr,
+    /// Extra arguments (e.g. `--config FILE`).
+    pub extra_args: Vec<String>,
+    /// Run inside this network namespace (`ip netns exec NS ...`).
+    pub netns: Option<String>,
+    logs: tempfile::TempDir,
+    child: Option<std::process::Child>,
+    /// Successful starts so far.
+    pub starts: u32,
+}
+
+impl BrokerProcess {
+    /// A broker on a free loopback port (not started yet: call [`BrokerProcess::start`]).
+    pub fn new(config_toml: &str) -> BrokerProcess {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        drop(socket);
+        Self::at(addr, None, config_toml)
+    }
+
+    /// A broker listening on `addr`, optionally inside network namespace `netns`.
+    pub fn at(addr: SocketAddr, netns: Option<String>, config_toml: &str) -> BrokerProcess {
+        let logs = tempfile::tempdir().unwrap();
+        let mut extra_args = Vec::new();
+        if !config_toml.is_empty() {
+            let path = logs.path().join("broker.toml");
+            std::fs::write(&path, config_toml).unwrap();
+            extra_args = vec!["--config".into(), path.display().to_string()];
+        }
+        BrokerProcess {
+            certs: Certs::new(),
+            data: tempfile::tempdir().unwrap(),
+            addr,
+            extra_args,
+            netns,
+            logs,
+            child: None,
+            starts: 0,
+        }
+    }
+
+    /// Starts the broker and waits for its `listening` line; retries for up to 20 s while
+    /// the port is still taken.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            match self.try_start() {
+                Ok(child) => {
+                    self.child = Some(child);
+                    self.starts += 1;
+                    return;
+                }
+                Err(e) if std::time::Instant::now() < deadline => {
+                    eprintln!("broker start failed, retrying: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(e) => panic!("broker did not start: {e}\n{}", self.stderr()),
+            }
+        }
+    }
+
+    fn try_start(&mut self) -> Result<std::process::Child, String> {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let bin = env!("CARGO_BIN_EXE_qwire");
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, bin]);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let stderr =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.logs.path().join("stderr.log")).unwrap();
+        cmd.arg("broker")
+            .arg("--listen")
+            .arg(self.addr.to_string())
+            .arg("--data-dir")
+            .arg(self.data.path())
+            .arg("--certs")
+            .arg(self.certs.path())
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr));
+        let mut child = cmd.spawn().map_err(|e| format!("spawn {bin}: {e}"))?;
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Keep draining stdout so the broker never blocks on a full pipe.
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            match rx.recv_timeout(std::time::Duration::from_millis(50)) {
+                Ok(line) if line.contains("qwire broker listening on") => return Ok(child),
+                Ok(_) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        return Err(format!("broker exited with {status}"));
+                    }
+                    if std::time::Instant::now() > deadline {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        return Err("no 'listening' line within 15 s".into());
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = child.wait().map_err(|e| e.to_string())?;
+                    return Err(format!("broker exited with {status}"));
+                }
+            }
+        }
+    }
+
+    /// SIGKILL (no shutdown, no final fsync) and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Whether the process is still alive.
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Everything the broker wrote to stderr (its log) so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.logs.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn client_config(&self, name: &str) -> ConnectConfig {
+        self.certs.client(self.addr, name)
+    }
+
+    /// A producer builder for `client` against this broker.
+    pub fn producer(&self, client: &str) -> qwire::producer::ProducerBuilder {
+        qwire::producer::Producer::builder()
+            .bootstrap(self.addr.to_string())
+            .tls(qwire::producer::TlsConfig::from_dir(self.certs.path(), client).unwrap())
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Records with unique ids sent by a producer, and what each send reported; checks what a
+/// broker stored against it (exactly once, in order, nothing acked lost).
+pub struct Ledger {
+    pub topic: String,
+    pub partitions: u32,
+    /// Per id: its partition and outcome (`None` until resolved).
+    pub sent: Vec<(u32, Option<Result<qwire::producer::RecordMetadata, qwire::producer::ProduceError>>)>,
+}
+
+/// What [`Ledger::verify`] found.
+#[derive(Debug, Default, Clone)]
+pub struct Verdict {
+    pub sent: usize,
+    pub acked: usize,
+    pub failed_not_persisted: usize,
+    pub failed_possibly_persisted: usize,
+    pub failed_persisted: usize,
+    pub unresolved: usize,
+    /// Records read back from the broker.
+    pub stored: usize,
+    /// Failed records that are in the log anyway (allowed only when possibly persisted).
+    pub failed_but_stored: usize,
+    /// Acked records missing, or not at the acked partition and offset.
+    pub lost: usize,
+    pub duplicates: usize,
+    pub out_of_order: usize,
+    /// Stored records that were never sent (or in the wrong partition).
+    pub phantom: usize,
+    /// Failed records whose status contradicts the log (not persisted but stored,
+    /// persisted but missing).
+    pub wrong_status: usize,
+}
+
+impl Verdict {
+    /// Panics with the whole verdict unless it shows exactly-once, in-order delivery of
+    /// everything acked and failure statuses consistent with the log.
+    pub fn assert_exactly_once(&self) {
+        let bad = self.lost + self.duplicates + self.out_of_order + self.phantom + self.wrong_status + self.unresolved;
+        assert_eq!(bad, 0, "{self:#?}");
+    }
+}
+
+impl Ledger {
+    pub fn new(topic: &str, partitions: u32) -> Ledger {
+        Ledger { topic: topic.into(), partitions, sent: Vec::new() }
+    }
+
+    /// The value of record `id`: its id then `pad` filler bytes.
+    pub fn value(id: usize, pad: usize) -> bytes::Bytes {
+        let mut v = format!("{id:010}:").into_bytes();
+        v.resize(v.len() + pad, b'x');
+        v.into()
+    }
+
+    fn id_of(value: &[u8]) -> Option<usize> {
+        std::str::from_utf8(value.get(..10)?).ok()?.parse().ok()
+    }
+
+    /// Sends `total` records round-robin over the partitions, spread evenly over `over`
+    /// (as fast as possible when zero), and waits for every outcome.
+    pub async fn produce(
+        &mut self,
+        p: &qwire::producer::Producer,
+        total: usize,
+        over: std::time::Duration,
+        pad: usize,
+    ) {
+        let first = self.sent.len();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, qwire::producer::DeliveryFuture)>();
+        let collector = tokio::spawn(async move {
+            let mut out = Vec::new();
+            while let Some((id, fut)) = rx.recv().await {
+                out.push((id, fut.await));
+            }
+            out
+        });
+        let start = tokio::time::Instant::now();
+        for i in 0..total {
+            let id = first + i;
+            let partition = (id % self.partitions as usize) as u32;
+            if !over.is_zero() && i % 16 == 0 {
+                tokio::time::sleep_until(start + over.mul_f64(i as f64 / total as f64)).await;
+            }
+            let r =
+                qwire::producer::ProducerRecord::new(self.topic.as_str(), Ledger::value(id, pad)).partition(partition);
+            match p.enqueue(r).await {
+                Ok(fut) => {
+                    self.sent.push((partition, None));
+                    tx.send((id, fut)).unwrap();
+                }
+                Err(e) => self.sent.push((partition, Some(Err(e.error)))),
+            }
+        }
+        drop(tx);
+        for (id, outcome) in collector.await.unwrap() {
+            self.sent[id].1 = Some(outcome);
+        }
+    }
+
+    /// Reads every partition back through `client` and compares.
+    pub async fn verify(&self, client: &mut Client) -> Verdict {
+        use qwire::producer::Persistence;
+        let mut v = Verdict { sent: self.sent.len(), ..Verdict::default() };
+        // id -> (partition, offset)
+        let mut stored: std::collections::HashMap<usize, (u32, i64)> = std::collections::HashMap::new();
+        for part in 0..self.partitions {
+            let records = client.fetch_all(&self.topic, part, 0).await.unwrap();
+            let mut last: Option<usize> = None;
+            for r in records {
+                v.stored += 1;
+                let Some(id) = r.value.as_deref().and_then(Ledger::id_of) else {
+                    v.phantom += 1;
+                    continue;
+                };
+                if id >= self.sent.len() || self.sent[id].0 != part {
+                    v.phantom += 1;
+                    continue;
+                }
+                if stored.insert(id, (part, r.offset)).is_some() {
+                    v.duplicates += 1;
+                }
+                if last.is_some_and(|l| l >= id) {
+                    v.out_of_order += 1;
+                }
+                last = Some(id);
+            }
+        }
+        for (id, (part, outcome)) in self.sent.iter().enumerate() {
+            let here = stored.get(&id);
+            match outcome {
+                None => v.unresolved += 1,
+                Some(Ok(md)) => {
+                    v.acked += 1;
+                    let at_ack = md.offset.map(|o| (md.partition, o));
+                    if here.is_none() || (at_ack.is_some() && here.copied() != at_ack) || md.partition != *part {
+                        v.lost += 1;
+                    }
+                }
+                Some(Err(e)) => {
+                    match e.persistence() {
+                        Persistence::NotPersisted => {
+                            v.failed_not_persisted += 1;
+                            v.wrong_status += usize::from(here.is_some());
+                        }
+                        Persistence::PossiblyPersisted => v.failed_possibly_persisted += 1,
+                        Persistence::Persisted => {
+                            v.failed_persisted += 1;
+                            v.wrong_status += usize::from(here.is_none());
+                        }
+                    }
+                    v.failed_but_stored += usize::from(here.is_some());
+                }
+            }
+        }
+        v
+    }
+
+    /// The first few failures, for the test output.
+    pub fn failures(&self, n: usize) -> Vec<String> {
+        self.sent
+            .iter()
+            .enumerate()
+            .filter_map(|(id, (_, o))| match o {
+                Some(Err(e)) => Some(format!("{id}: {e}")),
+                _ => None,
+            })
+            .take(n)
+            .collect()
+    }
 }

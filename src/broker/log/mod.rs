@@ -402,6 +402,35 @@ impl PartitionLog {
         &self.sealed[after.saturating_sub(1)]
     }
 
+    /// Whether an earlier failure makes the log refuse appends and fsyncs
+    /// ([`LogError::Unwritable`]).
+    pub fn is_failed(&self) -> bool {
+        self.failed.is_some()
+    }
+
+    /// The settings the log was opened with.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// The first step out of a failure ([`Self::is_failed`]): cuts the active segment
+    /// back to `durable_end` (known fsync'd; or to the segment's start when that is later,
+    /// since a roll fsyncs what it seals) and fsyncs the cut and the directory. The bytes
+    /// after that point are in doubt: a failed fsync may have left them only in the page
+    /// cache, where a later fsync would not write them again. Returns the offset cut to;
+    /// the log stays failed: reopen it ([`Self::open`]) to use it again. Fails, changing
+    /// nothing else, when the cut cannot be made durable (e.g. the disk is still full).
+    pub fn cut_to_durable(&mut self, durable_end: i64) -> Result<i64, LogError> {
+        let cut = durable_end.clamp(self.active.base_offset(), self.end_offset());
+        let pos = self.active.position_of(cut)?;
+        let path = self.active.log_path().to_path_buf();
+        let file = self.active.log_file();
+        file.set_len(pos).map_err(LogError::io("truncate segment", &path))?;
+        file.sync_all().map_err(LogError::io("fsync truncated segment", &path))?;
+        sync_dir(&self.dir)?;
+        Ok(cut)
+    }
+
     /// Marks the log failed after an fsync done outside it (via [`PartitionLog::sync_target`])
     /// failed: appends and flushes are refused until the log is reopened, reads still work.
     pub fn mark_failed(&mut self, cause: &'static str) {

@@ -265,6 +265,34 @@ impl Segment {
         Ok(buf.freeze())
     }
 
+    /// Byte position of the batch starting at `offset` (the file size for
+    /// `next_offset`). `offset` must be a batch boundary within the segment.
+    pub fn position_of(&self, offset: i64) -> Result<u64, LogError> {
+        if offset == self.next_offset {
+            return Ok(self.size);
+        }
+        let rel = u32::try_from(offset - self.base_offset).unwrap_or(u32::MAX);
+        let mut pos = u64::from(self.index.lookup(rel));
+        let mut reader = ChunkReader::new(&self.log, self.size, 16 * 1024);
+        loop {
+            let head = reader.bytes_at(pos, BATCH_HEADER_LEN).map_err(LogError::io("read segment", &self.log_path))?;
+            let h = self.parse_stored(head, pos)?;
+            if h.base_offset >= offset {
+                if h.base_offset != offset {
+                    let found = h.base_offset;
+                    return Err(LogError::OffsetMismatch {
+                        path: self.log_path.clone(),
+                        position: pos,
+                        expected: offset,
+                        found,
+                    });
+                }
+                return Ok(pos);
+            }
+            pos += h.total_len() as u64;
+        }
+    }
+
     /// Parses the header of a batch at `pos`, which recovery or append validated: a
     /// failure means the file changed under us.
     fn parse_stored(&self, head: &[u8], pos: u64) -> Result<BatchHeader, LogError> {

@@ -1,0 +1,192 @@
+//! Broker crashes: the broker runs as a separate `qwire broker` process that the test
+//! SIGKILLs at random moments while an idempotent acks=all producer writes records with
+//! unique ids, then restarts on the same data directory and port. At the end every
+//! partition is read back: everything acked is there exactly once at its acked offset, in
+//! send order, and every failure's persistence status agrees with the log.
+//!
+//! Short version in the default run (3 kills); `QWIRE_SOAK=1` runs the long one
+//! (`QWIRE_SOAK_RECORDS`, `QWIRE_SOAK_KILLS` and `QWIRE_SOAK_SECS` override its size).
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use qwire::client::Client;
+use qwire::producer::Backoff;
+use rand::Rng;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Segments small enough that kills also land around segment rolls.
+const BROKER_CONFIG: &str = "segment_bytes = 262144\nindex_interval_bytes = 4096\n";
+
+#[test]
+fn sigkilled_broker_loses_nothing_acked_and_duplicates_nothing() {
+    let (records, kills, secs) = if soak() {
+        (env_or("QWIRE_SOAK_RECORDS", 400_000), env_or("QWIRE_SOAK_KILLS", 40), env_or("QWIRE_SOAK_SECS", 240))
+    } else {
+        (12_000, 3, 6)
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(run(records, kills, Duration::from_secs(secs as u64)));
+}
+
+async fn run(records: usize, kills: usize, over: Duration) {
+    let started = Instant::now();
+    let broker = Arc::new(Mutex::new(BrokerProcess::new(BROKER_CONFIG)));
+    broker.lock().unwrap().start();
+    let cfg = broker.lock().unwrap().client_config("alice");
+    let partitions = 4;
+    Client::connect(&cfg).await.unwrap().create_topic("crash", partitions).await.unwrap();
+
+    let fast = Backoff { base: Duration::from_millis(20), max: Duration::from_millis(200), jitter: 0.2 };
+    let p = broker
+        .lock()
+        .unwrap()
+        .producer("alice")
+        .max_in_flight(5)
+        .batch_size(4096)
+        .linger(Duration::from_millis(2))
+        .retry_backoff(fast)
+        .reconnect_backoff(fast)
+        .circuit_breaker_threshold(u32::MAX)
+        .connect_timeout(Duration::from_secs(1))
+        // A SIGKILLed broker sends nothing: the producer notices through the idle
+        // timeout (the restarted broker does not know the old connection).
+        .idle_timeout(Duration::from_millis(1000))
+        .keep_alive(Duration::from_millis(200))
+        .request_timeout(Duration::from_secs(5))
+        .delivery_timeout(Duration::from_secs(600))
+        .max_block(Duration::from_secs(600))
+        .build()
+        .unwrap();
+
+    // Kills at random moments, spread over the sending period.
+    let killer = {
+        let broker = broker.clone();
+        std::thread::spawn(move || {
+            let mut rng = rand::thread_rng();
+            let slot = over / (kills as u32 + 1);
+            let mut downtime = Duration::ZERO;
+            for _ in 0..kills {
+                std::thread::sleep(slot.mul_f64(rng.gen_range(0.5..1.5)));
+                let mut b = broker.lock().unwrap();
+                b.kill();
+                let down = Instant::now();
+                std::thread::sleep(Duration::from_millis(rng.gen_range(0..300)));
+                b.start();
+                downtime += down.elapsed();
+            }
+            downtime
+        })
+    };
+
+    let mut ledger = Ledger::new("crash", partitions);
+    ledger.produce(&p, records, over, 64).await;
+    let downtime = tokio::task::spawn_blocking(move || killer.join().unwrap()).await.unwrap();
+    let m = p.metrics();
+    p.close(Duration::from_secs(30)).await;
+
+    let mut c = Client::connect(&cfg).await.unwrap();
+    let v = ledger.verify(&mut c).await;
+    let starts = broker.lock().unwrap().starts;
+    println!(
+        "crash: {records} records over {partitions} partitions, {kills} SIGKILLs ({} starts, {downtime:?} down), \
+         {:?} in all\n  {v:?}\n  producer: retries {} epoch bumps {} connects {}",
+        starts,
+        started.elapsed(),
+        m.retries,
+        m.epoch_bumps,
+        m.connects
+    );
+    if v.failed_not_persisted + v.failed_possibly_persisted + v.failed_persisted > 0 {
+        println!("  first failures: {:#?}", ledger.failures(5));
+    }
+    v.assert_exactly_once();
+    assert_eq!(starts as usize, kills + 1);
+    assert_eq!(v.acked, records, "with unlimited retries and a long delivery timeout every record is acked");
+    // Two kills close together may cost the producer a single reconnect.
+    assert!(m.connects >= 2, "the producer reconnected: {m:?}");
+}
+
+/// Records that cannot be delivered while the broker is down fail with a persistence
+/// status the log agrees with: "not persisted" ones are absent; "possibly persisted" ones
+/// may be there, once. Records sent after the restart are acked, in order.
+#[test]
+fn records_failed_across_a_kill_report_a_status_the_log_agrees_with() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut broker = BrokerProcess::new(BROKER_CONFIG);
+        broker.start();
+        let cfg = broker.client_config("alice");
+        Client::connect(&cfg).await.unwrap().create_topic("expire", 3).await.unwrap();
+        let fast = Backoff { base: Duration::from_millis(20), max: Duration::from_millis(100), jitter: 0.2 };
+        let p = broker
+            .producer("alice")
+            .batch_size(2048)
+            .linger(Duration::from_millis(2))
+            .retry_backoff(fast)
+            .reconnect_backoff(fast)
+            .circuit_breaker_threshold(u32::MAX)
+            .connect_timeout(Duration::from_millis(500))
+            .idle_timeout(Duration::from_millis(800))
+            .keep_alive(Duration::from_millis(200))
+            .request_timeout(Duration::from_millis(700))
+            .delivery_timeout(Duration::from_millis(1500))
+            .max_block(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let mut ledger = Ledger::new("expire", 3);
+        ledger.produce(&p, 3000, Duration::from_secs(1), 32).await;
+        // Kill with records in flight, stay down past the delivery timeout while more are
+        // sent, then come back.
+        let sending = {
+            let p = p.clone();
+            let mut l = Ledger { topic: "expire".into(), partitions: 3, sent: std::mem::take(&mut ledger.sent) };
+            tokio::spawn(async move {
+                l.produce(&p, 6000, Duration::from_secs(4), 32).await;
+                l
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        broker.kill();
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        broker.start();
+        let mut ledger = sending.await.unwrap();
+        ledger.produce(&p, 2000, Duration::from_millis(500), 32).await;
+        let m = p.metrics();
+        p.close(Duration::from_secs(10)).await;
+        let v = ledger.verify(&mut Client::connect(&cfg).await.unwrap()).await;
+        println!("expire: {v:?}\n  producer: epoch bumps {} retries {}", m.epoch_bumps, m.retries);
+        v.assert_exactly_once();
+        assert!(v.failed_not_persisted + v.failed_possibly_persisted > 0, "the outage failed some records: {v:?}");
+        assert!(v.acked >= 3000, "at least everything sent before the kill: {v:?}");
+        // The last records, sent after the restart, all made it.
+        assert!(ledger.sent[ledger.sent.len() - 2000..].iter().all(|(_, o)| matches!(o, Some(Ok(_)))));
+    });
+}
+
+/// How long a producer with the default timeouts takes to deliver again after its broker
+/// is SIGKILLed and restarted at once: the restarted broker cannot reset the old
+/// connection (its stateless-reset key is new), so the producer waits for its idle
+/// timeout (default 30 s).
+#[test]
+#[ignore = "measurement (about 40 s): cargo test --test crash -- --ignored --nocapture default_timeouts"]
+fn recovery_time_after_a_sigkill_with_default_timeouts() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut broker = BrokerProcess::new("");
+        broker.start();
+        let p = broker.producer("alice").linger(Duration::ZERO).build().unwrap();
+        p.send(qwire::producer::ProducerRecord::new("t", "before")).await.unwrap();
+        broker.kill();
+        broker.start();
+        let t = Instant::now();
+        p.send(qwire::producer::ProducerRecord::new("t", "after")).await.unwrap();
+        println!("default timeouts: first ack {:?} after the broker was back; {:?}", t.elapsed(), p.metrics().connects);
+    });
+}
