@@ -170,13 +170,13 @@ fn records_failed_across_a_kill_report_a_status_the_log_agrees_with() {
     });
 }
 
-/// How long a producer with the default timeouts takes to deliver again after its broker
-/// is SIGKILLed and restarted at once: the restarted broker cannot reset the old
-/// connection (its stateless-reset key is new), so the producer waits for its idle
-/// timeout (default 30 s).
+/// A producer with the default timeouts delivers again promptly after its broker is
+/// SIGKILLed and restarted at once: the restarted broker keeps its stateless-reset and
+/// connection-id keys in the data directory, so it resets the old connection and the
+/// producer reconnects instead of waiting out its 30 s idle timeout (what happened before
+/// the keys were persisted: 30.1 s).
 #[test]
-#[ignore = "measurement (about 40 s): cargo test --test crash -- --ignored --nocapture default_timeouts"]
-fn recovery_time_after_a_sigkill_with_default_timeouts() {
+fn a_producer_with_default_timeouts_reconnects_at_once_after_a_sigkill() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let mut broker = BrokerProcess::new("");
@@ -187,6 +187,10 @@ fn recovery_time_after_a_sigkill_with_default_timeouts() {
         broker.start();
         let t = Instant::now();
         p.send(qwire::producer::ProducerRecord::new("t", "after")).await.unwrap();
-        println!("default timeouts: first ack {:?} after the broker was back; {:?}", t.elapsed(), p.metrics().connects);
+        let took = t.elapsed();
+        println!("default timeouts: first ack {took:?} after the broker was back");
+        // Behaviour, not speed: far below the idle timeout means the reset was honoured.
+        assert!(took < Duration::from_secs(10), "waited {took:?}: the old connection was not reset");
+        assert_eq!(p.metrics().connects, 2);
     });
 }

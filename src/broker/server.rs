@@ -190,7 +190,18 @@ pub async fn start(config: BrokerConfig, tls: BrokerTls) -> Result<BrokerHandle,
         ..QuicTuning::default()
     };
     let server_config = quinn_server_config(server_tls(&tls.identity, &tls.client_ca)?, &tuning)?;
-    let endpoint = quinn::Endpoint::server(server_config, config.listen)
+    // Stateless resets are keyed by a secret kept in the data directory: after a crash and
+    // restart, the broker's resets for connections it no longer knows are ones clients
+    // recognise, so they reconnect at once instead of waiting out their idle timeout.
+    let (reset_key, cid_key) = endpoint_keys(&config.data_dir).map_err(|e| storage(format!("reset key: {e}")))?;
+    let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    // Connection IDs are validated with a key too: with a per-process key the restarted
+    // broker would drop the old connections' packets as invalid instead of resetting them.
+    endpoint_config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
+    let socket =
+        std::net::UdpSocket::bind(config.listen).map_err(|source| BrokerError::Bind { addr: config.listen, source })?;
+    let runtime = quinn::default_runtime().ok_or_else(|| BrokerError::Config("no async runtime".into()))?;
+    let endpoint = quinn::Endpoint::new(endpoint_config, Some(server_config), socket, runtime)
         .map_err(|source| BrokerError::Bind { addr: config.listen, source })?;
     let local_addr = endpoint.local_addr().map_err(|source| BrokerError::Bind { addr: config.listen, source })?;
 
@@ -307,6 +318,41 @@ async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>, _alive
     if *shutdown.borrow() {
         conn.close(0u8.into(), b"broker shutting down");
     }
+}
+
+/// The stateless-reset key (HMAC-SHA256) and the connection-ID validation key, both
+/// derived from a 32-byte secret created on first start in `DATA_DIR/reset_key` (mode
+/// 0600) and reused afterwards.
+fn endpoint_keys(data_dir: &Path) -> std::io::Result<(ring::hmac::Key, u64)> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("reset_key");
+    let secret = match fs::read(&path) {
+        Ok(s) if s.len() == 32 => s,
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} is not 32 bytes", path.display()),
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut s = vec![0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut s);
+            let tmp = path.with_extension("tmp");
+            let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+            f.write_all(&s)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            fs::File::open(data_dir)?.sync_all()?;
+            s
+        }
+        Err(e) => return Err(e),
+    };
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret);
+    let tag = ring::hmac::sign(&key, b"qwire connection id key");
+    let mut cid = [0u8; 8];
+    cid.copy_from_slice(&tag.as_ref()[..8]);
+    Ok((key, u64::from_le_bytes(cid)))
 }
 
 fn peer_principal(conn: &quinn::Connection) -> Result<String, CertError> {
