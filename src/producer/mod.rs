@@ -276,7 +276,7 @@ impl Producer {
     /// not known yet; a fetch is started), the record is handed back.
     pub fn try_send(&self, record: ProducerRecord) -> Result<DeliveryFuture, SendError> {
         let (tx, rx) = oneshot::channel();
-        let record = self.prepare(record)?;
+        let (record, size) = self.prepare(record)?;
         let Some(topic) = self.inner.acc.topic(&record.topic) else {
             let (reply, _) = oneshot::channel();
             let _ = self.inner.cmd.send(Command::Metadata { topic: record.topic.clone(), reply });
@@ -289,7 +289,6 @@ impl Producer {
                 record,
             });
         };
-        let size = size_of(&record);
         let partition = match self.choose_partition(&topic, &record) {
             Ok(p) => p,
             Err(error) => return Err(SendError { error, record }),
@@ -363,7 +362,9 @@ impl Producer {
         self.inner.metrics.snapshot(self.inner.acc.memory.available_permits())
     }
 
-    fn prepare(&self, record: ProducerRecord) -> Result<ProducerRecord, SendError> {
+    /// Refuses records after close and records over `max_record_size`; returns the record
+    /// with the size charged against buffer memory.
+    fn prepare(&self, record: ProducerRecord) -> Result<(ProducerRecord, usize), SendError> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(SendError { error: driver::closed_error(), record });
         }
@@ -378,7 +379,7 @@ impl Producer {
                 record,
             });
         }
-        Ok(record)
+        Ok((record, size))
     }
 
     async fn topic_queues(&self, topic: &Arc<str>, deadline: Instant) -> Result<Arc<TopicQueues>, ProduceError> {
@@ -416,7 +417,7 @@ impl Producer {
     }
 
     async fn enqueue_with(&self, record: ProducerRecord, delivery: Delivery) -> Result<(), SendError> {
-        let record = self.prepare(record)?;
+        let (record, size) = self.prepare(record)?;
         // The max_block deadline is only computed when something has to wait: the fast
         // path reads no clock here.
         let mut deadline = None;
@@ -432,7 +433,6 @@ impl Producer {
             Ok(p) => p,
             Err(error) => return Err(SendError { error, record }),
         };
-        let size = size_of(&record);
         let mem = &self.inner.acc.memory;
         match mem.try_acquire_many(size as u32) {
             Ok(p) => p.forget(),
