@@ -453,3 +453,20 @@ async fn a_dead_first_bootstrap_broker_does_not_capture_the_partitions() {
     assert_eq!(md.offset, Some(0));
     assert!(started.elapsed() < Duration::from_secs(5), "routed to the live broker: {:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn dropping_the_producer_still_delivers_what_was_queued() {
+    let b = TestBroker::start().await;
+    let p = producer(&b, "alice").linger(Duration::from_millis(50)).build().unwrap();
+    let mut pending = Vec::new();
+    for i in 0..100 {
+        pending.push(p.enqueue(ProducerRecord::new("dropped", format!("d-{i}"))).await.unwrap());
+    }
+    // No flush, no close: the driver keeps going until what was queued is delivered.
+    drop(p);
+    for (i, f) in pending.into_iter().enumerate() {
+        assert_eq!(f.await.unwrap().offset, Some(i as i64));
+    }
+    let mut c = b.client("alice").await;
+    assert_eq!(c.fetch_all("dropped", 0, 0).await.unwrap().len(), 100);
+}
