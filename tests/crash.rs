@@ -43,27 +43,7 @@ async fn run(records: usize, kills: usize, over: Duration) {
     let partitions = 4;
     Client::connect(&cfg).await.unwrap().create_topic("crash", partitions).await.unwrap();
 
-    let fast = Backoff { base: Duration::from_millis(20), max: Duration::from_millis(200), jitter: 0.2 };
-    let p = broker
-        .lock()
-        .unwrap()
-        .producer("alice")
-        .max_in_flight(5)
-        .batch_size(4096)
-        .linger(Duration::from_millis(2))
-        .retry_backoff(fast)
-        .reconnect_backoff(fast)
-        .circuit_breaker_threshold(u32::MAX)
-        .connect_timeout(Duration::from_secs(1))
-        // A SIGKILLed broker sends nothing: the producer notices through the idle
-        // timeout (the restarted broker does not know the old connection).
-        .idle_timeout(Duration::from_millis(1000))
-        .keep_alive(Duration::from_millis(200))
-        .request_timeout(Duration::from_secs(5))
-        .delivery_timeout(Duration::from_secs(600))
-        .max_block(Duration::from_secs(600))
-        .build()
-        .unwrap();
+    let p = fault_tolerant(broker.lock().unwrap().producer("alice")).build().unwrap();
 
     // Kills at random moments, spread over the sending period.
     let killer = {

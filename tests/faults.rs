@@ -30,25 +30,13 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
-/// A producer through `addr` with short back-offs and timeouts, so faults are noticed and
-/// recovered from quickly, and a breaker that never opens.
+/// A producer through `addr` with the fault-injection settings ([`fault_tolerant`]).
 fn producer_via(addr: std::net::SocketAddr, certs: &Path) -> ProducerBuilder {
-    let fast = Backoff { base: Duration::from_millis(20), max: Duration::from_millis(200), jitter: 0.2 };
-    qwire::producer::Producer::builder()
-        .bootstrap(addr.to_string())
-        .tls(qwire::producer::TlsConfig::from_dir(certs, "alice").unwrap())
-        .max_in_flight(5)
-        .batch_size(4096)
-        .linger(Duration::from_millis(2))
-        .retry_backoff(fast)
-        .reconnect_backoff(fast)
-        .circuit_breaker_threshold(u32::MAX)
-        .connect_timeout(Duration::from_secs(1))
-        .idle_timeout(Duration::from_secs(1))
-        .keep_alive(Duration::from_millis(200))
-        .request_timeout(Duration::from_secs(5))
-        .delivery_timeout(Duration::from_secs(600))
-        .max_block(Duration::from_secs(600))
+    fault_tolerant(
+        qwire::producer::Producer::builder()
+            .bootstrap(addr.to_string())
+            .tls(qwire::producer::TlsConfig::from_dir(certs, "alice").unwrap()),
+    )
 }
 
 fn scale(short: usize, long: usize) -> usize {

@@ -492,3 +492,24 @@ impl Ledger {
             .collect()
     }
 }
+
+/// Settings for producers under fault injection: short back-offs and timeouts so faults
+/// are noticed and recovered from quickly, a breaker that never opens, and deadlines long
+/// enough that nothing fails while the fault lasts.
+pub fn fault_tolerant(b: qwire::producer::ProducerBuilder) -> qwire::producer::ProducerBuilder {
+    use std::time::Duration;
+    let fast =
+        qwire::producer::Backoff { base: Duration::from_millis(20), max: Duration::from_millis(200), jitter: 0.2 };
+    b.max_in_flight(5)
+        .batch_size(4096)
+        .linger(Duration::from_millis(2))
+        .retry_backoff(fast)
+        .reconnect_backoff(fast)
+        .circuit_breaker_threshold(u32::MAX)
+        .connect_timeout(Duration::from_secs(1))
+        .idle_timeout(Duration::from_secs(1))
+        .keep_alive(Duration::from_millis(200))
+        .request_timeout(Duration::from_secs(5))
+        .delivery_timeout(Duration::from_secs(600))
+        .max_block(Duration::from_secs(600))
+}
