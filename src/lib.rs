@@ -24,13 +24,16 @@
 //!
 //! - [`protocol`]: frames, record batches, compression codecs, error codes;
 //! - [`transport`]: certificates, rustls/quinn configuration, client connections;
-//! - [`broker`]: server, stream handler, topics, partitions, log, dedup, ACL;
 //! - [`client`]: a plain request/response client (admin, metadata, fetch);
 //! - [`producer`]: the producer engine;
-//! - [`bench`]: the benchmark harness behind `qwire bench`.
+//! - `broker` (cargo feature `broker`, off by default): server, stream handler, topics,
+//!   partitions, log, dedup, ACL.
+//!
+//! The `qwire` command and the benchmark harness behind `qwire bench` are the `qwire-cli`
+//! package in `cli/`: a service that links this crate for the producer compiles neither.
 #![warn(missing_docs)]
 
-pub mod bench;
+#[cfg(feature = "broker")]
 pub mod broker;
 pub mod client;
 pub mod producer;

@@ -9,8 +9,8 @@ use std::thread::JoinHandle;
 
 use tokio::sync::watch;
 
-use crate::broker::{self, metrics, BrokerConfig, BrokerTls};
-use crate::transport::certs::generate_dev_certs;
+use qwire::broker::{self, metrics, BrokerConfig, BrokerTls};
+use qwire::transport::certs::generate_dev_certs;
 
 /// Name of the client certificate generated for the benchmark.
 pub const BENCH_CLIENT: &str = "bench";
@@ -85,11 +85,6 @@ impl EmbeddedBroker {
     /// The directory holding `ca.crt` and the client certificate.
     pub fn certs_dir(&self) -> &Path {
         self.certs.path()
-    }
-
-    /// Stops the broker and returns its final counters.
-    pub fn stop(mut self) -> metrics::MetricsSnapshot {
-        self.stop_inner()
     }
 
     fn stop_inner(&mut self) -> metrics::MetricsSnapshot {

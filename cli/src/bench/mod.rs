@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::client::{Client, ConnectConfig};
-use crate::producer::{MetricsSnapshot, Producer, TlsConfig};
-use crate::protocol::{Acks, Compression, ErrorCode};
-use crate::transport::tls::QuicTuning;
+use qwire::client::{Client, ConnectConfig};
+use qwire::producer::{MetricsSnapshot, Producer, TlsConfig};
+use qwire::protocol::{Acks, Compression, ErrorCode};
+use qwire::transport::tls::QuicTuning;
 pub use workload::PayloadKind;
 
 /// An external broker to benchmark instead of the embedded one.

@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use super::{BenchConfig, Stats};
-use crate::producer::{Producer, ProducerRecord};
+use qwire::producer::{Producer, ProducerRecord};
 
 /// What the record values contain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

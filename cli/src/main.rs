@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+mod bench;
 mod bench_cmd;
 mod clients;
 mod produce;

@@ -1,11 +1,11 @@
-//! `qwire bench`: flags, progress bar and printing; the harness is `qwire::bench`.
+//! `qwire bench`: flags, progress bar and printing; the harness is `crate::bench`.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use qwire::bench::{self, BenchConfig, BenchReport, ExternalBroker, PayloadKind, Stats};
+use crate::bench::{self, BenchConfig, BenchReport, ExternalBroker, PayloadKind, Stats};
 use qwire::protocol::{Acks, Compression};
 
 use crate::Failure;

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 
-use crate::transport::certs::{load_certs, Identity};
-use crate::transport::tls::{client_tls, quinn_client_config, quinn_server_config, server_tls, QuicTuning};
+use qwire::transport::certs::{load_certs, Identity};
+use qwire::transport::tls::{client_tls, quinn_client_config, quinn_server_config, server_tls, QuicTuning};
 
 /// What the raw baseline measured.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
