@@ -35,8 +35,11 @@ use crate::prometheus::{hdr_buckets, MetricWriter, CLIENT_ID};
 /// clone; clones share the producer list.
 #[derive(Clone, Default)]
 pub struct ProducerCollector {
-    producers: Arc<Mutex<Vec<(Arc<str>, Weak<Inner>)>>>,
+    producers: Arc<Mutex<Vec<Exported>>>,
 }
+
+/// A producer's client id and a weak reference to its engine.
+type Exported = (Arc<str>, Weak<Inner>);
 
 impl fmt::Debug for ProducerCollector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
