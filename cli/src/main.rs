@@ -8,6 +8,8 @@ mod bench;
 mod bench_cmd;
 mod clients;
 mod produce;
+mod progress;
+mod report;
 mod topics;
 use std::process::ExitCode;
 
