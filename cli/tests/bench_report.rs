@@ -33,7 +33,10 @@ fn read_json(p: &Path) -> serde_json::Value {
 fn check_page(dir: &Path) -> Vec<String> {
     let html = std::fs::read_to_string(dir.join("index.html")).unwrap();
     assert!(!html.to_lowercase().contains("<script"), "the page has a script");
-    assert!(!html.contains("src=\"http") && !html.contains("href=\"http") && !html.contains("url("), "the page loads something");
+    assert!(
+        !html.contains("src=\"http") && !html.contains("href=\"http") && !html.contains("url("),
+        "the page loads something"
+    );
     let srcs: Vec<&str> = html.split("src=\"").skip(1).map(|s| s.split('"').next().unwrap()).collect();
     assert_eq!(srcs.len(), 4, "{srcs:?}");
     srcs.iter()
@@ -52,12 +55,24 @@ fn a_report_holds_the_printed_figures_and_its_page_shows_existing_plots() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("run-a");
     let out = qwire(&[
-        "bench", "--records", "4000", "--warmup", "0.2", "--compare-raw", "--report", dir.to_str().unwrap(), "--label", "run A",
+        "bench",
+        "--records",
+        "4000",
+        "--warmup",
+        "0.2",
+        "--compare-raw",
+        "--report",
+        dir.to_str().unwrap(),
+        "--label",
+        "run A",
     ]);
     let stdout = ok(&out);
     // Not on a terminal: no progress bar, no interim lines, only the final ones.
     assert_eq!(stdout.matches("records sent").count(), 1, "{stdout}");
-    assert!(!stdout.contains('\r') && !String::from_utf8_lossy(&out.stderr).contains('\r'), "progress drawn off a terminal");
+    assert!(
+        !stdout.contains('\r') && !String::from_utf8_lossy(&out.stderr).contains('\r'),
+        "progress drawn off a terminal"
+    );
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(lines.last().unwrap().starts_with("report written to "), "{stdout}");
 
@@ -118,7 +133,12 @@ fn compare_plots_reports_side_by_side_and_refuses_what_is_not_a_report() {
     let (ja, jb) = (a.join("report.json"), b.join("report.json"));
     assert_eq!(read_json(&ja)["label"], "disk", "the label defaults to the directory's name");
     let out = ok(&qwire(&[
-        "bench", "--compare", ja.to_str().unwrap(), jb.to_str().unwrap(), "--report", c.to_str().unwrap(),
+        "bench",
+        "--compare",
+        ja.to_str().unwrap(),
+        jb.to_str().unwrap(),
+        "--report",
+        c.to_str().unwrap(),
     ]));
     assert!(out.contains("comparison written to"), "{out}");
     let html = std::fs::read_to_string(c.join("index.html")).unwrap();
@@ -129,7 +149,8 @@ fn compare_plots_reports_side_by_side_and_refuses_what_is_not_a_report() {
 
     let junk = tmp.path().join("junk.json");
     std::fs::write(&junk, "{\"hello\": 1}").unwrap();
-    let out = qwire(&["bench", "--compare", ja.to_str().unwrap(), junk.to_str().unwrap(), "--report", c.to_str().unwrap()]);
+    let out =
+        qwire(&["bench", "--compare", ja.to_str().unwrap(), junk.to_str().unwrap(), "--report", c.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(8));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("junk.json") && err.contains("not a qwire bench report.json"), "{err}");
