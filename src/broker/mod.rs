@@ -10,9 +10,11 @@
 //! - [`topics`] / [`partition`]: topics, partitions, group commit;
 //! - [`log`]: segmented on-disk log with sparse index and crash recovery;
 //! - [`producer_state`]: idempotent-producer dedup;
-//! - [`acl`], [`config`], [`producer_ids`], [`metrics`].
+//! - [`acl`], [`config`], [`producer_ids`], [`metrics`];
+//! - [`admin`]: the admin HTTP listener (`/health`, `/ready`, `/metrics`, mounted routers).
 
 pub mod acl;
+pub mod admin;
 pub mod config;
 mod connection;
 mod context;
