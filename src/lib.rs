@@ -28,8 +28,8 @@
 //! - [`producer`]: the producer engine;
 //! - `prometheus` (cargo feature `prometheus`, on with `broker`): metric names, labels and
 //!   helpers shared by the broker's `/metrics` and the producer's exporter;
-//! - `broker` (cargo feature `broker`, off by default): server, stream handler, topics,
-//!   partitions, log, dedup, ACL.
+//! - `broker` (cargo feature `broker`, off by default): server, connection loop, framing,
+//!   one module per request kind, topics, partitions, log, dedup, ACL.
 //!
 //! The `qwire` command and the benchmark harness behind `qwire bench` are the `qwire-cli`
 //! package in `cli/`: a service that links this crate for the producer compiles neither.
