@@ -73,6 +73,10 @@ fn percentile_label(x: f64) -> String {
     format!("{}%", s.trim_end_matches('0').trim_end_matches('.'))
 }
 
+// Log latency axes step by powers of two: labels every ×2 stay readable whether the
+// range spans one decade or five (plotters' base-10 axis labels 10, 20, … 90 crowded
+// together or only the decades).
+
 /// Bounds for a log axis holding `values` (positive ones), with some room.
 fn log_bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) =
@@ -173,13 +177,13 @@ pub(super) fn latency(reports: &[Report]) -> Res {
             .margin(14)
             .x_label_area_size(42)
             .y_label_area_size(70)
-            .build_cartesian_2d(0f64..x_max, (y_lo..y_hi).log_scale())
+            .build_cartesian_2d(0f64..x_max, (y_lo..y_hi).log_scale().base(2.0))
             .map_err(err)?;
         chart
             .configure_mesh()
             .x_desc("seconds since the measured phase began")
             .y_desc("ms (log scale)")
-            .y_labels(6)
+            .y_labels(10)
             .y_label_formatter(&|v| ms(*v))
             .label_style((FONT, 13))
             .light_line_style(TRANSPARENT)
@@ -233,14 +237,14 @@ pub(super) fn distribution(reports: &[Report]) -> Res {
             .margin(14)
             .x_label_area_size(42)
             .y_label_area_size(70)
-            .build_cartesian_2d((1f64..x_max).log_scale(), (y_lo..y_hi).log_scale())
+            .build_cartesian_2d((1f64..x_max).log_scale(), (y_lo..y_hi).log_scale().base(2.0))
             .map_err(err)?;
         chart
             .configure_mesh()
             .x_desc("percentile")
             .y_desc("ms (log scale)")
             .x_label_formatter(&|x| percentile_label(*x))
-            .y_labels(6)
+            .y_labels(10)
             .y_label_formatter(&|v| ms(*v))
             .label_style((FONT, 13))
             .light_line_style(TRANSPARENT)
@@ -256,7 +260,7 @@ pub(super) fn distribution(reports: &[Report]) -> Res {
                 .label(label)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
         }
-        legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
+        legend(&mut chart, SeriesLabelPosition::LowerRight)?;
         root.present().map_err(err)?;
     }
     Ok(svg)
