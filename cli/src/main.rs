@@ -8,6 +8,7 @@ mod bench_cmd;
 mod clients;
 mod produce;
 mod topics;
+mod users;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -83,6 +84,9 @@ enum Command {
     Topics(topics::TopicsArgs),
     /// Benchmark harness: produce a workload against an embedded or external broker.
     Bench(bench_cmd::BenchArgs),
+    /// Manage the SASL users file (salted SCRAM credentials; no passwords).
+    #[command(after_help = "Example:\n  qwire users add alice --mechanism SCRAM-SHA-256 --file users.toml")]
+    Users(users::UsersArgs),
 }
 
 /// A failure with the exit code that classifies it.
@@ -193,6 +197,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Produce(args) => runtime(1).block_on(produce::produce(args)),
         Command::Topics(args) => runtime(1).block_on(topics::topics(args)),
         Command::Bench(args) => bench_cmd::run(args),
+        Command::Users(args) => users::users(args),
     }
 }
 
