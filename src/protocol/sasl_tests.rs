@@ -72,6 +72,13 @@ fn protocol_md_worked_example() {
     assert_eq!(&got[14..14 + 86], server_first);
     assert_eq!(&got[100..], &hex("0000 0000000000000000")[..]);
 
+    let client_final: &[u8] =
+        b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+    let cont = SaslContinue { data: Bytes::from_static(client_final) };
+    let got = framed(KIND_SASL_CONTINUE, 3, cont.body_len(), |b| cont.encode_body(b));
+    assert_eq!(&got[..13], &hex("00000073 31 00000003 0000006a")[..]);
+    assert_eq!(&got[13..], client_final);
+
     let server_final: &[u8] = b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=";
     let done = SaslStep::done(Bytes::from_static(server_final), "user", 0);
     let got = framed(KIND_SASL_CONTINUE_OK, 3, done.body_len(), |b| done.encode_body(b));
