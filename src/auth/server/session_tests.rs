@@ -300,3 +300,34 @@ fn an_authzid_naming_another_principal_is_refused() {
         assert_eq!(conn.handle_start(&svc, &start, now).is_ok(), ok, "{authz}");
     }
 }
+
+proptest::proptest! {
+    /// Whatever an unauthenticated client sends, the broker answers with a step or a
+    /// refusal, never a panic, and never authenticates it.
+    #[test]
+    fn arbitrary_client_messages_never_panic_or_authenticate(
+        mech in proptest::sample::select(vec!["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]),
+        first in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        last in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+    ) {
+        thread_local! {
+            // No throttling here: every case must reach the parsers.
+            static SVC: AuthService = service(Some(&ed_key("k")), AuthSettings {
+                limiter: super::super::limiter::LimiterConfig { burst: u32::MAX, ..Default::default() },
+                max_session: None,
+            });
+        }
+        SVC.with(|svc| {
+            let now = at(Instant::now(), NOW_MS);
+            let mut conn = ConnectionAuth::unauthenticated(ip("127.0.0.1"));
+            let start = SaslStart { mechanism: mech.into(), data: Bytes::from(first) };
+            if let Ok(step) = conn.handle_start(svc, &start, now) {
+                proptest::prop_assert!(!step.complete);
+                let r = conn.handle_continue(svc, &SaslContinue { data: Bytes::from(last) }, now);
+                proptest::prop_assert!(r.is_err());
+            }
+            proptest::prop_assert_eq!(conn.principal(), None);
+            Ok(())
+        })?;
+    }
+}
