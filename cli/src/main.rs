@@ -6,6 +6,7 @@ use std::path::PathBuf;
 mod bench;
 mod bench_cmd;
 mod clients;
+mod jwt;
 mod produce;
 mod topics;
 mod users;
@@ -87,6 +88,9 @@ enum Command {
     /// Manage the SASL users file (salted SCRAM credentials; no passwords).
     #[command(after_help = "Example:\n  qwire users add alice --mechanism SCRAM-SHA-256 --file users.toml")]
     Users(users::UsersArgs),
+    /// Development token issuer for OAUTHBEARER: a signing key, its JWKS, signed JWTs.
+    #[command(after_help = "Example:\n  qwire jwt keygen --out jwt && qwire jwt token --subject alice > alice.jwt")]
+    Jwt(jwt::JwtArgs),
 }
 
 /// A failure with the exit code that classifies it.
@@ -198,6 +202,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Topics(args) => runtime(1).block_on(topics::topics(args)),
         Command::Bench(args) => bench_cmd::run(args),
         Command::Users(args) => users::users(args),
+        Command::Jwt(args) => jwt::jwt(args),
     }
 }
 

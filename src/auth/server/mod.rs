@@ -1,6 +1,7 @@
 //! The broker's side of authentication (cargo feature `broker`).
 //!
 //! - [`credentials`]: the users file (salted SCRAM data, never a password);
+//! - [`dev_issuer`]: a development token issuer (Ed25519 key, JWKS, signed JWTs);
 //! - [`scram`]: SCRAM server and PLAIN checked against the SCRAM data, with decoys so that
 //!   an unknown user costs and answers the same as a wrong password;
 //! - [`jwt`]: bearer tokens checked against a JWKS;
@@ -10,6 +11,7 @@
 //!   re-authenticate, expire).
 
 pub mod credentials;
+pub mod dev_issuer;
 pub mod jwt;
 pub mod limiter;
 pub mod scram;

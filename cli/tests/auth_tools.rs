@@ -1,6 +1,6 @@
-//! `qwire users` driven as an operator would: the credentials file it writes holds no
-//! password, its credentials verify the password given, and a password never comes from a
-//! flag.
+//! The authentication tools driven as an operator would. `qwire users`: the credentials
+//! file it writes holds no password, its credentials verify the password given, and a
+//! password never comes from a flag. `qwire jwt`: its tokens verify against its JWKS.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -13,8 +13,13 @@ use qwire::auth::server::scram::{verify_plain, Decoys};
 
 /// Runs `qwire users ARGS` with `stdin` and extra environment variables.
 fn users(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
+    qwire(&[&["users"], args].concat(), stdin, env)
+}
+
+/// Runs `qwire ARGS`.
+fn qwire(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_qwire"));
-    c.arg("users").args(args).env("RUST_LOG", "error");
+    c.args(args).env("RUST_LOG", "error");
     for (k, v) in env {
         c.env(k, v);
     }
@@ -158,4 +163,39 @@ fn the_default_mechanism_is_scram_sha_256() {
     let f = file.to_str().unwrap();
     ok(users(&["add", "carol", "--file", f], Some("pw\n"), &[]));
     assert_eq!(ok(users(&["list", "--file", f], None, &[])), "carol\tSCRAM-SHA-256 (4096 iterations)\n");
+}
+
+#[test]
+fn dev_tokens_verify_against_the_dev_jwks() {
+    use qwire::auth::server::jwt::{JwtPolicy, JwtVerifier};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("jwt");
+    let o = out.to_str().unwrap();
+    let said = ok(qwire(&["jwt", "keygen", "--out", o], None, &[]));
+    assert!(said.contains("jwt-signing.key") && said.contains("jwks.json") && said.contains("development only"));
+    let key = out.join("jwt-signing.key");
+    let k = key.to_str().unwrap();
+    let token =
+        ok(qwire(&["jwt", "token", "--key", k, "--subject", "alice", "--claim", "email=a@example.com"], None, &[]));
+    let token = token.trim();
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let v = JwtVerifier::load(&out.join("jwks.json"), JwtPolicy::new("dev", "qwire")).unwrap();
+    let verified = v.verify(token, now_ms).unwrap();
+    assert_eq!(verified.principal, "alice");
+    assert!(verified.lifetime_ms > 3_500_000 && verified.lifetime_ms <= 3_600_000, "{}", verified.lifetime_ms);
+    let mut policy = JwtPolicy::new("dev", "qwire");
+    policy.principal_claim = "email".into();
+    assert_eq!(
+        JwtVerifier::load(&out.join("jwks.json"), policy).unwrap().verify(token, now_ms).unwrap().principal,
+        "a@example.com"
+    );
+    // Another audience: refused by a broker that wants "qwire".
+    let other = ok(qwire(&["jwt", "token", "--key", k, "--subject", "alice", "--audience", "else"], None, &[]));
+    assert!(v.verify(other.trim(), now_ms).is_err());
+    fails(
+        qwire(&["jwt", "token", "--key", out.join("jwks.json").to_str().unwrap(), "--subject", "a"], None, &[]),
+        8,
+        "jwks.json",
+    );
+    fails(qwire(&["jwt", "token", "--key", k, "--subject", "a", "--claim", "novalue"], None, &[]), 8, "NAME=VALUE");
 }
