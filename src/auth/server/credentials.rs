@@ -242,6 +242,17 @@ impl UserStore {
         self.users.is_empty()
     }
 
+    /// The hash PLAIN checks an unknown user with: the one most users' PLAIN checks use
+    /// (SHA-256 when tied or empty), so that its cost reveals nothing.
+    pub fn decoy_plain_hash(&self) -> ScramHash {
+        let sha512 = self.users.values().filter(|m| !m.contains_key(&ScramHash::Sha256)).count();
+        if sha512 * 2 > self.users.len() {
+            ScramHash::Sha512
+        } else {
+            ScramHash::Sha256
+        }
+    }
+
     /// The iteration count an unknown user appears to have for `hash`: the most common
     /// count among the real users (so that it reveals nothing), else the default.
     pub fn decoy_iterations(&self, hash: ScramHash) -> u32 {
@@ -342,6 +353,11 @@ mod tests {
         }
         assert_eq!(s.decoy_iterations(ScramHash::Sha256), 10_000);
         assert_eq!(s.decoy_iterations(ScramHash::Sha512), 4096);
+        assert_eq!(s.decoy_plain_hash(), ScramHash::Sha256);
+        for n in ["d", "e", "f", "g"] {
+            s.upsert(n, ScramHash::Sha512, ScramCredential::derive(ScramHash::Sha512, "p", 4096)).unwrap();
+        }
+        assert_eq!(s.decoy_plain_hash(), ScramHash::Sha512, "most PLAIN checks are SHA-512 ones");
     }
 
     #[test]

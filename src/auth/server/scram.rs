@@ -171,7 +171,7 @@ pub fn verify_plain(msg: &[u8], users: &UserStore, decoys: &Decoys) -> Result<St
     let (known, hash, cred) = match users.plain_credential(user) {
         Some((h, c)) => (true, h, c.clone()),
         None => {
-            let h = ScramHash::Sha256;
+            let h = users.decoy_plain_hash();
             (false, h, decoys.credential(h, user, users.decoy_iterations(h)))
         }
     };
