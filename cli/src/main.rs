@@ -8,11 +8,13 @@ mod bench;
 mod bench_cmd;
 mod clients;
 mod logging;
+mod jwt;
 mod produce;
 mod profile;
 mod progress;
 mod report;
 mod topics;
+mod users;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -104,6 +106,12 @@ enum Command {
         /// Shell.
         shell: clap_complete::Shell,
     },
+    /// Manage the SASL users file (salted SCRAM credentials; no passwords).
+    #[command(after_help = "Example:\n  qwire users add alice --mechanism SCRAM-SHA-256 --file users.toml")]
+    Users(users::UsersArgs),
+    /// Development token issuer for OAUTHBEARER: a signing key, its JWKS, signed JWTs.
+    #[command(after_help = "Example:\n  qwire jwt keygen --out jwt && qwire jwt token --subject alice > alice.jwt")]
+    Jwt(jwt::JwtArgs),
 }
 
 /// A failure with the exit code that classifies it.
@@ -229,6 +237,8 @@ fn run(cli: Cli, show: Option<&clap::ArgMatches>, profile: Option<&profile::Prof
             clap_complete::generate(shell, &mut Cli::command(), "qwire", &mut std::io::stdout());
             Ok(())
         }
+        Command::Users(args) => users::users(args),
+        Command::Jwt(args) => jwt::jwt(args),
     }
 }
 
