@@ -27,7 +27,9 @@
 //! - [`client`]: a plain request/response client (admin, metadata, fetch);
 //! - [`producer`]: the producer engine;
 //! - `broker` (cargo feature `broker`, off by default): server, stream handler, topics,
-//!   partitions, log, dedup, ACL.
+//!   partitions, log, dedup, ACL;
+//! - `cluster` (with `broker`): metadata store (embedded, or etcd with the cargo feature
+//!   `cluster`), controller, replication rules, leader epochs. See `CLUSTER.md`.
 //!
 //! The `qwire` command and the benchmark harness behind `qwire bench` are the `qwire-cli`
 //! package in `cli/`: a service that links this crate for the producer compiles neither.
@@ -36,6 +38,8 @@
 #[cfg(feature = "broker")]
 pub mod broker;
 pub mod client;
+#[cfg(feature = "broker")]
+pub mod cluster;
 pub mod producer;
 pub mod protocol;
 pub mod transport;
