@@ -47,14 +47,13 @@ impl Etcd {
         if let Some(msg) = etcd_missing() {
             panic!("{msg}");
         }
-        let dir = tempfile::tempdir().unwrap();
         for attempt in 0..5 {
             let (client_port, peer_port) = (free_port(), free_port());
             let mut e = Etcd {
                 endpoint: format!("127.0.0.1:{client_port}"),
                 client_port,
                 peer_port,
-                dir: tempfile::tempdir_in(dir.path()).unwrap(),
+                dir: tempfile::tempdir().unwrap(),
                 watchdog: None,
             };
             e.spawn();
@@ -138,9 +137,8 @@ impl Etcd {
     }
 
     fn signal(&self, sig: &str) {
-        if let Some(pid) = self.etcd_pid() {
-            let _ = Command::new("kill").args([sig, &pid]).status();
-        }
+        let pid = self.etcd_pid().expect("etcd's pid file");
+        let _ = Command::new("kill").args([sig, &pid]).status();
     }
 
     /// Freezes etcd (SIGSTOP): connections stay open but nothing answers, as when the
@@ -157,8 +155,11 @@ impl Etcd {
     /// Stops etcd (data kept).
     pub fn stop(&mut self) {
         if let Some(mut w) = self.watchdog.take() {
-            self.signal("-CONT");
-            self.signal("-KILL");
+            if self.etcd_pid().is_some() {
+                self.signal("-CONT");
+                self.signal("-KILL");
+            }
+            let _ = w.kill();
             let _ = w.wait();
         }
     }

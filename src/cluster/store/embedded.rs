@@ -313,7 +313,7 @@ impl MetaStore for EmbeddedStore {
                 (Some(_), true) => {
                     // The image with the change applied, without applying it yet: if the
                     // file cannot be written, nothing changes.
-                    let mut next = FileImageBuilder::from(&*st);
+                    let mut next = FileImageBuilder::from(&st);
                     next.apply(&txn.ops);
                     Some(next.finish())
                 }
@@ -474,7 +474,7 @@ fn hex_encode(b: &[u8]) -> String {
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
