@@ -358,10 +358,20 @@ async fn the_generic_namespace_is_compare_and_swap(s: Arc<dyn MetaStore>, p: &st
         .unwrap();
     assert_eq!(refused, None);
     let (items, _) = kv.list("").await.unwrap();
+    let items: Vec<_> = items.into_iter().filter(|(k, _)| !k.starts_with("log/")).collect();
     assert_eq!(
         items.iter().map(|(k, v)| (k.as_str(), v.value.as_slice())).collect::<Vec<_>>(),
         vec![("ids/next", &b"3"[..]), ("schema/2", &b"{}"[..])]
     );
+    // An ordered scan from a key: an append-only log keyed by zero-padded numbers.
+    for seq in 0..5u64 {
+        assert!(kv.create(&format!("log/{seq:020}"), vec![seq as u8]).await.unwrap().is_some());
+    }
+    assert_eq!(kv.create(&format!("log/{:020}", 3), vec![9]).await.unwrap(), None, "a log slot is written once");
+    let (tail, _) = kv.list_from("log/", &format!("log/{:020}", 2)).await.unwrap();
+    assert_eq!(tail.iter().map(|(_, v)| v.value[0]).collect::<Vec<_>>(), vec![2, 3, 4]);
+    assert_eq!(kv.list_from("log/", "").await.unwrap().0.len(), 5);
+    assert!(kv.list_from("log/", &format!("log/{:020}", 9)).await.unwrap().0.is_empty());
     let cur = kv.get("schema/2").await.unwrap().unwrap();
     assert_eq!(kv.delete_if_unchanged("schema/2", cur.mod_revision + 100).await.unwrap(), None);
     assert!(kv.delete_if_unchanged("schema/2", cur.mod_revision).await.unwrap().is_some());

@@ -1,7 +1,7 @@
 //! Cluster frames (kinds `0x10..=0x1f`, answers `0x90..=0x9f`): replication between
 //! brokers, leader-epoch lookups for truncation (KIP-101), cluster and topic descriptions,
 //! replicated topic creation and partition growth, and the `NotLeader` answer that names
-//! the new leader (KIP-951). `PROTOCOL.md` §19 describes them byte for byte.
+//! the new leader (KIP-951). `PROTOCOL.md` §21 describes them byte for byte.
 //!
 //! They travel in ordinary frames ([`super::Frame`]) as [`super::Payload::Cluster`].
 

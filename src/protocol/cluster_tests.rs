@@ -1,4 +1,4 @@
-//! Tests for `cluster.rs`: byte vectors written by hand from PROTOCOL.md §19, round trips
+//! Tests for `cluster.rs`: byte vectors written by hand from PROTOCOL.md §21, round trips
 //! and bad input. The generic frame tests (`frame_tests.rs`) also run every vector here
 //! through their prefix, short-body and trailing-byte checks.
 

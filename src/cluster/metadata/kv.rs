@@ -61,6 +61,25 @@ impl KvNamespace {
         Ok((items, rev))
     }
 
+    /// Keys starting with `prefix` (relative) that are ≥ `from_key` (relative), in key
+    /// order: resume an ordered scan (e.g. an append-only log keyed by zero-padded
+    /// sequence numbers) where the last one stopped.
+    pub async fn list_from(
+        &self,
+        prefix: &str,
+        from_key: &str,
+    ) -> Result<(Vec<(String, Versioned<Vec<u8>>)>, Revision), MetaError> {
+        let (kvs, rev) = self.store.list_from(&self.full(prefix), &self.full(from_key)).await?;
+        let items = kvs
+            .into_iter()
+            .map(|kv| {
+                let key = kv.key[self.prefix.len()..].to_owned();
+                (key, Versioned { value: kv.value, mod_revision: kv.mod_revision })
+            })
+            .collect();
+        Ok((items, rev))
+    }
+
     /// Writes `value` only if the key is absent. Returns the new revision, or `None` when
     /// the key exists.
     pub async fn create(&self, key: &str, value: Vec<u8>) -> Result<Option<Revision>, MetaError> {

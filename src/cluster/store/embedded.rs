@@ -284,6 +284,18 @@ impl MetaStore for EmbeddedStore {
         Ok((kvs, st.revision))
     }
 
+    async fn list_from(&self, prefix: &str, from_key: &str) -> Result<(Vec<KeyValue>, Revision), StoreError> {
+        let st = self.inner.lock();
+        let start = if from_key > prefix { from_key } else { prefix };
+        let kvs = st
+            .keys
+            .range(start.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, e)| st.kv(k, e))
+            .collect();
+        Ok((kvs, st.revision))
+    }
+
     async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
         // Every change to the state (transactions, lease expiry, revocation) holds the
         // write lock, so what is checked here is still true when it is applied below,

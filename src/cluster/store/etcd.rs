@@ -18,7 +18,7 @@ use etcd_client::{
 use tokio::sync::mpsc;
 
 use super::{
-    Compare, KeyValue, LeaderKey, LeaseId, MetaStore, Op, Revision, StoreError, Txn, TxnOutcome, WatchEvent,
+    prefix_end, Compare, KeyValue, LeaderKey, LeaseId, MetaStore, Op, Revision, StoreError, Txn, TxnOutcome, WatchEvent,
     WatchReceiver,
 };
 
@@ -165,6 +165,18 @@ impl MetaStore for EtcdStore {
             .unary
             .kv_client()
             .get(prefix, Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(|e| self.error("list", e))?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        Ok((resp.kvs().iter().map(kv_of).collect(), revision))
+    }
+
+    async fn list_from(&self, prefix: &str, from_key: &str) -> Result<(Vec<KeyValue>, Revision), StoreError> {
+        let start = if from_key > prefix { from_key } else { prefix };
+        let resp = self
+            .unary
+            .kv_client()
+            .get(start, Some(GetOptions::new().with_range(prefix_end(prefix))))
             .await
             .map_err(|e| self.error("list", e))?;
         let revision = resp.header().map_or(0, |h| h.revision());

@@ -277,6 +277,10 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
     /// read at (the revision to watch from, plus one).
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision), StoreError>;
 
+    /// Every key starting with `prefix` that is ≥ `from_key`, in key order, and the
+    /// revision they were read at (an ordered scan that resumes where a reader stopped).
+    async fn list_from(&self, prefix: &str, from_key: &str) -> Result<(Vec<KeyValue>, Revision), StoreError>;
+
     /// Applies a conditional write.
     async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError>;
 
