@@ -504,3 +504,7 @@ fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "embedded_tests.rs"]
+mod tests;

@@ -18,8 +18,8 @@ use etcd_client::{
 use tokio::sync::mpsc;
 
 use super::{
-    prefix_end, Compare, KeyValue, LeaderKey, LeaseId, MetaStore, Op, Revision, StoreError, Txn, TxnOutcome, WatchEvent,
-    WatchReceiver,
+    prefix_end, Compare, KeyValue, LeaderKey, LeaseId, MetaStore, Op, Revision, StoreError, Txn, TxnOutcome,
+    WatchEvent, WatchReceiver,
 };
 
 /// How to reach etcd.
