@@ -26,8 +26,10 @@
 //! - [`transport`]: certificates, rustls/quinn configuration, client connections;
 //! - [`client`]: a plain request/response client (admin, metadata, fetch);
 //! - [`producer`]: the producer engine;
-//! - `broker` (cargo feature `broker`, off by default): server, stream handler, topics,
-//!   partitions, log, dedup, ACL;
+//! - `prometheus` (cargo feature `prometheus`, on with `broker`): metric names, labels and
+//!   helpers shared by the broker's `/metrics` and the producer's exporter;
+//! - `broker` (cargo feature `broker`, off by default): server, connection loop, framing,
+//!   one module per request kind, topics, partitions, log, dedup, ACL;
 //! - `cluster` (with `broker`): metadata store (embedded, or etcd with the cargo feature
 //!   `cluster`), controller, replication rules, leader epochs. See `CLUSTER.md`.
 //!
@@ -41,6 +43,8 @@ pub mod client;
 #[cfg(feature = "broker")]
 pub mod cluster;
 pub mod producer;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 pub mod protocol;
 pub mod transport;
 
