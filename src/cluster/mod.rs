@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //!
+//! - [`config`]: a broker's cluster settings and the `--metadata etcd://...` URL;
 //! - [`store`]: the metadata store interface ([`store::MetaStore`], etcd's semantics) and
 //!   its two implementations: the embedded store of single-node mode, and etcd (cargo
 //!   feature `cluster`);
@@ -18,6 +19,7 @@
 //! Everything here except the etcd store compiles with the `broker` feature alone: a
 //! single broker runs the same code on the embedded store.
 
+pub mod config;
 pub mod controller;
 pub mod epochs;
 pub mod metadata;
