@@ -7,10 +7,12 @@
 //! - [`topics`] / [`partition`]: topics, partitions, group commit;
 //! - [`log`]: segmented on-disk log with sparse index and crash recovery;
 //! - [`producer_state`]: idempotent-producer dedup;
+//! - [`disk`]: the injectable fsync and the atomic replacement of small state files;
 //! - [`acl`], [`config`], [`producer_ids`], [`metrics`].
 
 pub mod acl;
 pub mod config;
+pub mod disk;
 mod handler;
 pub mod log;
 pub mod metrics;

@@ -53,6 +53,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::broker::disk::{SyncKind, Syncer};
 use crate::protocol::batch::{BatchHeader, BATCH_HEADER_LEN};
 use crate::protocol::DecodeError;
 use recovery::{recover_segment, stop_to_error, sync_dir};
@@ -215,6 +216,7 @@ pub struct AppendInfo {
 pub struct PartitionLog {
     dir: PathBuf,
     config: LogConfig,
+    syncer: Syncer,
     /// Read-only, fsync'd segments, oldest first.
     sealed: VecDeque<Segment>,
     /// The segment appends go to (the newest).
@@ -240,6 +242,15 @@ impl PartitionLog {
     /// Opens the log in `dir` (creating the directory and a first segment if needed) and
     /// recovers it: see the [module docs](self) for what is checked and cut.
     pub fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, RecoveryReport), LogError> {
+        Self::open_with(dir, config, Syncer::os())
+    }
+
+    /// [`Self::open`] with every fsync going through `syncer`.
+    pub fn open_with(
+        dir: &Path,
+        config: LogConfig,
+        syncer: Syncer,
+    ) -> Result<(PartitionLog, RecoveryReport), LogError> {
         let config = LogConfig { segment_bytes: config.segment_bytes.min(MAX_SEGMENT_BYTES), ..config };
         std::fs::create_dir_all(dir).map_err(LogError::io("create partition directory", dir))?;
         let bases = recovery::list_segments(dir)?;
@@ -263,13 +274,14 @@ impl PartitionLog {
             Some(s) => s,
             None => {
                 let s = Segment::create(dir, 0, config.index_interval_bytes)?;
-                sync_dir(dir)?;
+                sync_dir(&syncer, dir)?;
                 s
             }
         };
         report.segments = segments.len() + 1;
         let size_bytes = segments.iter().map(Segment::size).sum::<u64>() + active.size();
-        let log = PartitionLog { dir: dir.to_path_buf(), config, sealed: segments, active, size_bytes, failed: None };
+        let log =
+            PartitionLog { dir: dir.to_path_buf(), config, syncer, sealed: segments, active, size_bytes, failed: None };
         tracing::debug!(dir = %dir.display(), start = log.log_start_offset(), end = log.end_offset(),
             segments = report.segments, truncated = report.truncated_bytes, "partition log opened");
         Ok((log, report))
@@ -322,12 +334,12 @@ impl PartitionLog {
         if !full && !rel_overflow {
             return Ok(false);
         }
-        self.fail_on_error(|log| log.active.seal(), "a failed fsync")?;
+        self.fail_on_error(|log| log.active.seal(&log.syncer), "a failed fsync")?;
         let next = Segment::create(&self.dir, base_offset, self.config.index_interval_bytes)?;
         let old = std::mem::replace(&mut self.active, next);
         tracing::debug!(dir = %self.dir.display(), closed = old.base_offset(), new = base_offset, "rolled segment");
         self.sealed.push_back(old);
-        self.fail_on_error(|log| sync_dir(&log.dir), "a failed directory fsync")?;
+        self.fail_on_error(|log| sync_dir(&log.syncer, &log.dir), "a failed directory fsync")?;
         Ok(true)
     }
 
@@ -426,8 +438,8 @@ impl PartitionLog {
         let path = self.active.log_path().to_path_buf();
         let file = self.active.log_file();
         file.set_len(pos).map_err(LogError::io("truncate segment", &path))?;
-        file.sync_all().map_err(LogError::io("fsync truncated segment", &path))?;
-        sync_dir(&self.dir)?;
+        self.syncer.sync(file, &path, SyncKind::All).map_err(LogError::io("fsync truncated segment", &path))?;
+        sync_dir(&self.syncer, &self.dir)?;
         Ok(cut)
     }
 
@@ -452,7 +464,7 @@ impl PartitionLog {
     /// ([`LogError::Unwritable`]) until reopened.
     pub fn flush(&mut self) -> Result<(), LogError> {
         self.check_writable()?;
-        self.fail_on_error(|log| log.active.sync(), "a failed fsync")
+        self.fail_on_error(|log| log.active.sync(&log.syncer), "a failed fsync")
     }
 
     /// Deletes whole segments from the oldest, never the active one: first those whose

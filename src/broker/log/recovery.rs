@@ -14,6 +14,7 @@ use super::index::{OffsetIndex, Reconciled};
 use super::scan::{scan_segment, Problem, ScanStop, Verify};
 use super::segment::{parse_log_name, segment_path, Segment, INDEX_SUFFIX, LOG_SUFFIX};
 use super::{LogConfig, LogError, RecoveryReport};
+use crate::broker::disk::Syncer;
 
 /// Base offsets of the segments in `dir`, ascending. Files that are not ours are left
 /// alone and logged.
@@ -111,6 +112,6 @@ pub(super) fn stop_to_error(path: &Path, stop: ScanStop) -> LogError {
 }
 
 /// fsyncs a directory so that files created in (or removed from) it stay so.
-pub(super) fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(LogError::io("fsync partition directory", dir))
+pub(super) fn sync_dir(syncer: &Syncer, dir: &Path) -> Result<(), LogError> {
+    syncer.sync_dir(dir).map_err(LogError::io("fsync partition directory", dir))
 }

@@ -12,6 +12,7 @@ use bytes::{Bytes, BytesMut};
 use super::index::{self, OffsetIndex};
 use super::scan::ChunkReader;
 use super::LogError;
+use crate::broker::disk::{SyncKind, Syncer};
 use crate::protocol::batch::{check_batch, BatchHeader, BATCH_HEADER_LEN};
 use crate::protocol::DecodeError;
 
@@ -200,15 +201,15 @@ impl Segment {
     }
 
     /// fsyncs the `.log` file.
-    pub fn sync(&mut self) -> Result<(), LogError> {
+    pub fn sync(&mut self, syncer: &Syncer) -> Result<(), LogError> {
         self.flush_index();
-        self.log.sync_data().map_err(LogError::io("fsync segment", &self.log_path))
+        syncer.sync(&self.log, &self.log_path, SyncKind::Data).map_err(LogError::io("fsync segment", &self.log_path))
     }
 
     /// Makes this segment read-only: flushes and closes its index writer and fsyncs the
     /// log, so that syncing later segments covers everything before them.
-    pub fn seal(&mut self) -> Result<(), LogError> {
-        self.sync()?;
+    pub fn seal(&mut self, syncer: &Syncer) -> Result<(), LogError> {
+        self.sync(syncer)?;
         self.index_writer = None;
         Ok(())
     }
