@@ -26,8 +26,8 @@
 //! - [`transport`]: certificates, rustls/quinn configuration, client connections;
 //! - [`client`]: a plain request/response client (admin, metadata, fetch);
 //! - [`producer`]: the producer engine;
-//! - `broker` (cargo feature `broker`, off by default): server, stream handler, topics,
-//!   partitions, log, dedup, ACL.
+//! - `broker` (cargo feature `broker`, off by default): server, connection loop, framing,
+//!   one module per request kind, topics, partitions, log, dedup, ACL.
 //!
 //! The `qwire` command and the benchmark harness behind `qwire bench` are the `qwire-cli`
 //! package in `cli/`: a service that links this crate for the producer compiles neither.
