@@ -343,3 +343,24 @@ fn a_batch_damaged_on_disk_is_never_served() {
     let after = appended[2].0;
     assert!(!log.read(after, 1 << 20).unwrap().is_empty());
 }
+
+/// Finding 3: a roll used to fsync the segment it closed (and the directory) inside the
+/// append, i.e. in the request path. The next sync round does it now.
+#[test]
+fn appends_and_rolls_make_no_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
+    let syncer = crate::broker::disk::Syncer::with_hook(move |_, _| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    });
+    let (mut log, _) = PartitionLog::open_with(dir.path(), config(500), syncer).unwrap();
+    let before = calls.load(std::sync::atomic::Ordering::SeqCst);
+    let appended = fill(&mut log, 30, 0);
+    assert!(log.segment_count() >= 4);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), before, "an append or a roll fsync'd");
+    log.flush().unwrap();
+    assert!(calls.load(std::sync::atomic::Ordering::SeqCst) > before);
+    assert_batches(&log, &appended);
+}
