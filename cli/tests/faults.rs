@@ -39,6 +39,16 @@ fn producer_via(addr: std::net::SocketAddr, certs: &Path) -> ProducerBuilder {
     )
 }
 
+/// A test that needs root (mounts, namespaces) and could not set up its fault: prints
+/// `SKIPPED` and passes, unless `QWIRE_REQUIRE_PRIVILEGED_TESTS=1` (CI sets it), where a
+/// skipped fault test is a failure: a green run then says the faults were injected.
+fn skip(what: &str, reason: &str) {
+    if std::env::var("QWIRE_REQUIRE_PRIVILEGED_TESTS").is_ok_and(|v| v == "1") {
+        panic!("QWIRE_REQUIRE_PRIVILEGED_TESTS=1 but {what} could not run: {reason}");
+    }
+    println!("SKIPPED: {what}: {reason}");
+}
+
 fn scale(short: usize, long: usize) -> usize {
     if soak() {
         long
@@ -96,12 +106,26 @@ fn cut_paths_and_rebinds_force_new_connections_without_loss_or_duplicates() {
         let p = producer_via(relay.addr(), b.certs.path()).connect_timeout(Duration::from_secs(3)).build().unwrap();
         let rounds = scale(2, 40);
         let period = Duration::from_millis(3800);
+        b.client("alice").await.create_topic("cuts-probe", 1).await.unwrap();
         // Each round: a cut longer than the idle timeout (both ends drop the connection,
-        // the producer reconnects), a short cut (QUIC retransmits through it) and a
-        // rebind (the broker sees the client move to a new port).
+        // the producer reconnects), a short cut (QUIC retransmits through it), then a
+        // rebind (the broker sees the client move to a new port), checked on its own: the
+        // path works before it; after it a record is acked over the new path by the same
+        // connection (QUIC migration, no reconnect).
         let chaos = {
             let relay = relay.clone();
+            let probe = p.clone();
             tokio::spawn(async move {
+                let acked = |phase: &'static str| {
+                    let probe = probe.clone();
+                    async move {
+                        let send = probe.send(ProducerRecord::new("cuts-probe", phase).partition(0));
+                        tokio::time::timeout(Duration::from_secs(20), send)
+                            .await
+                            .unwrap_or_else(|_| panic!("probe {phase}: not acked within 20 s"))
+                            .unwrap_or_else(|e| panic!("probe {phase}: {e}"));
+                    }
+                };
                 for _ in 0..rounds {
                     tokio::time::sleep(Duration::from_millis(300)).await;
                     relay.cut(true);
@@ -111,8 +135,21 @@ fn cut_paths_and_rebinds_force_new_connections_without_loss_or_duplicates() {
                     relay.cut(true);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     relay.cut(false);
-                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    acked("before the rebind").await;
+                    let connects = probe.metrics().connects;
                     relay.rebind();
+                    acked("after the rebind").await;
+                    let stats = relay.stats();
+                    assert_eq!(
+                        stats.replied_generation.load(std::sync::atomic::Ordering::Relaxed),
+                        stats.rebinds.load(std::sync::atomic::Ordering::Relaxed),
+                        "the broker never answered on the path made by the rebind"
+                    );
+                    assert_eq!(
+                        probe.metrics().connects,
+                        connects,
+                        "the rebind forced a new connection, not a migration"
+                    );
                     tokio::time::sleep(Duration::from_millis(300)).await;
                 }
             })
@@ -245,10 +282,13 @@ fn run(cmd: &[&str]) -> Result<(), String> {
 struct NetNs {
     name: String,
     host_if: String,
+    ns_if: String,
     host_ip: String,
     ns_ip: String,
     /// How loss (and delay) is applied.
     impairment: String,
+    /// Loss applied with iptables rules (else with `tc netem`).
+    iptables: bool,
 }
 
 impl NetNs {
@@ -262,11 +302,13 @@ impl NetNs {
             host_if: format!("qwh{id}"),
             host_ip: format!("10.254.{net}.1"),
             ns_ip: format!("10.254.{net}.2"),
+            ns_if: format!("qwn{id}"),
             impairment: String::new(),
+            iptables: false,
         };
         run(&["ip", "netns", "add", &ns.name])?;
         let mut ns = ns;
-        let ns_if = format!("qwn{id}");
+        let ns_if = ns.ns_if.clone();
         run(&["ip", "link", "add", &ns.host_if, "type", "veth", "peer", "name", &ns_if, "netns", &ns.name])?;
         run(&["ip", "addr", "add", &format!("{}/30", ns.host_ip), "dev", &ns.host_if])?;
         run(&["ip", "link", "set", &ns.host_if, "up"])?;
@@ -309,9 +351,41 @@ impl NetNs {
                     .map_err(|e| format!("neither tc netem ({netem_err}) nor iptables ({e}) can impair the veth"))?;
                 ns.impairment =
                     format!("iptables statistic: {loss} loss each way; no delay (tc netem unavailable: {netem_err})");
+                ns.iptables = true;
             }
         }
         Ok(ns)
+    }
+}
+
+impl NetNs {
+    /// Packets the impairment dropped so far: the packet counters of the iptables DROP
+    /// rules, or netem's `dropped` count.
+    fn dropped(&self) -> Result<u64, String> {
+        let output = |cmd: &[&str]| -> Result<String, String> {
+            let out = Command::new(cmd[0]).args(&cmd[1..]).output().map_err(|e| format!("{}: {e}", cmd.join(" ")))?;
+            if !out.status.success() {
+                return Err(format!("{}: {}", cmd.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+            }
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let mut dropped = 0;
+        if self.iptables {
+            for chain in ["INPUT", "OUTPUT"] {
+                let listing = output(&["ip", "netns", "exec", &self.name, "iptables", "-L", chain, "-v", "-n", "-x"])?;
+                // Rows: pkts bytes target prot opt in out source destination [match]
+                for line in listing.lines().filter(|l| l.split_whitespace().nth(2) == Some("DROP")) {
+                    let pkts = line.split_whitespace().next().unwrap_or("");
+                    dropped += pkts.parse::<u64>().map_err(|e| format!("iptables counter {pkts:?}: {e}"))?;
+                }
+            }
+        } else {
+            let stats = output(&["ip", "netns", "exec", &self.name, "tc", "-s", "qdisc", "show", "dev", &self.ns_if])?;
+            let after = stats.split("dropped ").nth(1).ok_or_else(|| format!("no drop count in: {stats}"))?;
+            let n: String = after.chars().take_while(char::is_ascii_digit).collect();
+            dropped = n.parse().map_err(|e| format!("netem drop count {n:?}: {e}"))?;
+        }
+        Ok(dropped)
     }
 }
 
@@ -327,10 +401,7 @@ impl Drop for NetNs {
 fn packet_loss_between_network_namespaces_loses_nothing_and_duplicates_nothing() {
     let ns = match NetNs::create(3.0, 5) {
         Ok(ns) => ns,
-        Err(e) => {
-            println!("SKIPPED: network namespaces not usable here: {e}");
-            return;
-        }
+        Err(e) => return skip("the network-namespace test", &format!("network namespaces not usable here: {e}")),
     };
     println!("namespace {} ({}): {}", ns.name, ns.ns_ip, ns.impairment);
     runtime().block_on(async {
@@ -348,9 +419,15 @@ fn packet_loss_between_network_namespaces_loses_nothing_and_duplicates_nothing()
         let m = p.metrics();
         p.close(Duration::from_secs(10)).await;
         let v = ledger.verify(&mut c).await;
-        println!("netns: {v:?}\n  producer: retries {} connects {}; host {}", m.retries, m.connects, ns.host_ip);
+        // The fault fired: packets were really dropped on the way.
+        let dropped = ns.dropped().expect("reading the drop counters");
+        println!(
+            "netns: {v:?}\n  producer: retries {} connects {}; host {}; {dropped} packets dropped",
+            m.retries, m.connects, ns.host_ip
+        );
         v.assert_exactly_once();
         assert_eq!(v.acked, records);
+        assert!(dropped > 0, "the impairment dropped no packet: the test proved nothing");
     });
 }
 
@@ -549,8 +626,7 @@ fn a_full_disk_refuses_appends_with_storage_error_and_recovers_when_space_return
     let root = tempfile::tempdir().unwrap();
     let mut mounts = Mounts(Vec::new());
     if let Err(e) = mounts.tmpfs(root.path(), "4m") {
-        println!("SKIPPED: cannot mount a small tmpfs here: {e}");
-        return;
+        return skip("the full-disk test", &format!("cannot mount a small tmpfs here: {e}"));
     }
     runtime().block_on(async {
         let data = root.path().join("data");
@@ -605,8 +681,7 @@ fn a_failed_fsync_is_never_acked_and_the_partition_recovers_when_space_returns()
     std::fs::create_dir_all(&mnt).unwrap();
     let mut mounts = Mounts(Vec::new());
     if let Err(e) = mounts.tmpfs(&back, "24m").and_then(|_| mounts.ext4_image(&back.join("img"), &mnt, "256M")) {
-        println!("SKIPPED: cannot mount an ext4 image on a tmpfs here: {e}");
-        return;
+        return skip("the failed-fsync test", &format!("cannot mount an ext4 image on a tmpfs here: {e}"));
     }
     runtime().block_on(async {
         let mut b = TestBroker::start_with(|c| c.data_dir = mnt.join("data")).await;
