@@ -37,7 +37,8 @@ impl Partition {
     }
 
     /// One group-commit round on the calling thread (blocking): plan under the lock,
-    /// fsync outside it, publish the new durable end. Returns whether fsyncs ran.
+    /// fsync outside it, publish the new durable end. Returns whether a round ran and
+    /// succeeded (a failure is counted in `fsync_failures` and fails the log).
     pub fn sync_round(&self) -> bool {
         let (plan, snapshot, generation) = {
             let mut st = self.lock();
@@ -60,10 +61,13 @@ impl Partition {
                     self.publish_shape(&st);
                     self.durable.send_modify(|d| d.end = d.end.max(end));
                 }
+                true
             }
-            Err(e) => self.fail_sync(e.to_string()),
+            Err(e) => {
+                self.fail_sync(e.to_string());
+                false
+            }
         }
-        true
     }
 
     pub(super) fn fail_sync(&self, msg: String) {

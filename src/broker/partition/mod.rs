@@ -4,11 +4,11 @@
 //!
 //! The async runtime never touches the disk and never waits for the partition's lock:
 //!
-//! - **The owner** ([`owner`]): appends (with the batch check that decodes the records),
+//! - **The owner** (`owner`): appends (with the batch check that decodes the records),
 //!   segment rolls and retention are jobs in a queue drained by one task at a time on
 //!   tokio's blocking pool, in order, under the partition's `std::sync::Mutex`. A caller
 //!   awaits a `oneshot` answer.
-//! - **The flusher** ([`flusher`]): a per-partition task that serves sync requests with
+//! - **The flusher** (`flusher`): a per-partition task that serves sync requests with
 //!   *group commit*: it plans a round under the lock (the sealed segments not fsync'd yet,
 //!   the directory, the active segment), fsyncs outside it on the blocking pool, and
 //!   publishes the new durable end on a `watch`. One round covers every batch appended
@@ -31,7 +31,7 @@
 //!
 //! # Producer state
 //!
-//! Rebuilt at open from a snapshot ([`snapshot`], written after the fsync that follows a
+//! Rebuilt at open from a snapshot (`snapshot`, written after the fsync that follows a
 //! roll, and at shutdown) plus the headers stored after it; producers idle longer than
 //! [`PartitionConfig::producer_expiration`] are forgotten.
 
@@ -204,8 +204,11 @@ impl Partition {
         let now = now_ms();
         let (producers, producer_report) =
             snapshot::load(&log, now, config.producer_expiration, &config.syncer, &metrics)?;
-        // The next open starts from here, whatever happens before a clean shutdown.
-        snapshot::write(log.dir(), log.end_offset(), &producers, &config.syncer);
+        // When this open had to read headers, the next one starts from here instead,
+        // whatever happens before a clean shutdown.
+        if producer_report.headers_scanned > 0 {
+            snapshot::write(log.dir(), log.end_offset(), &producers, &config.syncer);
+        }
         let end = log.durable_offset();
         let state = State::new(log, producers, 0, now);
         let partition = Partition {

@@ -1,10 +1,10 @@
 //! The producer-state snapshot: `producer-state` in the partition directory holds the
 //! state as of one log offset ([`ProducerStates::encode_snapshot`]), replaced atomically
-//! after the fsync that follows a roll, at shutdown and after every open. Opening loads it
-//! and replays only the batch headers stored after that offset, so start-up does not
-//! rescan the whole partition; dedup still survives a crash (the headers after the
-//! snapshot are replayed) and a cut (a snapshot past the end is removed before anything is
-//! appended, since its offsets may be reused).
+//! after the fsync that follows a roll, at shutdown and after an open that had to read
+//! headers. Opening loads it and replays only the batch headers stored after that offset,
+//! so start-up does not rescan the whole partition; dedup still survives a crash (the
+//! headers after the snapshot are replayed) and a cut (a snapshot past the end is removed
+//! before anything is appended, since its offsets may be reused).
 
 use std::path::Path;
 use std::time::Duration;
