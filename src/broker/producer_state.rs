@@ -122,6 +122,32 @@ impl ProducerStates {
         }
     }
 
+    /// [`Self::check`] for a producer whose current epoch is `fence` (from the broker's
+    /// producer-id registry; `None` when unknown or not idempotent): a batch from an older
+    /// epoch is answered as a duplicate when it is a retry of one of the batches remembered
+    /// for that epoch on this partition, and refused `INVALID_PRODUCER_EPOCH` otherwise,
+    /// even when this partition has not seen the newer epoch yet (a producer that bumped
+    /// its epoch resolves its old batches per partition; a zombie is fenced everywhere).
+    pub fn check_fenced(&self, h: &BatchHeader, fence: Option<i16>) -> SequenceCheck {
+        let Some(current) = fence.filter(|&c| h.is_idempotent() && h.producer.producer_epoch < c) else {
+            return self.check(h);
+        };
+        let (pid, epoch) = (h.producer.producer_id, h.producer.producer_epoch);
+        let (first, last) = (h.producer.base_sequence, h.last_sequence());
+        let retry = self
+            .producers
+            .get(&pid)
+            .filter(|e| e.epoch == epoch)
+            .and_then(|e| e.batches.iter().find(|b| b.first_seq == first && b.last_seq == last));
+        match retry {
+            Some(b) => SequenceCheck::Duplicate(*b),
+            None => SequenceCheck::Reject(
+                ErrorCode::InvalidProducerEpoch,
+                format!("producer {pid} epoch {epoch} is fenced: its current epoch is {current}"),
+            ),
+        }
+    }
+
     /// Records a batch that was appended at broker time `append_time` (ms) with its base
     /// offset assigned.
     pub fn record(&mut self, h: &BatchHeader, append_time: i64) {
@@ -323,6 +349,29 @@ mod tests {
         s.producers.get_mut(&3).unwrap().batches.clear();
         s.record(&top, 0);
         assert_eq!(s.check(&header(3, 0, 0, 1, -1)), SequenceCheck::Append);
+    }
+
+    #[test]
+    fn a_fenced_epoch_gets_its_remembered_retries_as_duplicates_and_nothing_else() {
+        let mut s = ProducerStates::default();
+        s.record(&header(4, 0, 0, 2, 10), 0);
+        s.record(&header(4, 0, 2, 2, 12), 0);
+        // The registry says epoch 1 is current; this partition has only seen epoch 0.
+        let SequenceCheck::Duplicate(m) = s.check_fenced(&header(4, 0, 2, 2, -1), Some(1)) else { panic!() };
+        assert_eq!(m.base_offset, 12);
+        assert!(matches!(
+            s.check_fenced(&header(4, 0, 4, 2, -1), Some(1)),
+            SequenceCheck::Reject(ErrorCode::InvalidProducerEpoch, _)
+        ));
+        // The current epoch, or no fence, is the usual check.
+        assert_eq!(s.check_fenced(&header(4, 1, 0, 1, -1), Some(1)), SequenceCheck::Append);
+        assert_eq!(s.check_fenced(&header(4, 0, 4, 2, -1), None), SequenceCheck::Append);
+        // Once the partition moved to the new epoch, the old epoch's batches are gone.
+        s.record(&header(4, 1, 0, 1, 14), 0);
+        assert!(matches!(
+            s.check_fenced(&header(4, 0, 2, 2, -1), Some(1)),
+            SequenceCheck::Reject(ErrorCode::InvalidProducerEpoch, _)
+        ));
     }
 
     #[test]

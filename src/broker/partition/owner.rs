@@ -17,8 +17,17 @@ use crate::protocol::{BatchHeader, ErrorCode};
 
 /// Work for the owner.
 pub(super) enum Job {
-    Append { batch: Bytes, now_ms: i64, check: BatchCheck, reply: oneshot::Sender<Result<Appended, AppendError>> },
-    Retention { now_ms: i64, reply: oneshot::Sender<Result<usize, LogError>> },
+    Append {
+        batch: Bytes,
+        now_ms: i64,
+        check: BatchCheck,
+        fence: Option<i16>,
+        reply: oneshot::Sender<Result<Appended, AppendError>>,
+    },
+    Retention {
+        now_ms: i64,
+        reply: oneshot::Sender<Result<usize, LogError>>,
+    },
 }
 
 /// The queue, and whether a drain task is running.
@@ -47,25 +56,31 @@ fn owner_gone() -> AppendError {
 
 impl Partition {
     /// Checks `batch` with `check`, checks its sequence against producer state and
-    /// appends it (or answers a duplicate with the original offsets), on the owner. With
-    /// `sink`, nothing reaches the log (benchmark mode): offsets and producer state
-    /// advance as if it had, inline.
+    /// appends it (or answers a duplicate with the original offsets), on the owner.
+    /// `fence` is the current epoch of the batch's producer when the caller knows it: an
+    /// older epoch gets only its remembered retries answered (as duplicates), anything
+    /// else `INVALID_PRODUCER_EPOCH` ([`ProducerStates::check_fenced`]). With `sink`,
+    /// nothing reaches the log (benchmark mode): offsets and producer state advance as if
+    /// it had, inline.
+    ///
+    /// [`ProducerStates::check_fenced`]: crate::broker::producer_state::ProducerStates::check_fenced
     pub async fn append(
         self: &Arc<Self>,
         batch: Bytes,
         now_ms: i64,
         sink: bool,
         check: BatchCheck,
+        fence: Option<i16>,
     ) -> Result<Appended, AppendError> {
         if sink {
             let header = check(&batch)?;
             let mut st = self.lock();
-            let res = self.append_locked(&mut st, &batch, &header, now_ms, true);
+            let res = self.append_locked(&mut st, &batch, &header, now_ms, true, fence);
             self.publish_shape(&st);
             return res.map(|(a, _)| a);
         }
         let (reply, rx) = oneshot::channel();
-        self.submit(Job::Append { batch, now_ms, check, reply });
+        self.submit(Job::Append { batch, now_ms, check, fence, reply });
         rx.await.unwrap_or_else(|_| Err(owner_gone()))
     }
 
@@ -122,9 +137,9 @@ impl Partition {
                 let mut st = self.lock();
                 for (job, header) in checked {
                     match job {
-                        Job::Append { batch, now_ms, reply, .. } => {
+                        Job::Append { batch, now_ms, fence, reply, .. } => {
                             let res = header.expect("checked").and_then(|h| {
-                                self.append_locked(&mut st, &batch, &h, now_ms, false).map(|(a, r)| {
+                                self.append_locked(&mut st, &batch, &h, now_ms, false, fence).map(|(a, r)| {
                                     rolled |= r;
                                     a
                                 })
@@ -158,6 +173,7 @@ impl Partition {
 
     /// The sequence check and the append, under the lock. Returns whether a segment
     /// rolled.
+    #[allow(clippy::too_many_arguments)]
     fn append_locked(
         &self,
         st: &mut State,
@@ -165,9 +181,10 @@ impl Partition {
         header: &BatchHeader,
         now_ms: i64,
         sink: bool,
+        fence: Option<i16>,
     ) -> Result<(Appended, bool), AppendError> {
         let generation = st.generation;
-        match st.producers.check(header) {
+        match st.producers.check_fenced(header, fence) {
             SequenceCheck::Append => {}
             SequenceCheck::Duplicate(meta) => {
                 let a = Appended {

@@ -127,7 +127,7 @@ fn open(dir: &Path, config: PartitionConfig) -> (Arc<Partition>, OpenReport) {
 }
 
 async fn append(p: &Arc<Partition>, b: Bytes) -> Result<Appended, AppendError> {
-    p.append(b, now_ms(), false, check).await
+    p.append(b, now_ms(), false, check, None).await
 }
 
 /// The values of every record readable from offset 0 (durable ones only).

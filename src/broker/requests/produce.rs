@@ -60,7 +60,9 @@ pub(super) async fn produce(ctx: &ConnCtx, corr: u32, p: Produce) -> Option<Pend
     // The check (which decodes the records) and the append run on the partition's
     // owner, off the async runtime; the next frame is read once the batch is appended.
     let batch_len = p.batch.len() as u64;
-    let appended = match partition.append(p.batch.clone(), now_ms(), shared.config.sink, check_batch).await {
+    // No epoch fence yet: the request layer passes the registry's current epoch here
+    // once it answers stale epochs per partition.
+    let appended = match partition.append(p.batch.clone(), now_ms(), shared.config.sink, check_batch, None).await {
         Ok(a) => a,
         Err(e) => {
             if e.code == ErrorCode::CorruptBatch {
