@@ -11,9 +11,11 @@
 //! - [`log`]: segmented on-disk log with sparse index and crash recovery;
 //! - [`producer_state`]: idempotent-producer dedup;
 //! - [`disk`]: the injectable fsync and the atomic replacement of small state files;
-//! - [`acl`], [`config`], [`producer_ids`], [`metrics`].
+//! - [`acl`], [`config`], [`producer_ids`], [`metrics`];
+//! - [`admin`]: the admin HTTP listener (`/health`, `/ready`, `/metrics`, mounted routers).
 
 pub mod acl;
+pub mod admin;
 pub mod config;
 mod connection;
 mod context;
