@@ -30,7 +30,7 @@ pub(crate) async fn dispatch(ctx: &ConnCtx, f: Frame) -> Option<Pending> {
     match f.payload {
         Payload::Produce(p) => produce::produce(ctx, corr, p).await,
         Payload::Hello(h) => hello::hello(ctx, corr, h),
-        Payload::InitProducerId(req) => producer_id::init_producer_id(ctx, corr, req),
+        Payload::InitProducerId(req) => producer_id::init_producer_id(ctx, corr, req).await,
         Payload::Metadata(m) => frame(corr, Payload::MetadataOk(metadata::metadata(ctx, m))),
         Payload::CreateTopic(c) => admin::create_topic(ctx, corr, c),
         Payload::Fetch(req) => fetch::fetch(ctx, corr, req).await,
