@@ -508,3 +508,168 @@ fn quic(cfg: &qwire::client::ConnectConfig, tls: Option<rustls::ClientConfig>) -
     let tls = tls.unwrap_or_else(|| qwire::transport::tls::client_tls(cfg.identity.as_ref(), &cfg.ca).unwrap());
     qwire::transport::tls::quinn_client_config(tls, &cfg.tuning).unwrap()
 }
+
+/// One connection pipelines `streams` × `per_stream` Fetch frames of a whole partition and
+/// never reads a byte of the answers. Returns the rude client's streams (keep them open).
+async fn never_reading_fetcher(
+    b: &TestBroker,
+    topic: &str,
+    streams: usize,
+    per_stream: usize,
+) -> (Client, Vec<(quinn::SendStream, quinn::RecvStream)>) {
+    let mut cfg = b.client_config("alice");
+    // Small receive windows: the broker cannot push much into the client either.
+    cfg.tuning.stream_window = 64 * 1024;
+    cfg.tuning.conn_window = 256 * 1024;
+    let rude = Client::connect(&cfg).await.unwrap();
+    let mut held = Vec::new();
+    for s in 0..streams {
+        let (mut send, recv) = rude.connection().quinn().open_bi().await.unwrap();
+        let mut frames = BytesMut::new();
+        for i in 0..per_stream {
+            Frame {
+                correlation_id: (s * per_stream + i) as u32,
+                payload: Payload::Fetch(qwire::protocol::frame::Fetch {
+                    topic: topic.into(),
+                    partition: 0,
+                    offset: 0,
+                    max_bytes: u32::MAX,
+                }),
+            }
+            .encode(&mut frames);
+        }
+        send.write_all(&frames).await.unwrap();
+        held.push((send, recv));
+    }
+    (rude, held)
+}
+
+#[test]
+fn a_client_that_never_reads_its_fetches_holds_a_bounded_budget_and_slows_no_one() {
+    let _serial = one_at_a_time();
+    runtime().block_on(async {
+        let b = TestBroker::start().await;
+        let mut good = b.client("bob").await;
+        // A partition holding 8 MiB in 1 MiB batches.
+        for i in 0..8 {
+            let r = good
+                .produce("big", 0, Acks::Leader, batch(&"v".repeat(1 << 20), 1, ProducerStamp::NONE, Compression::None))
+                .await
+                .unwrap();
+            assert_eq!(r.error, ErrorCode::None, "batch {i}: {}", r.message);
+        }
+        well_behaved(&mut good, "g").await;
+        let before = rss_mib();
+        let metrics = || b.handle.as_ref().unwrap().metrics();
+        let fetches_before = metrics().fetch_requests;
+        let (rude, held) = never_reading_fetcher(&b, "big", 4, 16).await;
+        // The broker works through the rude client's requests until it is held back; the
+        // other client probes all along and is always answered.
+        let mut probes = 0;
+        let mut last = (u64::MAX, 0);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let f = tokio::time::timeout(Duration::from_secs(10), good.fetch("big", 0, 0, 64 * 1024))
+                .await
+                .expect("another client's fetch is answered")
+                .unwrap();
+            assert!(!f.batches.is_empty());
+            well_behaved(&mut good, "g").await;
+            probes += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let m = metrics();
+            let rude_fetches = m.fetch_requests - fetches_before - probes;
+            // Stable for 20 probes in a row: the broker has stopped taking the rude requests.
+            if rude_fetches == last.0 {
+                last.1 += 1;
+            } else {
+                last = (rude_fetches, 0);
+            }
+            if last.1 >= 20 || rude_fetches == 64 && last.1 >= 5 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the broker kept taking requests for 60 s: {m:?}");
+        }
+        let grown = rss_mib() - before;
+        let m = metrics();
+        let budget = b.config.max_response_bytes_per_connection;
+        println!(
+            "a connection pipelining 4 x 16 whole-partition fetches (8 MiB each) and reading nothing: the broker \
+             took {} of them, RSS +{grown:.0} MiB, at most {:.1} MiB of responses queued (budget {} MiB per \
+             connection, {} waits); {probes} probes of another client all answered",
+            last.0,
+            m.response_bytes_queued_peak as f64 / 1048576.0,
+            budget >> 20,
+            m.response_budget_waits,
+        );
+        assert!(m.response_budget_waits >= 1, "the rude client was never held back: {m:?}");
+        // The rude connection's budget plus the probes' small responses.
+        assert!(m.response_bytes_queued_peak <= budget + (1 << 20), "{m:?}");
+        assert!(last.0 < 64, "the broker took every request");
+        assert!(grown < 128.0, "RSS grew {grown:.0} MiB");
+        drop(held);
+        rude.close();
+        well_behaved(&mut good, "g").await;
+        // Everything the rude client held is given back once it is gone.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while metrics().response_bytes_queued > 0 {
+            assert!(Instant::now() < deadline, "responses still charged: {:?}", metrics());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
+
+#[test]
+fn never_reading_clients_together_hold_at_most_the_broker_budget_until_their_streams_stall() {
+    let _serial = one_at_a_time();
+    runtime().block_on(async {
+        let b = TestBroker::start_with(|c| {
+            c.max_response_bytes = 24 << 20;
+            c.response_stall_timeout_secs = 2;
+        })
+        .await;
+        let mut good = b.client("bob").await;
+        for _ in 0..8 {
+            let r = good
+                .produce("big", 0, Acks::Leader, batch(&"v".repeat(1 << 20), 1, ProducerStamp::NONE, Compression::None))
+                .await
+                .unwrap();
+            assert_eq!(r.error, ErrorCode::None, "{}", r.message);
+        }
+        let metrics = || b.handle.as_ref().unwrap().metrics();
+        let before = rss_mib();
+        let mut rude = Vec::new();
+        for _ in 0..3 {
+            rude.push(never_reading_fetcher(&b, "big", 4, 8).await);
+        }
+        // Three connections whose budgets (16 MiB each) add up to twice the broker's: the
+        // broker-wide budget holds, and the streams that take nothing are reset after the
+        // stall timeout, which gives the budget back to everyone else.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while metrics().streams_stalled < 4 {
+            assert!(Instant::now() < deadline, "no stream was reset as stalled: {:?}", metrics());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let f = tokio::time::timeout(Duration::from_secs(30), good.fetch("big", 0, 0, u32::MAX))
+            .await
+            .expect("another client's fetch is answered")
+            .unwrap();
+        assert!(f.batches.len() > 4 << 20);
+        let m = metrics();
+        let grown = rss_mib() - before;
+        println!(
+            "3 connections x 4 streams x 8 whole-partition fetches, reading nothing: at most {:.1} MiB of \
+             responses queued (broker budget {} MiB), {} streams reset as stalled, RSS +{grown:.0} MiB",
+            m.response_bytes_queued_peak as f64 / 1048576.0,
+            b.config.max_response_bytes >> 20,
+            m.streams_stalled
+        );
+        assert!(m.response_bytes_queued_peak <= b.config.max_response_bytes + (1 << 20), "{m:?}");
+        assert!(grown < 160.0, "RSS grew {grown:.0} MiB");
+        // A reset stream is an error on that stream only: the rude connections still work.
+        for (c, _) in &mut rude {
+            assert_eq!(c.metadata(&[]).await.unwrap().brokers.len(), 1);
+        }
+        drop(rude);
+    });
+}

@@ -16,6 +16,13 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 /// Default largest frame: 8 MiB, room for a 1 MiB batch (Kafka's default max request)
 /// many times over while bounding per-stream buffering.
 pub const DEFAULT_MAX_FRAME_SIZE: u32 = 8 * 1024 * 1024;
+/// Default [`BrokerConfig::max_response_bytes_per_connection`]: 16 MiB, two fetch
+/// responses of the largest default size; a consumer that reads what it asked for never
+/// waits on it.
+pub const DEFAULT_MAX_RESPONSE_BYTES_PER_CONNECTION: u64 = 16 * 1024 * 1024;
+/// Default [`BrokerConfig::max_response_bytes`]: 256 MiB, the per-connection budget of
+/// 16 connections at once.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 256 * 1024 * 1024;
 /// Default [`BrokerConfig::max_buffered_bytes_per_connection`]: 32 MiB, four frames of
 /// the largest default size at once; a producer's batches (up to 1 MiB) on all its
 /// streams fit many times over.
@@ -55,6 +62,25 @@ pub struct BrokerConfig {
     /// memory by `max_streams_per_connection` × `max_frame_size`. Default 32 MiB;
     /// values below `max_frame_size` let only one large frame in at a time.
     pub max_buffered_bytes_per_connection: u64,
+    /// Bytes of responses (fetched batches, metadata listings) one connection may have
+    /// waiting to be sent, summed over its streams. A fetch is charged before the broker
+    /// reads the log and released once its bytes are handed to QUIC; a fetch that does not
+    /// fit waits, and so does the rest of its stream, so a client that never reads its
+    /// responses holds at most this much. A single response larger than the budget takes
+    /// the whole budget. Default 16 MiB.
+    pub max_response_bytes_per_connection: u64,
+    /// Bytes of responses waiting to be sent over all connections: the broker-wide bound
+    /// behind [`Self::max_response_bytes_per_connection`]. A connection takes its own
+    /// budget first, so it waits on this one only when many connections hold responses
+    /// their clients do not read. Default 256 MiB.
+    pub max_response_bytes: u64,
+    /// Seconds a stream's client may take none of the response bytes the broker has for it
+    /// before the broker resets the stream (QUIC `RESET_STREAM`, application code 2) and
+    /// drops its queued responses, giving their budget back: without it, clients that
+    /// keep their connection alive but never read would hold the broker-wide budget for
+    /// ever. The client's connection and other streams are untouched. 0 never resets.
+    /// Default 30 (the default request timeout).
+    pub response_stall_timeout_secs: u64,
     /// Idle timeout for connections, in seconds. Default 30.
     pub idle_timeout_secs: u64,
     /// How long an acks=all produce may wait for its fsync when the request carries no
@@ -93,6 +119,9 @@ impl Default for BrokerConfig {
             max_connections: 1024,
             max_streams_per_connection: 256,
             max_buffered_bytes_per_connection: DEFAULT_MAX_BUFFERED_BYTES_PER_CONNECTION,
+            max_response_bytes_per_connection: DEFAULT_MAX_RESPONSE_BYTES_PER_CONNECTION,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            response_stall_timeout_secs: 30,
             idle_timeout_secs: 30,
             default_produce_timeout_ms: 30_000,
             segment_bytes: 256 * 1024 * 1024,
@@ -130,6 +159,9 @@ impl BrokerConfig {
         }
         if self.max_connections == 0 || self.max_streams_per_connection == 0 {
             return Err("max_connections and max_streams_per_connection must be at least 1".into());
+        }
+        if self.max_response_bytes_per_connection == 0 || self.max_response_bytes == 0 {
+            return Err("max_response_bytes_per_connection and max_response_bytes must be at least 1".into());
         }
         if self.segment_bytes < 4096 {
             return Err(format!("segment_bytes must be at least 4096, got {}", self.segment_bytes));

@@ -53,6 +53,7 @@ pub(crate) async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shar
         principal: Arc::from(principal.as_str()),
         remote,
         frame_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
+        responses: shared.response_budget.connection(shared.config.max_response_bytes_per_connection),
     });
     let (streams_tx, mut streams_rx) = mpsc::channel::<()>(1);
     let mut shutdown = shared.shutdown.clone();
@@ -103,7 +104,11 @@ async fn serve_stream(ctx: Arc<ConnCtx>, send: quinn::SendStream, recv: quinn::R
     let shared = &ctx.shared;
     inc(&shared.metrics.streams_opened);
     let (tx, rx) = mpsc::channel::<Pending>(RESPONSE_QUEUE);
-    let writer = tokio::spawn(write_responses(send, rx));
+    let stall = match shared.config.response_stall_timeout_secs {
+        0 => None,
+        s => Some(std::time::Duration::from_secs(s)),
+    };
+    let writer = tokio::spawn(write_responses(send, rx, stall, shared.metrics.clone()));
     let mut shutdown = shared.shutdown.clone();
     let mut reader = FrameReader::new(
         recv,

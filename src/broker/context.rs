@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio::sync::{watch, Semaphore};
 
 use super::acl::Acl;
+use super::budget::{BrokerBudget, ResponseBudget};
 use super::config::BrokerConfig;
 use super::metrics::BrokerMetrics;
 use super::producer_ids::ProducerIdAllocator;
@@ -23,6 +24,8 @@ pub(crate) struct Shared {
     pub(crate) registry: TopicRegistry,
     pub(crate) producer_ids: ProducerIdAllocator,
     pub(crate) metrics: Arc<BrokerMetrics>,
+    /// Bytes of responses waiting to be sent, over all connections.
+    pub(crate) response_budget: BrokerBudget,
     pub(crate) local_addr: SocketAddr,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
@@ -51,4 +54,7 @@ pub(crate) struct ConnCtx {
     /// Bytes of partly received large frames this connection may still buffer
     /// ([`BrokerConfig::max_buffered_bytes_per_connection`]).
     pub(crate) frame_budget: Arc<Semaphore>,
+    /// Bytes of responses this connection may have waiting to be sent
+    /// ([`BrokerConfig::max_response_bytes_per_connection`]).
+    pub(crate) responses: ResponseBudget,
 }

@@ -54,6 +54,16 @@ counters! {
     fetch_requests,
     /// fsync calls made by group commit.
     fsyncs,
+    /// Gauge: bytes of responses charged to the response budgets and not yet handed to
+    /// QUIC, over all connections.
+    response_bytes_queued,
+    /// The highest value `response_bytes_queued` has reached.
+    response_bytes_queued_peak,
+    /// Responses that had to wait for room in a response budget.
+    response_budget_waits,
+    /// Streams reset because their client took no response bytes for
+    /// `response_stall_timeout_secs`.
+    streams_stalled,
 }
 
 /// Adds `n` to a counter.

@@ -12,6 +12,7 @@ use rustls_pki_types::CertificateDer;
 use tokio::sync::{mpsc, watch};
 
 use super::acl::Acl;
+use super::budget::BrokerBudget;
 use super::config::BrokerConfig;
 use super::connection::serve_connection;
 use super::context::Shared;
@@ -170,11 +171,13 @@ pub async fn start(config: BrokerConfig, tls: BrokerTls) -> Result<BrokerHandle,
     let local_addr = endpoint.local_addr().map_err(|source| BrokerError::Bind { addr: config.listen, source })?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let response_budget = BrokerBudget::new(config.max_response_bytes, metrics.clone());
     let shared = Arc::new(Shared {
         config,
         acl,
         registry,
         producer_ids,
+        response_budget,
         metrics: metrics.clone(),
         local_addr,
         shutdown: shutdown_rx,

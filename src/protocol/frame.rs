@@ -462,6 +462,24 @@ pub fn encode_produce_head(
     buf.put_u32(timeout_ms);
 }
 
+/// Encodes everything of a `FetchOk` frame except the batches: writing these bytes and
+/// then the `batches_len` batch bytes gives exactly what [`Frame::encode`] would, so a
+/// large fetch response is sent without copying its batches.
+pub fn encode_fetch_ok_head(
+    buf: &mut BytesMut,
+    correlation_id: u32,
+    high_watermark: i64,
+    log_start_offset: i64,
+    batches_len: usize,
+) {
+    buf.reserve(FRAME_HEADER_LEN + 16);
+    buf.put_u32((MIN_FRAME_LENGTH + 16 + batches_len) as u32);
+    buf.put_u8(FrameKind::FetchOk as u8);
+    buf.put_u32(correlation_id);
+    buf.put_i64(high_watermark);
+    buf.put_i64(log_start_offset);
+}
+
 fn put_error(buf: &mut BytesMut, code: ErrorCode) {
     buf.put_u16(code.as_u16());
 }

@@ -783,6 +783,23 @@ proptest! {
     }
 
     #[test]
+    fn fetch_ok_head_plus_batches_equals_encode(
+        correlation_id in any::<u32>(),
+        high_watermark in any::<i64>(),
+        log_start_offset in any::<i64>(),
+        batches in arb_bytes(),
+    ) {
+        let f = Frame {
+            correlation_id,
+            payload: Payload::FetchOk(FetchOk { high_watermark, log_start_offset, batches: batches.clone() }),
+        };
+        let mut buf = BytesMut::new();
+        encode_fetch_ok_head(&mut buf, correlation_id, high_watermark, log_start_offset, batches.len());
+        buf.extend_from_slice(&batches);
+        prop_assert_eq!(&buf[..], &encode(&f)[..]);
+    }
+
+    #[test]
     fn length_prefix_matches_the_frame(f in arb_frame()) {
         let bytes = encode(&f);
         let head = FrameHead::peek(&bytes).unwrap().unwrap();

@@ -31,9 +31,14 @@ pub(crate) async fn dispatch(ctx: &ConnCtx, f: Frame) -> Option<Pending> {
         Payload::Produce(p) => produce::produce(ctx, corr, p),
         Payload::Hello(h) => hello::hello(ctx, corr, h),
         Payload::InitProducerId(req) => producer_id::init_producer_id(ctx, corr, req),
-        Payload::Metadata(m) => frame(corr, Payload::MetadataOk(metadata::metadata(ctx, m))),
+        Payload::Metadata(m) => {
+            let f = Frame { correlation_id: corr, payload: Payload::MetadataOk(metadata::metadata(ctx, m)) };
+            // A listing of many topics can be large: it counts against the response budget.
+            let charge = ctx.responses.charge(f.encoded_len()).await;
+            Some(Pending::Charged(f, charge))
+        }
         Payload::CreateTopic(c) => admin::create_topic(ctx, corr, c),
-        Payload::Fetch(req) => fetch::fetch(ctx, corr, req),
+        Payload::Fetch(req) => fetch::fetch(ctx, corr, req).await,
         other => {
             inc(&ctx.shared.metrics.bad_frames);
             error(corr, ErrorCode::InvalidRequest, format!("{:?} is a response kind, not a request", other.kind()))
