@@ -151,6 +151,8 @@ mod tests {
         assert_eq!((ca.bytes(), metrics.response_bytes_queued.load(Relaxed)), (40, 80));
         // A charge larger than the budget takes the whole budget.
         let waiting = tokio::spawn(async move { a.charge(1000).await.bytes() });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
         drop(ca);
         drop(cb);
         assert_eq!(waiting.await.unwrap(), 60);
