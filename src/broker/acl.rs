@@ -101,6 +101,17 @@ impl Acl {
         })
     }
 
+    /// Whether `principal` may write at least one topic: what `InitProducerId` requires
+    /// (like Kafka's `IdempotentWrite`). True without an ACL file.
+    pub fn may_write_some_topic(&self, principal: &str) -> bool {
+        let Some(rules) = &self.rules else { return true };
+        rules.iter().any(|r| {
+            (r.principal == "*" || r.principal == principal)
+                && r.permissions.contains(&Permission::Write)
+                && !r.topics.is_empty()
+        })
+    }
+
     /// Whether `principal` holds any permission on `topic` (for listing).
     pub fn sees(&self, principal: &str, topic: &str) -> bool {
         [Permission::Read, Permission::Write, Permission::Admin].into_iter().any(|p| self.allows(principal, topic, p))
@@ -145,6 +156,10 @@ mod tests {
         assert!(!acl.allows("bob", "public", Permission::Write));
         assert!(acl.allows("ops", "anything", Permission::Admin));
         assert!(!acl.sees("bob", "orders"));
+        assert!(acl.may_write_some_topic("alice"));
+        assert!(!acl.may_write_some_topic("bob"));
+        assert!(!acl.may_write_some_topic("ops"));
+        assert!(Acl::allow_all().may_write_some_topic("anyone"));
         assert!(Acl::allow_all().allows("x", "y", Permission::Admin));
     }
 

@@ -81,6 +81,11 @@ pub struct BrokerConfig {
     /// ever. The client's connection and other streams are untouched. 0 never resets.
     /// Default 30 (the default request timeout).
     pub response_stall_timeout_secs: u64,
+    /// Most producer ids one principal holds at once. Issuing one more forgets the
+    /// principal's least recently used id (its producer then gets `INVALID_PRODUCER_ID`
+    /// and asks for a new id), so one client cannot grow the broker's id table without
+    /// bound. Default 10 000.
+    pub max_producer_ids_per_principal: usize,
     /// Idle timeout for connections, in seconds. Default 30.
     pub idle_timeout_secs: u64,
     /// How long an acks=all produce may wait for its fsync when the request carries no
@@ -122,6 +127,7 @@ impl Default for BrokerConfig {
             max_response_bytes_per_connection: DEFAULT_MAX_RESPONSE_BYTES_PER_CONNECTION,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             response_stall_timeout_secs: 30,
+            max_producer_ids_per_principal: super::producer_ids::DEFAULT_MAX_PER_PRINCIPAL,
             idle_timeout_secs: 30,
             default_produce_timeout_ms: 30_000,
             segment_bytes: 256 * 1024 * 1024,

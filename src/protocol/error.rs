@@ -147,8 +147,9 @@ pub enum ErrorCode {
     /// The batch's sequence does not follow the last one acked for its producer. The
     /// producer must drain and bump its epoch.
     OutOfOrderSequence = 12,
-    /// The producer epoch is older than one the broker has seen: this producer was
-    /// fenced. Fatal for the producer instance.
+    /// The producer epoch is not the current epoch of its producer id: older (this
+    /// producer was fenced by a newer epoch) or never issued. Fatal for the producer
+    /// instance; a bump (`InitProducerId`) must present the current epoch.
     InvalidProducerEpoch = 13,
     /// The broker holds no state for this producer id on the partition and the batch
     /// does not start at sequence 0. The producer must bump its epoch.
@@ -171,11 +172,16 @@ pub enum ErrorCode {
     OffsetOutOfRange = 21,
     /// A stored batch failed its CRC when read back. Not retriable.
     CorruptStoredData = 22,
+    /// An idempotent batch or an epoch bump names a producer id this broker did not issue
+    /// (never handed out, including ids reserved but not yet issued), issued to another
+    /// principal, or no longer remembers. Not retriable: get a new id with
+    /// `InitProducerId(-1, -1)`.
+    InvalidProducerId = 23,
 }
 
 impl ErrorCode {
     /// Every defined code, in numeric order.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::None,
         ErrorCode::Unknown,
         ErrorCode::MalformedFrame,
@@ -199,6 +205,7 @@ impl ErrorCode {
         ErrorCode::ResourceLimit,
         ErrorCode::OffsetOutOfRange,
         ErrorCode::CorruptStoredData,
+        ErrorCode::InvalidProducerId,
     ];
 
     /// The numeric wire value.
@@ -250,6 +257,7 @@ impl ErrorCode {
             ErrorCode::ResourceLimit => "RESOURCE_LIMIT",
             ErrorCode::OffsetOutOfRange => "OFFSET_OUT_OF_RANGE",
             ErrorCode::CorruptStoredData => "CORRUPT_STORED_DATA",
+            ErrorCode::InvalidProducerId => "INVALID_PRODUCER_ID",
         }
     }
 }
@@ -270,7 +278,7 @@ mod tests {
             assert_eq!(code.as_u16() as usize, i, "{code} out of place");
             assert_eq!(ErrorCode::from_u16(code.as_u16()).unwrap(), *code);
         }
-        for v in [23u16, 100, u16::MAX] {
+        for v in [ErrorCode::ALL.len() as u16, 100, u16::MAX] {
             assert!(ErrorCode::from_u16(v).is_err());
         }
     }

@@ -603,7 +603,7 @@ fn invalid_acks_are_rejected() {
 
 #[test]
 fn invalid_error_codes_are_rejected() {
-    let bad = [ErrorCode::ALL.len() as u16, 24, 0x0100, 0x7fff, 0xffff];
+    let bad = [ErrorCode::ALL.len() as u16, 0x00ff, 0x0100, 0x7fff, 0xffff];
     // (vector, offset of an error code inside the frame, the code the vector holds there)
     let sites = [
         (error_frame(), FRAME_HEADER_LEN, ErrorCode::UnknownTopicOrPartition),

@@ -30,7 +30,7 @@ pub(crate) async fn dispatch(ctx: &ConnCtx, f: Frame) -> Option<Pending> {
     match f.payload {
         Payload::Produce(p) => produce::produce(ctx, corr, p),
         Payload::Hello(h) => hello::hello(ctx, corr, h),
-        Payload::InitProducerId(req) => producer_id::init_producer_id(ctx, corr, req),
+        Payload::InitProducerId(req) => producer_id::init_producer_id(ctx, corr, req).await,
         Payload::Metadata(m) => {
             let f = Frame { correlation_id: corr, payload: Payload::MetadataOk(metadata::metadata(ctx, m)) };
             // A listing of many topics can be large: it counts against the response budget.

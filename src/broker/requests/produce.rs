@@ -67,6 +67,17 @@ pub(super) fn produce(ctx: &ConnCtx, corr: u32, p: Produce) -> Option<Pending> {
         };
     let header = *batch.header();
     let now = now_ms();
+    // An idempotent batch must carry an id issued to this principal, at its current
+    // epoch: otherwise a client could stamp the id the broker will issue next, and its
+    // batches would later be taken for that producer's.
+    if header.is_idempotent() {
+        let stamp = header.producer;
+        if let Err((code, message)) =
+            shared.producer_ids.check(&ctx.principal, stamp.producer_id, stamp.producer_epoch, now)
+        {
+            return fail(code, message);
+        }
+    }
     let appended = match partition.append(&p.batch, &header, now, shared.config.sink) {
         Ok(a) => a,
         Err(e) => return fail(e.code, e.message),
