@@ -334,3 +334,39 @@ async fn a_batch_whose_header_lies_about_its_record_count_is_refused() {
     let ok = c.produce("liar", 0, Acks::Leader, batch("y", 1, ProducerStamp::NONE, Compression::None)).await.unwrap();
     assert_eq!(ok.base_offset, 0);
 }
+
+#[tokio::test]
+async fn one_request_auto_creates_a_bounded_number_of_topics_and_the_broker_holds_at_most_max_topics() {
+    let b = TestBroker::start_with(|c| {
+        c.max_topics = 12;
+        c.max_auto_create_per_request = 5;
+    })
+    .await;
+    let mut c = b.client("alice").await;
+    let names: Vec<String> = (0..40).map(|i| format!("auto-{i:02}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    // One Metadata request naming 40 missing topics creates 5; the rest are answered
+    // RESOURCE_LIMIT (retriable: the next request creates the next ones).
+    let md = c.metadata(&refs).await.unwrap();
+    let created = md.topics.iter().filter(|t| t.error == ErrorCode::None).count();
+    let limited = md.topics.iter().filter(|t| t.error == ErrorCode::ResourceLimit).count();
+    assert_eq!((created, limited), (5, 35), "{md:?}");
+    assert_eq!(c.list_topics().await.unwrap().len(), 5);
+    let md = c.metadata(&refs).await.unwrap();
+    assert_eq!(md.topics.iter().filter(|t| t.error == ErrorCode::None).count(), 10);
+    // The broker-wide limit: 12 topics, then TOPIC_LIMIT_REACHED (not retriable) for
+    // auto-create by metadata or produce, and for CreateTopic.
+    let md = c.metadata(&refs).await.unwrap();
+    assert_eq!(md.topics.iter().filter(|t| t.error == ErrorCode::None).count(), 12);
+    assert!(md.topics.iter().any(|t| t.error == ErrorCode::TopicLimitReached), "{md:?}");
+    let r =
+        c.produce("one-more", 0, Acks::Leader, batch("x", 1, ProducerStamp::NONE, Compression::None)).await.unwrap();
+    assert_eq!(r.error, ErrorCode::TopicLimitReached, "{}", r.message);
+    let e = c.create_topic("one-more", 1).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::TopicLimitReached), "{e}");
+    assert!(!ErrorCode::TopicLimitReached.is_retriable());
+    assert_eq!(c.list_topics().await.unwrap().len(), 12);
+    // Existing topics keep working.
+    let r = c.produce("auto-00", 0, Acks::All, batch("x", 1, ProducerStamp::NONE, Compression::None)).await.unwrap();
+    assert_eq!(r.error, ErrorCode::None, "{}", r.message);
+}

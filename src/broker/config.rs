@@ -49,6 +49,15 @@ pub struct BrokerConfig {
     pub default_partitions: u32,
     /// Most partitions one topic may have. Default 1024.
     pub max_partitions: u32,
+    /// Most topics the broker holds. Creating one more (explicitly or by auto-create) is
+    /// refused with `TOPIC_LIMIT_REACHED` (not retriable). Each topic costs files and a
+    /// task per partition, so one authorised client must not create them without bound.
+    /// Topics already on disk at start-up are all opened, even beyond it. Default 10 000.
+    pub max_topics: u32,
+    /// Most topics one `Metadata` request may auto-create; the further missing topics it
+    /// names are answered `RESOURCE_LIMIT` (retriable: the next request creates the next
+    /// ones). Default 100.
+    pub max_auto_create_per_request: u32,
     /// Largest frame accepted (length prefix value). Default 8 MiB, at most 16 MiB.
     pub max_frame_size: u32,
     /// Most concurrent connections; further ones are refused. Default 1024.
@@ -120,6 +129,8 @@ impl Default for BrokerConfig {
             auto_create_topics: true,
             default_partitions: 1,
             max_partitions: 1024,
+            max_topics: 10_000,
+            max_auto_create_per_request: 100,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             max_connections: 1024,
             max_streams_per_connection: 256,

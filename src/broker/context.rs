@@ -31,8 +31,9 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// The topic for a produce: existing, or auto-created when enabled.
-    pub(crate) fn topic_for_write(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
+    /// The topic for a write: existing, or auto-created when enabled (off the async
+    /// runtime: creating makes directories and files and fsyncs them).
+    pub(crate) async fn topic_for_write(self: &Arc<Self>, name: &str) -> Result<Arc<Topic>, TopicError> {
         if let Some(t) = self.registry.get(name) {
             return Ok(t);
         }
@@ -42,7 +43,25 @@ impl Shared {
                 message: format!("topic '{name}' does not exist and auto-create is off"),
             });
         }
-        self.registry.get_or_create(name, self.config.default_partitions)
+        let partitions = self.config.default_partitions;
+        self.blocking(name, move |registry, name| registry.get_or_create(name, partitions)).await
+    }
+
+    /// Creates a topic (`CreateTopic`), off the async runtime.
+    pub(crate) async fn create_topic(self: &Arc<Self>, name: &str, partitions: u32) -> Result<Arc<Topic>, TopicError> {
+        self.blocking(name, move |registry, name| registry.create(name, partitions)).await
+    }
+
+    async fn blocking(
+        self: &Arc<Self>,
+        name: &str,
+        f: impl FnOnce(&TopicRegistry, &str) -> Result<Arc<Topic>, TopicError> + Send + 'static,
+    ) -> Result<Arc<Topic>, TopicError> {
+        let me = self.clone();
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || f(&me.registry, &name)).await.unwrap_or_else(|e| {
+            Err(TopicError { code: ErrorCode::Unknown, message: format!("topic creation task failed: {e}") })
+        })
     }
 }
 

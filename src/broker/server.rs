@@ -139,6 +139,7 @@ pub async fn start(config: BrokerConfig, tls: BrokerTls) -> Result<BrokerHandle,
     let (registry, recovered) =
         TopicRegistry::open(&config.data_dir, config.log_config(), config.max_partitions, metrics.clone())
             .map_err(storage)?;
+    let registry = registry.with_max_topics(config.max_topics as usize);
     for r in &recovered {
         if r.report.truncated_bytes > 0 {
             tracing::warn!(

@@ -177,11 +177,14 @@ pub enum ErrorCode {
     /// principal, or no longer remembers. Not retriable: get a new id with
     /// `InitProducerId(-1, -1)`.
     InvalidProducerId = 23,
+    /// Creating the topic would exceed the broker's topic limit (`max_topics`). Not
+    /// retriable.
+    TopicLimitReached = 24,
 }
 
 impl ErrorCode {
     /// Every defined code, in numeric order.
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::None,
         ErrorCode::Unknown,
         ErrorCode::MalformedFrame,
@@ -206,6 +209,7 @@ impl ErrorCode {
         ErrorCode::OffsetOutOfRange,
         ErrorCode::CorruptStoredData,
         ErrorCode::InvalidProducerId,
+        ErrorCode::TopicLimitReached,
     ];
 
     /// The numeric wire value.
@@ -258,6 +262,7 @@ impl ErrorCode {
             ErrorCode::OffsetOutOfRange => "OFFSET_OUT_OF_RANGE",
             ErrorCode::CorruptStoredData => "CORRUPT_STORED_DATA",
             ErrorCode::InvalidProducerId => "INVALID_PRODUCER_ID",
+            ErrorCode::TopicLimitReached => "TOPIC_LIMIT_REACHED",
         }
     }
 }

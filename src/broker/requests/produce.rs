@@ -16,7 +16,7 @@ pub(crate) const MAX_DECOMPRESSED: usize = 32 * 1024 * 1024;
 
 /// Appends the batch and answers `ProduceResult` (at once, or after the group commit
 /// for acks=all); nothing for acks=0.
-pub(super) fn produce(ctx: &ConnCtx, corr: u32, p: Produce) -> Option<Pending> {
+pub(super) async fn produce(ctx: &ConnCtx, corr: u32, p: Produce) -> Option<Pending> {
     let shared = &ctx.shared;
     inc(&shared.metrics.produce_requests);
     let fail = |code: ErrorCode, message: String| {
@@ -44,7 +44,7 @@ pub(super) fn produce(ctx: &ConnCtx, corr: u32, p: Produce) -> Option<Pending> {
             format!("principal '{}' may not write topic '{}'", ctx.principal, p.topic),
         );
     }
-    let topic = match shared.topic_for_write(&p.topic) {
+    let topic = match shared.topic_for_write(&p.topic).await {
         Ok(t) => t,
         Err(e) => return fail(e.code, e.message),
     };
