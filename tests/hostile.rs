@@ -673,3 +673,69 @@ fn never_reading_clients_together_hold_at_most_the_broker_budget_until_their_str
         drop(rude);
     });
 }
+
+/// Sends `n` QUIC Initial packets (each a ClientHello of a new connection, offering no
+/// client certificate) to `server` from one UDP socket, and never answers anything the
+/// server sends back: abandoned handshakes.
+fn abandoned_handshakes(server: std::net::SocketAddr, ca: &[rustls_pki_types::CertificateDer<'static>], n: usize) {
+    let tls = qwire::transport::tls::client_tls(None, ca).unwrap();
+    let config = qwire::transport::tls::quinn_client_config(tls, &Default::default()).unwrap();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut endpoint = quinn_proto::Endpoint::new(Arc::new(quinn_proto::EndpointConfig::default()), None, false, None);
+    let mut buf = Vec::with_capacity(1500);
+    for i in 0..n {
+        if i % 50 == 49 {
+            // Paced (about 500 a second), so that the broker's socket buffer takes them all.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let now = std::time::Instant::now();
+        let (_, mut conn) = endpoint.connect(now, config.clone(), server, "localhost").unwrap();
+        buf.clear();
+        let t = conn.poll_transmit(now, 1, &mut buf).expect("an Initial to send");
+        socket.send_to(&buf[..t.size], server).unwrap();
+    }
+}
+
+#[test]
+fn a_flood_of_abandoned_handshakes_does_not_lock_out_a_valid_client() {
+    let _serial = one_at_a_time();
+    runtime().block_on(async {
+        let b = TestBroker::start().await;
+        let metrics = || b.handle.as_ref().unwrap().metrics();
+        let n = b.config.max_connections as usize + 76;
+        let (addr, ca) = (b.addr(), b.client_config("alice").ca);
+        tokio::task::spawn_blocking(move || abandoned_handshakes(addr, &ca, n)).await.unwrap();
+        // Until the broker has seen most of them (loopback may drop a few datagrams).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let seen = |m: &qwire::broker::metrics::MetricsSnapshot| {
+            m.handshakes_retried + m.connections_open + m.handshake_timeouts + m.handshakes_refused
+        };
+        while seen(&metrics()) < n as u64 / 2 {
+            assert!(Instant::now() < deadline, "the broker did not see the flood: {:?}", metrics());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // A valid client gets in at its first try while the abandoned handshakes are held.
+        let mut good = Client::connect(&b.client_config("bob")).await.expect("a valid client is not locked out");
+        well_behaved(&mut good, "g").await;
+        let m = metrics();
+        println!(
+            "{n} abandoned handshakes: {} held a slot, {} were sent a Retry, {} refused; a valid client got in",
+            m.connections_open - 1,
+            m.handshakes_retried,
+            m.connections_refused + m.handshakes_refused
+        );
+        assert!(m.connections_open - 1 <= u64::from(b.config.max_handshakes), "{m:?}");
+        assert!(m.handshakes_retried > 0, "{m:?}");
+        assert_eq!(m.connections_refused, 0, "{m:?}");
+        // The abandoned ones are dropped by the handshake timeout, not the idle timeout.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while metrics().connections_open > 1 {
+            assert!(Instant::now() < deadline, "abandoned handshakes still hold slots: {:?}", metrics());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let after = metrics();
+        assert!(after.handshake_timeouts >= m.connections_open - 1, "{after:?}");
+        assert!(after.handshake_timeouts >= 1 && after.handshake_failures == 0, "{after:?}");
+        well_behaved(&mut good, "g").await;
+    });
+}

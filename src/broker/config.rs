@@ -62,6 +62,17 @@ pub struct BrokerConfig {
     pub max_frame_size: u32,
     /// Most concurrent connections; further ones are refused. Default 1024.
     pub max_connections: u32,
+    /// Most TLS handshakes in progress at once; each also holds a connection slot. A
+    /// further connection is refused (QUIC `CONNECTION_REFUSED`), and once half of them are
+    /// in progress, a peer whose address is not yet validated is first sent a QUIC Retry
+    /// (one extra round trip; the broker keeps no state until the peer answers it). Peers
+    /// that start handshakes and never finish them therefore hold at most this many slots,
+    /// for at most `handshake_timeout_ms`. Default 128.
+    pub max_handshakes: u32,
+    /// A handshake not completed within this many ms is dropped and its slot freed.
+    /// Default 5000 (a full mTLS handshake takes about 1 ms on loopback; this leaves room
+    /// for slow, lossy paths).
+    pub handshake_timeout_ms: u64,
     /// Most concurrent bidirectional streams per connection. Default 256.
     pub max_streams_per_connection: u32,
     /// Bytes of partly received large frames (over 64 KiB) one connection may hold at
@@ -133,6 +144,8 @@ impl Default for BrokerConfig {
             max_auto_create_per_request: 100,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             max_connections: 1024,
+            max_handshakes: 128,
+            handshake_timeout_ms: 5000,
             max_streams_per_connection: 256,
             max_buffered_bytes_per_connection: DEFAULT_MAX_BUFFERED_BYTES_PER_CONNECTION,
             max_response_bytes_per_connection: DEFAULT_MAX_RESPONSE_BYTES_PER_CONNECTION,
@@ -174,8 +187,11 @@ impl BrokerConfig {
                 self.max_partitions, self.default_partitions
             ));
         }
-        if self.max_connections == 0 || self.max_streams_per_connection == 0 {
-            return Err("max_connections and max_streams_per_connection must be at least 1".into());
+        if self.max_connections == 0 || self.max_streams_per_connection == 0 || self.max_handshakes == 0 {
+            return Err("max_connections, max_handshakes and max_streams_per_connection must be at least 1".into());
+        }
+        if self.handshake_timeout_ms == 0 {
+            return Err("handshake_timeout_ms must be at least 1".into());
         }
         if self.max_response_bytes_per_connection == 0 || self.max_response_bytes == 0 {
             return Err("max_response_bytes_per_connection and max_response_bytes must be at least 1".into());

@@ -26,8 +26,14 @@ counters! {
     connections_accepted,
     /// Connections refused because of the connection limit.
     connections_refused,
-    /// Handshakes that failed (certificate refused, wrong ALPN, timeout).
+    /// Handshakes that failed (certificate refused, wrong ALPN).
     handshake_failures,
+    /// Handshakes dropped because they did not complete within `handshake_timeout_ms`.
+    handshake_timeouts,
+    /// Connections refused because `max_handshakes` handshakes were in progress.
+    handshakes_refused,
+    /// QUIC Retry packets sent (address validation under load).
+    handshakes_retried,
     /// Connections currently open.
     connections_open,
     /// Streams opened by clients.

@@ -13,6 +13,7 @@
 //! - [`acl`], [`config`], [`producer_ids`], [`metrics`].
 
 pub mod acl;
+mod admission;
 mod budget;
 pub mod config;
 mod connection;

@@ -12,11 +12,12 @@ use rustls_pki_types::CertificateDer;
 use tokio::sync::{mpsc, watch};
 
 use super::acl::Acl;
+use super::admission::Admission;
 use super::budget::BrokerBudget;
 use super::config::BrokerConfig;
 use super::connection::serve_connection;
 use super::context::Shared;
-use super::metrics::{inc, BrokerMetrics, MetricsSnapshot};
+use super::metrics::{BrokerMetrics, MetricsSnapshot};
 use super::producer_ids::ProducerIdAllocator;
 use super::topics::TopicRegistry;
 use crate::transport::certs::{load_certs, CertError, Identity};
@@ -194,20 +195,16 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>, _lock: fs::
     let mut shutdown = shared.shutdown.clone();
     // Every connection task holds a clone; when all are gone, recv() yields None.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    let admission = Admission::new(shared.config.max_connections, shared.config.max_handshakes, shared.metrics.clone());
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => i,
             _ = shutdown.wait_for(|s| *s) => break,
         };
         let Some(incoming) = incoming else { break };
-        let open = shared.metrics.connections_open.load(std::sync::atomic::Ordering::Relaxed);
-        if open >= u64::from(shared.config.max_connections) {
-            inc(&shared.metrics.connections_refused);
-            tracing::warn!(remote = %incoming.remote_address(), open, "connection limit reached; refusing");
-            incoming.refuse();
-            continue;
+        if let Some((incoming, admitted)) = admission.admit(incoming) {
+            tokio::spawn(serve_connection(incoming, admitted, shared.clone(), alive_tx.clone()));
         }
-        tokio::spawn(serve_connection(incoming, shared.clone(), alive_tx.clone()));
     }
     tracing::info!("shutting down: no new connections");
     drop(alive_tx);
