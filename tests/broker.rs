@@ -370,3 +370,53 @@ async fn one_request_auto_creates_a_bounded_number_of_topics_and_the_broker_hold
     let r = c.produce("auto-00", 0, Acks::All, batch("x", 1, ProducerStamp::NONE, Compression::None)).await.unwrap();
     assert_eq!(r.error, ErrorCode::None, "{}", r.message);
 }
+
+/// A one-record batch of exactly `size` bytes.
+fn batch_of_size(size: usize) -> bytes::Bytes {
+    let mut value = size.saturating_sub(100);
+    loop {
+        let mut b = qwire::protocol::BatchBuilder::new();
+        b.push(&qwire::protocol::Record {
+            timestamp: 1,
+            key: None,
+            value: Some(bytes::Bytes::from(vec![b'v'; value])),
+            headers: vec![],
+        });
+        let sealed = b.seal(Compression::None, None, ProducerStamp::NONE);
+        match sealed.len().cmp(&size) {
+            std::cmp::Ordering::Equal => return sealed,
+            std::cmp::Ordering::Less => value += 1,
+            std::cmp::Ordering::Greater => value -= 1,
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_batch_the_broker_stores_can_be_fetched_and_hello_ok_says_how_large_they_may_be() {
+    let b = TestBroker::start_with(|c| c.max_frame_size = 1 << 20).await;
+    let mut c = b.client("alice").await;
+    let hello = c.connection().hello().clone();
+    let limit = hello.max_batch_bytes as usize;
+    assert_eq!(limit, b.config.batch_limit() as usize);
+    assert!(hello.max_fetch_bytes as usize >= limit && hello.max_fetch_bytes <= hello.max_frame_size);
+    assert_eq!(hello.max_in_flight_per_partition, 5);
+    assert_eq!(u64::from(hello.max_unfinished_frame_bytes), b.config.max_buffered_bytes_per_connection);
+    assert_eq!(u64::from(hello.max_response_bytes), b.config.max_response_bytes_per_connection);
+    // A batch that fits a produce frame but is larger than the limit: refused, not stored
+    // (it could never be fetched: a fetch response frame has more around its batches).
+    let too_large = batch_of_size((hello.max_frame_size - 40) as usize);
+    let r = c.produce("b", 0, Acks::All, too_large).await.unwrap();
+    assert_eq!((r.error, r.base_offset), (ErrorCode::BatchTooLarge, -1), "{}", r.message);
+    assert!(!ErrorCode::BatchTooLarge.is_retriable());
+    // The largest allowed batch is stored, and fetched whole even when less is asked for.
+    for _ in 0..3 {
+        let r = c.produce("b", 0, Acks::All, batch_of_size(limit)).await.unwrap();
+        assert_eq!(r.error, ErrorCode::None, "{}", r.message);
+    }
+    let f = c.fetch("b", 0, 1, 1).await.unwrap();
+    assert_eq!(f.batches.len(), limit);
+    // However much is asked for, a response stays within max_fetch_bytes.
+    let f = c.fetch("b", 0, 0, u32::MAX).await.unwrap();
+    assert!(!f.batches.is_empty() && f.batches.len() <= hello.max_fetch_bytes as usize, "{}", f.batches.len());
+    assert_eq!(c.fetch_all("b", 0, 0).await.unwrap().len(), 3);
+}

@@ -16,6 +16,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 /// Default largest frame: 8 MiB, room for a 1 MiB batch (Kafka's default max request)
 /// many times over while bounding per-stream buffering.
 pub const DEFAULT_MAX_FRAME_SIZE: u32 = 8 * 1024 * 1024;
+/// Bytes of a `FetchOk` frame besides its batches, rounded up: length prefix, kind,
+/// correlation id, high watermark and log start offset take 25.
+pub const FETCH_OVERHEAD: u32 = 64;
 /// Default [`BrokerConfig::max_response_bytes_per_connection`]: 16 MiB, two fetch
 /// responses of the largest default size; a consumer that reads what it asked for never
 /// waits on it.
@@ -60,6 +63,11 @@ pub struct BrokerConfig {
     pub max_auto_create_per_request: u32,
     /// Largest frame accepted (length prefix value). Default 8 MiB, at most 16 MiB.
     pub max_frame_size: u32,
+    /// Largest record batch a produce may carry; larger ones are answered
+    /// `BATCH_TOO_LARGE`. It is also the largest fetch response, so every stored batch can
+    /// be fetched. 0 (the default) means `max_frame_size` − [`FETCH_OVERHEAD`]; a value set
+    /// must lie between 1024 and that.
+    pub max_batch_bytes: u32,
     /// Most concurrent connections; further ones are refused. Default 1024.
     pub max_connections: u32,
     /// Most TLS handshakes in progress at once; each also holds a connection slot. A
@@ -143,6 +151,7 @@ impl Default for BrokerConfig {
             max_topics: 10_000,
             max_auto_create_per_request: 100,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            max_batch_bytes: 0,
             max_connections: 1024,
             max_handshakes: 128,
             handshake_timeout_ms: 5000,
@@ -181,6 +190,13 @@ impl BrokerConfig {
                 self.max_frame_size
             ));
         }
+        let largest = self.max_frame_size - FETCH_OVERHEAD;
+        if self.max_batch_bytes != 0 && !(1024..=largest).contains(&self.max_batch_bytes) {
+            return Err(format!(
+                "max_batch_bytes must be 0 (max_frame_size - {FETCH_OVERHEAD}) or between 1024 and {largest}, got {}",
+                self.max_batch_bytes
+            ));
+        }
         if self.default_partitions == 0 || self.default_partitions > self.max_partitions {
             return Err(format!(
                 "default_partitions must be between 1 and max_partitions ({}), got {}",
@@ -200,6 +216,15 @@ impl BrokerConfig {
             return Err(format!("segment_bytes must be at least 4096, got {}", self.segment_bytes));
         }
         Ok(())
+    }
+
+    /// The largest batch a produce may carry, and the largest fetch response
+    /// ([`Self::max_batch_bytes`] with 0 resolved).
+    pub fn batch_limit(&self) -> u32 {
+        match self.max_batch_bytes {
+            0 => self.max_frame_size - FETCH_OVERHEAD,
+            n => n,
+        }
     }
 
     /// The log settings derived from this config.

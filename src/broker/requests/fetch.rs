@@ -6,7 +6,7 @@ use crate::broker::context::ConnCtx;
 use crate::broker::log::LogError;
 use crate::broker::metrics::inc;
 use crate::broker::writer::Pending;
-use crate::protocol::frame::{Fetch, FetchOk};
+use crate::protocol::frame::{Fetch, FetchOk, MIN_FRAME_LENGTH};
 use crate::protocol::{ErrorCode, Frame, Payload};
 
 /// Answers `FetchOk` with the batches from `req.offset`, or why there are none.
@@ -30,8 +30,10 @@ pub(super) async fn fetch(ctx: &ConnCtx, corr: u32, req: Fetch) -> Option<Pendin
             ),
         );
     };
-    // Leave room for the frame header and the two offsets.
-    let limit = (ctx.shared.config.max_frame_size as usize).saturating_sub(64);
+    // No stored batch is larger than the batch limit, and a response holds whole batches
+    // up to max_bytes (or the first alone, if larger): clamped to the batch limit, every
+    // response fits a frame.
+    let limit = ctx.shared.config.batch_limit() as usize;
     let max_bytes = (req.max_bytes as usize).clamp(1, limit);
     // Charge the response before reading: a client that does not read its responses
     // waits here once its connection's budget is used, holding no more than that.
@@ -68,11 +70,20 @@ pub(super) async fn fetch(ctx: &ConnCtx, corr: u32, req: Fetch) -> Option<Pendin
         charge.shrink_to(batches.len());
         break (batches, high_watermark, log_start_offset, charge);
     };
-    if batches.len() > limit {
+    // Only a batch stored under a larger max_frame_size than today's can be too large.
+    // The length prefix counts kind, correlation id and the two offsets besides batches.
+    let room = ctx.shared.config.max_frame_size as usize - MIN_FRAME_LENGTH - 16;
+    if batches.len() > room {
         return error(
             corr,
-            ErrorCode::Unknown,
-            format!("stored batch of {} bytes exceeds the frame limit", batches.len()),
+            ErrorCode::BatchTooLarge,
+            format!(
+                "the stored batch at offset {} is {} bytes, more than a frame of this broker holds \
+                 (max_frame_size {}); it was stored under a larger limit",
+                req.offset,
+                batches.len(),
+                ctx.shared.config.max_frame_size
+            ),
         );
     }
     let ok = FetchOk { high_watermark, log_start_offset, batches };

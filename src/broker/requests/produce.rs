@@ -54,6 +54,13 @@ pub(super) async fn produce(ctx: &ConnCtx, corr: u32, p: Produce) -> Option<Pend
             format!("topic '{}' has {} partitions; {} does not exist", p.topic, topic.partitions.len(), p.partition),
         );
     };
+    let limit = shared.config.batch_limit() as usize;
+    if p.batch.len() > limit {
+        return fail(
+            ErrorCode::BatchTooLarge,
+            format!("batch of {} bytes exceeds this broker's max_batch_bytes ({limit})", p.batch.len()),
+        );
+    }
     // One pass checks structure and CRC; then the records are walked once, because the
     // log stores batches without decoding them and a header that lied about its record
     // count would move offsets arbitrarily.
