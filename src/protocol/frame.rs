@@ -165,10 +165,21 @@ pub struct HelloOk {
     /// Bytes of responses (fetched batches, metadata) the broker holds for one
     /// connection; requests beyond it wait until the client reads its responses.
     pub max_response_bytes: u32,
+    /// Behaviours the broker implements, one bit each ([`HelloOk::PER_PARTITION_EPOCHS`]);
+    /// unknown bits are to be ignored.
+    pub features: u32,
+}
+
+impl HelloOk {
+    /// `features` bit: a batch whose epoch is older than its producer id's current epoch
+    /// is first looked up among the partition's remembered batches (a retry is answered
+    /// `duplicate` with its original offset) and only otherwise refused
+    /// `INVALID_PRODUCER_EPOCH`, so a producer may switch epochs partition by partition.
+    pub const PER_PARTITION_EPOCHS: u32 = 1;
 }
 
 /// Bytes of the `HelloOk` fields after `max_frame_size`.
-const HELLO_OK_LIMITS_LEN: usize = 4 + 4 + 2 + 4 + 4;
+const HELLO_OK_LIMITS_LEN: usize = 4 + 4 + 2 + 4 + 4 + 4;
 
 /// `InitProducerId`: allocate a producer id, or bump the epoch of an existing one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -586,6 +597,7 @@ impl Payload {
                 buf.put_u16(h.max_in_flight_per_partition);
                 buf.put_u32(h.max_unfinished_frame_bytes);
                 buf.put_u32(h.max_response_bytes);
+                buf.put_u32(h.features);
             }
             Payload::MetadataOk(m) => {
                 buf.put_u16(m.brokers.len() as u16);
@@ -678,6 +690,7 @@ impl Payload {
                     max_in_flight_per_partition: r.u16("max_in_flight_per_partition")?,
                     max_unfinished_frame_bytes: r.u32("max_unfinished_frame_bytes")?,
                     max_response_bytes: r.u32("max_response_bytes")?,
+                    features: r.u32("features")?,
                 };
                 // Later versions append fields: bytes after the known ones are ignored.
                 return Ok(Payload::HelloOk(hello));

@@ -138,14 +138,15 @@ fn hello_ok() -> (Frame, Vec<u8>) {
             max_in_flight_per_partition: 5,
             max_unfinished_frame_bytes: 32 << 20,
             max_response_bytes: 16 << 20,
+            features: HelloOk::PER_PARTITION_EPOCHS,
         }),
     );
-    // length 37 = 5 + version 2 + broker_id 4 + "cn" 4 + max_frame_size 4 + max_batch_bytes 4
+    // length 41 = 5 + version 2 + broker_id 4 + "cn" 4 + max_frame_size 4 + max_batch_bytes 4
     //   + max_fetch_bytes 4 + max_in_flight_per_partition 2 + max_unfinished_frame_bytes 4
-    //   + max_response_bytes 4
+    //   + max_response_bytes 4 + features 4
     let b = hex(
-        "00000025 | 81 | 01020304 | 0001 | 00000007 | 0002 636e | 01000000 | 00ffffc0 | 00ffffc0 | 0005 | 02000000 \
-         | 01000000",
+        "00000029 | 81 | 01020304 | 0001 | 00000007 | 0002 636e | 01000000 | 00ffffc0 | 00ffffc0 | 0005 | 02000000 \
+         | 01000000 | 00000001",
     );
     (f, b)
 }
@@ -746,12 +747,19 @@ fn arb_payload() -> impl Strategy<Value = Payload> {
         }),
         (
             (any::<u16>(), any::<u32>(), arb_string(), any::<u32>()),
-            (any::<u32>(), any::<u32>(), any::<u16>(), any::<u32>(), any::<u32>())
+            (any::<u32>(), any::<u32>(), any::<u16>(), any::<u32>(), any::<u32>(), any::<u32>())
         )
             .prop_map(
                 |(
                     (version, broker_id, principal, max_frame_size),
-                    (max_batch_bytes, max_fetch_bytes, max_in_flight_per_partition, max_unfinished, max_response),
+                    (
+                        max_batch_bytes,
+                        max_fetch_bytes,
+                        max_in_flight_per_partition,
+                        max_unfinished,
+                        max_response,
+                        features,
+                    ),
                 )| {
                     Payload::HelloOk(HelloOk {
                         version,
@@ -763,6 +771,7 @@ fn arb_payload() -> impl Strategy<Value = Payload> {
                         max_in_flight_per_partition,
                         max_unfinished_frame_bytes: max_unfinished,
                         max_response_bytes: max_response,
+                        features,
                     })
                 }
             ),

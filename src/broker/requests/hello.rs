@@ -32,6 +32,9 @@ pub(super) fn hello(ctx: &ConnCtx, corr: u32, h: Hello) -> Option<Pending> {
             max_in_flight_per_partition: MAX_CACHED_BATCHES as u16,
             max_unfinished_frame_bytes: clamp(config.max_buffered_bytes_per_connection),
             max_response_bytes: clamp(config.max_response_bytes_per_connection),
+            // Per-partition epochs need the partition's dedup lookup before the epoch
+            // fence, which the partition API does not offer yet.
+            features: 0,
         }),
     )
 }
