@@ -420,3 +420,65 @@ async fn every_batch_the_broker_stores_can_be_fetched_and_hello_ok_says_how_larg
     assert!(!f.batches.is_empty() && f.batches.len() <= hello.max_fetch_bytes as usize, "{}", f.batches.len());
     assert_eq!(c.fetch_all("b", 0, 0).await.unwrap().len(), 3);
 }
+
+/// `batch` with its records section recompressed as a zstd frame whose header carries no
+/// content size, the CRC fixed.
+fn zstd_without_content_size(batch: &[u8]) -> bytes::Bytes {
+    let section = &batch[57..];
+    let mut z = zstd::bulk::Compressor::new(3).unwrap();
+    z.set_parameter(zstd::stream::raw::CParameter::ContentSizeFlag(false)).unwrap();
+    let compressed = z.compress(section).unwrap();
+    assert!(matches!(zstd::zstd_safe::get_frame_content_size(&compressed), Ok(None)));
+    let mut b = BytesMut::from(&batch[..57]);
+    b[8..12].copy_from_slice(&((45 + compressed.len()) as u32).to_be_bytes());
+    b[17..19].copy_from_slice(&4u16.to_be_bytes());
+    b.put_slice(&compressed);
+    let crc = crc32c::crc32c(&b[17..]);
+    b[13..17].copy_from_slice(&crc.to_be_bytes());
+    b.freeze()
+}
+
+#[tokio::test]
+async fn a_batch_that_can_never_be_stored_is_refused_as_not_retriable_and_the_stream_goes_on() {
+    let b = TestBroker::start().await;
+    let mut c = b.client("alice").await;
+    let good = batch("g", 3, ProducerStamp::NONE, Compression::None);
+    let mut bad_crc = BytesMut::from(&good[..]);
+    let last = bad_crc.len() - 1;
+    bad_crc[last] ^= 1;
+    let mut trailing = BytesMut::from(&good[..]);
+    trailing.put_u8(0);
+    let cases = [
+        ("a record byte changed after sealing (CRC mismatch)", bad_crc.freeze()),
+        ("a byte after the batch", trailing.freeze()),
+        ("a zstd frame without its content size", zstd_without_content_size(&good)),
+    ];
+    for (what, bytes) in cases {
+        let r = c.produce("never", 0, Acks::All, bytes).await.unwrap();
+        assert_eq!((r.error, r.base_offset), (ErrorCode::CorruptBatch, -1), "{what}: {}", r.message);
+        // Resending the same bytes can only fail again (QUIC delivers them unaltered).
+        assert!(!r.error.is_retriable(), "{what}");
+    }
+    let r = c.produce("never", 0, Acks::All, good).await.unwrap();
+    assert_eq!((r.error, r.base_offset), (ErrorCode::None, 0), "{}", r.message);
+    assert_eq!(c.fetch_all("never", 0, 0).await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn unsupported_version_is_answered_and_the_stream_stays_usable() {
+    let b = TestBroker::start().await;
+    let c = b.client("alice").await;
+    let mut s = c.open_stream().await.unwrap();
+    let hello = |version, correlation_id| Frame {
+        correlation_id,
+        payload: Payload::Hello(qwire::protocol::frame::Hello { version, client_id: "v".into() }),
+    };
+    s.send(&hello(99, 1)).await.unwrap();
+    let f = s.recv().await.unwrap().unwrap();
+    assert!(matches!(f.payload, Payload::Error(ref e) if e.code == ErrorCode::UnsupportedVersion), "{f:?}");
+    assert_eq!(f.correlation_id, 1);
+    s.send(&hello(qwire::protocol::PROTOCOL_VERSION, 2)).await.unwrap();
+    let f = s.recv().await.unwrap().unwrap();
+    assert!(matches!(f.payload, Payload::HelloOk(_)), "{f:?}");
+    assert_eq!(f.correlation_id, 2);
+}

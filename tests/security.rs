@@ -224,3 +224,34 @@ async fn two_producers_sharing_an_id_fence_each_other_by_epoch() {
     assert_eq!(e.code(), Some(ErrorCode::InvalidProducerEpoch), "{e}");
     assert_eq!(values(&a.fetch_all("t", 0, 0).await.unwrap()), ["a-0", "b-0", "b-0"]);
 }
+
+#[tokio::test]
+async fn a_certificate_from_another_qwire_certs_ca_is_refused_as_unknown_ca() {
+    // Two `qwire certs` runs make two CAs; a client of the second is not known to a broker
+    // of the first, and is told so (unknown_ca, QUIC 0x130), not a signature error.
+    let b = TestBroker::start().await;
+    let other = tempfile::tempdir().unwrap();
+    qwire::transport::certs::generate_dev_certs(other.path(), &["alice".into()], &[]).unwrap();
+    let mut cfg = b.client_config("alice");
+    cfg.identity = Some(qwire::transport::certs::Identity::load(other.path(), "alice").unwrap());
+    let err = Client::connect(&cfg).await.unwrap_err();
+    assert!(matches!(err, TransportError::TlsRejected { by: Refuser::Broker, alert: Some(48), .. }), "{err}");
+}
+
+#[tokio::test]
+async fn an_empty_acl_file_denies_everything() {
+    let acl_dir = tempfile::tempdir().unwrap();
+    let acl_path = acl_dir.path().join("acl.toml");
+    std::fs::write(&acl_path, "# nothing allowed\n").unwrap();
+    let b = TestBroker::start_with(|c| c.acl_file = Some(acl_path.clone())).await;
+    // Hello needs no permission: the connection is made.
+    let mut c = b.client("alice").await;
+    let r = c.produce("t", 0, Acks::Leader, batch("a", 1, ProducerStamp::NONE, Compression::None)).await.unwrap();
+    assert_eq!(r.error, ErrorCode::AuthorizationFailed);
+    assert_eq!(c.init_producer_id(-1, -1).await.unwrap_err().code(), Some(ErrorCode::AuthorizationFailed));
+    assert_eq!(c.create_topic("t", 1).await.unwrap_err().code(), Some(ErrorCode::AuthorizationFailed));
+    assert_eq!(c.fetch("t", 0, 0, 1000).await.unwrap_err().code(), Some(ErrorCode::AuthorizationFailed));
+    let md = c.metadata(&["t"]).await.unwrap();
+    assert_eq!(md.topics[0].error, ErrorCode::AuthorizationFailed);
+    assert!(c.list_topics().await.unwrap().is_empty());
+}

@@ -55,7 +55,20 @@ enum Command {
         #[arg(long, default_value = "certs")]
         certs: PathBuf,
         /// ACL file (TOML); without one every authenticated client may do everything.
-        #[arg(long)]
+        ///
+        /// The file is a list of [[allow]] rules, read at start-up (changes need a restart):
+        ///
+        ///   [[allow]]
+        ///   principal = "alice"              # a client certificate's principal (its CN), or "*"
+        ///   topics = ["orders", "logs.*"]    # exact names, "*", or prefixes ending in "*"
+        ///   permissions = ["read", "write"]  # any of read, write, admin
+        ///
+        /// Rules only grant; whatever no rule grants is denied. read: Fetch. write: Produce,
+        /// auto-creating the topic, and (write on any topic) getting a producer id. admin:
+        /// CreateTopic. Metadata lists a topic to a principal holding any permission on it.
+        /// An empty file (no [[allow]] rule) denies everything. An unknown key or permission
+        /// is an error and the broker does not start.
+        #[arg(long, verbatim_doc_comment)]
         acl: Option<PathBuf>,
         /// Broker config file (TOML); flags override it.
         #[arg(long)]

@@ -466,3 +466,11 @@ fn every_command_has_help_with_an_example() {
     let top = ok(qwire(&["--help"]).output().unwrap());
     assert!(top.contains("3 broker unreachable") && top.contains("8 invalid input"), "{top}");
 }
+
+#[test]
+fn broker_help_documents_the_acl_file_format() {
+    let help = ok(qwire(&["broker", "--help"]).output().unwrap());
+    for needle in ["[[allow]]", "principal = ", "topics = ", "permissions = ", "read, write, admin", "An empty file"] {
+        assert!(help.contains(needle), "`qwire broker --help` does not say {needle:?}:\n{help}");
+    }
+}

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Without an ACL file every authenticated principal may do everything. With one, what
-//! is not allowed is denied.
+//! is not allowed is denied: an empty file denies everything.
 
 use std::path::Path;
 
@@ -89,6 +89,11 @@ impl Acl {
     pub fn load(path: &Path) -> Result<Acl, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         Acl::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// True for an ACL file with no rule: it denies everything.
+    pub fn denies_everything(&self) -> bool {
+        self.rules.as_ref().is_some_and(|r| r.is_empty())
     }
 
     /// Whether `principal` holds `perm` on `topic`.

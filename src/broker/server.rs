@@ -135,6 +135,9 @@ pub async fn start(config: BrokerConfig, tls: BrokerTls) -> Result<BrokerHandle,
         Some(p) => Acl::load(p).map_err(BrokerError::Config)?,
         None => Acl::allow_all(),
     };
+    if acl.denies_everything() {
+        tracing::warn!(acl = ?config.acl_file, "the ACL file has no [[allow]] rule: every request that needs a permission is denied");
+    }
     let metrics = Arc::new(BrokerMetrics::default());
     let storage = |reason: String| BrokerError::Storage { path: config.data_dir.clone(), reason };
     let (registry, recovered) =

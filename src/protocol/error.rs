@@ -132,7 +132,9 @@ pub enum ErrorCode {
     UnknownFrameKind = 4,
     /// The protocol version in `Hello` is not supported. Not retriable.
     UnsupportedVersion = 5,
-    /// The record batch failed its CRC or structural check. Retriable (corruption in transit).
+    /// The record batch failed its CRC, structural or record check. Not retriable: QUIC
+    /// delivers bytes unaltered (AEAD), so the same batch would fail again; the sender's
+    /// encoder is at fault.
     CorruptBatch = 6,
     /// The topic or partition does not exist. Retriable (metadata may be stale).
     UnknownTopicOrPartition = 7,
@@ -226,8 +228,7 @@ impl ErrorCode {
     pub fn is_retriable(self) -> bool {
         matches!(
             self,
-            ErrorCode::CorruptBatch
-                | ErrorCode::UnknownTopicOrPartition
+            ErrorCode::UnknownTopicOrPartition
                 | ErrorCode::StorageError
                 | ErrorCode::RequestTimedOut
                 | ErrorCode::BrokerShuttingDown
