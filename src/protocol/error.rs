@@ -278,6 +278,31 @@ impl fmt::Display for ErrorCode {
 mod tests {
     use super::*;
 
+    /// PROTOCOL.md's table of error codes says what the code does: every code, its name,
+    /// and whether it is retriable.
+    #[test]
+    fn the_protocol_document_lists_every_code_as_the_code_defines_it() {
+        let doc = include_str!("../../PROTOCOL.md");
+        let start = doc.find("\n## 12. Error codes").expect("section 12");
+        let end = start + doc[start..].find("\n## 13.").expect("section 13");
+        let rows: Vec<(u16, &str, bool)> = doc[start..end]
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                // | code | `NAME` | meaning | retriable |
+                let code = cells.get(1)?.parse::<u16>().ok()?;
+                let name = cells.get(2)?.strip_prefix('`')?.strip_suffix('`')?;
+                Some((code, name, cells.get(4)?.starts_with("yes")))
+            })
+            .collect();
+        assert_eq!(rows.len(), ErrorCode::ALL.len(), "{rows:?}");
+        for (code, name, retriable) in rows {
+            let c = ErrorCode::from_u16(code).unwrap();
+            assert_eq!(c.name(), name, "code {code}");
+            assert_eq!(c.is_retriable(), retriable, "{c}: PROTOCOL.md says retriable = {retriable}");
+        }
+    }
+
     #[test]
     fn codes_are_dense_and_round_trip() {
         for (i, code) in ErrorCode::ALL.iter().enumerate() {
