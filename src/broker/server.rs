@@ -1,6 +1,6 @@
 //! The listener: start-up (data directory lock, recovery, endpoint keys), the QUIC
 //! endpoint with mandatory client certificates, the connection limit, retention, and
-//! graceful shutdown. Each accepted connection is served by [`super::connection`].
+//! graceful shutdown. Each accepted connection is served by the `connection` module.
 
 use std::fs;
 use std::net::SocketAddr;
