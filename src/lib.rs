@@ -26,6 +26,8 @@
 //! - [`transport`]: certificates, rustls/quinn configuration, client connections;
 //! - [`client`]: a plain request/response client (admin, metadata, fetch);
 //! - [`producer`]: the producer engine;
+//! - `prometheus` (cargo feature `prometheus`, on with `broker`): metric names, labels and
+//!   helpers shared by the broker's `/metrics` and the producer's exporter;
 //! - `broker` (cargo feature `broker`, off by default): server, connection loop, framing,
 //!   one module per request kind, topics, partitions, log, dedup, ACL.
 //!
@@ -37,6 +39,8 @@
 pub mod broker;
 pub mod client;
 pub mod producer;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 pub mod protocol;
 pub mod transport;
 

@@ -13,10 +13,12 @@
 //! - [`log`]: segmented on-disk log with sparse index and crash recovery;
 //! - [`producer_state`]: idempotent-producer dedup;
 //! - [`producer_ids`]: issued producer ids, their principal and current epoch;
-//! - [`acl`], [`config`], [`metrics`].
+//! - [`acl`], [`config`], [`metrics`];
+//! - [`admin`]: the admin HTTP listener (`/health`, `/ready`, `/metrics`, mounted routers).
 
 pub mod acl;
 mod admission;
+pub mod admin;
 mod budget;
 pub mod config;
 mod connection;

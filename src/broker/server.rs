@@ -94,6 +94,11 @@ impl BrokerHandle {
         self.metrics.snapshot()
     }
 
+    /// The live counters, for exporters that read them at scrape time.
+    pub fn live_metrics(&self) -> Arc<BrokerMetrics> {
+        self.metrics.clone()
+    }
+
     /// Graceful shutdown: stop accepting, let in-flight requests finish (up to the
     /// configured grace), fsync every partition, close the endpoint.
     pub async fn shutdown(self) {
