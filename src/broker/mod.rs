@@ -17,8 +17,8 @@
 //! - [`admin`]: the admin HTTP listener (`/health`, `/ready`, `/metrics`, mounted routers).
 
 pub mod acl;
-mod admission;
 pub mod admin;
+mod admission;
 mod budget;
 pub mod config;
 mod connection;
