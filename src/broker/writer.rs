@@ -107,7 +107,9 @@ impl Writer {
                     ok.log_start_offset,
                     batches.len(),
                 );
-                let head = self.out.split().freeze();
+                // Copies of the small bytes (see `flush`); the batches as they are.
+                let head = Bytes::copy_from_slice(&self.out);
+                self.out.clear();
                 let ok = self.write(&mut [head, batches]).await;
                 self.charges.clear();
                 ok
@@ -123,7 +125,10 @@ impl Writer {
     /// stopped reading the stream.
     async fn flush(&mut self) -> bool {
         if !self.out.is_empty() {
-            let out = self.out.split().freeze();
+            // A copy of exactly the bytes to send: quinn keeps what it is given until the
+            // peer acknowledges it, and a slice of `out` would keep all of `out` alive.
+            let out = Bytes::copy_from_slice(&self.out);
+            self.out.clear();
             if !self.write(&mut [out]).await {
                 return false;
             }
