@@ -279,7 +279,8 @@ mod tests {
     use super::*;
 
     /// PROTOCOL.md's table of error codes says what the code does: every code, its name,
-    /// and whether it is retriable.
+    /// and whether it is retriable. (Rows for codes defined outside [`ErrorCode`], such as
+    /// the authentication codes of `protocol::sasl`, are not checked here.)
     #[test]
     fn the_protocol_document_lists_every_code_as_the_code_defines_it() {
         let doc = include_str!("../../PROTOCOL.md");
@@ -295,12 +296,13 @@ mod tests {
                 Some((code, name, cells.get(4)?.starts_with("yes")))
             })
             .collect();
-        assert_eq!(rows.len(), ErrorCode::ALL.len(), "{rows:?}");
-        for (code, name, retriable) in rows {
-            let c = ErrorCode::from_u16(code).unwrap();
-            assert_eq!(c.name(), name, "code {code}");
+        for c in ErrorCode::ALL {
+            let row = rows.iter().find(|r| r.0 == c.as_u16());
+            let Some(&(_, name, retriable)) = row else { panic!("PROTOCOL.md has no row for {c}") };
+            assert_eq!(c.name(), name, "code {}", c.as_u16());
             assert_eq!(c.is_retriable(), retriable, "{c}: PROTOCOL.md says retriable = {retriable}");
         }
+        assert_eq!(rows.iter().filter(|r| r.0 < 30).count(), ErrorCode::ALL.len(), "{rows:?}");
     }
 
     #[test]
