@@ -12,6 +12,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use super::cluster::ClusterPayload;
 use super::codec::{put_str16, str16_len, Reader};
 use super::error::{DecodeError, ErrorCode};
+use super::sasl::SaslPayload;
 
 /// Bytes of the frame header: length prefix, kind and correlation id.
 pub const FRAME_HEADER_LEN: usize = 9;
@@ -104,6 +105,10 @@ pub enum FrameKind {
     CreateReplicatedTopic = 0x14,
     /// Cluster: raise a topic's partition count.
     AlterPartitions = 0x15,
+    /// Authentication: the first client message of a SASL exchange.
+    SaslStart = 0x30,
+    /// Authentication: the next client message of a SASL exchange.
+    SaslContinue = 0x31,
     /// Answer to `Hello`.
     HelloOk = 0x81,
     /// Answer to `InitProducerId`.
@@ -128,6 +133,10 @@ pub enum FrameKind {
     CreateReplicatedTopicOk = 0x94,
     /// Answer to `AlterPartitions`.
     AlterPartitionsOk = 0x95,
+    /// Answer to `SaslStart`.
+    SaslStartOk = 0xb0,
+    /// Answer to `SaslContinue`.
+    SaslContinueOk = 0xb1,
     /// Cluster: answer, in place of the usual one, to a partition request sent to a
     /// broker that does not lead the partition; names the leader when known.
     NotLeader = 0x9f,
@@ -152,6 +161,8 @@ impl FrameKind {
             0x13 => FrameKind::DescribeTopics,
             0x14 => FrameKind::CreateReplicatedTopic,
             0x15 => FrameKind::AlterPartitions,
+            0x30 => FrameKind::SaslStart,
+            0x31 => FrameKind::SaslContinue,
             0x81 => FrameKind::HelloOk,
             0x82 => FrameKind::InitProducerIdOk,
             0x83 => FrameKind::MetadataOk,
@@ -165,6 +176,8 @@ impl FrameKind {
             0x94 => FrameKind::CreateReplicatedTopicOk,
             0x95 => FrameKind::AlterPartitionsOk,
             0x9f => FrameKind::NotLeader,
+            0xb0 => FrameKind::SaslStartOk,
+            0xb1 => FrameKind::SaslContinueOk,
             0xff => FrameKind::Error,
             kind => return Err(DecodeError::UnknownFrameKind { kind }),
         })
@@ -174,6 +187,12 @@ impl FrameKind {
     /// [`Payload::Cluster`].
     pub fn is_cluster(self) -> bool {
         matches!(self as u8, 0x10..=0x1f | 0x90..=0x9f)
+    }
+
+    /// Whether this is an authentication kind (`0x30..=0x3f` or `0xb0..=0xbf`), carried as
+    /// [`Payload::Sasl`].
+    pub fn is_sasl(self) -> bool {
+        matches!(self as u8, 0x30..=0x3f | 0xb0..=0xbf)
     }
 }
 
@@ -403,6 +422,8 @@ pub enum Payload {
     Error(ErrorFrame),
     /// A cluster frame (kinds `0x10..=0x1f`, `0x90..=0x9f`): see [`super::cluster`].
     Cluster(ClusterPayload),
+    /// An authentication frame (kinds `0x30..=0x3f`, `0xb0..=0xbf`): see [`super::sasl`].
+    Sasl(SaslPayload),
 }
 
 /// A whole frame: correlation id and payload.
@@ -580,6 +601,7 @@ impl Payload {
             Payload::FetchOk(_) => FrameKind::FetchOk,
             Payload::Error(_) => FrameKind::Error,
             Payload::Cluster(c) => c.kind(),
+            Payload::Sasl(a) => a.kind(),
         }
     }
 
@@ -601,6 +623,7 @@ impl Payload {
             Payload::FetchOk(f) => 8 + 8 + f.batches.len(),
             Payload::Error(e) => 2 + str16_len(&e.message),
             Payload::Cluster(c) => c.body_len(),
+            Payload::Sasl(a) => a.body_len(),
         }
     }
 
@@ -688,6 +711,7 @@ impl Payload {
                 put_str16(buf, &e.message);
             }
             Payload::Cluster(c) => c.encode_body(buf),
+            Payload::Sasl(a) => a.encode_body(buf),
         }
     }
 
@@ -818,6 +842,9 @@ impl Payload {
             | FrameKind::CreateReplicatedTopicOk
             | FrameKind::AlterPartitionsOk
             | FrameKind::NotLeader => return ClusterPayload::decode(kind, body).map(Payload::Cluster),
+            FrameKind::SaslStart | FrameKind::SaslContinue | FrameKind::SaslStartOk | FrameKind::SaslContinueOk => {
+                return SaslPayload::decode(kind, &body).map(Payload::Sasl)
+            }
         };
         r.finish("frame body")?;
         Ok(payload)
