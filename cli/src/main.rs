@@ -6,6 +6,7 @@ use std::path::PathBuf;
 mod admin;
 mod bench;
 mod bench_cmd;
+mod broker_auth;
 mod clients;
 mod jwt;
 mod logging;
@@ -98,6 +99,8 @@ enum Command {
         threads: usize,
         #[command(flatten)]
         admin: admin::AdminArgs,
+        #[command(flatten)]
+        auth: broker_auth::BrokerAuthArgs,
     },
     /// Read records of a topic (one partition or all), optionally following new ones.
     #[command(
@@ -207,7 +210,7 @@ fn run(cli: Cli, show: Option<&clap::ArgMatches>, profile: Option<&profile::Prof
             println!("These certificates are for development only.");
             Ok(())
         }
-        Command::Broker { listen, data_dir, certs, acl, config, sink, threads, admin } => {
+        Command::Broker { listen, data_dir, certs, acl, config, sink, threads, admin, auth } => {
             let mut cfg = match config {
                 Some(path) => {
                     let text = std::fs::read_to_string(&path)
@@ -226,6 +229,8 @@ fn run(cli: Cli, show: Option<&clap::ArgMatches>, profile: Option<&profile::Prof
                 cfg.acl_file = acl;
             }
             cfg.sink |= sink;
+            auth.apply(&mut cfg.auth);
+            cfg.validate().map_err(|e| Failure::new(8, e))?;
             let tls = BrokerTls::load(&certs).map_err(|e| Failure::new(8, e.to_string()))?;
             runtime(threads).block_on(async move {
                 let admin = admin::start(&admin, &tls).await?;
@@ -234,6 +239,7 @@ fn run(cli: Cli, show: Option<&clap::ArgMatches>, profile: Option<&profile::Prof
                     a.broker_started(&handle);
                 }
                 println!("qwire broker listening on {}", handle.local_addr());
+                broker_auth::reload_on_sighup(handle.credentials());
                 let stop = handle.shutdown_sender();
                 tokio::spawn(async move {
                     wait_for_signal().await;

@@ -81,6 +81,21 @@ counters! {
     /// Streams reset because their client took no response bytes for
     /// `response_stall_timeout_secs`.
     streams_stalled,
+    /// Certificate-less connections that authenticated with SASL (first time).
+    sasl_authentications,
+    /// Successful re-authentications of SASL sessions.
+    sasl_reauthentications,
+    /// Failed SASL credential checks (`AUTHENTICATION_FAILED`): wrong password, unknown
+    /// user, bad proof, bad or expired token, a refused re-authentication.
+    sasl_failures,
+    /// SASL attempts refused unchecked because their source address failed too often.
+    sasl_throttled,
+    /// Requests refused `AUTHENTICATION_REQUIRED` (sent before authenticating).
+    sasl_unauthenticated_requests,
+    /// Certificate-less connections closed for not authenticating in time.
+    sasl_deadline_closes,
+    /// Connections closed because their SASL session expired without re-authentication.
+    sasl_sessions_expired,
 }
 
 /// Adds `n` to a counter.

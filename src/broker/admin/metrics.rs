@@ -10,7 +10,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::broker::metrics::BrokerMetrics;
-use crate::prometheus::{MetricWriter, REASON};
+use crate::prometheus::{MetricWriter, REASON, RESULT};
 
 /// The registry `/metrics` renders. Cheap to clone; clones share it. Register metrics or
 /// collectors at any time (before or after the listener starts) with
@@ -156,6 +156,32 @@ impl Collector for BrokerCollector {
             "Idempotent producers whose dedup state was forgotten after producer_id_expiration_ms idle.",
             None,
             s.producers_expired,
+        )?;
+        w.counter_family(
+            "qwire_broker_sasl_authentications",
+            "SASL authentications of connections without a client certificate, by result: success (first \
+             authentication), reauthentication, failure (credentials refused), throttled (refused unchecked: too \
+             many failures from the address).",
+            None,
+            [
+                ([(RESULT, "success")], s.sasl_authentications),
+                ([(RESULT, "reauthentication")], s.sasl_reauthentications),
+                ([(RESULT, "failure")], s.sasl_failures),
+                ([(RESULT, "throttled")], s.sasl_throttled),
+            ],
+        )?;
+        w.counter(
+            "qwire_broker_unauthenticated_requests",
+            "Requests refused AUTHENTICATION_REQUIRED: sent by a certificate-less connection before it authenticated.",
+            None,
+            s.sasl_unauthenticated_requests,
+        )?;
+        w.counter_family(
+            "qwire_broker_sasl_connections_closed",
+            "Certificate-less connections closed by the broker, by reason: deadline (not authenticated in time), \
+             expired (session ended without re-authentication).",
+            None,
+            [([(REASON, "deadline")], s.sasl_deadline_closes), ([(REASON, "expired")], s.sasl_sessions_expired)],
         )
     }
 }

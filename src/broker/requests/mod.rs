@@ -2,6 +2,7 @@
 //! into the response the stream's writer sends ([`Pending`]).
 //!
 //! - [`hello`], `Hello` → `HelloOk` (version check, the principal, the limits);
+//! - [`sasl`], `SaslStart` / `SaslContinue` (authentication without a certificate);
 //! - [`producer_id`], `InitProducerId` (new ids and epoch bumps);
 //! - [`metadata`], `Metadata` (and auto-create of named topics);
 //! - [`admin`], `CreateTopic`;
@@ -14,6 +15,7 @@ mod hello;
 mod metadata;
 mod produce;
 mod producer_id;
+mod sasl;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -21,12 +23,20 @@ use super::acl::Permission;
 use super::context::ConnCtx;
 use super::metrics::inc;
 use super::writer::Pending;
-use crate::protocol::frame::ErrorFrame;
-use crate::protocol::{ErrorCode, Frame, Payload};
+use crate::protocol::frame::{ErrorFrame, ProduceResult};
+use crate::protocol::sasl::SaslPayload;
+use crate::protocol::{Acks, ErrorCode, Frame, Payload};
 
-/// Acts on one request; `None` when no response is sent (acks=0 produce).
+/// Acts on one request; `None` when no response is sent (acks=0 produce). A connection
+/// that has not authenticated yet (no certificate, no SASL) is served `Hello` and SASL
+/// only.
 pub(crate) async fn dispatch(ctx: &ConnCtx, f: Frame) -> Option<Pending> {
     let corr = f.correlation_id;
+    if !ctx.principal.is_set()
+        && !matches!(f.payload, Payload::Hello(_) | Payload::Sasl(SaslPayload::Start(_) | SaslPayload::Continue(_)))
+    {
+        return unauthenticated(ctx, corr, &f.payload);
+    }
     match f.payload {
         Payload::Produce(p) => produce::produce(ctx, corr, p).await,
         Payload::Hello(h) => hello::hello(ctx, corr, h),
@@ -39,10 +49,33 @@ pub(crate) async fn dispatch(ctx: &ConnCtx, f: Frame) -> Option<Pending> {
         }
         Payload::CreateTopic(c) => admin::create_topic(ctx, corr, c).await,
         Payload::Fetch(req) => fetch::fetch(ctx, corr, req).await,
+        Payload::Sasl(p @ (SaslPayload::Start(_) | SaslPayload::Continue(_))) => sasl::sasl(ctx, corr, p).await,
         other => {
             inc(&ctx.shared.metrics.bad_frames);
             error(corr, ErrorCode::InvalidRequest, format!("{:?} is a response kind, not a request", other.kind()))
         }
+    }
+}
+
+/// Refuses a request sent before authentication: `AUTHENTICATION_REQUIRED` (in a
+/// `ProduceResult` for a produce, nothing for an acks=0 produce).
+fn unauthenticated(ctx: &ConnCtx, corr: u32, p: &Payload) -> Option<Pending> {
+    inc(&ctx.shared.metrics.sasl_unauthenticated_requests);
+    tracing::debug!(remote = %ctx.remote, kind = ?p.kind(), "request before authentication refused");
+    let message = "this connection has no client certificate: authenticate with SASL first".to_owned();
+    match p {
+        Payload::Produce(pr) if pr.acks == Acks::None => None,
+        Payload::Produce(_) => frame(
+            corr,
+            Payload::ProduceResult(ProduceResult {
+                error: ErrorCode::AuthenticationRequired,
+                duplicate: false,
+                base_offset: -1,
+                log_append_time: -1,
+                message,
+            }),
+        ),
+        _ => error(corr, ErrorCode::AuthenticationRequired, message),
     }
 }
 
