@@ -13,6 +13,7 @@ use qwire::protocol::frame::TopicMetadata;
 use qwire::protocol::{ErrorCode, StoredRecord};
 use qwire::transport::TransportError;
 
+use crate::sasl_args::SaslArgs;
 use crate::Failure;
 
 /// Exit code: an error with no more specific class.
@@ -29,6 +30,8 @@ pub(crate) const EXIT_UNKNOWN_TOPIC: u8 = 6;
 pub(crate) const EXIT_TOO_LARGE: u8 = 7;
 /// Exit code: invalid input or configuration (flags, files, attributes, certificates).
 pub(crate) const EXIT_INVALID: u8 = 8;
+/// Exit code: SASL authentication was refused (or the broker failed to prove itself).
+pub(crate) const EXIT_AUTHENTICATION: u8 = 9;
 
 /// How the client commands reach and authenticate to the broker.
 #[derive(clap::Args)]
@@ -46,6 +49,8 @@ pub(crate) struct ConnArgs {
     /// How long to wait for a broker to answer the QUIC + TLS handshake, in ms.
     #[arg(long, default_value_t = DEFAULT_CONNECT_TIMEOUT.as_millis() as u64)]
     pub(crate) connect_timeout_ms: u64,
+    #[command(flatten)]
+    pub(crate) sasl: SaslArgs,
 }
 
 impl ConnArgs {
@@ -148,10 +153,24 @@ pub(crate) fn produce_exit_code(e: &ProduceError) -> u8 {
             ErrorCode::UnknownTopicOrPartition => EXIT_UNKNOWN_TOPIC,
             ErrorCode::FrameTooLarge | ErrorCode::BatchTooLarge => EXIT_TOO_LARGE,
             ErrorCode::InvalidTopicName | ErrorCode::InvalidRequest => EXIT_INVALID,
+            c if is_authentication(c) => EXIT_AUTHENTICATION,
             _ => EXIT_OTHER,
         },
         _ => EXIT_OTHER,
     }
+}
+
+/// Whether a broker error code is an authentication refusal (exit code 9).
+pub(crate) fn is_authentication(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::AuthenticationFailed
+            | ErrorCode::AuthenticationThrottled
+            | ErrorCode::AuthenticationRequired
+            | ErrorCode::UnsupportedSaslMechanism
+            | ErrorCode::IllegalSaslState
+            | ErrorCode::SessionExpired
+    )
 }
 
 /// Resolves `host:port`.
@@ -171,6 +190,7 @@ pub(crate) async fn connect(conn: &ConnArgs) -> Result<Client, Failure> {
 
 /// [`connect`], also returning the `--server` entry that answered.
 pub(crate) async fn connect_first(conn: &ConnArgs) -> Result<(Client, String), Failure> {
+    let sasl = conn.sasl.credentials(false)?;
     let mut failures: Vec<Failure> = Vec::new();
     for server in &conn.servers {
         let addr = match resolve(server).await {
@@ -180,8 +200,15 @@ pub(crate) async fn connect_first(conn: &ConnArgs) -> Result<(Client, String), F
                 continue;
             }
         };
-        let mut cfg = ConnectConfig::from_certs_dir(addr, &conn.certs, &conn.client)
-            .map_err(|e| Failure::new(EXIT_INVALID, format!("client certificate '{}': {e}", conn.client)))?;
+        let mut cfg = match &sasl {
+            Some(creds) => {
+                let ca = conn.sasl.ca_file(&conn.certs);
+                ConnectConfig::with_sasl(addr, &ca, creds.clone())
+                    .map_err(|e| Failure::new(EXIT_INVALID, format!("CA certificate {}: {e}", ca.display())))?
+            }
+            None => ConnectConfig::from_certs_dir(addr, &conn.certs, &conn.client)
+                .map_err(|e| Failure::new(EXIT_INVALID, format!("client certificate '{}': {e}", conn.client)))?,
+        };
         cfg.connect_timeout = conn.connect_timeout();
         match Client::connect(&cfg).await {
             Ok(c) => return Ok((c, server.clone())),

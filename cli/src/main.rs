@@ -14,11 +14,13 @@ mod produce;
 mod profile;
 mod progress;
 mod report;
+mod sasl_args;
 mod topics;
 mod users;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use qwire::auth::client::SaslError;
 use qwire::broker::{self, BrokerConfig, BrokerTls};
 use qwire::protocol::ErrorCode;
 use qwire::transport::TransportError;
@@ -39,8 +41,8 @@ struct Cli {
 }
 
 const EXIT_CODES: &str = "Exit codes: 0 ok, 1 other error, 2 usage, 3 broker unreachable, 4 TLS handshake refused, \
-5 not authorized (ACL), 6 unknown topic or partition, 7 record or frame too large, 8 invalid input or configuration. \
-`produce` exits with the code of its first failed record.";
+5 not authorized (ACL), 6 unknown topic or partition, 7 record or frame too large, 8 invalid input or configuration, \
+9 SASL authentication refused. `produce` exits with the code of its first failed record.";
 
 /// `qwire broker --help` on `--acl`: the ACL file format.
 const ACL_HELP: &str = "ACL file (TOML); without one every authenticated client may do everything.
@@ -154,8 +156,13 @@ impl From<TransportError> for Failure {
                 ErrorCode::AuthorizationFailed => 5,
                 ErrorCode::UnknownTopicOrPartition => 6,
                 ErrorCode::FrameTooLarge | ErrorCode::BatchTooLarge => 7,
+                c if clients::is_authentication(*c) => clients::EXIT_AUTHENTICATION,
                 _ => 1,
             },
+            TransportError::Sasl { source: SaslError::InvalidCredentials(_) | SaslError::Token(_), .. } => {
+                clients::EXIT_INVALID
+            }
+            TransportError::Sasl { .. } => clients::EXIT_AUTHENTICATION,
             _ => 1,
         };
         Failure::new(code, e.to_string())

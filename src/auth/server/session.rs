@@ -170,6 +170,12 @@ impl ConnectionAuth {
         }
     }
 
+    /// The mechanism of the exchange in progress (a SCRAM exchange awaiting its final
+    /// message), if any.
+    pub fn exchange_mechanism(&self) -> Option<Mechanism> {
+        self.exchange.as_ref().map(|s| s.hash().mechanism())
+    }
+
     /// When the session ends unless re-authenticated (`None`: never).
     pub fn expires_at(&self) -> Option<Instant> {
         match self.method {

@@ -24,23 +24,23 @@ pub(super) async fn sasl(ctx: &ConnCtx, corr: u32, p: SaslPayload) -> Option<Pen
     let svc = ctx.shared.auth.service.clone();
     let auth = ctx.auth.clone();
     let now = Now::current();
-    let mechanism: String = match &p {
-        SaslPayload::Start(s) => s.mechanism.chars().take(LOGGED_MECHANISM).collect(),
-        _ => "(continue)".into(),
-    };
     let is_start = matches!(p, SaslPayload::Start(_));
     let outcome = tokio::task::spawn_blocking(move || {
         let mut a = auth.lock().expect("connection auth lock");
         let reauth = a.principal().is_some();
+        let mechanism: String = match &p {
+            SaslPayload::Start(s) => s.mechanism.chars().take(LOGGED_MECHANISM).collect(),
+            _ => a.exchange_mechanism().map_or("(none)", |m| m.name()).to_owned(),
+        };
         let r = match &p {
             SaslPayload::Start(s) => a.handle_start(&svc, s, now),
             SaslPayload::Continue(c) => a.handle_continue(&svc, c, now),
             SaslPayload::StartOk(_) | SaslPayload::ContinueOk(_) => unreachable!("dispatch sends only requests"),
         };
-        (r, reauth, a.mechanism(), a.expires_at())
+        (r, reauth, mechanism, a.expires_at())
     })
     .await;
-    let (result, reauth, session_mechanism, expires_at) = match outcome {
+    let (result, reauth, mechanism, expires_at) = match outcome {
         Ok(o) => o,
         Err(e) => return error(corr, ErrorCode::Unknown, format!("authentication task failed: {e}")),
     };
@@ -51,14 +51,13 @@ pub(super) async fn sasl(ctx: &ConnCtx, corr: u32, p: SaslPayload) -> Option<Pen
             if step.complete {
                 ctx.principal.set(&step.principal);
                 ctx.session.send_replace(SessionState::Until(expires_at.map(Instant::from_std)));
-                let mechanism = session_mechanism.map_or("", |m| m.name());
                 if reauth {
                     inc(&metrics.sasl_reauthentications);
-                    tracing::debug!(%remote, principal = %step.principal, mechanism,
+                    tracing::debug!(%remote, principal = %step.principal, %mechanism,
                         session_lifetime_ms = step.session_lifetime_ms, "re-authenticated");
                 } else {
                     inc(&metrics.sasl_authentications);
-                    tracing::info!(%remote, principal = %step.principal, mechanism,
+                    tracing::info!(%remote, principal = %step.principal, %mechanism,
                         session_lifetime_ms = step.session_lifetime_ms, "authenticated");
                 }
             }
