@@ -384,6 +384,12 @@ pub(crate) async fn produce(args: ProduceArgs) -> Result<(), Failure> {
         (false, Some(AcksArg::Leader)) => (Acks::Leader, true),
         (false, Some(AcksArg::None)) => (Acks::None, false),
     };
+    if args.conn.sasl.in_use() {
+        return Err(Failure::new(
+            EXIT_INVALID,
+            "qwire produce authenticates with a client certificate only in this build",
+        ));
+    }
     let tls = TlsConfig::from_dir(&args.conn.certs, &args.conn.client)
         .map_err(|e| Failure::new(EXIT_INVALID, format!("client certificate '{}': {e}", args.conn.client)))?;
     let base = Producer::builder()
