@@ -43,7 +43,7 @@ async fn records_land_in_order_per_partition_with_contiguous_offsets() {
     assert_eq!(m.records_sent, 2000);
     assert!(m.avg_records_per_batch > 1.0, "records were batched: {m:?}");
     assert_eq!(m.record_latency.count, 2000);
-    p.close(Duration::from_secs(5)).await;
+    p.close(Duration::from_secs(5)).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,7 +131,7 @@ async fn a_full_buffer_makes_send_wait_then_hands_the_record_back() {
     assert_eq!(err.error.persistence(), Persistence::NotPersisted);
     assert_eq!(err.record.key.as_deref(), Some(&b"k"[..]));
     assert!(waited >= Duration::from_millis(250), "send waited for max_block, not {waited:?}");
-    p.close(Duration::from_millis(50)).await;
+    assert_eq!(p.close(Duration::from_millis(50)).await.unwrap_err().kind(), ErrorKind::Closed);
     for f in pending {
         let e = f.await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Closed, "{e}");
@@ -144,7 +144,7 @@ async fn flush_cuts_linger_short() {
     let p = producer(&b, "alice").linger(Duration::from_secs(30)).build().unwrap();
     let f = p.enqueue(ProducerRecord::new("lazy", "x")).await.unwrap();
     let started = Instant::now();
-    p.flush().await;
+    p.flush().await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(10), "flush waited for linger");
     let md = f.await.unwrap();
     assert_eq!(md.offset, Some(0));
@@ -157,7 +157,7 @@ async fn close_fails_what_cannot_be_delivered_with_a_clear_error() {
     p.send(ProducerRecord::new("c", "first")).await.unwrap();
     b.stop().await;
     let pending: Vec<_> = futures_of(&p, "c", 5).await;
-    p.close(Duration::from_millis(200)).await;
+    assert_eq!(p.close(Duration::from_millis(200)).await.unwrap_err().kind(), ErrorKind::Closed);
     for f in pending {
         let e = f.await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Closed);
@@ -191,7 +191,7 @@ async fn purge_fails_queued_records_immediately() {
     }
     // The producer keeps working after a purge.
     let f = p.enqueue(ProducerRecord::new("p", "after")).await.unwrap();
-    p.flush().await;
+    p.flush().await.unwrap();
     assert_eq!(f.await.unwrap().offset, Some(0));
 }
 
@@ -270,7 +270,7 @@ async fn acks_none_returns_without_an_offset_and_the_records_arrive() {
         let md = p.send(ProducerRecord::new("fire", format!("f-{i}"))).await.unwrap();
         assert_eq!(md.offset, None);
     }
-    p.flush().await;
+    p.flush().await.unwrap();
     let mut c = b.client("alice").await;
     // acks=none: nothing confirms arrival, so poll until the broker has all of them.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -322,7 +322,7 @@ async fn callbacks_fire_exactly_once_per_record() {
         .await
         .unwrap();
     }
-    p.flush().await;
+    p.flush().await.unwrap();
     assert_eq!(fired.load(Ordering::SeqCst), 300);
     let mut o = offsets.lock().unwrap().clone();
     o.sort();
@@ -349,7 +349,7 @@ async fn blocking_wrappers_work_from_plain_threads() {
     let p2 = p.clone();
     let md = tokio::task::spawn_blocking(move || {
         let md = p2.send_blocking(ProducerRecord::new("sync", "from a thread")).unwrap();
-        p2.flush_blocking();
+        p2.flush_blocking().unwrap();
         md
     })
     .await

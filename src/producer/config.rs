@@ -1,7 +1,7 @@
 //! Producer configuration: typed settings, documented defaults, and the checks `build`
 //! runs so invalid combinations fail early with a clear message.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
@@ -61,6 +61,11 @@ impl Backoff {
 
 /// TLS material for the producer: the CA that signed the broker certificate, and this
 /// client's certificate (mutual TLS is always on: qwire brokers require it).
+///
+/// Loaded with [`TlsConfig::from_dir`], the files are read again whenever a broker has
+/// refused the certificate and the producer tries once more (after
+/// `circuit_breaker_recovery`), so a rotated certificate is picked up without a new
+/// producer.
 #[derive(Debug, Clone)]
 pub struct TlsConfig {
     /// CA certificates trusted for the broker.
@@ -69,16 +74,34 @@ pub struct TlsConfig {
     pub identity: Identity,
     /// Name the broker certificate must carry. Default `localhost`.
     pub server_name: String,
+    /// Where the material was read from (directory, client name), to read it again.
+    source: Option<(PathBuf, String)>,
 }
 
 impl TlsConfig {
+    /// TLS material given in memory (never read again).
+    pub fn new(ca: Vec<CertificateDer<'static>>, identity: Identity) -> TlsConfig {
+        TlsConfig { ca, identity, server_name: "localhost".into(), source: None }
+    }
+
     /// Loads `ca.crt` and `NAME.crt`/`NAME.key` from a directory made by `qwire certs`.
     pub fn from_dir(dir: &Path, client_name: &str) -> Result<TlsConfig, CertError> {
         Ok(TlsConfig {
             ca: load_certs(&dir.join("ca.crt"))?,
             identity: Identity::load(dir, client_name)?,
             server_name: "localhost".into(),
+            source: Some((dir.to_path_buf(), client_name.to_owned())),
         })
+    }
+
+    /// The same material read again from its files (itself when it was given in memory).
+    pub fn reload(&self) -> Result<TlsConfig, CertError> {
+        match &self.source {
+            Some((dir, name)) => {
+                Ok(TlsConfig { server_name: self.server_name.clone(), ..TlsConfig::from_dir(dir, name)? })
+            }
+            None => Ok(self.clone()),
+        }
     }
 }
 

@@ -12,7 +12,9 @@
 //!   "possibly persisted", and an epoch bump waits until none is left unresolved.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::{StreamId, Tick};
 
 use crate::protocol::batch::increment_sequence;
 
@@ -20,9 +22,9 @@ use crate::protocol::batch::increment_sequence;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SlotState {
     /// Waiting to be (re)sent, not before `not_before`.
-    Ready { not_before: Option<Instant> },
+    Ready { not_before: Option<Tick> },
     /// Written to a stream; waiting for the answer.
-    InFlight { correlation_id: u32, sent_at: Instant, conn_gen: u64 },
+    InFlight { correlation_id: u32, sent_at: Tick, stream: StreamId },
 }
 
 /// One batch in the window.
@@ -42,7 +44,7 @@ pub(crate) struct Slot<T> {
     pub state: SlotState,
     /// When it was sealed (delivery timeout runs from the oldest record's enqueue,
     /// tracked by the driver in the payload).
-    pub sealed_at: Instant,
+    pub sealed_at: Tick,
     /// Sent without a definite answer yet.
     pub maybe_persisted: bool,
 }
@@ -85,7 +87,7 @@ impl<T> Window<T> {
     }
 
     /// Adds a sealed batch; returns its base sequence (-1 without idempotence).
-    pub(crate) fn push(&mut self, id: u64, records: u32, payload: T, now: Instant) -> i32 {
+    pub(crate) fn push(&mut self, id: u64, records: u32, payload: T, now: Tick) -> i32 {
         let seq = if self.idempotent {
             let s = self.next_seq;
             self.next_seq = increment_sequence(self.next_seq, records as i32);
@@ -108,7 +110,7 @@ impl<T> Window<T> {
 
     /// The index of the next batch to send, if the window allows one now. While
     /// `draining` (before an epoch bump), only batches whose fate is unknown are resent.
-    pub(crate) fn next_sendable(&self, now: Instant, draining: bool) -> Option<usize> {
+    pub(crate) fn next_sendable(&self, now: Tick, draining: bool) -> Option<usize> {
         if self.in_flight >= self.max_in_flight {
             return None;
         }
@@ -121,6 +123,14 @@ impl<T> Window<T> {
         Some(i)
     }
 
+    /// When the first batch waiting for a back-off may go (for the timer).
+    pub(crate) fn next_ready_time(&self) -> Option<Tick> {
+        match self.slots.iter().find(|s| matches!(s.state, SlotState::Ready { .. }))?.state {
+            SlotState::Ready { not_before } => not_before,
+            SlotState::InFlight { .. } => None,
+        }
+    }
+
     /// The slot at `i`.
     pub(crate) fn slot(&self, i: usize) -> &Slot<T> {
         &self.slots[i]
@@ -131,11 +141,11 @@ impl<T> Window<T> {
         &mut self.slots[i]
     }
 
-    /// Records that the batch at `i` was written with `correlation_id`.
-    pub(crate) fn mark_sent(&mut self, i: usize, correlation_id: u32, conn_gen: u64, now: Instant) {
+    /// Records that the batch at `i` was written with `correlation_id` on `stream`.
+    pub(crate) fn mark_sent(&mut self, i: usize, correlation_id: u32, stream: StreamId, now: Tick) {
         let s = &mut self.slots[i];
         debug_assert!(matches!(s.state, SlotState::Ready { .. }));
-        s.state = SlotState::InFlight { correlation_id, sent_at: now, conn_gen };
+        s.state = SlotState::InFlight { correlation_id, sent_at: now, stream };
         s.attempts += 1;
         s.maybe_persisted = true;
         self.in_flight += 1;
@@ -172,7 +182,7 @@ impl<T> Window<T> {
         &mut self,
         correlation_id: u32,
         backoff: Duration,
-        now: Instant,
+        now: Tick,
         appended: bool,
     ) -> bool {
         let Some(i) = self.position(correlation_id) else { return false };
@@ -188,13 +198,13 @@ impl<T> Window<T> {
         self.position(correlation_id)
     }
 
-    /// The connection carrying generation `conn_gen` is gone: its in-flight batches go
-    /// back to ready with their fate unknown. Returns how many.
-    pub(crate) fn connection_lost(&mut self, conn_gen: u64, backoff: Duration, now: Instant) -> usize {
+    /// The streams for which `lost` says yes are gone: their in-flight batches go back to
+    /// ready with their fate unknown. Returns how many.
+    pub(crate) fn connection_lost(&mut self, lost: impl Fn(StreamId) -> bool, backoff: Duration, now: Tick) -> usize {
         let mut n = 0;
         for s in self.slots.iter_mut() {
-            if let SlotState::InFlight { conn_gen: g, .. } = s.state {
-                if g == conn_gen {
+            if let SlotState::InFlight { stream, .. } = s.state {
+                if lost(stream) {
                     s.state = SlotState::Ready { not_before: Some(now + backoff) };
                     n += 1;
                 }
@@ -204,13 +214,13 @@ impl<T> Window<T> {
         n
     }
 
-    /// Removes the in-flight batches sent on connection generation `conn_gen` (without
+    /// Removes the in-flight batches sent on streams for which `lost` says yes (without
     /// idempotence they cannot be resent safely).
-    pub(crate) fn take_in_flight(&mut self, conn_gen: u64) -> Vec<Slot<T>> {
+    pub(crate) fn take_in_flight(&mut self, lost: impl Fn(StreamId) -> bool) -> Vec<Slot<T>> {
         let mut out = Vec::new();
         let mut i = 0;
         while i < self.slots.len() {
-            if matches!(self.slots[i].state, SlotState::InFlight { conn_gen: g, .. } if g == conn_gen) {
+            if matches!(self.slots[i].state, SlotState::InFlight { stream, .. } if lost(stream)) {
                 out.push(self.slots.remove(i).expect("index in range"));
                 self.in_flight -= 1;
             } else {
@@ -229,13 +239,12 @@ impl<T> Window<T> {
         }
     }
 
-    /// Every in-flight batch's connection generation and send time (for request
-    /// timeouts).
-    pub(crate) fn oldest_in_flight(&self) -> Option<(u64, Instant)> {
+    /// The stream and send time of the oldest in-flight batch (for request timeouts).
+    pub(crate) fn oldest_in_flight(&self) -> Option<(StreamId, Tick)> {
         self.slots
             .iter()
             .filter_map(|s| match s.state {
-                SlotState::InFlight { conn_gen, sent_at, .. } => Some((conn_gen, sent_at)),
+                SlotState::InFlight { stream, sent_at, .. } => Some((stream, sent_at)),
                 _ => None,
             })
             .min_by_key(|(_, t)| *t)
@@ -295,8 +304,12 @@ impl<T> Window<T> {
 mod tests {
     use super::*;
 
-    fn t0() -> Instant {
-        Instant::now()
+    fn t0() -> Tick {
+        Tick::now()
+    }
+
+    fn sid(gen: u64) -> StreamId {
+        StreamId { conn: super::super::ConnId { link: 0, slot: 0, gen }, index: 0, gen: 0 }
     }
 
     #[test]
@@ -307,10 +320,10 @@ mod tests {
         assert_eq!(w.push(2, 2, "b", now), 3);
         assert_eq!(w.push(3, 1, "c", now), 5);
         let i = w.next_sendable(now, false).unwrap();
-        w.mark_sent(i, 10, 1, now);
+        w.mark_sent(i, 10, sid(1), now);
         let i = w.next_sendable(now, false).unwrap();
         assert_eq!(i, 1);
-        w.mark_sent(i, 11, 1, now);
+        w.mark_sent(i, 11, sid(1), now);
         assert_eq!(w.next_sendable(now, false), None, "window full");
         let done = w.complete(10).unwrap();
         assert_eq!((done.payload, done.seq), ("a", 0));
@@ -326,7 +339,7 @@ mod tests {
         }
         for c in 0..3u32 {
             let i = w.next_sendable(now, false).unwrap();
-            w.mark_sent(i, c, 1, now);
+            w.mark_sent(i, c, sid(1), now);
         }
         // Batch 0 refused (retriable); 1 and 2 come back out of order behind it.
         assert!(w.is_first(0));
@@ -341,7 +354,7 @@ mod tests {
             .map(|c| {
                 let i = w.next_sendable(later, false).unwrap();
                 let id = w.slot(i).id;
-                w.mark_sent(i, 10 + c, 2, later);
+                w.mark_sent(i, 10 + c, sid(2), later);
                 id
             })
             .collect();
@@ -356,19 +369,19 @@ mod tests {
         w.push(0, 1, (), now);
         w.push(1, 1, (), now);
         let i = w.next_sendable(now, false).unwrap();
-        w.mark_sent(i, 1, 7, now);
+        w.mark_sent(i, 1, sid(7), now);
         let i = w.next_sendable(now, false).unwrap();
-        w.mark_sent(i, 2, 7, now);
-        assert_eq!(w.connection_lost(7, Duration::ZERO, now), 2);
+        w.mark_sent(i, 2, sid(7), now);
+        assert_eq!(w.connection_lost(|s| s == sid(7), Duration::ZERO, now), 2);
         assert_eq!(w.in_flight(), 0);
         assert!(w.has_unresolved());
         // While draining only unresolved batches may go, in order.
         assert_eq!(w.next_sendable(now, true), Some(0));
         w.push(2, 1, (), now);
         let i = w.next_sendable(now, true).unwrap();
-        w.mark_sent(i, 3, 8, now);
+        w.mark_sent(i, 3, sid(8), now);
         let i = w.next_sendable(now, true).unwrap();
-        w.mark_sent(i, 4, 8, now);
+        w.mark_sent(i, 4, sid(8), now);
         assert_eq!(w.next_sendable(now, true), None, "batch 2 was never sent: it waits for the bump");
     }
 
@@ -379,7 +392,7 @@ mod tests {
         w.push(0, 4, (), now);
         w.push(1, 2, (), now);
         let i = w.next_sendable(now, false).unwrap();
-        w.mark_sent(i, 1, 1, now);
+        w.mark_sent(i, 1, sid(1), now);
         w.requeue_refused(1, Duration::ZERO, now, false);
         assert_eq!(w.resequence(), vec![(0, 0), (1, 4)]);
         assert_eq!(w.push(2, 1, (), now), 6);
@@ -401,10 +414,10 @@ mod tests {
         w.push(0, 1, 0, now);
         w.push(1, 1, 1, now);
         let i = w.next_sendable(now, false).unwrap();
-        w.mark_sent(i, 9, 1, now);
+        w.mark_sent(i, 9, sid(1), now);
         let gone = w.take_expired(|_| true);
         assert_eq!(gone.iter().map(|s| s.payload).collect::<Vec<_>>(), [1]);
         assert_eq!(w.len(), 1);
-        assert_eq!(w.oldest_in_flight().map(|(g, _)| g), Some(1));
+        assert_eq!(w.oldest_in_flight().map(|(s, _)| s), Some(sid(1)));
     }
 }

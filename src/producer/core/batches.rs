@@ -3,43 +3,69 @@
 //! flush/close; the windows then release batches to their partition's stream in order.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
-use super::{BatchPayload, Driver, PidState};
-use crate::producer::clock::Tick;
+use super::producer_id::PidState;
+use super::window::Slot;
+use super::{Core, Outcome, Tick, Transmit};
+use crate::producer::delivery::Delivery;
 use crate::producer::metrics::{us, ProducerMetrics};
-use crate::producer::record::RecordMetadata;
 use crate::protocol::batch::restamp;
 use crate::protocol::frame::encode_produce_head;
 use crate::protocol::{Acks, BatchBuilder, ProducerStamp};
 
-impl Driver {
+/// One record of a sealed batch: where its outcome goes.
+pub(crate) struct RecordEntry {
+    /// Its delivery.
+    pub delivery: Delivery,
+    /// Its timestamp (reported in its metadata).
+    pub timestamp: i64,
+    /// When it was enqueued.
+    pub enqueued: Tick,
+}
+
+/// A sealed batch as the window keeps it.
+pub(crate) struct BatchPayload {
+    /// The sealed batch bytes, stamped with `stamp`.
+    pub bytes: Bytes,
+    /// The idempotence fields currently in `bytes`.
+    pub stamp: ProducerStamp,
+    /// Its records, in order.
+    pub records: Vec<RecordEntry>,
+    /// Buffer memory held.
+    pub memory: usize,
+    /// Enqueue time of the oldest record (delivery timeout runs from here).
+    pub first_enqueued: Tick,
+    /// When the batch was last handed to a stream.
+    pub written_at: Option<Tick>,
+}
+
+impl Core {
     /// Takes note of partitions the accumulator announced.
-    pub(crate) fn collect_ready(&mut self, now: Instant) {
+    pub(crate) fn collect_ready(&mut self, now: Tick) {
         while let Some((tid, p)) = self.acc.ready.pop() {
-            let Some(part) = self.topics.get_mut(tid as usize).and_then(|t| t.parts.get_mut(p as usize)) else {
+            let Some(part) = self.topics.list.get_mut(tid as usize).and_then(|t| t.parts.get_mut(p as usize)) else {
                 continue;
             };
             part.since.get_or_insert(now);
             if !part.active {
                 part.active = true;
-                self.active.push((tid, p));
+                self.topics.active.push((tid, p));
             }
         }
     }
 
     /// Seals every batch that is due.
-    pub(crate) fn seal(&mut self, now: Instant, tick: Tick, flush_all: bool) {
+    pub(crate) fn seal(&mut self, now: Tick, flush_all: bool) {
         let batch_size = self.cfg.batch_size;
         let mut i = 0;
-        while i < self.active.len() {
-            let (tid, p) = self.active[i];
+        while i < self.topics.active.len() {
+            let (tid, p) = self.topics.active[i];
             let (t, pu) = (tid as usize, p as usize);
             loop {
-                let part = &self.topics[t].parts[pu];
-                let q = &self.topics[t].queues.partitions[pu];
+                let part = &self.topics.list[t].parts[pu];
+                let q = &self.topics.list[t].queues.partitions[pu];
                 let queued = q.queued_bytes.load(Ordering::Acquire) + part.carry.as_ref().map_or(0, |c| c.size);
                 if queued == 0 {
                     break;
@@ -47,16 +73,16 @@ impl Driver {
                 let due = flush_all
                     || queued >= batch_size
                     || part.since.is_none_or(|s| now.saturating_duration_since(s) >= self.cfg.linger);
-                if !due || !self.seal_one(t, pu, now, tick) {
+                if !due || !self.seal_one(t, pu, now) {
                     break;
                 }
             }
-            let empty = self.topics[t].queues.partitions[pu].queued_bytes.load(Ordering::Acquire) == 0;
-            let part = &mut self.topics[t].parts[pu];
+            let empty = self.topics.list[t].queues.partitions[pu].queued_bytes.load(Ordering::Acquire) == 0;
+            let part = &mut self.topics.list[t].parts[pu];
             if part.carry.is_none() && empty {
                 part.active = false;
                 part.since = None;
-                self.active.swap_remove(i);
+                self.topics.active.swap_remove(i);
             } else {
                 i += 1;
             }
@@ -64,15 +90,15 @@ impl Driver {
     }
 
     /// Seals one batch of partition `(t, p)`. Returns false if no record was there.
-    fn seal_one(&mut self, t: usize, p: usize, now: Instant, tick: Tick) -> bool {
+    fn seal_one(&mut self, t: usize, p: usize, now: Tick) -> bool {
         let batch_size = self.cfg.batch_size;
-        let queue = self.topics[t].queues.partitions[p].clone();
-        let part = &mut self.topics[t].parts[p];
+        let queue = self.topics.list[t].queues.partitions[p].clone();
+        let part = &mut self.topics.list[t].parts[p];
         let mut builder = BatchBuilder::with_capacity(batch_size.min(1 << 20));
         let queued = queue.queued_bytes.load(Ordering::Relaxed);
         let mut records = Vec::with_capacity((queued.min(batch_size) / 64).max(8));
         let mut memory = 0;
-        let mut first_enqueued = tick;
+        let mut first_enqueued = now;
         loop {
             let rec = match part.carry.take() {
                 Some(r) => r,
@@ -89,9 +115,13 @@ impl Driver {
                 break;
             }
             builder.push(&rec.record);
-            memory += rec.size;
+            memory += rec.charge;
             first_enqueued = first_enqueued.min(rec.enqueued);
-            records.push((rec.delivery, rec.record.timestamp, rec.enqueued));
+            records.push(RecordEntry {
+                delivery: rec.delivery,
+                timestamp: rec.record.timestamp,
+                enqueued: rec.enqueued,
+            });
         }
         if builder.is_empty() {
             return false;
@@ -102,7 +132,7 @@ impl Driver {
         let count = builder.len();
         let id = self.next_batch_id;
         self.next_batch_id += 1;
-        let stamp = match self.pid {
+        let stamp = match self.pid.state {
             PidState::Ready { id, epoch } => {
                 ProducerStamp { producer_id: id, producer_epoch: epoch, base_sequence: part.window.next_seq() }
             }
@@ -111,8 +141,8 @@ impl Driver {
         let bytes = builder.seal(self.cfg.compression, self.cfg.compression_level, stamp);
         {
             let mut h = self.metrics.histograms();
-            for (_, _, enq) in &records {
-                let _ = h.queue.record(us(tick.saturating_duration_since(*enq)));
+            for r in &records {
+                let _ = h.queue.record(us(now.saturating_duration_since(r.enqueued)));
             }
         }
         ProducerMetrics::add(&self.metrics.batches_sealed, 1);
@@ -122,14 +152,15 @@ impl Driver {
         self.metrics.in_flight_batches.fetch_add(1, Ordering::Relaxed);
         let payload = BatchPayload { bytes, stamp, records, memory, first_enqueued, written_at: None };
         part.window.push(id, count, payload, now);
-        let n = self.topics[t].parts.len() as u32;
-        self.partitioner.on_batch_sealed(&self.topics[t].queues.name, p as u32, n);
+        let topic = self.topics.list[t].queues.name.clone();
+        let partitions = self.topics.list[t].parts.len() as u32;
+        self.outcomes.push_back(Outcome::Sealed { topic, partition: p as u32, partitions });
         true
     }
 
-    /// Writes every batch the windows release to its partition's stream.
-    pub(crate) fn send(&mut self, now: Instant) {
-        let (pid, draining) = match self.pid {
+    /// Hands every batch the windows release to its partition's stream.
+    pub(crate) fn send(&mut self, now: Tick) {
+        let (pid, draining) = match self.pid.state {
             PidState::Off => (None, false),
             PidState::Ready { id, epoch } => (Some((id, epoch)), false),
             PidState::Bumping { id, epoch, requested: false } => (Some((id, epoch)), true),
@@ -139,26 +170,21 @@ impl Driver {
         let acks = self.cfg.acks;
         let timeout_ms = self.cfg.request_timeout.as_millis().min(u128::from(u32::MAX)) as u32;
         let mut head = BytesMut::with_capacity(4096);
-        for t in 0..self.topics.len() {
-            for p in 0..self.topics[t].parts.len() {
-                if self.topics[t].parts[p].window.is_empty() {
+        for t in 0..self.topics.list.len() {
+            for p in 0..self.topics.list[t].parts.len() {
+                if self.topics.list[t].parts[p].window.is_empty() {
                     continue;
                 }
-                let (link, stream) = (self.topics[t].parts[p].link, self.topics[t].parts[p].stream);
-                if self.links[link].fatal.is_some()
-                    || matches!(self.links[link].breaker, super::connections::Breaker::Open { .. })
-                {
-                    self.fail_link_pending(link);
+                let (link, stream) = (self.topics.list[t].parts[p].link, self.topics.list[t].parts[p].stream);
+                if self.links.list[link].refused.is_some() || self.links.list[link].breaker.is_open(now) {
+                    self.fail_link_pending(now, link);
                     continue;
                 }
-                let conns = self.cfg.connections_per_broker;
-                let name = self.topics[t].queues.name.clone();
+                let name = self.topics.list[t].queues.name.clone();
                 let mut done = Vec::new();
                 {
-                    let Some((gen, st)) = super::connections::stream_in(&mut self.links, conns, link, stream) else {
-                        continue;
-                    };
-                    let part = &mut self.topics[t].parts[p];
+                    let Some((sid, st)) = self.links.stream(link, stream) else { continue };
+                    let part = &mut self.topics.list[t].parts[p];
                     while let Some(i) = part.window.next_sendable(now, draining) {
                         let slot = part.window.slot_mut(i);
                         // Restamp when the producer id, epoch or sequence changed since sealing.
@@ -171,7 +197,7 @@ impl Driver {
                             }
                         }
                         let corr = self.next_corr;
-                        self.next_corr = self.next_corr.wrapping_add(1);
+                        self.next_corr = self.next_corr.wrapping_add(1).max(1);
                         head.clear();
                         encode_produce_head(
                             &mut head,
@@ -186,25 +212,25 @@ impl Driver {
                         let (attempts, sealed_at) = (slot.attempts, slot.sealed_at);
                         slot.payload.written_at = Some(now);
                         let len = (head.len() + batch.len()) as u64;
-                        if st.tx.send(head.split().freeze()).is_err() || st.tx.send(batch).is_err() {
-                            break; // the writer is gone; its StreamDown event follows
-                        }
+                        self.transmits.push_back(Transmit { stream: sid, head: head.split().freeze(), batch });
                         ProducerMetrics::add(&self.metrics.bytes_sent, len);
                         if attempts > 0 {
                             ProducerMetrics::add(&self.metrics.retries, 1);
                         }
                         let _ = self.metrics.histograms().send.record(us(now.saturating_duration_since(sealed_at)));
+                        let expected = super::links::Expected { corr, topic: t as u32, partition: p as u32 };
+                        st.unwritten.push_back(expected);
                         if acks == Acks::None {
                             // Fire and forget: done once handed to the stream.
                             done.push(part.window.remove(i));
                         } else {
-                            st.expected.push_back((corr, t as u32, p as u32));
-                            part.window.mark_sent(i, corr, gen, now);
+                            st.answers.push_back(expected);
+                            part.window.mark_sent(i, corr, sid, now);
                         }
                     }
                 }
                 for s in done {
-                    self.complete_ok(t, p as u32, s, None, now);
+                    self.complete_ok(now, t, p as u32, s, None);
                 }
             }
         }
@@ -213,34 +239,26 @@ impl Driver {
     /// Delivers success for every record of a batch.
     pub(crate) fn complete_ok(
         &mut self,
+        now: Tick,
         t: usize,
         partition: u32,
-        s: super::super::window::Slot<BatchPayload>,
+        s: Slot<BatchPayload>,
         base_offset: Option<i64>,
-        now: Instant,
     ) {
-        let topic = self.topics[t].queues.name.clone();
+        let topic = self.topics.list[t].queues.name.clone();
         self.acc.release(s.payload.memory);
         self.metrics.in_flight_batches.fetch_sub(1, Ordering::Relaxed);
         ProducerMetrics::add(&self.metrics.batches_sent, 1);
         ProducerMetrics::add(&self.metrics.records_sent, s.payload.records.len() as u64);
         {
-            let tick = Tick::now();
             let mut h = self.metrics.histograms();
             if let Some(w) = s.payload.written_at {
                 let _ = h.rtt.record(us(now.saturating_duration_since(w)));
             }
-            for (_, _, enq) in &s.payload.records {
-                let _ = h.record.record(us(tick.saturating_duration_since(*enq)));
+            for r in &s.payload.records {
+                let _ = h.record.record(us(now.saturating_duration_since(r.enqueued)));
             }
         }
-        for (i, (d, ts, _)) in s.payload.records.into_iter().enumerate() {
-            d.complete(Ok(RecordMetadata {
-                topic: topic.clone(),
-                partition,
-                offset: base_offset.map(|b| b + i as i64),
-                timestamp: ts,
-            }));
-        }
+        self.outcomes.push_back(Outcome::Acked { topic, partition, base_offset, records: s.payload.records });
     }
 }
