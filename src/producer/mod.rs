@@ -590,18 +590,18 @@ pub mod bench_support {
         let mut corr = 0u32;
         for id in 0..batches {
             w.push(u64::from(id), 100, id, now);
-            while let Some(i) = w.next_sendable(now, false) {
-                w.mark_sent(i, corr, stream, now);
+            while let Some(i) = w.next_sendable(now, stream, false) {
+                w.mark_sent(i, corr, stream, Some((1, 0)));
                 in_flight.push_back(corr);
                 corr += 1;
             }
             if in_flight.len() == 5 {
                 let c = in_flight.pop_front().expect("five in flight");
-                acked += u64::from(w.complete(c).expect("in flight").records);
+                acked += u64::from(w.ack(c).expect("in flight").records);
             }
         }
         while let Some(c) = in_flight.pop_front() {
-            acked += u64::from(w.complete(c).expect("in flight").records);
+            acked += u64::from(w.ack(c).expect("in flight").records);
         }
         acked
     }

@@ -86,6 +86,8 @@ pub(crate) struct Link {
     pub max_frame: Option<usize>,
     /// The broker supports per-partition epochs (from `HelloOk`).
     pub per_partition_epochs: bool,
+    /// The broker id a metadata answer gave for this link's address (until `HelloOk`).
+    pub advertised_id: Option<u32>,
     /// The next attempt re-reads the TLS files (after a refused certificate).
     reload_tls: bool,
 }
@@ -101,6 +103,7 @@ impl Link {
             refused: None,
             max_frame: None,
             per_partition_epochs: false,
+            advertised_id: None,
             reload_tls: false,
         }
     }
@@ -151,7 +154,6 @@ impl Links {
         self.conns
     }
 
-    #[allow(dead_code)] // used by per-partition routing (next commit)
     /// Adds a link for a broker named in metadata (unless one has that name); returns its index.
     pub(crate) fn ensure(&mut self, name: &str, cfg: &ProducerConfig, now: Tick) -> usize {
         if let Some(i) = self.list.iter().position(|l| l.name == name) {
@@ -274,7 +276,7 @@ impl Links {
 
     /// The link of broker `id`, preferring one that is up.
     pub(crate) fn of_broker(&self, id: u32) -> Option<usize> {
-        let mine = |l: &Link| l.broker_id == Some(id);
+        let mine = |l: &Link| l.broker_id.or(l.advertised_id) == Some(id);
         self.list.iter().position(|l| mine(l) && l.is_up()).or_else(|| self.list.iter().position(mine))
     }
 
@@ -403,10 +405,12 @@ impl super::Core {
         let mut gap = false;
         for tid in 0..self.topics.list.len() {
             for p in 0..self.topics.list[tid].parts.len() {
-                if self.topics.list[tid].parts[p].link != link {
+                if self.route(&self.topics.list[tid].parts[p]) != link {
                     continue;
                 }
-                let gone = self.topics.list[tid].parts[p].window.take_expired(|_| true);
+                let gone = self.topics.list[tid].parts[p]
+                    .window
+                    .take(|s| !matches!(s.state, super::window::SlotState::InFlight { .. }));
                 gap |= !gone.is_empty();
                 for s in gone {
                     self.fail_slot(s, err.clone());
@@ -414,7 +418,7 @@ impl super::Core {
             }
         }
         if gap {
-            self.request_bump();
+            self.resync_windows();
         }
         for reply in self.topics.take_waiters() {
             self.outcomes.push_back(super::Outcome::Metadata { reply, result: Err(err.clone()) });

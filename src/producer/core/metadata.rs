@@ -1,6 +1,14 @@
 //! The topic table and metadata: which topics the producer knows, their partitions, the
-//! state of each partition (queue remainder, linger clock, in-flight window, route), and
+//! state of each partition (queue remainder, linger clock, in-flight window, leader), and
 //! the metadata requests that fill it in and keep it fresh.
+//!
+//! Each partition is sent to its own leader's broker, as the latest metadata says; a
+//! periodic refresh (and a refresh soon after an answer that says the metadata is stale)
+//! moves partitions whose leader changed. A broker named as a leader that the producer has
+//! no link to gets one (from the broker list of the metadata answer).
+//!
+//! Metadata wanted by handles is asked for in one request per round; a retriable failure
+//! is retried after a back-off; at most [`MAX_PENDING_TOPICS`] unknown topics are pending.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,20 +22,27 @@ use crate::protocol::frame::{Metadata, MetadataOk};
 use crate::protocol::{ErrorCode, Payload};
 use crate::transport::TransportError;
 
+/// Most topics waiting for metadata at once (beyond that a handle's request is refused).
+pub(crate) const MAX_PENDING_TOPICS: usize = 1024;
+
 /// One partition as the core keeps it.
 pub(crate) struct PartState {
     /// Sealed batches not yet acknowledged or failed.
     pub window: Window<BatchPayload>,
     /// A record popped but not fitting the previous batch.
     pub carry: Option<QueuedRecord>,
-    /// When the core first saw data waiting (linger starts).
+    /// When the linger clock started (first record seen, or the last seal).
     pub since: Option<Tick>,
+    /// No record still queued was enqueued before this (for the delivery timeout).
+    pub oldest: Option<Tick>,
     /// In the active list.
     pub active: bool,
     /// Global data stream index (fixed for the partition's life).
     pub stream: usize,
-    /// The link its batches go to.
-    pub link: usize,
+    /// The leader's broker id, per the latest metadata.
+    pub leader: Option<u32>,
+    /// The link to use while no link is known for the leader (the one that answered).
+    pub fallback_link: usize,
 }
 
 /// One topic.
@@ -47,10 +62,14 @@ pub(crate) struct Topics {
     pub ids: HashMap<Arc<str>, u32>,
     /// Partitions with queued records: (topic, partition).
     pub active: Vec<(u32, u32)>,
-    /// Handles waiting for a topic's metadata.
+    /// Topics wanted and not known yet, with the handles waiting for them.
     pub waiters: HashMap<Arc<str>, Vec<MetadataReply>>,
     /// Next periodic refresh.
     pub refresh_due: Option<Tick>,
+    /// Not before this may wanted topics be asked for again (after a failure).
+    retry_at: Option<Tick>,
+    /// Broker id → `host:port`, from the latest metadata answer.
+    brokers: HashMap<u32, String>,
 }
 
 impl Topics {
@@ -61,7 +80,14 @@ impl Topics {
 }
 
 impl Core {
+    /// The link partition `part`'s batches go to now: its leader's (an open one first),
+    /// else the link that answered the metadata.
+    pub(crate) fn route(&self, part: &PartState) -> usize {
+        part.leader.and_then(|id| self.links.of_broker(id)).unwrap_or(part.fallback_link)
+    }
+
     pub(crate) fn want_metadata(&mut self, now: Tick, topic: Arc<str>, reply: Option<MetadataReply>) {
+        let _ = now;
         if let Some(&tid) = self.topics.ids.get(&topic) {
             if let Some(reply) = reply {
                 let result = Ok(self.topics.list[tid as usize].queues.clone());
@@ -76,21 +102,31 @@ impl Core {
             }
             return;
         }
-        let first = !self.topics.waiters.contains_key(&topic);
-        let waiters = self.topics.waiters.entry(topic.clone()).or_default();
-        waiters.extend(reply);
-        if first {
-            self.call(
-                now,
-                None,
-                Payload::Metadata(Metadata { topics: vec![topic.to_string()] }),
-                ControlKind::Metadata(vec![topic], 0),
-            );
+        let full = self.topics.waiters.len() >= MAX_PENDING_TOPICS;
+        match self.topics.waiters.get_mut(&topic) {
+            Some(waiters) => {
+                // Handles that stopped waiting (max_block) leave closed replies behind.
+                waiters.retain(|r| !r.is_closed());
+                waiters.extend(reply);
+            }
+            None if full => {
+                if let Some(reply) = reply {
+                    let msg = format!("{MAX_PENDING_TOPICS} topics are already waiting for metadata; '{topic}' is not");
+                    let err = ProduceError::new(ErrorKind::BufferFull, Persistence::NotPersisted, msg);
+                    self.outcomes.push_back(Outcome::Metadata { reply, result: Err(err) });
+                }
+            }
+            None => {
+                self.topics.waiters.insert(topic, reply.into_iter().collect());
+            }
         }
     }
 
-    /// Asks for the topics that handles wait for and no request covers (after a connect).
+    /// Asks, in one request, for the wanted topics no request covers.
     pub(crate) fn request_pending_metadata(&mut self, now: Tick) {
+        if self.topics.retry_at.is_some_and(|t| now < t) {
+            return;
+        }
         let pending: Vec<Arc<str>> = self
             .topics
             .waiters
@@ -106,16 +142,24 @@ impl Core {
         }
     }
 
-    /// Periodic refresh: picks up partitions added to known topics.
+    /// A refresh of every known topic at the next opportunity (the metadata is stale).
+    pub(crate) fn refresh_soon(&mut self, now: Tick) {
+        let soon = now + self.cfg.retry_backoff.base;
+        self.topics.refresh_due = Some(self.topics.refresh_due.map_or(soon, |d| d.min(soon)));
+    }
+
+    /// Periodic refresh (and asks for what handles wait for).
     pub(crate) fn refresh_metadata(&mut self, now: Tick) {
+        self.request_pending_metadata(now);
         let due = *self.topics.refresh_due.get_or_insert(now + self.cfg.metadata_max_age);
         if now < due || self.topics.list.is_empty() {
             return;
         }
-        self.topics.refresh_due = Some(now + self.cfg.metadata_max_age);
         let names: Vec<Arc<str>> = self.topics.list.iter().map(|t| t.queues.name.clone()).collect();
         let topics = names.iter().map(|t| t.to_string()).collect();
-        self.call(now, None, Payload::Metadata(Metadata { topics }), ControlKind::Metadata(names, 0));
+        if self.call(now, None, Payload::Metadata(Metadata { topics }), ControlKind::Metadata(names, 0)) {
+            self.topics.refresh_due = Some(now + self.cfg.metadata_max_age);
+        }
     }
 
     pub(crate) fn on_metadata_answer(
@@ -127,23 +171,37 @@ impl Core {
     ) {
         match result {
             Ok(Payload::MetadataOk(m)) => self.on_metadata(now, m, link),
-            Ok(other) => tracing::warn!(kind = ?other.kind(), "unexpected metadata answer"),
+            Ok(other) => {
+                tracing::warn!(kind = ?other.kind(), "unexpected metadata answer; asking again");
+                self.metadata_failed(now);
+            }
+            Err(e) if e.is_retriable() => {
+                tracing::warn!(error = %e, "metadata request failed; asking again");
+                self.metadata_failed(now);
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "metadata request failed; will retry on the next connection");
-                if !e.is_retriable() {
-                    let err = ProduceError::transport(e, Persistence::NotPersisted);
-                    for t in topics {
-                        for reply in self.topics.waiters.remove(&t).unwrap_or_default() {
-                            self.outcomes.push_back(Outcome::Metadata { reply, result: Err(err.clone()) });
-                        }
+                let err = ProduceError::transport(e, Persistence::NotPersisted);
+                for t in topics {
+                    for reply in self.topics.waiters.remove(&t).unwrap_or_default() {
+                        self.outcomes.push_back(Outcome::Metadata { reply, result: Err(err.clone()) });
                     }
                 }
             }
         }
     }
 
+    fn metadata_failed(&mut self, now: Tick) {
+        let unit = self.jitter();
+        self.topics.retry_at = Some(now + self.cfg.retry_backoff.delay(1, unit));
+        if !self.topics.list.is_empty() {
+            self.refresh_soon(now);
+        }
+    }
+
     fn on_metadata(&mut self, now: Tick, m: MetadataOk, answered_by: usize) {
-        let _ = now;
+        for b in &m.brokers {
+            self.topics.brokers.insert(b.id, format!("{}:{}", b.host, b.port));
+        }
         for t in m.topics {
             let name: Arc<str> = Arc::from(t.name.as_str());
             let waiters = self.topics.waiters.remove(&name).unwrap_or_default();
@@ -159,20 +217,20 @@ impl Core {
                 }
                 continue;
             }
-            let leader = t.partitions.first().map(|p| p.leader);
-            // The link connected to the leader; failing that, the link that answered.
-            let link = leader.and_then(|id| self.links.of_broker(id)).unwrap_or(answered_by);
             let count = t.partitions.len() as u32;
             let tid = match self.topics.ids.get(&name) {
                 Some(&tid) => {
                     let have = self.topics.list[tid as usize].parts.len() as u32;
                     if count > have {
-                        self.extend_topic(tid, count, link);
+                        self.extend_topic(tid, count, answered_by);
                     }
                     tid
                 }
-                None => self.add_topic(name.clone(), count, link),
+                None => self.add_topic(name.clone(), count, answered_by),
             };
+            for pm in &t.partitions {
+                self.set_leader(now, tid as usize, pm.partition as usize, pm.leader, answered_by);
+            }
             let queues = self.topics.list[tid as usize].queues.clone();
             for reply in waiters {
                 self.outcomes.push_back(Outcome::Metadata { reply, result: Ok(queues.clone()) });
@@ -180,17 +238,38 @@ impl Core {
         }
     }
 
+    /// Routes partition `p` of topic `t` to broker `leader`, adding a link to it if none
+    /// exists and the metadata named its address.
+    fn set_leader(&mut self, now: Tick, t: usize, p: usize, leader: u32, answered_by: usize) {
+        if self.links.of_broker(leader).is_none() {
+            if let Some(name) = self.topics.brokers.get(&leader).cloned() {
+                let link = self.links.ensure(&name, &self.cfg, now);
+                self.links.list[link].advertised_id = Some(leader);
+            }
+        }
+        let Some(part) = self.topics.list.get_mut(t).and_then(|t| t.parts.get_mut(p)) else { return };
+        if part.leader != Some(leader) {
+            if part.leader.is_some() {
+                tracing::info!(partition = p, from = ?part.leader, to = leader, "partition leader moved");
+            }
+            part.leader = Some(leader);
+        }
+        part.fallback_link = answered_by;
+    }
+
     fn new_part(&self, tid: u32, p: u32, link: usize) -> PartState {
         let streams = self.links.connections_per_broker() * self.links.streams_per_connection();
-        // Spread partitions over streams; a partition keeps its stream for life.
+        // Spread partitions over streams; a partition keeps its stream index for life.
         let g = (tid as usize).wrapping_mul(7919).wrapping_add(p as usize) % streams;
         PartState {
             window: Window::new(self.cfg.idempotence, self.cfg.max_in_flight),
             carry: None,
             since: None,
+            oldest: None,
             active: false,
             stream: g,
-            link,
+            leader: None,
+            fallback_link: link,
         }
     }
 

@@ -26,6 +26,9 @@ mod retry;
 mod timeouts;
 pub(crate) mod window;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -129,7 +132,6 @@ pub(crate) enum Action {
         /// Give up after this long (the core has its own deadline too).
         timeout: Duration,
     },
-    #[allow(dead_code)] // produced by the request-timeout handling (next commit)
     /// Reset this data stream and open a replacement with generation `gen + 1`; answer
     /// with `handle_stream_opened` (or a connection loss).
     ResetStream {
@@ -204,7 +206,6 @@ pub(crate) enum Outcome {
 struct ControlCall {
     kind: ControlKind,
     /// When to give up on it.
-    #[allow(dead_code)] // read by the control-timeout handling (next commit)
     deadline: Option<Tick>,
 }
 
@@ -385,6 +386,7 @@ impl Core {
                 f.target = Some(target);
             }
         }
+        self.resync_windows();
         self.send(now);
         self.check_timeouts(now);
         self.maintain_links(now);
@@ -489,9 +491,8 @@ impl Core {
             k => k,
         };
         let tag = self.tag();
-        let timeout = self.cfg.request_timeout;
-        let _ = now;
-        self.control.insert(tag, ControlCall { kind, deadline: None });
+        let timeout = self.cfg.request_timeout + timeouts::margin(self.cfg.request_timeout);
+        self.control.insert(tag, ControlCall { kind, deadline: Some(now + timeout) });
         self.actions.push_back(Action::Call { tag, conn, request, timeout });
         true
     }
@@ -524,7 +525,7 @@ impl Core {
     fn fail_slot(&mut self, s: Slot<BatchPayload>, err: ProduceError) {
         let persistence = match err.persistence() {
             Persistence::Persisted => Persistence::Persisted,
-            _ if s.maybe_persisted => Persistence::PossiblyPersisted,
+            _ if s.may_be_stored() => Persistence::PossiblyPersisted,
             p => p,
         };
         let err = err.with_persistence(persistence);
@@ -587,16 +588,13 @@ impl Core {
         for tid in 0..self.topics.list.len() {
             for p in 0..self.topics.list[tid].parts.len() {
                 n += self.fail_queued(tid, p, &err);
-                let gone = self.topics.list[tid].parts[p].window.take_expired(|s| s.attempts == 0);
+                // Never sent, so never numbered: the sequence has no gap.
+                let gone = self.topics.list[tid].parts[p].window.take(|s| s.attempts == 0);
                 for s in gone {
                     n += s.payload.records.len();
                     self.fail_slot(s, err.clone());
                 }
             }
-        }
-        if n > 0 {
-            // Purged batches had sequences: start a clean epoch so later ones are not refused.
-            self.request_bump();
         }
         n
     }

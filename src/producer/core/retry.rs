@@ -1,14 +1,21 @@
-//! Where a retry is decided: a produce answer is matched to its batch and the batch is
-//! acknowledged, retried after a back-off, or failed (with what is known about whether it
-//! is stored); a lost connection puts its in-flight batches back in line (idempotent) or
-//! fails them (not idempotent: a resend could duplicate); a broken sequence starts an
-//! epoch bump; a refused epoch fences the producer.
+//! Where a retry is decided: a produce answer is matched to its batch, which is then
+//! acknowledged, retried after a back-off, split (too large), or failed with what is known
+//! about whether it is stored; a lost stream or connection puts its in-flight batches back
+//! in line (idempotent: the broker's dedup recognises what did land) or fails them
+//! (without idempotence a resend could duplicate); an out-of-order answer breaks the
+//! partition's numbering; a refused current epoch fences the producer.
+//!
+//! Which answers settle whether a batch is stored (see `window`): success, duplicate,
+//! OUT_OF_ORDER_SEQUENCE and UNKNOWN_PRODUCER_ID are given after the broker's dedup lookup;
+//! every other refusal is given before it and settles nothing about earlier attempts.
 
 use std::time::Duration;
 
 use super::producer_id::PidState;
-use super::{ConnId, Core, StreamId, Tick};
+use super::window::Attempt;
+use super::{Action, ConnId, Core, StreamId, Tick};
 use crate::producer::error::{ErrorKind, Persistence, ProduceError};
+use crate::producer::metrics::ProducerMetrics;
 use crate::protocol::frame::ProduceResult;
 use crate::protocol::{ErrorCode, Frame, Payload};
 use crate::transport::TransportError;
@@ -19,8 +26,7 @@ impl Core {
         let expected = st.answers.pop_front();
         let Some(e) = expected.filter(|e| e.corr == frame.correlation_id) else {
             let detail = format!("response with correlation id {} does not match the request", frame.correlation_id);
-            let err = self.unexpected(stream, detail);
-            self.on_connection_lost(now, stream.conn, err);
+            self.stream_failed(now, stream, detail);
             return;
         };
         let result = match frame.payload {
@@ -34,8 +40,7 @@ impl Core {
             },
             other => {
                 let detail = format!("{:?} in answer to a produce request", other.kind());
-                let err = self.unexpected(stream, detail);
-                self.on_connection_lost(now, stream.conn, err);
+                self.stream_failed(now, stream, detail);
                 return;
             }
         };
@@ -44,70 +49,130 @@ impl Core {
 
     fn on_produce_result(&mut self, now: Tick, t: usize, p: u32, corr: u32, r: ProduceResult) {
         let pu = p as usize;
+        let window = &mut self.topics.list[t].parts[pu].window;
+        let Some(i) = window.index_of(corr) else { return }; // expired meanwhile
         if r.error == ErrorCode::None {
-            if let Some(s) = self.topics.list[t].parts[pu].window.complete(corr) {
-                self.complete_ok(now, t, p, s, Some(r.base_offset));
+            if r.duplicate {
+                ProducerMetrics::add(&self.metrics.duplicates, 1);
             }
+            let s = window.ack(corr).expect("found above");
+            self.complete_ok(now, t, p, s, Some(r.base_offset));
+            self.resync_windows();
             return;
         }
         let idempotent = self.pid.state != PidState::Off;
         // A negative base offset means the broker refused before appending.
         let appended = r.base_offset >= 0;
+        let stamp_epoch = window.slot(i).payload.stamp.producer_epoch;
         let topic = self.topics.list[t].queues.name.clone();
         let message = format!("{topic}-{p}: broker answered {}: {}", r.error, r.message);
         match r.error {
             ErrorCode::InvalidProducerEpoch if idempotent => {
+                let current = self.pid.current().map(|c| c.1);
+                // Older than our epoch: one of ours from before a bump. Our current epoch
+                // while our own bump from it may already be done at the broker (asked, no
+                // answer yet): ours too. Anything else: another producer took our id.
+                let stale = current.is_some_and(|e| stamp_epoch < e);
+                let own_bump = current == Some(stamp_epoch) && self.pid.bump_from == Some(stamp_epoch);
+                if !stale && !own_bump {
+                    let window = &mut self.topics.list[t].parts[pu].window;
+                    window.refused(corr, Duration::ZERO, now, Attempt::NotStored);
+                    self.fence(now, message);
+                    return;
+                }
+                // With per-partition epochs the broker answers this after its dedup
+                // lookup: not stored. Otherwise it may have refused before the lookup.
+                let attempt = if self.per_partition_epochs() { Attempt::Settled } else { Attempt::NotStored };
                 let window = &mut self.topics.list[t].parts[pu].window;
-                window.requeue_refused(corr, Duration::ZERO, now, false);
-                self.fence(now, message);
+                window.refused(corr, Duration::ZERO, now, attempt);
+                if own_bump {
+                    // The partition waits for the bump's answer, then restarts in it.
+                    window.sequence_broken();
+                    if self.pid.bump == super::producer_id::Bump::None {
+                        self.pid.bump = super::producer_id::Bump::Wanted { epoch: stamp_epoch };
+                    }
+                }
+                self.resync_windows();
             }
             ErrorCode::OutOfOrderSequence | ErrorCode::UnknownProducerId if idempotent => {
                 let window = &mut self.topics.list[t].parts[pu].window;
                 let first = window.is_first(corr);
-                window.requeue_refused(corr, Duration::ZERO, now, false);
+                window.refused(corr, Duration::ZERO, now, Attempt::Settled);
                 if first {
-                    tracing::warn!(%message, "sequence broken; draining and bumping the epoch");
-                    self.request_bump();
+                    // For a later batch this only echoes a refusal of an earlier one.
+                    tracing::warn!(%message, "sequence broken; draining the partition, then a new epoch");
+                    window.sequence_broken();
                 }
+                self.resync_windows();
+            }
+            ErrorCode::BatchTooLarge | ErrorCode::FrameTooLarge => {
+                let window = &mut self.topics.list[t].parts[pu].window;
+                window.refused(corr, Duration::ZERO, now, Attempt::NotStored);
+                if window.slot(i).maybe_persisted {
+                    // An earlier attempt may have stored it whole: never split that one.
+                    let s = window.remove_at(i);
+                    self.fail_slot(
+                        s,
+                        ProduceError::new(ErrorKind::Broker(r.error), Persistence::PossiblyPersisted, message),
+                    );
+                } else {
+                    self.split_or_fail(now, t, pu, i, message);
+                }
+                self.resync_windows();
             }
             code => {
                 let window = &mut self.topics.list[t].parts[pu].window;
-                let Some(i) = window.index_of(corr) else { return };
                 let attempts = window.slot(i).attempts;
                 let retry = code.is_retriable() && (idempotent || !appended) && attempts <= self.cfg.retries;
+                let attempt = if appended { Attempt::Appended } else { Attempt::NotStored };
                 if retry {
                     let unit = self.jitter();
                     let backoff = self.cfg.retry_backoff.delay(attempts, unit);
                     tracing::debug!(%message, ?backoff, "retrying batch");
-                    self.topics.list[t].parts[pu].window.requeue_refused(corr, backoff, now, appended);
-                } else {
-                    let mut s = self.topics.list[t].parts[pu].window.complete(corr).expect("found above");
-                    let persistence = if appended { Persistence::PossiblyPersisted } else { Persistence::NotPersisted };
-                    s.maybe_persisted = appended;
-                    self.fail_slot(s, ProduceError::new(ErrorKind::Broker(code), persistence, message));
-                    if idempotent {
-                        // The failed batch leaves a hole in the sequence.
-                        self.request_bump();
+                    self.topics.list[t].parts[pu].window.refused(corr, backoff, now, attempt);
+                    if code == ErrorCode::UnknownTopicOrPartition {
+                        // Stale metadata (a partition moved, or a topic was recreated).
+                        self.refresh_soon(now);
                     }
+                } else {
+                    let window = &mut self.topics.list[t].parts[pu].window;
+                    window.refused(corr, Duration::ZERO, now, attempt);
+                    let s = window.remove_at(i);
+                    let persistence =
+                        if s.maybe_persisted { Persistence::PossiblyPersisted } else { Persistence::NotPersisted };
+                    self.fail_slot(s, ProduceError::new(ErrorKind::Broker(code), persistence, message));
+                    self.resync_windows();
                 }
             }
         }
     }
 
-    fn unexpected(&self, stream: StreamId, detail: String) -> ProduceError {
+    /// The broker answered something that makes no sense on this stream: give the stream up.
+    fn stream_failed(&mut self, now: Tick, stream: StreamId, detail: String) {
         let name = &self.links.list[stream.conn.link].name;
-        ProduceError::new(
-            ErrorKind::Transport,
-            Persistence::PossiblyPersisted,
-            format!("unexpected response from {name}: {detail}"),
-        )
+        let msg = format!("unexpected response from {name}: {detail}");
+        tracing::warn!(%msg, "resetting the stream");
+        self.reset_stream(now, stream, ProduceError::new(ErrorKind::Transport, Persistence::PossiblyPersisted, msg));
     }
 
-    /// A data stream broke: as the whole connection did.
+    /// One data stream broke (reset or finished by the broker, a write or read error): its
+    /// in-flight batches lose their answers; a replacement stream is opened.
     pub(crate) fn on_stream_lost(&mut self, now: Tick, stream: StreamId, error: TransportError) {
-        if self.links.stream_by_id(stream).is_some() {
-            self.on_connection_lost(now, stream.conn, ProduceError::transport(error, Persistence::PossiblyPersisted));
+        self.reset_stream(now, stream, ProduceError::transport(error, Persistence::PossiblyPersisted));
+    }
+
+    /// Gives up a data stream: its in-flight batches go back in line (or fail without
+    /// idempotence), and the shell replaces it.
+    pub(crate) fn reset_stream(&mut self, now: Tick, stream: StreamId, error: ProduceError) {
+        let Some(st) = self.links.stream_by_id(stream) else { return };
+        if !st.up {
+            return;
         }
+        st.up = false;
+        st.answers.clear();
+        st.unwritten.clear();
+        self.actions.push_back(Action::ResetStream { stream });
+        self.requeue_lost(now, |s| s == stream, error);
     }
 
     /// A live connection broke: in-flight batches on it lose their answer.
@@ -118,24 +183,28 @@ impl Core {
             return;
         }
         tracing::warn!(broker = %self.links.list[conn.link].name, slot = conn.slot, error = %error, "connection lost");
-        self.actions.push_back(super::Action::Close { conn, reason: "connection lost" });
-        let backoff = self.cfg.reconnect_backoff.delay(1, 0.5);
+        self.actions.push_back(Action::Close { conn, reason: "connection lost" });
+        let unit = self.jitter();
+        let backoff = self.cfg.reconnect_backoff.delay(1, unit);
         self.links.on_lost(now, conn, error.message().to_owned(), backoff);
-        let retry = self.cfg.retry_backoff.delay(1, 0.5);
+        self.requeue_lost(now, |s| s.conn == conn, error);
+    }
+
+    fn requeue_lost(&mut self, now: Tick, lost: impl Fn(StreamId) -> bool + Copy, error: ProduceError) {
+        let unit = self.jitter();
+        let retry = self.cfg.retry_backoff.delay(1, unit);
         let idempotent = self.pid.state != PidState::Off;
         let err = error.with_persistence(Persistence::PossiblyPersisted);
-        let lost = |s: StreamId| s.conn == conn;
         for tid in 0..self.topics.list.len() {
             for p in 0..self.topics.list[tid].parts.len() {
-                let part = &mut self.topics.list[tid].parts[p];
+                let window = &mut self.topics.list[tid].parts[p].window;
                 if idempotent {
-                    // Resent in order on the next connection; the broker's dedup answers
-                    // any that did land with their original offsets.
-                    part.window.connection_lost(lost, retry, now);
+                    // Resent in order; the broker's dedup answers any that did land with
+                    // their original offsets.
+                    window.lost(lost, retry, now);
                 } else {
                     // Without idempotence a resend could duplicate: report instead.
-                    let gone = part.window.take_in_flight(lost);
-                    for s in gone {
+                    for s in window.take_in_flight(lost) {
                         self.fail_slot(s, err.clone());
                     }
                 }

@@ -1,21 +1,32 @@
-//! The in-flight window of one partition: every sealed, unacknowledged batch with its
-//! sequence range, attempts and state. Pure bookkeeping (time comes in as a parameter);
-//! the driver does the I/O.
+//! One partition's in-flight window: every sealed, unacknowledged batch with its
+//! sequence number, attempts, state, and what is known about whether it is stored. Pure
+//! bookkeeping (time comes in as a parameter); the core does the rest.
 //!
 //! Invariants:
-//! - batches are kept in sequence order; the ones in flight are always a prefix of the
-//!   not-yet-acknowledged ones that are being (re)sent in order: a batch is only sent
-//!   when every batch before it is in flight, so the broker sees sequences in order;
+//! - batches are kept in seal order; the ones in flight are always a prefix of the
+//!   not-yet-acknowledged ones: a batch is sent only when every batch before it is in
+//!   flight, so the broker sees sequences in order; in-flight batches all travel on one
+//!   stream (a partition that moves waits until its in-flight batches are answered);
 //! - at most `max_in_flight` batches are in flight;
-//! - `maybe_persisted` is true while a batch was sent and no definite answer came back:
-//!   only such a batch may be written despite a failure, so only it is reported
-//!   "possibly persisted", and an epoch bump waits until none is left unresolved.
+//! - a batch gets its sequence number when it is first sent, in order, in the window's
+//!   current *numbering* (a producer id and epoch); a batch removed without being
+//!   acknowledged (failed, expired, purged, split) after it was numbered *breaks* the
+//!   numbering: batches after it would arrive out of order;
+//! - `maybe_persisted` accumulates over attempts: an attempt that went out and got no
+//!   answer (or an "appended, not confirmed" answer) sets it; a refusal given before the
+//!   broker's dedup lookup leaves it as it was; only an answer given after the lookup
+//!   (acknowledged, duplicate, out of order, unknown producer) settles it. A batch that may
+//!   be stored is never renumbered, split or reported "not persisted";
+//! - while the numbering is broken (or the core holds it, e.g. for an epoch bump), no new
+//!   batch is numbered; the batches up to the last one whose fate is unknown are resent, in
+//!   order, until the broker has settled each of them. Then the window is *drained*: a
+//!   break where nothing that may be stored was lost is repaired by renumbering from the
+//!   sequence after the last acknowledged batch; otherwise the partition needs a new epoch.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::{StreamId, Tick};
-
 use crate::protocol::batch::increment_sequence;
 
 /// A batch's place in the window.
@@ -23,49 +34,110 @@ use crate::protocol::batch::increment_sequence;
 pub(crate) enum SlotState {
     /// Waiting to be (re)sent, not before `not_before`.
     Ready { not_before: Option<Tick> },
-    /// Written to a stream; waiting for the answer.
-    InFlight { correlation_id: u32, sent_at: Tick, stream: StreamId },
+    /// Handed to `stream`; `written_at` once the shell reports it written.
+    InFlight { correlation_id: u32, stream: StreamId, written_at: Option<Tick> },
+}
+
+/// How an attempt ended, for `maybe_persisted`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Attempt {
+    /// Refused before the dedup lookup: this attempt stored nothing; earlier ones may have.
+    NotStored,
+    /// Settled by an answer given after the dedup lookup: not stored, by any attempt.
+    Settled,
+    /// Appended but not confirmed (e.g. REQUEST_TIMED_OUT with an offset).
+    Appended,
 }
 
 /// One batch in the window.
 #[derive(Debug)]
 pub(crate) struct Slot<T> {
-    /// Producer-wide batch id, increasing in seal order.
+    /// Producer-wide batch id, increasing in seal order (the halves of a split batch share it).
     pub id: u64,
-    /// Base sequence (-1 without idempotence).
-    pub seq: i32,
+    /// Base sequence in the window's numbering; `None` until first sent.
+    pub seq: Option<i32>,
     /// Records in the batch.
     pub records: u32,
-    /// The batch bytes, deliveries and anything else the driver keeps.
+    /// The batch bytes, deliveries and anything else the core keeps.
     pub payload: T,
     /// Send attempts so far.
     pub attempts: u32,
     /// Where it stands.
     pub state: SlotState,
-    /// When it was sealed (delivery timeout runs from the oldest record's enqueue,
-    /// tracked by the driver in the payload).
+    /// When it was sealed.
     pub sealed_at: Tick,
-    /// Sent without a definite answer yet.
+    /// Some attempt may have stored it (see the module docs).
     pub maybe_persisted: bool,
+}
+
+impl<T> Slot<T> {
+    /// Whether it may be in the log: an earlier attempt may have stored it, or it is in
+    /// flight now.
+    pub(crate) fn may_be_stored(&self) -> bool {
+        self.maybe_persisted || matches!(self.state, SlotState::InFlight { .. })
+    }
+}
+
+/// Why a window's numbering is broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Break {
+    /// Batches were removed, none of which can be stored: renumber the rest from the
+    /// sequence after the last acknowledged batch.
+    Renumber,
+    /// The broker's sequence state is not what the window believes (a batch that may be
+    /// stored was given up, or the broker answered out of order): a new epoch is needed.
+    NewEpoch,
+}
+
+/// What a drained window needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resync {
+    /// Nothing: it can number batches (or it is still draining).
+    Nothing,
+    /// It needs a new epoch (or producer id): numbered under `(id, epoch)`.
+    NewEpoch { id: i64, epoch: i16 },
 }
 
 /// The window of one partition.
 #[derive(Debug)]
 pub(crate) struct Window<T> {
     slots: VecDeque<Slot<T>>,
-    next_seq: i32,
     idempotent: bool,
     max_in_flight: usize,
     in_flight: usize,
+    /// Producer id and epoch the sequence numbers belong to.
+    numbering: Option<(i64, i16)>,
+    next_seq: i32,
+    /// The sequence after the last acknowledged batch (what the broker expects next).
+    acked_next: i32,
+    broken: Option<Break>,
+    /// The lowest sequence known not to be stored: no batch numbered after it can be
+    /// stored either (the broker appends sequences contiguously), until the batch holding
+    /// it is sent again.
+    unstored_from: Option<i32>,
+}
+
+/// Whether sequence `a` comes at or after `b` (sequences wrap at `i32::MAX`).
+fn seq_ge(a: i32, b: i32) -> bool {
+    (i64::from(a) - i64::from(b)).rem_euclid(1 << 31) < (1 << 30)
 }
 
 impl<T> Window<T> {
     pub(crate) fn new(idempotent: bool, max_in_flight: usize) -> Self {
-        Window { slots: VecDeque::new(), next_seq: 0, idempotent, max_in_flight, in_flight: 0 }
+        Window {
+            slots: VecDeque::new(),
+            idempotent,
+            max_in_flight,
+            in_flight: 0,
+            numbering: None,
+            next_seq: 0,
+            acked_next: 0,
+            broken: None,
+            unstored_from: None,
+        }
     }
 
     /// Batches not yet acknowledged or failed.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.slots.len()
     }
@@ -86,18 +158,22 @@ impl<T> Window<T> {
         self.slots.iter().map(|s| s.id).min()
     }
 
-    /// Adds a sealed batch; returns its base sequence (-1 without idempotence).
-    pub(crate) fn push(&mut self, id: u64, records: u32, payload: T, now: Tick) -> i32 {
-        let seq = if self.idempotent {
-            let s = self.next_seq;
-            self.next_seq = increment_sequence(self.next_seq, records as i32);
-            s
-        } else {
-            -1
-        };
+    /// The producer id and epoch of the current numbering.
+    pub(crate) fn numbering(&self) -> Option<(i64, i16)> {
+        self.numbering
+    }
+
+    /// Whether the numbering is broken.
+    #[cfg(test)]
+    pub(crate) fn broken(&self) -> Option<Break> {
+        self.broken
+    }
+
+    /// Adds a sealed batch (numbered when first sent).
+    pub(crate) fn push(&mut self, id: u64, records: u32, payload: T, now: Tick) {
         self.slots.push_back(Slot {
             id,
-            seq,
+            seq: None,
             records,
             payload,
             attempts: 0,
@@ -105,29 +181,40 @@ impl<T> Window<T> {
             sealed_at: now,
             maybe_persisted: false,
         });
-        seq
     }
 
-    /// The index of the next batch to send, if the window allows one now. While
-    /// `draining` (before an epoch bump), only batches whose fate is unknown are resent.
-    pub(crate) fn next_sendable(&self, now: Tick, draining: bool) -> Option<usize> {
+    fn last_unresolved(&self) -> Option<usize> {
+        self.slots.iter().rposition(|s| s.maybe_persisted)
+    }
+
+    /// The index of the next batch to send on `stream`, if the window allows one now.
+    /// `hold`: no batch may get a new number (no producer id yet, an epoch bump, a stale
+    /// numbering); batches already numbered up to the last unresolved one still go.
+    pub(crate) fn next_sendable(&self, now: Tick, stream: StreamId, hold: bool) -> Option<usize> {
         if self.in_flight >= self.max_in_flight {
             return None;
         }
-        let (i, slot) = self.slots.iter().enumerate().find(|(_, s)| matches!(s.state, SlotState::Ready { .. }))?;
-        // Everything before the first ready batch is in flight (ordering invariant).
-        let SlotState::Ready { not_before } = slot.state else { unreachable!() };
-        if not_before.is_some_and(|t| t > now) || (draining && !slot.maybe_persisted) {
+        let i = self.slots.iter().position(|s| matches!(s.state, SlotState::Ready { .. }))?;
+        let slot = &self.slots[i];
+        // Everything before the first ready batch is in flight (ordering invariant), and on
+        // one stream: a partition that moved waits for the old stream's answers.
+        if i > 0 && !matches!(self.slots[0].state, SlotState::InFlight { stream: s, .. } if s == stream) {
             return None;
         }
-        Some(i)
-    }
-
-    /// When the first batch waiting for a back-off may go (for the timer).
-    pub(crate) fn next_ready_time(&self) -> Option<Tick> {
-        match self.slots.iter().find(|s| matches!(s.state, SlotState::Ready { .. }))?.state {
-            SlotState::Ready { not_before } => not_before,
-            SlotState::InFlight { .. } => None,
+        let SlotState::Ready { not_before } = slot.state else { unreachable!("found ready") };
+        if not_before.is_some_and(|t| t > now) {
+            return None;
+        }
+        if !self.idempotent {
+            return Some(i);
+        }
+        let draining = hold || self.broken.is_some();
+        match slot.seq {
+            Some(_) if !draining => Some(i),
+            // Draining: only what must be settled, in order.
+            Some(_) => self.last_unresolved().is_some_and(|last| i <= last).then_some(i),
+            None if draining => None,
+            None => Some(i),
         }
     }
 
@@ -141,14 +228,45 @@ impl<T> Window<T> {
         &mut self.slots[i]
     }
 
-    /// Records that the batch at `i` was written with `correlation_id` on `stream`.
-    pub(crate) fn mark_sent(&mut self, i: usize, correlation_id: u32, stream: StreamId, now: Tick) {
+    /// Records that the batch at `i` was handed to `stream` with `correlation_id`,
+    /// numbering it first if needed (in `numbering`, the producer's current id and
+    /// epoch). Returns the (producer id, epoch, base sequence) to stamp it with, if
+    /// idempotent.
+    pub(crate) fn mark_sent(
+        &mut self,
+        i: usize,
+        correlation_id: u32,
+        stream: StreamId,
+        numbering: Option<(i64, i16)>,
+    ) -> Option<(i64, i16, i32)> {
+        let stamp = if self.idempotent {
+            if self.slots[i].seq.is_none() {
+                let n = numbering.expect("an idempotent batch is numbered with a producer id");
+                if self.numbering != Some(n) {
+                    debug_assert!(self.slots.iter().all(|s| s.seq.is_none()), "renumbering a numbered window");
+                    self.numbering = Some(n);
+                    self.next_seq = 0;
+                    self.acked_next = 0;
+                }
+                self.slots[i].seq = Some(self.next_seq);
+                self.next_seq = increment_sequence(self.next_seq, self.slots[i].records as i32);
+            }
+            let (id, epoch) = self.numbering.expect("numbered");
+            let seq = self.slots[i].seq.expect("numbered");
+            if self.unstored_from == Some(seq) {
+                // This attempt may fill the gap: later batches may be stored from now on.
+                self.unstored_from = None;
+            }
+            Some((id, epoch, seq))
+        } else {
+            None
+        };
         let s = &mut self.slots[i];
         debug_assert!(matches!(s.state, SlotState::Ready { .. }));
-        s.state = SlotState::InFlight { correlation_id, sent_at: now, stream };
+        s.state = SlotState::InFlight { correlation_id, stream, written_at: None };
         s.attempts += 1;
-        s.maybe_persisted = true;
         self.in_flight += 1;
+        stamp
     }
 
     fn position(&self, correlation_id: u32) -> Option<usize> {
@@ -157,55 +275,142 @@ impl<T> Window<T> {
             .position(|s| matches!(s.state, SlotState::InFlight { correlation_id: c, .. } if c == correlation_id))
     }
 
-    /// Removes and returns the in-flight batch answered by `correlation_id` (success, or
-    /// a final failure decided by the caller).
-    pub(crate) fn complete(&mut self, correlation_id: u32) -> Option<Slot<T>> {
-        let i = self.position(correlation_id)?;
-        self.in_flight -= 1;
-        self.slots.remove(i)
-    }
-
-    /// Removes a batch that was never in flight (acks=none completes on write; expiry).
-    pub(crate) fn remove(&mut self, i: usize) -> Slot<T> {
-        let s = self.slots.remove(i).expect("index in range");
-        if matches!(s.state, SlotState::InFlight { .. }) {
-            self.in_flight -= 1;
-        }
-        s
-    }
-
-    /// A definite negative answer for the in-flight batch `correlation_id`: it was not
-    /// written. It goes back to ready (resent after `backoff`).
-    /// `appended` says the broker did append it but could not confirm (then its fate
-    /// stays unknown).
-    pub(crate) fn requeue_refused(
-        &mut self,
-        correlation_id: u32,
-        backoff: Duration,
-        now: Tick,
-        appended: bool,
-    ) -> bool {
-        let Some(i) = self.position(correlation_id) else { return false };
-        self.in_flight -= 1;
-        let s = &mut self.slots[i];
-        s.state = SlotState::Ready { not_before: Some(now + backoff) };
-        s.maybe_persisted = appended;
-        true
-    }
-
     /// Index of the in-flight batch answered by `correlation_id`.
     pub(crate) fn index_of(&self, correlation_id: u32) -> Option<usize> {
         self.position(correlation_id)
     }
 
+    /// The shell wrote the request `correlation_id` at `now`: its request timer starts.
+    pub(crate) fn written(&mut self, correlation_id: u32, now: Tick) -> Option<&mut Slot<T>> {
+        let i = self.position(correlation_id)?;
+        let s = &mut self.slots[i];
+        if let SlotState::InFlight { written_at, .. } = &mut s.state {
+            written_at.get_or_insert(now);
+        }
+        Some(s)
+    }
+
+    /// The in-flight batch `correlation_id` is acknowledged: removes and returns it.
+    pub(crate) fn ack(&mut self, correlation_id: u32) -> Option<Slot<T>> {
+        let i = self.position(correlation_id)?;
+        self.in_flight -= 1;
+        let s = self.slots.remove(i).expect("index in range");
+        if let Some(seq) = s.seq {
+            // Acks may come out of order (a batch refused after it was appended is resent
+            // behind the ones that followed it): keep the furthest.
+            let end = increment_sequence(seq, s.records as i32);
+            if seq_ge(end, self.acked_next) {
+                self.acked_next = end;
+            }
+        }
+        Some(s)
+    }
+
+    /// A negative answer for the in-flight batch `correlation_id`: it goes back to ready
+    /// (resent after `backoff`), with what the attempt says about its persistence.
+    pub(crate) fn refused(&mut self, correlation_id: u32, backoff: Duration, now: Tick, attempt: Attempt) -> bool {
+        let Some(i) = self.position(correlation_id) else { return false };
+        self.in_flight -= 1;
+        let s = &mut self.slots[i];
+        s.state = SlotState::Ready { not_before: Some(now + backoff) };
+        match attempt {
+            Attempt::NotStored => {}
+            Attempt::Settled => s.maybe_persisted = false,
+            Attempt::Appended => s.maybe_persisted = true,
+        }
+        if let (false, Some(seq)) = (s.maybe_persisted, s.seq) {
+            self.mark_unstored(seq);
+        }
+        true
+    }
+
+    /// Sequence `seq` is known not to be stored: neither is anything numbered after it.
+    fn mark_unstored(&mut self, seq: i32) {
+        if !self.unstored_from.is_some_and(|u| seq_ge(seq, u)) {
+            self.unstored_from = Some(seq);
+        }
+        let u = self.unstored_from.expect("set above");
+        for s in self.slots.iter_mut() {
+            if s.seq.is_some_and(|q| seq_ge(q, u)) && matches!(s.state, SlotState::Ready { .. }) {
+                s.maybe_persisted = false;
+            }
+        }
+    }
+
+    /// Whether numbered sequence `seq` cannot be stored (see `unstored_from`).
+    fn known_unstored(&self, seq: Option<i32>) -> bool {
+        matches!((seq, self.unstored_from), (Some(q), Some(u)) if seq_ge(q, u))
+    }
+
+    /// The broker's sequence state is not what this window believes (an out-of-order or
+    /// unknown-producer answer for its first batch).
+    pub(crate) fn sequence_broken(&mut self) {
+        self.broken = Some(Break::NewEpoch);
+    }
+
+    /// Notes that `s` left the window without an acknowledgement.
+    fn note_removed(&mut self, s: &Slot<T>) {
+        let Some(seq) = s.seq.filter(|_| self.idempotent) else { return };
+        let b = if s.may_be_stored() { Break::NewEpoch } else { Break::Renumber };
+        self.broken = self.broken.max(Some(b));
+        if b == Break::Renumber {
+            self.mark_unstored(seq);
+        }
+    }
+
+    /// Removes the in-flight batch `correlation_id` to fail it (a final refusal).
+    #[cfg(test)]
+    pub(crate) fn remove_failed(&mut self, correlation_id: u32) -> Option<Slot<T>> {
+        let i = self.position(correlation_id)?;
+        self.in_flight -= 1;
+        let mut s = self.slots.remove(i).expect("index in range");
+        s.state = SlotState::Ready { not_before: None };
+        self.note_removed(&s);
+        Some(s)
+    }
+
+    /// Removes the ready batch at `i` to fail it.
+    pub(crate) fn remove_at(&mut self, i: usize) -> Slot<T> {
+        let s = self.slots.remove(i).expect("index in range");
+        debug_assert!(matches!(s.state, SlotState::Ready { .. }));
+        self.note_removed(&s);
+        s
+    }
+
+    /// Replaces the ready batch at `i` by `parts` (its records split), which are numbered
+    /// when sent.
+    pub(crate) fn split(&mut self, i: usize, parts: Vec<(u32, T)>, now: Tick) {
+        let old = self.slots.remove(i).expect("index in range");
+        debug_assert!(matches!(old.state, SlotState::Ready { .. }) && !old.maybe_persisted);
+        self.note_removed(&old);
+        for (k, (records, payload)) in parts.into_iter().enumerate() {
+            let slot = Slot {
+                id: old.id,
+                seq: None,
+                records,
+                payload,
+                attempts: old.attempts,
+                state: SlotState::Ready { not_before: None },
+                sealed_at: now,
+                maybe_persisted: false,
+            };
+            self.slots.insert(i + k, slot);
+        }
+        // Numbered batches behind the split one keep their numbers until the window is
+        // drained, then everything is renumbered (the break above).
+    }
+
     /// The streams for which `lost` says yes are gone: their in-flight batches go back to
     /// ready with their fate unknown. Returns how many.
-    pub(crate) fn connection_lost(&mut self, lost: impl Fn(StreamId) -> bool, backoff: Duration, now: Tick) -> usize {
+    pub(crate) fn lost(&mut self, lost: impl Fn(StreamId) -> bool, backoff: Duration, now: Tick) -> usize {
         let mut n = 0;
-        for s in self.slots.iter_mut() {
-            if let SlotState::InFlight { stream, .. } = s.state {
+        for i in 0..self.slots.len() {
+            if let SlotState::InFlight { stream, .. } = self.slots[i].state {
                 if lost(stream) {
+                    let unstored = self.known_unstored(self.slots[i].seq);
+                    let s = &mut self.slots[i];
                     s.state = SlotState::Ready { not_before: Some(now + backoff) };
+                    s.maybe_persisted |= !unstored;
                     n += 1;
                 }
             }
@@ -217,12 +422,21 @@ impl<T> Window<T> {
     /// Removes the in-flight batches sent on streams for which `lost` says yes (without
     /// idempotence they cannot be resent safely).
     pub(crate) fn take_in_flight(&mut self, lost: impl Fn(StreamId) -> bool) -> Vec<Slot<T>> {
+        self.take(|s| matches!(s.state, SlotState::InFlight { stream, .. } if lost(stream)))
+    }
+
+    /// Removes every batch, in flight or not, for which `expired` says yes.
+    pub(crate) fn take(&mut self, mut expired: impl FnMut(&Slot<T>) -> bool) -> Vec<Slot<T>> {
         let mut out = Vec::new();
         let mut i = 0;
         while i < self.slots.len() {
-            if matches!(self.slots[i].state, SlotState::InFlight { stream, .. } if lost(stream)) {
-                out.push(self.slots.remove(i).expect("index in range"));
-                self.in_flight -= 1;
+            if expired(&self.slots[i]) {
+                let s = self.slots.remove(i).expect("index in range");
+                if matches!(s.state, SlotState::InFlight { .. }) {
+                    self.in_flight -= 1;
+                }
+                self.note_removed(&s);
+                out.push(s);
             } else {
                 i += 1;
             }
@@ -230,73 +444,84 @@ impl<T> Window<T> {
         out
     }
 
-    /// The sequence the next pushed batch will get.
-    pub(crate) fn next_seq(&self) -> i32 {
-        if self.idempotent {
-            self.next_seq
-        } else {
-            -1
-        }
-    }
-
-    /// The stream and send time of the oldest in-flight batch (for request timeouts).
-    pub(crate) fn oldest_in_flight(&self) -> Option<(StreamId, Tick)> {
-        self.slots
-            .iter()
-            .filter_map(|s| match s.state {
-                SlotState::InFlight { stream, sent_at, .. } => Some((stream, sent_at)),
-                _ => None,
-            })
-            .min_by_key(|(_, t)| *t)
-    }
-
-    /// Removes ready batches for which `expired` says yes, oldest first.
-    pub(crate) fn take_expired(&mut self, mut expired: impl FnMut(&Slot<T>) -> bool) -> Vec<Slot<T>> {
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < self.slots.len() {
-            if matches!(self.slots[i].state, SlotState::Ready { .. }) && expired(&self.slots[i]) {
-                out.push(self.slots.remove(i).expect("index in range"));
-            } else {
-                i += 1;
-            }
-        }
-        out
-    }
-
-    /// Removes every batch (close / purge / fatal error).
+    /// Removes every batch (close deadline, fatal error).
     pub(crate) fn drain_all(&mut self) -> Vec<Slot<T>> {
         self.in_flight = 0;
         self.slots.drain(..).collect()
     }
 
-    /// Whether a batch whose fate is unknown is waiting (an epoch bump must wait).
-    pub(crate) fn has_unresolved(&self) -> bool {
-        self.in_flight > 0 || self.slots.iter().any(|s| s.maybe_persisted)
+    /// Nothing in flight and nothing whose fate is unknown.
+    pub(crate) fn is_drained(&self) -> bool {
+        self.in_flight == 0 && !self.slots.iter().any(|s| s.maybe_persisted)
     }
 
-    /// After an epoch bump: sequences restart at 0 and every waiting batch gets a new
-    /// base sequence in order. Returns `(index, new_seq)` for each, so the caller can
-    /// rewrite the batch bytes.
-    pub(crate) fn resequence(&mut self) -> Vec<(usize, i32)> {
-        debug_assert_eq!(self.in_flight, 0);
-        self.next_seq = 0;
-        let mut out = Vec::with_capacity(self.slots.len());
-        for (i, s) in self.slots.iter_mut().enumerate() {
-            s.seq = self.next_seq;
-            s.maybe_persisted = false;
-            s.state = SlotState::Ready { not_before: None };
-            self.next_seq = increment_sequence(self.next_seq, s.records as i32);
-            out.push((i, s.seq));
+    /// Repairs what a drained window can repair by itself and says what else it needs,
+    /// given the producer's `current` id and epoch. A numbering older than `current` is
+    /// restarted at 0 in `current` when drained (per-partition epochs).
+    pub(crate) fn resync(&mut self, current: Option<(i64, i16)>) -> Resync {
+        if !self.idempotent || !self.is_drained() {
+            return Resync::Nothing;
         }
-        out
+        match (self.broken, self.numbering) {
+            (Some(Break::Renumber), _) => {
+                self.unnumber();
+                self.next_seq = self.acked_next;
+                self.broken = None;
+                Resync::Nothing
+            }
+            (Some(Break::NewEpoch), Some(n)) if Some(n) == current => Resync::NewEpoch { id: n.0, epoch: n.1 },
+            (Some(Break::NewEpoch), _) | (None, Some(_)) if current.is_some() && self.numbering != current => {
+                self.restart(current.expect("checked"));
+                Resync::Nothing
+            }
+            _ => Resync::Nothing,
+        }
     }
 
-    /// Whether the batch answered by `correlation_id` is the first pending batch of the
-    /// partition (an out-of-order answer for it is a real sequence problem; for a later
-    /// batch it only echoes an earlier failure).
+    /// A new epoch (or producer id): every batch is numbered again from 0 in it. Only a
+    /// drained window may restart.
+    pub(crate) fn restart(&mut self, numbering: (i64, i16)) {
+        debug_assert!(self.is_drained());
+        self.unnumber();
+        self.numbering = Some(numbering);
+        self.next_seq = 0;
+        self.acked_next = 0;
+        self.broken = None;
+    }
+
+    fn unnumber(&mut self) {
+        for s in self.slots.iter_mut() {
+            s.seq = None;
+        }
+        self.unstored_from = None;
+    }
+
+    /// The in-flight batches: (correlation id, stream, written at).
+    pub(crate) fn in_flight_batches(&self) -> impl Iterator<Item = (u32, StreamId, Option<Tick>)> + '_ {
+        self.slots.iter().filter_map(|s| match s.state {
+            SlotState::InFlight { correlation_id, stream, written_at } => Some((correlation_id, stream, written_at)),
+            _ => None,
+        })
+    }
+
+    /// When the first batch waiting for a back-off may go (for the timer).
+    pub(crate) fn next_ready_time(&self) -> Option<Tick> {
+        match self.slots.iter().find(|s| matches!(s.state, SlotState::Ready { .. }))?.state {
+            SlotState::Ready { not_before } => not_before,
+            SlotState::InFlight { .. } => None,
+        }
+    }
+
+    /// Whether the answer for `correlation_id` belongs to the first pending batch (an
+    /// out-of-order answer for it is a real sequence problem; for a later batch it only
+    /// echoes an earlier failure).
     pub(crate) fn is_first(&self, correlation_id: u32) -> bool {
         self.position(correlation_id) == Some(0)
+    }
+
+    /// The slots, oldest first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Slot<T>> {
+        self.slots.iter()
     }
 }
 
@@ -304,120 +529,168 @@ impl<T> Window<T> {
 mod tests {
     use super::*;
 
-    fn t0() -> Tick {
-        Tick::now()
-    }
-
     fn sid(gen: u64) -> StreamId {
         StreamId { conn: super::super::ConnId { link: 0, slot: 0, gen }, index: 0, gen: 0 }
     }
 
-    #[test]
-    fn sequences_follow_record_counts_and_sends_stop_at_max_in_flight() {
-        let now = t0();
-        let mut w = Window::new(true, 2);
-        assert_eq!(w.push(1, 3, "a", now), 0);
-        assert_eq!(w.push(2, 2, "b", now), 3);
-        assert_eq!(w.push(3, 1, "c", now), 5);
-        let i = w.next_sendable(now, false).unwrap();
-        w.mark_sent(i, 10, sid(1), now);
-        let i = w.next_sendable(now, false).unwrap();
-        assert_eq!(i, 1);
-        w.mark_sent(i, 11, sid(1), now);
-        assert_eq!(w.next_sendable(now, false), None, "window full");
-        let done = w.complete(10).unwrap();
-        assert_eq!((done.payload, done.seq), ("a", 0));
-        assert_eq!(w.next_sendable(now, false), Some(1), "c is next (index 1 after a left)");
+    const N: Option<(i64, i16)> = Some((1, 0));
+
+    fn send(w: &mut Window<u64>, now: Tick, corr: u32, stream: StreamId) -> Option<i32> {
+        let i = w.next_sendable(now, stream, false)?;
+        w.mark_sent(i, corr, stream, N).map(|s| s.2)
     }
 
     #[test]
-    fn a_refused_batch_is_resent_before_the_ones_behind_it() {
-        let now = t0();
+    fn sequences_are_given_at_first_send_and_sends_stop_at_max_in_flight() {
+        let now = Tick::now();
+        let mut w = Window::new(true, 2);
+        w.push(1, 3, 1, now);
+        w.push(2, 2, 2, now);
+        w.push(3, 1, 3, now);
+        assert_eq!(send(&mut w, now, 10, sid(1)), Some(0));
+        assert_eq!(send(&mut w, now, 11, sid(1)), Some(3));
+        assert_eq!(send(&mut w, now, 12, sid(1)), None, "window full");
+        let done = w.ack(10).unwrap();
+        assert_eq!((done.payload, done.seq), (1, Some(0)));
+        assert_eq!(send(&mut w, now, 12, sid(1)), Some(5));
+    }
+
+    #[test]
+    fn a_refused_batch_is_resent_before_the_ones_behind_it_and_keeps_its_number() {
+        let now = Tick::now();
         let mut w = Window::new(true, 5);
         for id in 0..3 {
             w.push(id, 1, id, now);
+            send(&mut w, now, id as u32, sid(1));
         }
-        for c in 0..3u32 {
-            let i = w.next_sendable(now, false).unwrap();
-            w.mark_sent(i, c, sid(1), now);
-        }
-        // Batch 0 refused (retriable); 1 and 2 come back out of order behind it.
         assert!(w.is_first(0));
-        assert!(w.requeue_refused(0, Duration::from_millis(100), now, false));
-        assert!(!w.is_first(1), "batch 1 is behind the refused batch");
-        assert!(w.requeue_refused(1, Duration::ZERO, now, false));
-        assert!(w.requeue_refused(2, Duration::ZERO, now, false));
-        // Nothing goes before batch 0's back-off ends, then all in order.
-        assert_eq!(w.next_sendable(now, false), None);
+        assert!(w.refused(0, Duration::from_millis(100), now, Attempt::NotStored));
+        assert!(!w.is_first(1));
+        assert!(w.refused(1, Duration::ZERO, now, Attempt::Settled));
+        assert!(w.refused(2, Duration::ZERO, now, Attempt::Settled));
+        assert_eq!(w.next_sendable(now, sid(2), false), None, "batch 0's back-off first");
         let later = now + Duration::from_millis(150);
-        let order: Vec<u64> = (0..3)
-            .map(|c| {
-                let i = w.next_sendable(later, false).unwrap();
-                let id = w.slot(i).id;
-                w.mark_sent(i, 10 + c, sid(2), later);
-                id
-            })
-            .collect();
-        assert_eq!(order, [0, 1, 2]);
+        let seqs: Vec<_> = (0..3).map(|c| send(&mut w, later, 10 + c, sid(2)).unwrap()).collect();
+        assert_eq!(seqs, [0, 1, 2]);
         assert_eq!(w.slot(0).attempts, 2);
     }
 
     #[test]
-    fn connection_loss_keeps_order_and_marks_fate_unknown() {
-        let now = t0();
+    fn maybe_persisted_accumulates_until_an_answer_after_the_dedup_lookup() {
+        let now = Tick::now();
         let mut w = Window::new(true, 5);
-        w.push(0, 1, (), now);
-        w.push(1, 1, (), now);
-        let i = w.next_sendable(now, false).unwrap();
-        w.mark_sent(i, 1, sid(7), now);
-        let i = w.next_sendable(now, false).unwrap();
-        w.mark_sent(i, 2, sid(7), now);
-        assert_eq!(w.connection_lost(|s| s == sid(7), Duration::ZERO, now), 2);
-        assert_eq!(w.in_flight(), 0);
-        assert!(w.has_unresolved());
-        // While draining only unresolved batches may go, in order.
-        assert_eq!(w.next_sendable(now, true), Some(0));
-        w.push(2, 1, (), now);
-        let i = w.next_sendable(now, true).unwrap();
-        w.mark_sent(i, 3, sid(8), now);
-        let i = w.next_sendable(now, true).unwrap();
-        w.mark_sent(i, 4, sid(8), now);
-        assert_eq!(w.next_sendable(now, true), None, "batch 2 was never sent: it waits for the bump");
+        w.push(0, 1, 0, now);
+        send(&mut w, now, 1, sid(1));
+        assert_eq!(w.lost(|s| s == sid(1), Duration::ZERO, now), 1);
+        assert!(w.slot(0).maybe_persisted);
+        send(&mut w, now, 2, sid(2));
+        w.refused(2, Duration::ZERO, now, Attempt::NotStored);
+        assert!(w.slot(0).maybe_persisted, "a refusal before the lookup settles nothing");
+        send(&mut w, now, 3, sid(2));
+        w.refused(3, Duration::ZERO, now, Attempt::Settled);
+        assert!(!w.slot(0).maybe_persisted);
     }
 
     #[test]
-    fn resequencing_after_an_epoch_bump_starts_at_zero_in_order() {
-        let now = t0();
+    fn a_break_drains_up_to_the_last_unresolved_batch_then_renumbers_or_asks_for_an_epoch() {
+        let now = Tick::now();
         let mut w = Window::new(true, 5);
-        w.push(0, 4, (), now);
-        w.push(1, 2, (), now);
-        let i = w.next_sendable(now, false).unwrap();
-        w.mark_sent(i, 1, sid(1), now);
-        w.requeue_refused(1, Duration::ZERO, now, false);
-        assert_eq!(w.resequence(), vec![(0, 0), (1, 4)]);
-        assert_eq!(w.push(2, 1, (), now), 6);
-        assert!(!w.has_unresolved());
+        for id in 0..4 {
+            w.push(id, 2, id, now);
+            send(&mut w, now, id as u32, sid(1));
+        }
+        // 2 and 3 settled out of order, then 0 and 1 lost with the connection.
+        w.refused(2, Duration::ZERO, now, Attempt::Settled);
+        w.refused(3, Duration::ZERO, now, Attempt::Settled);
+        w.lost(|s| s == sid(1), Duration::ZERO, now);
+        w.sequence_broken();
+        // Draining: 0 and 1 go again (1 is the last unresolved), 2 and 3 wait.
+        assert_eq!(send(&mut w, now, 10, sid(2)), Some(0));
+        assert_eq!(send(&mut w, now, 11, sid(2)), Some(2));
+        assert_eq!(w.next_sendable(now, sid(2), false), None);
+        assert_eq!(w.resync(N), Resync::Nothing, "still in flight");
+        w.ack(10);
+        w.refused(11, Duration::ZERO, now, Attempt::Settled);
+        assert!(w.is_drained());
+        assert_eq!(w.resync(N), Resync::NewEpoch { id: 1, epoch: 0 });
+        w.restart((1, 1));
+        let seqs: Vec<_> = (0..3).map(|c| send(&mut w, now, 20 + c, sid(2)).unwrap()).collect();
+        assert_eq!(seqs, [0, 2, 4], "everything left, renumbered from 0 in the new epoch");
+    }
+
+    #[test]
+    fn removing_batches_that_cannot_be_stored_is_repaired_by_renumbering() {
+        let now = Tick::now();
+        let mut w = Window::new(true, 5);
+        for id in 0..3 {
+            w.push(id, 1, id, now);
+        }
+        send(&mut w, now, 1, sid(1));
+        w.ack(1);
+        send(&mut w, now, 2, sid(1));
+        send(&mut w, now, 3, sid(1));
+        // Batch 1 (seq 1) refused for good before the lookup; batch 2 (seq 2) behind it.
+        let failed = w.remove_failed(2).unwrap();
+        assert!(!failed.may_be_stored());
+        assert_eq!(w.broken(), Some(Break::Renumber));
+        w.refused(3, Duration::ZERO, now, Attempt::Settled);
+        assert_eq!(w.resync(N), Resync::Nothing);
+        assert_eq!(w.broken(), None);
+        assert_eq!(send(&mut w, now, 4, sid(1)), Some(1), "renumbered from after the last ack");
+    }
+
+    #[test]
+    fn nothing_numbered_after_a_batch_known_not_stored_can_be_stored() {
+        let now = Tick::now();
+        let mut w = Window::new(true, 5);
+        for id in 0..3 {
+            w.push(id, 1, id, now);
+            send(&mut w, now, id as u32, sid(1));
+        }
+        // 0 refused before the lookup on its first attempt: not stored, so neither are 1
+        // and 2, whatever happens to their answers.
+        w.refused(0, Duration::ZERO, now, Attempt::NotStored);
+        w.lost(|s| s == sid(1), Duration::ZERO, now);
+        assert!(w.iter().all(|s| !s.maybe_persisted));
+        assert!(w.is_drained());
+        // Once 0 is sent again, the others' next attempts may be stored.
+        send(&mut w, now, 10, sid(2));
+        send(&mut w, now, 11, sid(2));
+        w.lost(|s| s == sid(2), Duration::ZERO, now);
+        assert!(w.slot(0).maybe_persisted && w.slot(1).maybe_persisted);
     }
 
     #[test]
     fn without_idempotence_no_sequences_are_assigned() {
-        let now = t0();
+        let now = Tick::now();
         let mut w = Window::new(false, 1);
-        assert_eq!(w.push(0, 5, (), now), -1);
-        assert_eq!(w.push(1, 5, (), now), -1);
+        w.push(0, 5, 0, now);
+        let i = w.next_sendable(now, sid(1), true).unwrap();
+        assert_eq!(w.mark_sent(i, 1, sid(1), None), None);
     }
 
     #[test]
-    fn expiry_takes_only_ready_batches() {
-        let now = t0();
-        let mut w = Window::new(false, 1);
+    fn a_partition_that_moved_waits_for_the_old_streams_answers() {
+        let now = Tick::now();
+        let mut w = Window::new(true, 5);
         w.push(0, 1, 0, now);
         w.push(1, 1, 1, now);
-        let i = w.next_sendable(now, false).unwrap();
-        w.mark_sent(i, 9, sid(1), now);
-        let gone = w.take_expired(|_| true);
-        assert_eq!(gone.iter().map(|s| s.payload).collect::<Vec<_>>(), [1]);
-        assert_eq!(w.len(), 1);
-        assert_eq!(w.oldest_in_flight().map(|(s, _)| s), Some(sid(1)));
+        send(&mut w, now, 1, sid(1));
+        assert_eq!(w.next_sendable(now, sid(2), false), None);
+        assert_eq!(w.next_sendable(now, sid(1), false), Some(1));
+    }
+
+    #[test]
+    fn expiry_takes_in_flight_batches_too_and_breaks_the_numbering() {
+        let now = Tick::now();
+        let mut w = Window::new(true, 5);
+        w.push(0, 1, 0, now);
+        w.push(1, 1, 1, now);
+        send(&mut w, now, 9, sid(1));
+        let gone = w.take(|_| true);
+        assert_eq!(gone.len(), 2);
+        assert!(gone[0].may_be_stored() && !gone[1].may_be_stored());
+        assert_eq!(w.in_flight(), 0);
+        assert_eq!(w.broken(), Some(Break::NewEpoch));
     }
 }
