@@ -6,6 +6,7 @@
 mod broker_model;
 mod props;
 mod scenarios;
+mod window;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
