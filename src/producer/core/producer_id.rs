@@ -61,6 +61,9 @@ pub(crate) struct ProducerId {
     /// A bump from this epoch was asked for and its answer has not arrived: the broker
     /// may already have moved on, and refuse our batches of this epoch as old.
     pub bump_from: Option<i16>,
+    /// A bump request went unanswered (timed out, connection lost): the broker may have
+    /// done it. A refusal of the retry then does not mean fencing (see `on_init_pid`).
+    bump_unknown: bool,
 }
 
 impl ProducerId {
@@ -74,6 +77,7 @@ impl ProducerId {
             refused: None,
             fresh_id: false,
             bump_from: None,
+            bump_unknown: false,
         }
     }
 
@@ -180,6 +184,7 @@ impl Core {
                 self.pid.fresh_id = false;
                 self.pid.retry_at = None;
                 self.pid.bump_from = None;
+                self.pid.bump_unknown = false;
                 tracing::info!(producer_id = ok.producer_id, epoch = ok.producer_epoch, bumped, "producer id ready");
                 if bumped {
                     ProducerMetrics::add(&self.metrics.epoch_bumps, 1);
@@ -203,6 +208,10 @@ impl Core {
                     self.pid.bump = Bump::Wanted { epoch: self.pid.current().map_or(0, |c| c.1) };
                 }
                 match refusal {
+                    // Our earlier bump may have been done with its answer lost (a broker
+                    // that refuses a repeated bump): take a fresh id. Windows restart in
+                    // it as they drain.
+                    Some(ErrorCode::InvalidProducerEpoch) if self.pid.bump_unknown => self.pid.fresh_id = true,
                     // Another producer bumped our id past us.
                     Some(ErrorCode::InvalidProducerEpoch) => {
                         self.fence(now, format!("the broker refused to bump the epoch: {msg}"));
@@ -222,7 +231,7 @@ impl Core {
                         self.pid.refused = Some(err);
                         wait = self.cfg.circuit_breaker_recovery;
                     }
-                    None => {}
+                    None => self.pid.bump_unknown |= self.pid.bump_from.is_some(),
                 }
                 self.pid.retry_at = Some(now + wait);
             }

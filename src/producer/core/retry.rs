@@ -63,17 +63,22 @@ impl Core {
         let idempotent = self.pid.state != PidState::Off;
         // A negative base offset means the broker refused before appending.
         let appended = r.base_offset >= 0;
-        let stamp_epoch = window.slot(i).payload.stamp.producer_epoch;
+        let stamp = window.slot(i).payload.stamp;
+        let attempts = window.slot(i).attempts;
+        let unit = self.jitter();
+        let backoff = self.cfg.retry_backoff.delay(attempts, unit);
         let topic = self.topics.list[t].queues.name.clone();
         let message = format!("{topic}-{p}: broker answered {}: {}", r.error, r.message);
         match r.error {
             ErrorCode::InvalidProducerEpoch if idempotent => {
-                let current = self.pid.current().map(|c| c.1);
-                // Older than our epoch: one of ours from before a bump. Our current epoch
-                // while our own bump from it may already be done at the broker (asked, no
-                // answer yet): ours too. Anything else: another producer took our id.
-                let stale = current.is_some_and(|e| stamp_epoch < e);
-                let own_bump = current == Some(stamp_epoch) && self.pid.bump_from == Some(stamp_epoch);
+                let current = self.pid.current();
+                let stamped = (stamp.producer_id, stamp.producer_epoch);
+                // Stamped with an id and epoch we have since left: one of ours from before a
+                // bump. Stamped with the current one while our own bump from it may already
+                // be done at the broker (asked, no answer yet): ours too. Anything else:
+                // another producer took our id.
+                let stale = current.is_some_and(|c| c != stamped);
+                let own_bump = current == Some(stamped) && self.pid.bump_from == Some(stamp.producer_epoch);
                 if !stale && !own_bump {
                     let window = &mut self.topics.list[t].parts[pu].window;
                     window.refused(corr, Duration::ZERO, now, Attempt::NotStored);
@@ -84,12 +89,12 @@ impl Core {
                 // lookup: not stored. Otherwise it may have refused before the lookup.
                 let attempt = if self.per_partition_epochs() { Attempt::Settled } else { Attempt::NotStored };
                 let window = &mut self.topics.list[t].parts[pu].window;
-                window.refused(corr, Duration::ZERO, now, attempt);
+                window.refused(corr, backoff, now, attempt);
                 if own_bump {
                     // The partition waits for the bump's answer, then restarts in it.
                     window.sequence_broken();
                     if self.pid.bump == super::producer_id::Bump::None {
-                        self.pid.bump = super::producer_id::Bump::Wanted { epoch: stamp_epoch };
+                        self.pid.bump = super::producer_id::Bump::Wanted { epoch: stamp.producer_epoch };
                     }
                 }
                 self.resync_windows();
@@ -121,13 +126,9 @@ impl Core {
                 self.resync_windows();
             }
             code => {
-                let window = &mut self.topics.list[t].parts[pu].window;
-                let attempts = window.slot(i).attempts;
                 let retry = code.is_retriable() && (idempotent || !appended) && attempts <= self.cfg.retries;
                 let attempt = if appended { Attempt::Appended } else { Attempt::NotStored };
                 if retry {
-                    let unit = self.jitter();
-                    let backoff = self.cfg.retry_backoff.delay(attempts, unit);
                     tracing::debug!(%message, ?backoff, "retrying batch");
                     self.topics.list[t].parts[pu].window.refused(corr, backoff, now, attempt);
                     if code == ErrorCode::UnknownTopicOrPartition {

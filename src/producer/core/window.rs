@@ -7,7 +7,10 @@
 //!   not-yet-acknowledged ones: a batch is sent only when every batch before it is in
 //!   flight, so the broker sees sequences in order; in-flight batches all travel on one
 //!   stream (a partition that moves waits until its in-flight batches are answered);
-//! - at most `max_in_flight` batches are in flight;
+//! - at most `max_in_flight` batches are in flight and, with idempotence, at most
+//!   `max_in_flight` numbered batches are unacknowledged (in flight or waiting to be resent):
+//!   the broker remembers that many per partition, so the oldest unacknowledged batch is
+//!   always still recognised as a duplicate when it is resent;
 //! - a batch gets its sequence number when it is first sent, in order, in the window's
 //!   current *numbering* (a producer id and epoch); a batch removed without being
 //!   acknowledged (failed, expired, purged, split) after it was numbered *breaks* the
@@ -115,6 +118,9 @@ pub(crate) struct Window<T> {
     /// stored either (the broker appends sequences contiguously), until the batch holding
     /// it is sent again.
     unstored_from: Option<i32>,
+    /// Sequences of batches that left the window and are (or may be) stored, numbered after
+    /// the oldest numbered batch still in it: they occupy the broker's dedup memory too.
+    stored_ahead: Vec<i32>,
 }
 
 /// Whether sequence `a` comes at or after `b` (sequences wrap at `i32::MAX`).
@@ -134,6 +140,7 @@ impl<T> Window<T> {
             acked_next: 0,
             broken: None,
             unstored_from: None,
+            stored_ahead: Vec::new(),
         }
     }
 
@@ -214,6 +221,13 @@ impl<T> Window<T> {
             // Draining: only what must be settled, in order.
             Some(_) => self.last_unresolved().is_some_and(|last| i <= last).then_some(i),
             None if draining => None,
+            // The broker remembers `max_in_flight` batches per partition: the oldest one not
+            // acknowledged must stay among them, or its retry is no longer recognised.
+            None if self.slots.iter().filter(|s| s.seq.is_some()).count() + self.stored_ahead.len()
+                >= self.max_in_flight =>
+            {
+                None
+            }
             None => Some(i),
         }
     }
@@ -302,6 +316,7 @@ impl<T> Window<T> {
             if seq_ge(end, self.acked_next) {
                 self.acked_next = end;
             }
+            self.note_gone(seq, true);
         }
         Some(s)
     }
@@ -351,6 +366,7 @@ impl<T> Window<T> {
     /// Notes that `s` left the window without an acknowledgement.
     fn note_removed(&mut self, s: &Slot<T>) {
         let Some(seq) = s.seq.filter(|_| self.idempotent) else { return };
+        self.note_gone(seq, s.may_be_stored());
         let b = if s.may_be_stored() { Break::NewEpoch } else { Break::Renumber };
         self.broken = self.broken.max(Some(b));
         if b == Break::Renumber {
@@ -494,6 +510,19 @@ impl<T> Window<T> {
             s.seq = None;
         }
         self.unstored_from = None;
+        self.stored_ahead.clear();
+    }
+
+    /// Batch `seq` left the window (stored, or maybe): keeps `stored_ahead` to the ones
+    /// after the oldest numbered batch still here.
+    fn note_gone(&mut self, seq: i32, stored: bool) {
+        if stored {
+            self.stored_ahead.push(seq);
+        }
+        match self.slots.iter().find_map(|s| s.seq) {
+            Some(oldest) => self.stored_ahead.retain(|q| *q != oldest && seq_ge(*q, oldest)),
+            None => self.stored_ahead.clear(),
+        }
     }
 
     /// The in-flight batches: (correlation id, stream, written at).

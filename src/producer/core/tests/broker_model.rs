@@ -16,7 +16,8 @@ pub(crate) enum EpochRule {
     /// Per partition only (the broker before issue 9): an old epoch is fine on a partition
     /// that has not seen the new one.
     PerPartition,
-    /// Refused as INVALID_PRODUCER_EPOCH before anything else (a strict broker).
+    /// Refused as INVALID_PRODUCER_EPOCH before anything else, and a repeated bump is
+    /// refused too (the broker of issue 9).
     Strict,
     /// Dedup lookup first, then INVALID_PRODUCER_EPOCH (the announced per-partition rule).
     DedupFirst,
@@ -82,13 +83,14 @@ impl BrokerModel {
             return Ok((id, 0));
         }
         // A bump from the current epoch; a retry of the last bump (its answer was lost)
-        // gets the same answer; an older epoch is fenced.
+        // gets the same answer, except from a strict broker; an older epoch is fenced.
+        let strict = self.rule == EpochRule::Strict;
         match self.epochs.get_mut(&id) {
             Some(e) if epoch == *e => {
                 *e += 1;
                 Ok((id, *e))
             }
-            Some(e) if epoch >= 0 && epoch + 1 == *e => Ok((id, *e)),
+            Some(e) if !strict && epoch >= 0 && epoch + 1 == *e => Ok((id, *e)),
             Some(_) if epoch >= 0 => Err(ErrorCode::InvalidProducerEpoch),
             _ => Err(ErrorCode::InvalidRequest),
         }
