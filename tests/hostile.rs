@@ -242,7 +242,13 @@ fn many_streams_opened_and_never_finished_cost_little_and_block_no_one() {
             }
             conns.push(evil);
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The broker counts a stream when it reads its first byte: poll for it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while (b.handle.as_ref().unwrap().metrics().streams_opened as usize) < 4 * (limit - 1)
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let m = b.handle.as_ref().unwrap().metrics();
         assert!(m.streams_opened as usize >= 4 * (limit - 1), "{m:?}");
         // One more stream on a full connection waits for the stream limit (QUIC flow
@@ -257,7 +263,10 @@ fn many_streams_opened_and_never_finished_cost_little_and_block_no_one() {
         for c in &conns {
             c.close();
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while b.handle.as_ref().unwrap().metrics().connections_open != 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert_eq!(b.handle.as_ref().unwrap().metrics().connections_open, 1);
     });
 }

@@ -273,9 +273,12 @@ impl Core {
                     if let Some(limit) = limit {
                         let slot = part.window.slot(i);
                         if slot.payload.bytes.len() > limit && !slot.may_be_stored() {
+                            let what = if slot.records == 1 { "a record" } else { "a batch" };
                             let why = format!(
-                                "{name}-{p}: a batch of {} bytes exceeds the broker's frame limit",
-                                slot.payload.bytes.len()
+                                "{name}-{p}: {what} of {} bytes exceeds the broker's limit of {} bytes per \
+                                 frame ({limit} for the batch)",
+                                slot.payload.bytes.len(),
+                                limit + frame_overhead(&name)
                             );
                             self.split_or_fail(now, t, p, i, why);
                             continue;
