@@ -26,17 +26,26 @@
 //! - [`transport`]: certificates, rustls/quinn configuration, client connections;
 //! - [`client`]: a plain request/response client (admin, metadata, fetch);
 //! - [`producer`]: the producer engine;
-//! - `broker` (cargo feature `broker`, off by default): server, stream handler, topics,
-//!   partitions, log, dedup, ACL.
+//! - `prometheus` (cargo feature `prometheus`, on with `broker`): metric names, labels and
+//!   helpers shared by the broker's `/metrics` and the producer's exporter;
+//! - `broker` (cargo feature `broker`, off by default): server, connection loop, framing,
+//!   one module per request kind, topics, partitions, log, dedup, ACL;
+//! - `cluster` (with `broker`): metadata store (embedded, or etcd with the cargo feature
+//!   `cluster`), controller, replication rules, leader epochs. See `CLUSTER.md`.
 //!
 //! The `qwire` command and the benchmark harness behind `qwire bench` are the `qwire-cli`
 //! package in `cli/`: a service that links this crate for the producer compiles neither.
 #![warn(missing_docs)]
 
+pub mod auth;
 #[cfg(feature = "broker")]
 pub mod broker;
 pub mod client;
+#[cfg(feature = "broker")]
+pub mod cluster;
 pub mod producer;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 pub mod protocol;
 pub mod transport;
 

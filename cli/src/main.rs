@@ -3,14 +3,21 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+mod admin;
 mod bench;
 mod bench_cmd;
 mod clients;
+mod jwt;
+mod logging;
 mod produce;
+mod profile;
+mod progress;
+mod report;
 mod topics;
+mod users;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use qwire::broker::{self, BrokerConfig, BrokerTls};
 use qwire::protocol::ErrorCode;
 use qwire::transport::TransportError;
@@ -21,6 +28,13 @@ use qwire::transport::TransportError;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Connection profile from the config file (`qwire config path`); client commands take
+    /// --server, --certs, --client from it unless given as flags or QWIRE_* variables.
+    #[arg(long, global = true, env = profile::PROFILE_ENV, value_name = "NAME")]
+    profile: Option<String>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text, env = "QWIRE_LOG_FORMAT")]
+    log_format: logging::LogFormat,
 }
 
 const EXIT_CODES: &str = "Exit codes: 0 ok, 1 other error, 2 usage, 3 broker unreachable, 4 TLS handshake refused, \
@@ -66,6 +80,8 @@ enum Command {
         /// Worker threads; 1 runs a single-threaded runtime (fastest for few connections).
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        #[command(flatten)]
+        admin: admin::AdminArgs,
     },
     /// Read records of a topic (one partition or all), optionally following new ones.
     #[command(
@@ -83,6 +99,19 @@ enum Command {
     Topics(topics::TopicsArgs),
     /// Benchmark harness: produce a workload against an embedded or external broker.
     Bench(bench_cmd::BenchArgs),
+    /// Where connection settings come from: the config file's path, the settings in force.
+    Config(profile::ConfigArgs),
+    /// Print shell completions (e.g. `qwire completions bash > ~/.local/share/bash-completion/completions/qwire`).
+    Completions {
+        /// Shell.
+        shell: clap_complete::Shell,
+    },
+    /// Manage the SASL users file (salted SCRAM credentials; no passwords).
+    #[command(after_help = "Example:\n  qwire users add alice --mechanism SCRAM-SHA-256 --file users.toml")]
+    Users(users::UsersArgs),
+    /// Development token issuer for OAUTHBEARER: a signing key, its JWKS, signed JWTs.
+    #[command(after_help = "Example:\n  qwire jwt keygen --out jwt && qwire jwt token --subject alice > alice.jwt")]
+    Jwt(jwt::JwtArgs),
 }
 
 /// A failure with the exit code that classifies it.
@@ -115,17 +144,23 @@ impl From<TransportError> for Failure {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Connection settings: flag > QWIRE_* environment > profile > default (see `profile`).
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let profile = match profile::load(&argv) {
+        Ok(p) => p,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            return ExitCode::from(f.code);
+        }
+    };
+    let matches = profile::apply(Cli::command(), profile.as_ref()).get_matches_from(argv);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // The broker logs what it does; client commands and the benchmark print their own
     // output and only show warnings.
     let default_filter = if matches!(cli.command, Command::Broker { .. }) { "info,quinn=warn" } else { "warn" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(cli) {
+    logging::init(cli.log_format, default_filter);
+    let show = matches.subcommand_matches("config").and_then(|m| m.subcommand_matches("show"));
+    match run(cli, show, profile.as_ref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("error: {}", f.message);
@@ -145,7 +180,7 @@ pub(crate) fn runtime(threads: usize) -> tokio::runtime::Runtime {
     b.enable_all().build().expect("tokio runtime")
 }
 
-fn run(cli: Cli) -> Result<(), Failure> {
+fn run(cli: Cli, show: Option<&clap::ArgMatches>, profile: Option<&profile::Profile>) -> Result<(), Failure> {
     match cli.command {
         Command::Certs { out, clients, sans } => {
             let written = qwire::transport::certs::generate_dev_certs(&out, &clients, &sans)
@@ -156,7 +191,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             println!("These certificates are for development only.");
             Ok(())
         }
-        Command::Broker { listen, data_dir, certs, acl, config, sink, threads } => {
+        Command::Broker { listen, data_dir, certs, acl, config, sink, threads, admin } => {
             let mut cfg = match config {
                 Some(path) => {
                     let text = std::fs::read_to_string(&path)
@@ -177,7 +212,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
             cfg.sink |= sink;
             let tls = BrokerTls::load(&certs).map_err(|e| Failure::new(8, e.to_string()))?;
             runtime(threads).block_on(async move {
+                let admin = admin::start(&admin, &tls).await?;
                 let handle = broker::start(cfg, tls).await.map_err(|e| Failure::new(8, e.to_string()))?;
+                if let Some(a) = &admin {
+                    a.broker_started(&handle);
+                }
                 println!("qwire broker listening on {}", handle.local_addr());
                 let stop = handle.shutdown_sender();
                 tokio::spawn(async move {
@@ -193,6 +232,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Produce(args) => runtime(1).block_on(produce::produce(args)),
         Command::Topics(args) => runtime(1).block_on(topics::topics(args)),
         Command::Bench(args) => bench_cmd::run(args),
+        Command::Config(args) => profile::run(args, show, profile),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "qwire", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Users(args) => users::users(args),
+        Command::Jwt(args) => jwt::jwt(args),
     }
 }
 

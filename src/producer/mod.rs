@@ -41,6 +41,8 @@ mod delivery;
 pub mod error;
 pub mod metrics;
 pub mod partitioner;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 pub mod record;
 mod shell;
 

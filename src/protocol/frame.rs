@@ -9,6 +9,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use super::cluster::ClusterPayload;
 use super::codec::{put_str16, str16_len, Reader};
 use super::error::{DecodeError, ErrorCode};
 
@@ -91,6 +92,18 @@ pub enum FrameKind {
     Produce = 0x05,
     /// Read batches from an offset.
     Fetch = 0x06,
+    /// Cluster: a follower reads the leader's log.
+    ReplicaFetch = 0x10,
+    /// Cluster: where a leader epoch ends in the leader's log (KIP-101).
+    OffsetForLeaderEpoch = 0x11,
+    /// Cluster: brokers and controller.
+    DescribeCluster = 0x12,
+    /// Cluster: replicas, leaders and in-sync sets of topics.
+    DescribeTopics = 0x13,
+    /// Cluster: create a topic with a replication factor.
+    CreateReplicatedTopic = 0x14,
+    /// Cluster: raise a topic's partition count.
+    AlterPartitions = 0x15,
     /// Answer to `Hello`.
     HelloOk = 0x81,
     /// Answer to `InitProducerId`.
@@ -103,6 +116,21 @@ pub enum FrameKind {
     ProduceResult = 0x85,
     /// Answer to `Fetch`.
     FetchOk = 0x86,
+    /// Answer to `ReplicaFetch`.
+    ReplicaFetchOk = 0x90,
+    /// Answer to `OffsetForLeaderEpoch`.
+    OffsetForLeaderEpochOk = 0x91,
+    /// Answer to `DescribeCluster`.
+    DescribeClusterOk = 0x92,
+    /// Answer to `DescribeTopics`.
+    DescribeTopicsOk = 0x93,
+    /// Answer to `CreateReplicatedTopic`.
+    CreateReplicatedTopicOk = 0x94,
+    /// Answer to `AlterPartitions`.
+    AlterPartitionsOk = 0x95,
+    /// Cluster: answer, in place of the usual one, to a partition request sent to a
+    /// broker that does not lead the partition; names the leader when known.
+    NotLeader = 0x9f,
     /// Failure answer to a request: any request other than a well-formed `Produce`
     /// (which gets a `ProduceResult`), and any frame that could not be decoded.
     Error = 0xff,
@@ -118,15 +146,34 @@ impl FrameKind {
             0x04 => FrameKind::CreateTopic,
             0x05 => FrameKind::Produce,
             0x06 => FrameKind::Fetch,
+            0x10 => FrameKind::ReplicaFetch,
+            0x11 => FrameKind::OffsetForLeaderEpoch,
+            0x12 => FrameKind::DescribeCluster,
+            0x13 => FrameKind::DescribeTopics,
+            0x14 => FrameKind::CreateReplicatedTopic,
+            0x15 => FrameKind::AlterPartitions,
             0x81 => FrameKind::HelloOk,
             0x82 => FrameKind::InitProducerIdOk,
             0x83 => FrameKind::MetadataOk,
             0x84 => FrameKind::CreateTopicOk,
             0x85 => FrameKind::ProduceResult,
             0x86 => FrameKind::FetchOk,
+            0x90 => FrameKind::ReplicaFetchOk,
+            0x91 => FrameKind::OffsetForLeaderEpochOk,
+            0x92 => FrameKind::DescribeClusterOk,
+            0x93 => FrameKind::DescribeTopicsOk,
+            0x94 => FrameKind::CreateReplicatedTopicOk,
+            0x95 => FrameKind::AlterPartitionsOk,
+            0x9f => FrameKind::NotLeader,
             0xff => FrameKind::Error,
             kind => return Err(DecodeError::UnknownFrameKind { kind }),
         })
+    }
+
+    /// Whether this is a cluster kind (`0x10..=0x1f` or `0x90..=0x9f`), carried as
+    /// [`Payload::Cluster`].
+    pub fn is_cluster(self) -> bool {
+        matches!(self as u8, 0x10..=0x1f | 0x90..=0x9f)
     }
 }
 
@@ -325,6 +372,8 @@ pub enum Payload {
     FetchOk(FetchOk),
     /// See [`ErrorFrame`].
     Error(ErrorFrame),
+    /// A cluster frame (kinds `0x10..=0x1f`, `0x90..=0x9f`): see [`super::cluster`].
+    Cluster(ClusterPayload),
 }
 
 /// A whole frame: correlation id and payload.
@@ -483,6 +532,7 @@ impl Payload {
             Payload::ProduceResult(_) => FrameKind::ProduceResult,
             Payload::FetchOk(_) => FrameKind::FetchOk,
             Payload::Error(_) => FrameKind::Error,
+            Payload::Cluster(c) => c.kind(),
         }
     }
 
@@ -503,6 +553,7 @@ impl Payload {
             Payload::ProduceResult(p) => 2 + 1 + 8 + 8 + str16_len(&p.message),
             Payload::FetchOk(f) => 8 + 8 + f.batches.len(),
             Payload::Error(e) => 2 + str16_len(&e.message),
+            Payload::Cluster(c) => c.body_len(),
         }
     }
 
@@ -583,6 +634,7 @@ impl Payload {
                 put_error(buf, e.code);
                 put_str16(buf, &e.message);
             }
+            Payload::Cluster(c) => c.encode_body(buf),
         }
     }
 
@@ -690,6 +742,19 @@ impl Payload {
             FrameKind::Error => {
                 Payload::Error(ErrorFrame { code: ErrorCode::from_u16(r.u16("error")?)?, message: r.str16("message")? })
             }
+            FrameKind::ReplicaFetch
+            | FrameKind::OffsetForLeaderEpoch
+            | FrameKind::DescribeCluster
+            | FrameKind::DescribeTopics
+            | FrameKind::CreateReplicatedTopic
+            | FrameKind::AlterPartitions
+            | FrameKind::ReplicaFetchOk
+            | FrameKind::OffsetForLeaderEpochOk
+            | FrameKind::DescribeClusterOk
+            | FrameKind::DescribeTopicsOk
+            | FrameKind::CreateReplicatedTopicOk
+            | FrameKind::AlterPartitionsOk
+            | FrameKind::NotLeader => return ClusterPayload::decode(kind, body).map(Payload::Cluster),
         };
         r.finish("frame body")?;
         Ok(payload)

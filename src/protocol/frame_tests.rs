@@ -227,9 +227,10 @@ fn error_frame() -> (Frame, Vec<u8>) {
     (f, b)
 }
 
-/// Every vector, covering all 13 kinds.
+/// Every vector, covering every kind (the cluster kinds' vectors live in
+/// `cluster_tests.rs`).
 fn vectors() -> Vec<(Frame, Vec<u8>)> {
-    vec![
+    let mut v = vec![
         hello(),
         init_producer_id(),
         metadata(),
@@ -245,16 +246,18 @@ fn vectors() -> Vec<(Frame, Vec<u8>)> {
         produce_result_err(),
         fetch_ok(),
         error_frame(),
-    ]
+    ];
+    v.extend(crate::protocol::cluster::tests::vectors());
+    v
 }
 
 /// Kinds whose body ends with an opaque byte run (the batch bytes), so extra bytes at the
 /// end are part of the payload rather than trailing garbage.
 fn has_opaque_tail(kind: FrameKind) -> bool {
-    matches!(kind, FrameKind::Produce | FrameKind::FetchOk)
+    matches!(kind, FrameKind::Produce | FrameKind::FetchOk | FrameKind::ReplicaFetchOk)
 }
 
-const ALL_KINDS: [FrameKind; 13] = [
+const ALL_KINDS: [FrameKind; 26] = [
     FrameKind::Hello,
     FrameKind::InitProducerId,
     FrameKind::Metadata,
@@ -268,6 +271,19 @@ const ALL_KINDS: [FrameKind; 13] = [
     FrameKind::ProduceResult,
     FrameKind::FetchOk,
     FrameKind::Error,
+    FrameKind::ReplicaFetch,
+    FrameKind::OffsetForLeaderEpoch,
+    FrameKind::DescribeCluster,
+    FrameKind::DescribeTopics,
+    FrameKind::CreateReplicatedTopic,
+    FrameKind::AlterPartitions,
+    FrameKind::ReplicaFetchOk,
+    FrameKind::OffsetForLeaderEpochOk,
+    FrameKind::DescribeClusterOk,
+    FrameKind::DescribeTopicsOk,
+    FrameKind::CreateReplicatedTopicOk,
+    FrameKind::AlterPartitionsOk,
+    FrameKind::NotLeader,
 ];
 
 #[test]
@@ -393,7 +409,7 @@ fn vectors_cover_every_kind() {
 
 #[test]
 fn kind_bytes_are_the_documented_ones() {
-    let want: [(FrameKind, u8); 13] = [
+    let want: [(FrameKind, u8); 26] = [
         (FrameKind::Hello, 0x01),
         (FrameKind::InitProducerId, 0x02),
         (FrameKind::Metadata, 0x03),
@@ -407,6 +423,19 @@ fn kind_bytes_are_the_documented_ones() {
         (FrameKind::ProduceResult, 0x85),
         (FrameKind::FetchOk, 0x86),
         (FrameKind::Error, 0xff),
+        (FrameKind::ReplicaFetch, 0x10),
+        (FrameKind::OffsetForLeaderEpoch, 0x11),
+        (FrameKind::DescribeCluster, 0x12),
+        (FrameKind::DescribeTopics, 0x13),
+        (FrameKind::CreateReplicatedTopic, 0x14),
+        (FrameKind::AlterPartitions, 0x15),
+        (FrameKind::ReplicaFetchOk, 0x90),
+        (FrameKind::OffsetForLeaderEpochOk, 0x91),
+        (FrameKind::DescribeClusterOk, 0x92),
+        (FrameKind::DescribeTopicsOk, 0x93),
+        (FrameKind::CreateReplicatedTopicOk, 0x94),
+        (FrameKind::AlterPartitionsOk, 0x95),
+        (FrameKind::NotLeader, 0x9f),
     ];
     for (k, v) in want {
         assert_eq!(k as u8, v);
@@ -544,7 +573,8 @@ fn max_frame_is_capped_at_the_hard_limit() {
 
 #[test]
 fn empty_body_is_malformed_for_every_kind() {
-    for kind in ALL_KINDS {
+    // DescribeCluster is the one kind whose body is empty.
+    for kind in ALL_KINDS.into_iter().filter(|k| *k != FrameKind::DescribeCluster) {
         let err = decode_bad_then_sentinel(&raw_frame(kind as u8, 77, &[]), 77);
         assert!(matches!(err.error, DecodeError::UnexpectedEof { .. }), "{kind:?}: {err}");
         assert_eq!(err.code(), ErrorCode::MalformedFrame);
@@ -560,6 +590,7 @@ fn short_body_is_malformed() {
         let fixed = match kind {
             FrameKind::Produce => body.len() - 2,
             FrameKind::FetchOk => body.len() - 3,
+            FrameKind::ReplicaFetchOk => 28,
             _ => body.len(),
         };
         for cut in 0..fixed {
@@ -603,7 +634,7 @@ fn invalid_acks_are_rejected() {
 
 #[test]
 fn invalid_error_codes_are_rejected() {
-    let bad = [ErrorCode::ALL.len() as u16, 24, 0x0100, 0x7fff, 0xffff];
+    let bad: [u16; 5] = [37, 999, 0x0100, 0x7fff, 0xffff];
     // (vector, offset of an error code inside the frame, the code the vector holds there)
     let sites = [
         (error_frame(), FRAME_HEADER_LEN, ErrorCode::UnknownTopicOrPartition),
@@ -737,6 +768,7 @@ fn arb_payload() -> impl Strategy<Value = Payload> {
             Payload::FetchOk(FetchOk { high_watermark, log_start_offset, batches })
         }),
         (arb_code(), arb_string()).prop_map(|(code, message)| Payload::Error(ErrorFrame { code, message })),
+        crate::protocol::cluster::tests::arb_cluster_payload().prop_map(Payload::Cluster),
     ]
 }
 
