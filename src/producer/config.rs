@@ -220,7 +220,9 @@ impl ProducerBuilder {
         idempotence: bool
     );
     setter!(
-        /// Seal a partition's batch when it reaches this many bytes. Default 64 KiB.
+        /// Seal a partition's batch when it reaches this many bytes. Default 64 KiB. A batch
+        /// is also kept within the frame limit its broker announces (`HelloOk`), and split
+        /// and resent if a broker refuses it as too large.
         batch_size: usize
     );
     setter!(
@@ -242,7 +244,14 @@ impl ProducerBuilder {
         max_in_flight: usize
     );
     setter!(
-        /// Bytes of records the producer may hold (queued or in flight). Default 64 MiB.
+        /// Memory the producer may hold for records, queued or in flight. Default 64 MiB.
+        /// Each record is charged its encoded size plus a fixed overhead
+        /// ([`RECORD_OVERHEAD`](crate::producer::RECORD_OVERHEAD): its queue entry, its
+        /// delivery and its bookkeeping until acknowledged); batch buffers are sized to
+        /// their records, and a partition whose in-flight window is full is not sealed at
+        /// linger (its records wait and make a fuller batch). So the process's resident
+        /// memory for a producer stays within about this much plus a fixed amount, even
+        /// against a slow broker (PERF.md).
         buffer_memory: usize
     );
     setter!(
@@ -251,13 +260,20 @@ impl ProducerBuilder {
         max_block: std::time::Duration
     );
     setter!(
-        /// How long one request may go unanswered before its connection is considered
-        /// broken. Default 30 s.
+        /// How long the broker may take to satisfy a produce request's acks (sent to it as
+        /// the request's `timeout_ms`; it answers `REQUEST_TIMED_OUT` itself when it cannot).
+        /// The producer gives a request this plus a margin (a fifth, at least 500 ms),
+        /// counted from when the request was written, before it takes the stream for stuck:
+        /// then that stream alone is reset and replaced and its batches resent; other
+        /// partitions' streams and the connection go on. Control requests (metadata,
+        /// producer id) get the same allowance, then are asked again. Default 30 s.
         request_timeout: std::time::Duration
     );
     setter!(
-        /// Upper bound on the time from `send` to success or failure, retries included.
-        /// Default 120 s. Must be ≥ `linger` + `request_timeout`.
+        /// Upper bound on the time from `send` to success or failure, retries included: a
+        /// record still queued, waiting to be resent or in flight when it is reached fails
+        /// with `DeliveryTimeout` (in flight: possibly persisted). Default 120 s. Must be ≥
+        /// `linger` + `request_timeout`.
         delivery_timeout: std::time::Duration
     );
     setter!(
@@ -304,13 +320,16 @@ impl ProducerBuilder {
     );
     setter!(
         /// Consecutive connection failures that open a broker's circuit breaker (waiting
-        /// batches then fail fast instead of waiting out the delivery timeout). Default 10:
+        /// batches then fail fast instead of waiting out the delivery timeout; a refused
+        /// certificate opens it at once). Default 10:
         /// with the default reconnect back-off that is about 9 s of a broker being
         /// unreachable, longer than a routine broker restart.
         circuit_breaker_threshold: u32
     );
     setter!(
-        /// How long an open breaker waits before one trial connection (half-open). Default 10 s.
+        /// How long an open breaker waits before one trial connection (half-open; after a
+        /// refused certificate the trial reads the certificate files again). A failed trial
+        /// opens it for another period. Default 10 s.
         circuit_breaker_recovery: std::time::Duration
     );
     setter!(

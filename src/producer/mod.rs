@@ -18,6 +18,16 @@
 //!   partitions spread over several streams, so a lost packet on one partition's stream
 //!   does not block another's.
 //!
+//! # Outcomes
+//!
+//! Every record gets exactly one outcome: its future resolves (or its callback runs) once,
+//! whatever happens — a panicking callback or partitioner is caught and logged, records
+//! offered after `close`, after fencing or after the driver stopped fail at once with the
+//! reason, and a record whose delivery was lost track of reports
+//! [`Persistence::PossiblyPersisted`]. A failure says whether the record may be stored
+//! ([`Persistence`]). [`Producer::flush`] and [`Producer::close`] return `Ok(())` only when
+//! every record they covered was acknowledged.
+//!
 //! # Dropping a producer
 //!
 //! Dropping the last handle without [`Producer::close`] loses nothing that was already
@@ -56,12 +66,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use accumulator::{record_size, Accumulator, QueuedRecord, TopicQueues, RECORD_OVERHEAD};
+use accumulator::{record_size, Accumulator, QueuedRecord, TopicQueues};
 use clock::{Tick, WallClock};
 use delivery::{stopped_error, BatchResults, Delivery};
 use shell::{Command, Ended, Shell};
 
 pub use config::{Backoff, ProducerBuilder, ProducerConfig, TlsConfig};
+pub use accumulator::RECORD_OVERHEAD;
 pub use delivery::Callback;
 pub use error::{ErrorKind, Persistence, ProduceError, SendError};
 pub use metrics::{LatencySummary, MetricsSnapshot};
@@ -307,13 +318,14 @@ impl Producer {
     }
 
     /// Seals every partition's batch now (cutting linger short) and resolves when every
-    /// record enqueued before the call is acknowledged or failed.
+    /// record still waiting for its outcome when it was called is acknowledged or failed.
     ///
     /// Returns `Ok(())` when every one of those records was acknowledged. Otherwise an
     /// error: the first failure among them (its kind and persistence; the message says how
     /// many failed; each record's own outcome says which), or, if the producer cannot
-    /// deliver any more (fenced, or its driver stopped), why. After a clean
-    /// [`Producer::close`] there is nothing left to flush: `Ok(())`.
+    /// deliver any more (fenced, or its driver stopped), why. Records that had already
+    /// failed before the call were reported by their own futures or callbacks and do not
+    /// count. After a clean [`Producer::close`] there is nothing left to flush: `Ok(())`.
     pub async fn flush(&self) -> Result<(), ProduceError> {
         let (reply, rx) = oneshot::channel();
         if self.inner.cmd.send(Command::Flush { reply }).is_err() {
