@@ -71,8 +71,8 @@ use clock::{Tick, WallClock};
 use delivery::{stopped_error, BatchResults, Delivery};
 use shell::{Command, Ended, Shell};
 
-pub use config::{Backoff, ProducerBuilder, ProducerConfig, TlsConfig};
 pub use accumulator::RECORD_OVERHEAD;
+pub use config::{Backoff, ProducerBuilder, ProducerConfig, TlsConfig};
 pub use delivery::Callback;
 pub use error::{ErrorKind, Persistence, ProduceError, SendError};
 pub use metrics::{LatencySummary, MetricsSnapshot};

@@ -282,7 +282,14 @@ impl Core {
 
     fn next_timeout(&self, now: Tick) -> Option<Tick> {
         let mut d: Option<Tick> = None;
-        let mut consider = |t: Tick| d = Some(d.map_or(t, |d| d.min(t)));
+        // `handle_timeout(now)` did everything it could at `now`: a deadline already passed
+        // (a linger while the window is full, a back-off while the link is down) waits for
+        // an event, not for the timer: without this filter the shell would spin.
+        let mut consider = |t: Tick| {
+            if t > now {
+                d = Some(d.map_or(t, |d| d.min(t)));
+            }
+        };
         for &(tid, p) in &self.topics.active {
             if let Some(since) = self.topics.list[tid as usize].parts[p as usize].since {
                 consider(since + self.cfg.linger);

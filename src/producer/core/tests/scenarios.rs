@@ -407,3 +407,25 @@ fn the_send_latency_runs_from_sealing_to_the_write() {
     assert_eq!(h.send.len(), 1);
     assert!(h.send.max() >= 7_000, "{} µs", h.send.max());
 }
+
+// --- the timer ---------------------------------------------------------------------------
+
+#[test]
+fn nothing_that_waits_for_an_event_makes_the_timer_fire_at_once() {
+    // A full window past its linger, and a batch waiting for a connection that is down.
+    let cfg = ProducerConfig { max_in_flight: 1, linger: Duration::from_millis(5), ..config() };
+    let mut s = Sim::ready(cfg, "t", 1);
+    s.send("t", 0, 1);
+    s.step();
+    s.advance(Duration::from_millis(10));
+    s.send("t", 0, 1);
+    s.step();
+    s.advance(Duration::from_millis(10));
+    let next = s.core.poll_timeout(s.now).expect("a timer");
+    assert!(next > s.now, "the timer would fire at once");
+    let st = only_stream(&s);
+    s.lose(st.conn);
+    s.advance(Duration::from_millis(500));
+    let next = s.core.poll_timeout(s.now).expect("a timer");
+    assert!(next > s.now, "the timer would fire at once while the link is down");
+}
