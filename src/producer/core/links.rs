@@ -401,7 +401,6 @@ impl super::Core {
                 ),
             ),
         };
-        let _ = now;
         let mut gap = false;
         for tid in 0..self.topics.list.len() {
             for p in 0..self.topics.list[tid].parts.len() {
@@ -420,8 +419,12 @@ impl super::Core {
         if gap {
             self.resync_windows();
         }
-        for reply in self.topics.take_waiters() {
-            self.outcomes.push_back(super::Outcome::Metadata { reply, result: Err(err.clone()) });
+        // Handles waiting for metadata fail too, unless another broker may still answer.
+        let none_left = self.links.list.iter().all(|l| l.refused.is_some() || l.breaker.is_open(now));
+        if none_left {
+            for reply in self.topics.take_waiters() {
+                self.outcomes.push_back(super::Outcome::Metadata { reply, result: Err(err.clone()) });
+            }
         }
     }
 }

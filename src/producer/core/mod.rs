@@ -15,7 +15,9 @@
 //! - `timeouts`: request timeouts (a stream that stopped answering) and delivery timeouts;
 //! - `links` and `breaker`: connections per broker, reconnects, the circuit breaker;
 //! - `metadata`: the topic table, partition leaders, metadata requests;
-//! - `producer_id`: the producer id and epoch, epoch bumps, fencing.
+//! - `producer_id`: the producer id and epoch, epoch bumps, fencing;
+//! - `outcomes`: failing records (with the persistence each may claim), purge, flush, close;
+//! - `io`: the identifiers, inputs and outputs shared with the shell.
 
 mod batches;
 pub(crate) mod breaker;
@@ -59,7 +61,7 @@ pub(crate) type Tick = super::clock::Tick;
 struct ControlCall {
     kind: ControlKind,
     /// When to give up on it.
-    deadline: Option<Tick>,
+    deadline: Tick,
 }
 
 /// What a control request was for.
@@ -89,7 +91,6 @@ pub(crate) struct Core {
     closing: Option<Tick>,
     fatal: Option<ProduceError>,
     finished: bool,
-    started: bool,
     transmits: VecDeque<Transmit>,
     actions: VecDeque<Action>,
     outcomes: VecDeque<Outcome>,
@@ -121,7 +122,6 @@ impl Core {
             closing: None,
             fatal: None,
             finished: false,
-            started: false,
             transmits: VecDeque::new(),
             actions: VecDeque::new(),
             outcomes: VecDeque::new(),
@@ -215,9 +215,6 @@ impl Core {
     pub(crate) fn handle_timeout(&mut self, now: Tick) {
         if self.finished {
             return;
-        }
-        if !self.started {
-            self.started = true;
         }
         self.collect_ready(now);
         let flushing = self.flush_all || self.closing.is_some();
@@ -342,7 +339,7 @@ impl Core {
         };
         let tag = self.tag();
         let timeout = self.cfg.request_timeout + timeouts::margin(self.cfg.request_timeout);
-        self.control.insert(tag, ControlCall { kind, deadline: Some(now + timeout) });
+        self.control.insert(tag, ControlCall { kind, deadline: now + timeout });
         self.actions.push_back(Action::Call { tag, conn, request, timeout });
         true
     }

@@ -40,7 +40,7 @@ impl Core {
                 out.extend(p.oldest.map(|o| o + dt));
             }
         }
-        out.extend(self.control.values().filter_map(|c| c.deadline));
+        out.extend(self.control.values().map(|c| c.deadline));
         out
     }
 
@@ -77,8 +77,7 @@ impl Core {
     }
 
     fn check_control_timeouts(&mut self, now: Tick) {
-        let expired: Vec<u64> =
-            self.control.iter().filter(|(_, c)| c.deadline.is_some_and(|d| now >= d)).map(|(t, _)| *t).collect();
+        let expired: Vec<u64> = self.control.iter().filter(|(_, c)| now >= c.deadline).map(|(t, _)| *t).collect();
         for tag in expired {
             let Some(call) = self.control.remove(&tag) else { continue };
             let timeout = self.request_deadline();
