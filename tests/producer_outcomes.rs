@@ -157,7 +157,6 @@ async fn a_fenced_producer_fails_what_it_holds_and_refuses_new_records_at_once()
 }
 
 #[tokio::test]
-#[ignore = "needs the broker to refuse non-current epochs (issue 9, broker-landed)"]
 async fn a_zombie_cannot_write_a_partition_the_new_epoch_has_not_touched() {
     let b = TestBroker::start().await;
     let mut c = b.client("alice").await;

@@ -70,10 +70,9 @@ impl Core {
     /// what fits the frame limit of its broker once known.
     pub(crate) fn batch_limit(&self, t: usize, p: usize) -> usize {
         let part = &self.topics.list[t].parts[p];
-        let frame = self.links.list.get(self.route(part)).and_then(|l| l.max_frame);
         let name = &self.topics.list[t].queues.name;
-        match frame {
-            Some(max) => self.cfg.batch_size.min(max.saturating_sub(frame_overhead(name))).max(BATCH_HEADER_LEN + 1),
+        match self.links.list.get(self.route(part)).and_then(|l| l.batch_limit(name)) {
+            Some(max) => self.cfg.batch_size.min(max).max(BATCH_HEADER_LEN + 1),
             None => self.cfg.batch_size,
         }
     }
@@ -259,9 +258,10 @@ impl Core {
                         continue;
                     }
                 }
-                let limit = self.links.list[link]
-                    .max_frame
-                    .map(|m| m.saturating_sub(frame_overhead(&self.topics.list[t].queues.name)));
+                let limit = self.links.list[link].batch_limit(&self.topics.list[t].queues.name);
+                if let Some(n) = self.links.list[link].max_in_flight {
+                    self.topics.list[t].parts[p].window.cap_in_flight(n);
+                }
                 let stream = self.topics.list[t].parts[p].stream;
                 let name = self.topics.list[t].queues.name.clone();
                 while let Some((sid, _)) = self.links.stream(link, stream) {
@@ -275,10 +275,9 @@ impl Core {
                         if slot.payload.bytes.len() > limit && !slot.may_be_stored() {
                             let what = if slot.records == 1 { "a record" } else { "a batch" };
                             let why = format!(
-                                "{name}-{p}: {what} of {} bytes exceeds the broker's limit of {} bytes per \
-                                 frame ({limit} for the batch)",
+                                "{name}-{p}: {what} of {} bytes exceeds the largest batch the broker accepts \
+                                 ({limit} bytes)",
                                 slot.payload.bytes.len(),
-                                limit + frame_overhead(&name)
                             );
                             self.split_or_fail(now, t, p, i, why);
                             continue;

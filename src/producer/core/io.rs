@@ -50,6 +50,11 @@ pub(crate) struct HelloInfo {
     pub broker_id: u32,
     /// The largest frame it accepts.
     pub max_frame_size: usize,
+    /// The largest record batch it accepts in a produce request.
+    pub max_batch_bytes: usize,
+    /// How many batches per partition it remembers for duplicate detection (the most a
+    /// producer may have unacknowledged per partition).
+    pub max_in_flight: usize,
     /// It resolves old-epoch batches per partition (see `producer_id`).
     pub per_partition_epochs: bool,
 }

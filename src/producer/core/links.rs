@@ -84,6 +84,10 @@ pub(crate) struct Link {
     pub refused: Option<ProduceError>,
     /// The largest frame the broker accepts (from `HelloOk`).
     pub max_frame: Option<usize>,
+    /// The largest batch the broker accepts (from `HelloOk`).
+    pub max_batch: Option<usize>,
+    /// Batches per partition the broker remembers for dedup (from `HelloOk`).
+    pub max_in_flight: Option<usize>,
     /// The broker supports per-partition epochs (from `HelloOk`).
     pub per_partition_epochs: bool,
     /// The broker id a metadata answer gave for this link's address (until `HelloOk`).
@@ -93,6 +97,13 @@ pub(crate) struct Link {
 }
 
 impl Link {
+    /// The largest batch for `topic` this broker accepts, once known: its batch limit, and
+    /// its frame limit less the produce request around the batch.
+    pub(crate) fn batch_limit(&self, topic: &str) -> Option<usize> {
+        let frame = self.max_frame?.saturating_sub(super::batches::frame_overhead(topic));
+        Some(self.max_batch.map_or(frame, |b| b.min(frame)))
+    }
+
     fn new(name: String, conns: usize, cfg: &ProducerConfig, now: Tick) -> Self {
         Link {
             name,
@@ -102,6 +113,8 @@ impl Link {
             last_error: None,
             refused: None,
             max_frame: None,
+            max_batch: None,
+            max_in_flight: None,
             per_partition_epochs: false,
             advertised_id: None,
             reload_tls: false,
@@ -223,6 +236,9 @@ impl Links {
         let link = &mut self.list[conn.link];
         link.broker_id = Some(hello.broker_id);
         link.max_frame = Some(hello.max_frame_size);
+        link.max_batch = Some(hello.max_batch_bytes);
+        // 0 would stop every partition: a broker that says it is taken as "no limit".
+        link.max_in_flight = (hello.max_in_flight > 0).then_some(hello.max_in_flight);
         link.per_partition_epochs = hello.per_partition_epochs;
         link.breaker.on_success();
         link.last_error = None;

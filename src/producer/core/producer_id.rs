@@ -57,7 +57,7 @@ pub(crate) struct ProducerId {
     /// fail with this until it gives one.
     pub refused: Option<ProduceError>,
     /// Ask for a new id instead of bumping (the broker no longer knows ours).
-    fresh_id: bool,
+    pub fresh_id: bool,
     /// A bump from this epoch was asked for and its answer has not arrived: the broker
     /// may already have moved on, and refuse our batches of this epoch as old.
     pub bump_from: Option<i16>,
@@ -217,9 +217,11 @@ impl Core {
                         self.fence(now, format!("the broker refused to bump the epoch: {msg}"));
                         return;
                     }
-                    // The broker does not know this id any more (its state was lost): a
-                    // fresh one; windows restart in it as they drain.
-                    Some(ErrorCode::InvalidRequest) if self.pid.current().is_some() => self.pid.fresh_id = true,
+                    // The broker does not know this id any more (its state was lost, or it
+                    // forgot it): a fresh one; windows restart in it as they drain.
+                    Some(ErrorCode::InvalidRequest | ErrorCode::InvalidProducerId) if self.pid.current().is_some() => {
+                        self.pid.fresh_id = true
+                    }
                     Some(code) => {
                         // Refused (e.g. no write permission): records that need an id fail
                         // at once until the broker gives one; ask again after a while.

@@ -110,6 +110,17 @@ impl Core {
                 }
                 self.resync_windows();
             }
+            ErrorCode::InvalidProducerId if idempotent => {
+                // The broker does not know our id (never issued to us, or forgotten): the
+                // partition drains, then the producer takes a fresh id. Refused before the
+                // dedup lookup: what earlier attempts may have stored stays unknown.
+                tracing::warn!(%message, "producer id unknown to the broker; a fresh one follows");
+                let window = &mut self.topics.list[t].parts[pu].window;
+                window.refused(corr, backoff, now, Attempt::NotStored);
+                window.sequence_broken();
+                self.pid.fresh_id = true;
+                self.resync_windows();
+            }
             ErrorCode::BatchTooLarge | ErrorCode::FrameTooLarge => {
                 let window = &mut self.topics.list[t].parts[pu].window;
                 window.refused(corr, Duration::ZERO, now, Attempt::NotStored);

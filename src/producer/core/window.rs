@@ -106,6 +106,8 @@ pub(crate) enum Resync {
 pub(crate) struct Window<T> {
     slots: VecDeque<Slot<T>>,
     idempotent: bool,
+    /// `max_in_flight` as configured, and as in force (the broker may remember fewer).
+    configured_in_flight: usize,
     max_in_flight: usize,
     in_flight: usize,
     /// Producer id and epoch the sequence numbers belong to.
@@ -133,6 +135,7 @@ impl<T> Window<T> {
         Window {
             slots: VecDeque::new(),
             idempotent,
+            configured_in_flight: max_in_flight,
             max_in_flight,
             in_flight: 0,
             numbering: None,
@@ -141,6 +144,14 @@ impl<T> Window<T> {
             broken: None,
             unstored_from: None,
             stored_ahead: Vec::new(),
+        }
+    }
+
+    /// The broker remembers `n` batches per partition: with idempotence no more may be
+    /// unacknowledged (at most the configured `max_in_flight` either way).
+    pub(crate) fn cap_in_flight(&mut self, n: usize) {
+        if self.idempotent {
+            self.max_in_flight = self.configured_in_flight.min(n.max(1));
         }
     }
 

@@ -215,7 +215,9 @@ impl Shell {
                 let hello = HelloInfo {
                     broker_id: h.broker_id,
                     max_frame_size: h.max_frame_size as usize,
-                    per_partition_epochs: false,
+                    max_batch_bytes: h.max_batch_bytes as usize,
+                    max_in_flight: usize::from(h.max_in_flight_per_partition),
+                    per_partition_epochs: h.features & crate::protocol::frame::HelloOk::PER_PARTITION_EPOCHS != 0,
                 };
                 self.conns.insert(conn, Conn { connection, streams });
                 self.core.handle_connected(now, conn, hello);

@@ -46,6 +46,9 @@ pub(crate) struct BrokerModel {
     /// Current epoch per issued producer id.
     epochs: HashMap<i64, i16>,
     pub rule: EpochRule,
+    /// A repeated bump (from the epoch before the current one) is refused, as the issue-9
+    /// broker does, instead of answered again.
+    pub strict_bumps: bool,
     /// Batches appended (not duplicates).
     pub appends: u64,
     /// Retries answered from the dedup state.
@@ -71,7 +74,15 @@ fn result(error: ErrorCode, base_offset: i64, duplicate: bool) -> ProduceResult 
 
 impl BrokerModel {
     pub(crate) fn new(rule: EpochRule) -> Self {
-        BrokerModel { parts: HashMap::new(), next_pid: 1000, epochs: HashMap::new(), rule, appends: 0, duplicates: 0 }
+        BrokerModel {
+            parts: HashMap::new(),
+            next_pid: 1000,
+            epochs: HashMap::new(),
+            rule,
+            strict_bumps: rule == EpochRule::Strict,
+            appends: 0,
+            duplicates: 0,
+        }
     }
 
     /// Answers InitProducerId.
@@ -84,7 +95,7 @@ impl BrokerModel {
         }
         // A bump from the current epoch; a retry of the last bump (its answer was lost)
         // gets the same answer, except from a strict broker; an older epoch is fenced.
-        let strict = self.rule == EpochRule::Strict;
+        let strict = self.strict_bumps;
         match self.epochs.get_mut(&id) {
             Some(e) if epoch == *e => {
                 *e += 1;

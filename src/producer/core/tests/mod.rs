@@ -263,6 +263,8 @@ impl Sim {
             let hello = HelloInfo {
                 broker_id: id,
                 max_frame_size: self.max_frame,
+                max_batch_bytes: self.max_frame.saturating_sub(64),
+                max_in_flight: 5,
                 per_partition_epochs: self.per_partition_epochs,
             };
             self.core.handle_connected(self.now, conn, hello);

@@ -58,6 +58,8 @@ struct Mode {
     idempotent: bool,
     per_partition_epochs: bool,
     rule: EpochRule,
+    /// The broker refuses a repeated bump (issue 9's broker).
+    strict_bumps: bool,
 }
 
 /// Connection and frame settings a case runs with.
@@ -79,12 +81,24 @@ fn shape() -> impl Strategy<Value = Shape> {
 
 fn mode() -> impl Strategy<Value = Mode> {
     prop_oneof![
-        Just(Mode { idempotent: true, per_partition_epochs: false, rule: EpochRule::PerPartition }),
-        Just(Mode { idempotent: true, per_partition_epochs: false, rule: EpochRule::Strict }),
-        Just(Mode { idempotent: true, per_partition_epochs: false, rule: EpochRule::DedupFirst }),
-        Just(Mode { idempotent: true, per_partition_epochs: true, rule: EpochRule::DedupFirst }),
-        Just(Mode { idempotent: true, per_partition_epochs: true, rule: EpochRule::PerPartition }),
-        Just(Mode { idempotent: false, per_partition_epochs: false, rule: EpochRule::PerPartition }),
+        Just(Mode {
+            idempotent: true,
+            per_partition_epochs: false,
+            rule: EpochRule::PerPartition,
+            strict_bumps: false
+        }),
+        Just(Mode { idempotent: true, per_partition_epochs: false, rule: EpochRule::Strict, strict_bumps: true }),
+        Just(Mode { idempotent: true, per_partition_epochs: false, rule: EpochRule::DedupFirst, strict_bumps: false }),
+        Just(Mode { idempotent: true, per_partition_epochs: true, rule: EpochRule::DedupFirst, strict_bumps: false }),
+        // The issue-9 broker: per-partition epochs announced, repeated bumps refused.
+        Just(Mode { idempotent: true, per_partition_epochs: true, rule: EpochRule::DedupFirst, strict_bumps: true }),
+        Just(Mode { idempotent: true, per_partition_epochs: true, rule: EpochRule::PerPartition, strict_bumps: false }),
+        Just(Mode {
+            idempotent: false,
+            per_partition_epochs: false,
+            rule: EpochRule::PerPartition,
+            strict_bumps: false
+        }),
     ]
 }
 
@@ -112,6 +126,7 @@ fn run_shaped(mode: Mode, shape: Shape, ops: &[Op]) {
         ..config()
     };
     let mut s = Sim::with_rule(cfg, mode.rule);
+    s.broker.strict_bumps = mode.strict_bumps;
     s.per_partition_epochs = mode.per_partition_epochs;
     s.max_frame = shape.max_frame;
     // Flushes: records enqueued before each, and where its result goes.
@@ -210,7 +225,7 @@ proptest! {
 #[test]
 fn regressions() {
     use Op::*;
-    let pp2 = Mode { idempotent: true, per_partition_epochs: true, rule: EpochRule::DedupFirst };
+    let pp2 = Mode { idempotent: true, per_partition_epochs: true, rule: EpochRule::DedupFirst, strict_bumps: false };
     run(
         pp2,
         &[
@@ -227,7 +242,8 @@ fn regressions() {
             Flush,
         ],
     );
-    let global = Mode { idempotent: true, per_partition_epochs: false, rule: EpochRule::PerPartition };
+    let global =
+        Mode { idempotent: true, per_partition_epochs: false, rule: EpochRule::PerPartition, strict_bumps: false };
     run(
         global,
         &[
@@ -307,7 +323,7 @@ fn regressions() {
             Send { partition: 0, n: 1 },
         ],
     );
-    let pp = Mode { idempotent: true, per_partition_epochs: true, rule: EpochRule::DedupFirst };
+    let pp = Mode { idempotent: true, per_partition_epochs: true, rule: EpochRule::DedupFirst, strict_bumps: false };
     run(
         pp,
         &[
@@ -341,7 +357,8 @@ fn regressions() {
 #[test]
 fn regression_acked_twice() {
     use Op::*;
-    let global = Mode { idempotent: true, per_partition_epochs: false, rule: EpochRule::PerPartition };
+    let global =
+        Mode { idempotent: true, per_partition_epochs: false, rule: EpochRule::PerPartition, strict_bumps: false };
     run(
         global,
         &[
