@@ -316,3 +316,23 @@ async fn the_default_partitioner_hashes_keys_and_sticks_keyless_records_until_a_
         p.close(Duration::from_secs(5)).await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_principal_refused_a_producer_id_gets_its_records_failed_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl.toml");
+    // alice may read "r" and write nothing: no producer id for her.
+    std::fs::write(
+        &acl,
+        "[[allow]]\nprincipal = \"alice\"\ntopics = [\"r\"]\npermissions = [\"read\"]\n\
+         [[allow]]\nprincipal = \"bob\"\ntopics = [\"*\"]\npermissions = [\"admin\"]\n",
+    )
+    .unwrap();
+    let b = TestBroker::start_with(|c| c.acl_file = Some(acl.clone())).await;
+    b.client("bob").await.create_topic("r", 1).await.unwrap();
+    let p = producer(&b, "alice").build().unwrap();
+    let e = within(30, "a send without a producer id", p.send(ProducerRecord::new("r", "x"))).await.unwrap_err();
+    assert_eq!(e.code(), Some(qwire::protocol::ErrorCode::AuthorizationFailed), "{e}");
+    assert_eq!(e.persistence(), Persistence::NotPersisted);
+    assert!(e.to_string().contains("refused a producer id"), "{e}");
+}
