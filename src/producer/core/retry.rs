@@ -57,7 +57,8 @@ impl Core {
             }
             let s = window.ack(corr).expect("found above");
             self.complete_ok(now, t, p, s, Some(r.base_offset));
-            self.resync_windows();
+            // A window this ack drained is resynced in the next `handle_timeout`, before
+            // anything is sent (not here: this is the hot path, once per batch).
             return;
         }
         let idempotent = self.pid.state != PidState::Off;
