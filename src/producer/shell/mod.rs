@@ -79,7 +79,7 @@ pub(crate) struct Shell {
     ev_rx: mpsc::UnboundedReceiver<Event>,
     conns: HashMap<ConnId, Conn>,
     /// Client configuration read again after a refused certificate (used from then on).
-    reloaded: Arc<Mutex<Option<quinn::ClientConfig>>>,
+    reloaded: pool::Reloaded,
     cmd_closed: bool,
 }
 
@@ -278,11 +278,15 @@ impl Shell {
     fn do_action(&mut self, a: Action) {
         match a {
             Action::Connect { conn, addr, streams, reload_tls } => {
-                let config =
-                    if reload_tls { self.reload_tls() } else { self.reloaded.lock().ok().and_then(|c| c.clone()) };
+                let tls = pool::Tls {
+                    material: self.tls.clone(),
+                    tuning: self.tuning.clone(),
+                    reload: reload_tls,
+                    current: self.reloaded.clone(),
+                };
                 let spec = ConnectSpec {
                     endpoint: self.endpoint.clone(),
-                    config,
+                    tls,
                     addr,
                     server_name: self.tls.server_name.clone(),
                     client_id: self.core.config().client_id.clone(),
@@ -312,25 +316,6 @@ impl Shell {
                 if let Some(c) = self.conns.remove(&conn) {
                     c.connection.close(reason);
                 }
-            }
-        }
-    }
-
-    /// Reads the certificate files again (a broker refused the certificate: it may have
-    /// been rotated). Keeps the previous configuration if the files cannot be read.
-    fn reload_tls(&mut self) -> Option<quinn::ClientConfig> {
-        match self.tls.reload().map_err(|e| e.to_string()).and_then(|t| {
-            let cfg = quic_config(&t, &self.tuning)?;
-            Ok((t, cfg))
-        }) {
-            Ok((tls, cfg)) => {
-                self.tls = tls;
-                *self.reloaded.lock().unwrap_or_else(|p| p.into_inner()) = Some(cfg.clone());
-                Some(cfg)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the TLS files again; keeping the previous ones");
-                self.reloaded.lock().ok().and_then(|c| c.clone())
             }
         }
     }

@@ -15,8 +15,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::producer::config::TlsConfig;
 use crate::producer::core::{ConnId, StreamId};
 use crate::protocol::{Frame, Payload};
+use crate::transport::tls::QuicTuning;
 use crate::transport::{BrokerConnection, ClientEndpoint, FrameReader, FrameStream, FrameWriter, TransportError};
 
 /// Application error code of a stream the producer resets (a request timed out on it).
@@ -75,11 +77,48 @@ async fn resolve(name: &str) -> Result<SocketAddr, TransportError> {
     tokio::net::lookup_host(name).await.map_err(|e| bad(e.to_string()))?.next().ok_or_else(|| bad("no address".into()))
 }
 
+/// The client configuration read again from the certificate files, once that happened
+/// (used by every later attempt instead of the endpoint's).
+pub(crate) type Reloaded = Arc<std::sync::Mutex<Option<quinn::ClientConfig>>>;
+
+/// TLS for a connection attempt.
+pub(crate) struct Tls {
+    /// The material as loaded (its files are read again when `reload`).
+    pub material: TlsConfig,
+    pub tuning: QuicTuning,
+    /// Read the certificate files again first (a broker refused the certificate).
+    pub reload: bool,
+    pub current: Reloaded,
+}
+
+impl Tls {
+    /// The client configuration to connect with: read again from the files (off the
+    /// runtime) when asked, else the last one read, else the endpoint's (`None`).
+    async fn config(self) -> Option<quinn::ClientConfig> {
+        if self.reload {
+            let (material, tuning) = (self.material, self.tuning);
+            let read = tokio::task::spawn_blocking(move || {
+                let t = material.reload().map_err(|e| e.to_string())?;
+                super::quic_config(&t, &tuning)
+            })
+            .await;
+            match read {
+                Ok(Ok(cfg)) => {
+                    *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(cfg.clone());
+                    return Some(cfg);
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the TLS files again; keeping the previous ones"),
+                Err(e) => tracing::warn!(error = %e, "reading the TLS files failed"),
+            }
+        }
+        self.current.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// What a connection attempt needs.
 pub(crate) struct ConnectSpec {
     pub endpoint: ClientEndpoint,
-    /// Client configuration to use instead of the endpoint's (certificates read again).
-    pub config: Option<quinn::ClientConfig>,
+    pub tls: Tls,
     pub addr: String,
     pub server_name: String,
     pub client_id: String,
@@ -93,7 +132,7 @@ pub(crate) fn spawn_connect(spec: ConnectSpec, events: mpsc::UnboundedSender<Eve
         let conn = spec.conn;
         let result = async {
             let addr = resolve(&spec.addr).await?;
-            let c = match spec.config {
+            let c = match spec.tls.config().await {
                 Some(cfg) => spec.endpoint.connect_with(cfg, addr, &spec.server_name, &spec.client_id).await?,
                 None => spec.endpoint.connect(addr, &spec.server_name, &spec.client_id).await?,
             };
