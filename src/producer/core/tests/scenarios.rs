@@ -429,3 +429,52 @@ fn nothing_that_waits_for_an_event_makes_the_timer_fire_at_once() {
     let next = s.core.poll_timeout(s.now).expect("a timer");
     assert!(next > s.now, "the timer would fire at once while the link is down");
 }
+
+// --- the circuit breaker inside the core ------------------------------------------------
+
+#[test]
+fn an_open_breaker_fails_fast_then_allows_one_trial_connection() {
+    let cfg = ProducerConfig {
+        connections_per_broker: 2,
+        circuit_breaker_threshold: 2,
+        circuit_breaker_recovery: Duration::from_secs(10),
+        ..config()
+    };
+    let recovery = cfg.circuit_breaker_recovery;
+    let mut s = Sim::ready(cfg, "t", 1);
+    let unreachable =
+        || TransportError::Unreachable { addr: "127.0.0.1:1".parse().unwrap(), timeout: Duration::from_secs(1) };
+    // Both connections break; reconnecting fails until the breaker opens.
+    for conn in s.core.links.open_conns() {
+        s.lose(conn);
+    }
+    let id = s.send("t", 0, 1)[0];
+    for _ in 0..4 {
+        s.advance(Duration::from_millis(300));
+        s.fail_connects(unreachable);
+    }
+    s.step();
+    let r = s.outcome(id).unwrap_or_else(|| panic!("failed fast, not at the delivery timeout\n{}", s.dump()));
+    assert_eq!(status(&r), Some((ErrorKind::CircuitOpen, Persistence::NotPersisted)));
+    // Inside the recovery window: no attempt at all, and new records fail at once.
+    s.advance(recovery / 2);
+    assert!(s.connects.is_empty(), "no connection attempt while open");
+    let id = s.send("t", 0, 1)[0];
+    s.step();
+    assert_eq!(s.outcome(id).map(|r| status(&r).map(|x| x.0)), Some(Some(ErrorKind::CircuitOpen)));
+    // After it: exactly one trial; it fails, and the breaker opens again.
+    s.advance(recovery);
+    assert_eq!(s.connects.len(), 1, "one trial connection: {:?}", s.connects);
+    s.fail_connects(unreachable);
+    s.advance(Duration::from_secs(1));
+    assert!(s.connects.is_empty(), "a failed trial reopens the breaker");
+    // The next trial succeeds: the breaker closes and every slot connects.
+    s.advance(recovery);
+    assert_eq!(s.connects.len(), 1);
+    s.accept_connects();
+    s.advance(Duration::from_secs(1));
+    s.accept_connects();
+    let id = s.send("t", 0, 1)[0];
+    s.settle(50);
+    assert!(s.outcome(id).unwrap().is_ok());
+}
