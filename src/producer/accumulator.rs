@@ -39,9 +39,11 @@ use bytes::Bytes;
 
 use crate::protocol::Record;
 
-/// Buffer memory charged per record on top of its encoded size: a queued record (~120
-/// bytes), its delivery (a oneshot of ~100 bytes, or a boxed callback), and its entry in the
-/// batch's record list (~40 bytes) while in flight.
+/// Buffer memory charged per record on top of its encoded size. While queued a record costs
+/// its queue slot (~160 bytes: the record's fields, its delivery handle, sizes, enqueue
+/// time) and its delivery's shared state (a oneshot, ~100 bytes, or a boxed callback);
+/// once sealed, its entry in the batch's record list (~40 bytes) and the delivery's state.
+/// The larger of the two, rounded.
 pub const RECORD_OVERHEAD: usize = 256;
 
 /// A record waiting in a partition queue.
