@@ -8,7 +8,6 @@
 
 pub mod certs;
 pub mod connection;
-pub mod pool;
 pub mod sasl;
 pub mod tls;
 
