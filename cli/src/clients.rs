@@ -145,6 +145,7 @@ pub(crate) fn produce_exit_code(e: &ProduceError) -> u8 {
     match e.kind() {
         ErrorKind::Transport | ErrorKind::CircuitOpen => EXIT_UNREACHABLE,
         ErrorKind::Tls => EXIT_TLS,
+        ErrorKind::Authentication => EXIT_AUTHENTICATION,
         ErrorKind::RecordTooLarge => EXIT_TOO_LARGE,
         ErrorKind::InvalidRecord => EXIT_UNKNOWN_TOPIC,
         ErrorKind::Config => EXIT_INVALID,
@@ -153,24 +154,11 @@ pub(crate) fn produce_exit_code(e: &ProduceError) -> u8 {
             ErrorCode::UnknownTopicOrPartition => EXIT_UNKNOWN_TOPIC,
             ErrorCode::FrameTooLarge | ErrorCode::BatchTooLarge => EXIT_TOO_LARGE,
             ErrorCode::InvalidTopicName | ErrorCode::InvalidRequest => EXIT_INVALID,
-            c if is_authentication(c) => EXIT_AUTHENTICATION,
+            c if c.is_authentication() => EXIT_AUTHENTICATION,
             _ => EXIT_OTHER,
         },
         _ => EXIT_OTHER,
     }
-}
-
-/// Whether a broker error code is an authentication refusal (exit code 9).
-pub(crate) fn is_authentication(code: ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::AuthenticationFailed
-            | ErrorCode::AuthenticationThrottled
-            | ErrorCode::AuthenticationRequired
-            | ErrorCode::UnsupportedSaslMechanism
-            | ErrorCode::IllegalSaslState
-            | ErrorCode::SessionExpired
-    )
 }
 
 /// Resolves `host:port`.

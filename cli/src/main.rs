@@ -156,7 +156,7 @@ impl From<TransportError> for Failure {
                 ErrorCode::AuthorizationFailed => 5,
                 ErrorCode::UnknownTopicOrPartition => 6,
                 ErrorCode::FrameTooLarge | ErrorCode::BatchTooLarge => 7,
-                c if clients::is_authentication(*c) => clients::EXIT_AUTHENTICATION,
+                c if c.is_authentication() => clients::EXIT_AUTHENTICATION,
                 _ => 1,
             },
             TransportError::Sasl { source: SaslError::InvalidCredentials(_) | SaslError::Token(_), .. } => {

@@ -2,7 +2,7 @@
 //! engine (pipelined: records are enqueued while earlier ones are still in flight).
 
 use std::io::BufRead;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -384,17 +384,26 @@ pub(crate) async fn produce(args: ProduceArgs) -> Result<(), Failure> {
         (false, Some(AcksArg::Leader)) => (Acks::Leader, true),
         (false, Some(AcksArg::None)) => (Acks::None, false),
     };
-    if args.conn.sasl.in_use() {
-        return Err(Failure::new(
-            EXIT_INVALID,
-            "qwire produce authenticates with a client certificate only in this build",
-        ));
+    let stdin_busy = [&args.file, &args.lines].iter().any(|f| f.as_deref() == Some(Path::new("-")));
+    let sasl = args.conn.sasl.credentials(stdin_busy)?;
+    let tls = match &sasl {
+        Some(_) => {
+            let ca = args.conn.sasl.ca_file(&args.conn.certs);
+            TlsConfig::ca_file(&ca)
+                .map_err(|e| Failure::new(EXIT_INVALID, format!("CA certificate {}: {e}", ca.display())))?
+        }
+        None => TlsConfig::from_dir(&args.conn.certs, &args.conn.client)
+            .map_err(|e| Failure::new(EXIT_INVALID, format!("client certificate '{}': {e}", args.conn.client)))?,
+    };
+    let who = match &sasl {
+        Some(c) => format!("sasl-{}", c.mechanism().name().to_ascii_lowercase()),
+        None => args.conn.client.clone(),
+    };
+    let mut base = Producer::builder().tls(tls).client_id(format!("qwire-cli-{who}"));
+    if let Some(creds) = sasl {
+        base = base.sasl(creds);
     }
-    let tls = TlsConfig::from_dir(&args.conn.certs, &args.conn.client)
-        .map_err(|e| Failure::new(EXIT_INVALID, format!("client certificate '{}': {e}", args.conn.client)))?;
-    let base = Producer::builder()
-        .tls(tls)
-        .client_id(format!("qwire-cli-{}", args.conn.client))
+    let base = base
         .acks(acks)
         .idempotence(idempotence)
         .compression(args.compression.codec())

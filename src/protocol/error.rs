@@ -302,6 +302,11 @@ impl ErrorCode {
         )
     }
 
+    /// Whether this is an authentication code (50–59).
+    pub fn is_authentication(self) -> bool {
+        (50..=59).contains(&self.as_u16())
+    }
+
     /// A short stable name, as used in logs and `PROTOCOL.md`.
     pub fn name(self) -> &'static str {
         match self {
