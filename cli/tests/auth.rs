@@ -103,6 +103,40 @@ fn each_mechanism_logs_in_from_the_command_line_and_refusals_say_why() {
         &[],
     ));
 
+    // Produce with SASL, then read it back with another mechanism.
+    let out =
+        ok(&qwire(&args(&["produce", "-t", "orders", "-m", "order {i}", "-c", "3"], &conn, &sasl512), None, &bob));
+    assert!(out.contains("sent 3 of 3 records"), "{out}");
+    let lines = ok(&qwire(
+        &args(&["produce", "-t", "orders", "--lines", "-", "--token-file", t], &conn, &[]),
+        Some("l1\nl2\n"),
+        &[],
+    ));
+    assert!(lines.contains("sent 2 of 2 records"), "{lines}");
+    let read =
+        ok(&qwire(&args(&["consume", "-t", "orders", "--format", "json"], &conn, &["--token-file", t]), None, &[]));
+    assert_eq!(read.lines().count(), 5, "{read}");
+    // Records from stdin: the password cannot come from there too.
+    fails(
+        &qwire(
+            &args(
+                &["produce", "-t", "orders", "--lines", "-"],
+                &conn,
+                &["--sasl-mechanism", "PLAIN", "--username", "alice"],
+            ),
+            Some("x\n"),
+            &[],
+        ),
+        8,
+        "use --password-env",
+    );
+    // A wrong password when producing: exit code 9 too.
+    fails(
+        &qwire(&args(&["produce", "-t", "orders", "-m", "x"], &conn, &sasl512), None, &[("BPW", "wrong")]),
+        9,
+        "AUTHENTICATION_FAILED",
+    );
+
     // A wrong password and an unknown user: the same answer, exit code 9.
     let wrong = [("PW", "not-the-password")];
     let scram = |user: &'static str| {
