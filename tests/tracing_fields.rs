@@ -96,3 +96,46 @@ async fn a_produce_span_carries_topic_partition_producer_sequence_and_correlatio
     assert_eq!(refused["span"]["sequence"], 7);
     assert_eq!(refused["span"]["partition"], 0);
 }
+
+#[tokio::test]
+async fn a_producer_batch_span_follows_the_batch_from_seal_to_acknowledgement() {
+    let (logs, _guard) = capture();
+    let b = TestBroker::start().await;
+    let producer = common::producer(&b, "alice").client_id("traced-producer").build().unwrap();
+    let md = producer
+        .send(qwire::producer::ProducerRecord::new("lifecycle", bytes::Bytes::from_static(b"hello")).partition(0))
+        .await
+        .unwrap();
+    producer.close(std::time::Duration::from_secs(5)).await.unwrap();
+
+    let lines = logs.lines();
+    let batch_event = |msg: &str| {
+        lines
+            .iter()
+            .find(|l| l["fields"]["message"] == msg && l["span"]["name"] == "batch")
+            .unwrap_or_else(|| panic!("no '{msg}' event in a batch span: {lines:#?}"))
+            .clone()
+    };
+    let sealed = batch_event("batch sealed");
+    assert_eq!(sealed["span"]["topic"], "lifecycle");
+    assert_eq!(sealed["span"]["partition"], 0);
+    assert_eq!(sealed["span"]["records"], 1);
+    let sent = batch_event("batch sent");
+    let acked = batch_event("batch acknowledged");
+    for e in [&sent, &acked] {
+        let s = &e["span"];
+        assert_eq!(s["topic"], "lifecycle");
+        assert_eq!(s["batch_id"], sealed["span"]["batch_id"]);
+        assert!(s["producer_id"].as_i64().unwrap() >= 0, "idempotent: a producer id");
+        assert_eq!(s["producer_epoch"], 0);
+        assert_eq!(s["sequence"], 0);
+        assert_eq!(s["attempt"], 1);
+        assert!(s["correlation_id"].as_u64().is_some());
+    }
+    assert_eq!(acked["fields"]["base_offset"], md.offset.unwrap());
+    // The broker's produce span for the same request has the same correlation id and
+    // producer id.
+    let appended = lines.iter().find(|l| l["fields"]["message"] == "produce appended").expect("broker event");
+    assert_eq!(appended["span"]["correlation_id"], sent["span"]["correlation_id"]);
+    assert_eq!(appended["span"]["producer_id"], sent["span"]["producer_id"]);
+}
