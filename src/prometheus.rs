@@ -117,6 +117,12 @@ impl<'a> MetricWriter<'a> {
         Ok(())
     }
 
+    /// Any prometheus-client metric (a `Family`, a `Histogram`, ...) under `name`.
+    pub fn metric(&mut self, name: &str, help: &str, unit: Option<Unit>, metric: &impl EncodeMetric) -> fmt::Result {
+        let m = self.enc.encode_descriptor(name, help, unit.as_ref(), metric.metric_type())?;
+        metric.encode(m)
+    }
+
     /// A latency histogram in seconds (`_seconds` is appended to `name`).
     pub fn latency_histogram(&mut self, name: &str, help: &str, h: &Buckets) -> fmt::Result {
         let mut m = self.enc.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 use super::admission::Admitted;
 use super::auth::{watch_session, SessionState};
@@ -14,7 +15,8 @@ use super::context::{ConnCtx, Principal, Shared};
 use super::framing::{FrameReader, ReadEvent, STOP_BAD_FRAMING};
 use super::metrics::inc;
 use super::requests::dispatch;
-use super::writer::{write_responses, Pending, RESPONSE_QUEUE};
+use super::telemetry::GaugeGuard;
+use super::writer::{write_responses, Pending, Queued, RESPONSE_QUEUE};
 use crate::auth::server::session::ConnectionAuth;
 use crate::protocol::frame::ErrorFrame;
 use crate::protocol::{ErrorCode, Frame, Payload};
@@ -22,7 +24,9 @@ use crate::transport::certs::{principal_of, CertError};
 
 /// Completes the handshake of `incoming` (within the handshake timeout), then serves its
 /// streams until the client goes away or the broker shuts down. The connection's slot is
-/// held until then; `_alive` until every stream has finished.
+/// held until then; `_alive` until every stream has finished. Runs in a `connection` span
+/// with the client's `remote` address and, once known, its `principal`.
+#[tracing::instrument(name = "connection", skip_all, fields(remote = %incoming.remote_address(), principal = tracing::field::Empty))]
 pub(crate) async fn serve_connection(
     incoming: quinn::Incoming,
     admitted: Admitted,
@@ -62,6 +66,7 @@ pub(crate) async fn serve_connection(
     inc(&shared.metrics.connections_accepted);
     let (session, session_rx) = watch::channel(SessionState::Pending);
     if principal.is_set() {
+        tracing::Span::current().record("principal", &*principal);
         tracing::info!(%remote, %principal, "client connected");
     } else {
         tracing::info!(%remote, "client connected without a certificate: it must authenticate with SASL");
@@ -72,6 +77,7 @@ pub(crate) async fn serve_connection(
     let ctx = Arc::new(ConnCtx {
         shared: shared.clone(),
         principal,
+        span: tracing::Span::current(),
         auth: Arc::new(Mutex::new(auth)),
         session,
         remote,
@@ -89,10 +95,13 @@ pub(crate) async fn serve_connection(
             Ok((send, recv)) => {
                 let ctx = ctx.clone();
                 let alive = streams_tx.clone();
-                tokio::spawn(async move {
-                    serve_stream(ctx, send, recv).await;
-                    drop(alive);
-                });
+                tokio::spawn(
+                    async move {
+                        serve_stream(ctx, send, recv).await;
+                        drop(alive);
+                    }
+                    .in_current_span(),
+                );
             }
             Err(e) => {
                 tracing::info!(%remote, principal = %ctx.principal, reason = %e, "client disconnected");
@@ -125,21 +134,25 @@ fn error_frame(correlation_id: u32, code: ErrorCode, message: String) -> Pending
 /// Serves one bidirectional stream: reads pipelined requests, dispatches each, and hands
 /// the responses in request order to the stream's writer, until the client finishes the
 /// stream, framing is lost, the connection drops or the broker shuts down.
+/// Each request read holds a `requests_in_flight` count until its response is written (or
+/// dropped).
 async fn serve_stream(ctx: Arc<ConnCtx>, send: quinn::SendStream, recv: quinn::RecvStream) {
     let shared = &ctx.shared;
     inc(&shared.metrics.streams_opened);
-    let (tx, rx) = mpsc::channel::<Pending>(RESPONSE_QUEUE);
+    let _open = GaugeGuard::new(&shared.metrics, |m| &m.streams_open, 1);
+    let (tx, rx) = mpsc::channel::<Queued>(RESPONSE_QUEUE);
     let stall = match shared.config.response_stall_timeout_secs {
         0 => None,
         s => Some(std::time::Duration::from_secs(s)),
     };
-    let writer = tokio::spawn(write_responses(send, rx, stall, shared.metrics.clone()));
+    let writer = tokio::spawn(write_responses(send, rx, stall, shared.metrics.clone()).in_current_span());
     let mut shutdown = shared.shutdown.clone();
     let mut reader = FrameReader::new(
         recv,
         shared.config.max_frame_size as usize,
         ctx.frame_budget.clone(),
         shared.config.max_buffered_bytes_per_connection,
+        shared.metrics.clone(),
     );
     loop {
         let event = tokio::select! {
@@ -148,16 +161,19 @@ async fn serve_stream(ctx: Arc<ConnCtx>, send: quinn::SendStream, recv: quinn::R
             _ = shutdown.wait_for(|s| *s) => break,
         };
         let response = match event {
-            ReadEvent::Frame(f) => match dispatch(&ctx, f).await {
-                Some(p) => p,
-                None => continue,
-            },
+            ReadEvent::Frame(f) => {
+                let in_flight = GaugeGuard::new(&shared.metrics, |m| &m.requests_in_flight, 1);
+                match dispatch(&ctx, f).await {
+                    Some(p) => Queued(p, Some(in_flight)),
+                    None => continue,
+                }
+            }
             ReadEvent::Bad(e) => {
                 inc(&shared.metrics.bad_frames);
                 tracing::warn!(remote = %ctx.remote, principal = %ctx.principal, error = %e, "bad frame");
                 let resumable = e.resumable;
                 let p = error_frame(e.correlation_id.unwrap_or(0), e.code(), e.error.to_string());
-                if tx.send(p).await.is_err() {
+                if tx.send(Queued(p, None)).await.is_err() {
                     reader.stop(STOP_BAD_FRAMING);
                     break;
                 }
@@ -170,13 +186,13 @@ async fn serve_stream(ctx: Arc<ConnCtx>, send: quinn::SendStream, recv: quinn::R
                 tracing::debug!(remote = %ctx.remote, principal = %ctx.principal, frame_bytes,
                     "frame refused: the connection's budget for unfinished frames is used up");
                 let msg = format!("this connection already holds {budget} bytes of unfinished frames; retry later");
-                error_frame(correlation_id, ErrorCode::ResourceLimit, msg)
+                Queued(error_frame(correlation_id, ErrorCode::ResourceLimit, msg), None)
             }
             ReadEvent::Truncated { pending } => {
                 inc(&shared.metrics.bad_frames);
                 tracing::warn!(remote = %ctx.remote, pending, "stream finished inside a frame");
                 let msg = format!("stream finished inside a frame ({pending} bytes pending)");
-                let _ = tx.send(error_frame(0, ErrorCode::MalformedFrame, msg)).await;
+                let _ = tx.send(Queued(error_frame(0, ErrorCode::MalformedFrame, msg), None)).await;
                 break;
             }
             ReadEvent::End => break,

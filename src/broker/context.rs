@@ -118,6 +118,9 @@ impl fmt::Display for Principal {
 pub(crate) struct ConnCtx {
     pub(crate) shared: Arc<Shared>,
     pub(crate) principal: Principal,
+    /// The connection's `connection` span (its `principal` field is recorded when a
+    /// certificate-less connection authenticates).
+    pub(crate) span: tracing::Span,
     /// The connection's authentication state machine (certificate, or SASL exchanges,
     /// re-authentication and expiry).
     pub(crate) auth: Arc<Mutex<ConnectionAuth>>,

@@ -17,7 +17,8 @@
 //! - [`producer_state`]: idempotent-producer dedup;
 //! - [`producer_ids`]: issued producer ids, their principal and current epoch;
 //! - [`disk`]: the injectable fsync and the atomic replacement of small state files;
-//! - [`acl`], [`config`], [`metrics`];
+//! - [`acl`], [`config`], [`metrics`], [`telemetry`] (labelled counters, latency histograms,
+//!   per-partition counters);
 //! - [`admin`]: the admin HTTP listener (`/health`, `/ready`, `/metrics`, mounted routers).
 
 pub mod acl;
@@ -37,6 +38,7 @@ pub mod producer_ids;
 pub mod producer_state;
 mod requests;
 pub mod server;
+pub mod telemetry;
 pub mod topics;
 mod writer;
 

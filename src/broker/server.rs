@@ -105,6 +105,8 @@ pub struct BrokerHandle {
     done: tokio::task::JoinHandle<()>,
     metrics: Arc<BrokerMetrics>,
     auth: Arc<BrokerAuth>,
+    /// For exporters (`admin`): topics, partitions and producer ids while the broker runs.
+    shared: std::sync::Weak<Shared>,
 }
 
 impl BrokerHandle {
@@ -126,6 +128,12 @@ impl BrokerHandle {
     /// The live counters, for exporters that read them at scrape time.
     pub fn live_metrics(&self) -> Arc<BrokerMetrics> {
         self.metrics.clone()
+    }
+
+    /// The broker's state, for exporters that read it at scrape time (gone once the
+    /// broker has stopped).
+    pub(crate) fn shared(&self) -> std::sync::Weak<Shared> {
+        self.shared.clone()
     }
 
     /// Graceful shutdown: stop accepting, let in-flight requests finish (up to the
@@ -236,9 +244,10 @@ pub async fn start(config: BrokerConfig, tls: BrokerTls) -> Result<BrokerHandle,
         shutdown: shutdown_rx,
     });
     tokio::spawn(retention_loop(shared.clone()));
+    let weak = Arc::downgrade(&shared);
     let done = tokio::spawn(accept_loop(endpoint, shared, lock));
     tracing::info!(%local_addr, "broker listening");
-    Ok(BrokerHandle { local_addr, shutdown_tx, done, metrics, auth })
+    Ok(BrokerHandle { local_addr, shutdown_tx, done, metrics, auth, shared: weak })
 }
 
 async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>, _lock: fs::File) {

@@ -58,6 +58,7 @@ use super::disk::Syncer;
 use super::log::{LogConfig, LogError, PartitionLog, ReadBound, RecoveryReport};
 use super::metrics::BrokerMetrics;
 use super::producer_state::ProducerStates;
+use super::telemetry::PartitionCounters;
 use crate::protocol::frame::PartitionMetadata;
 use crate::protocol::{BatchHeader, ErrorCode};
 
@@ -177,6 +178,8 @@ pub struct Partition {
     durable: watch::Sender<Durability>,
     sync_wanted: Notify,
     shape: Shape,
+    /// What the request layer appended to and read from this partition (for `/metrics`).
+    pub(crate) counters: PartitionCounters,
 }
 
 impl std::fmt::Debug for Partition {
@@ -222,6 +225,7 @@ impl Partition {
             jobs: Mutex::new(owner::Jobs::default()),
             durable: watch::Sender::new(Durability::new(end)),
             sync_wanted: Notify::new(),
+            counters: PartitionCounters::default(),
         };
         partition.publish_shape(&partition.lock());
         Ok((partition, OpenReport { log: log_report, producers: producer_report }))

@@ -19,6 +19,9 @@ mod sasl;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use tracing::field::Empty;
+use tracing::Instrument;
+
 use super::acl::Permission;
 use super::context::ConnCtx;
 use super::metrics::inc;
@@ -30,6 +33,11 @@ use crate::protocol::{Acks, ErrorCode, Frame, Payload};
 /// Acts on one request; `None` when no response is sent (acks=0 produce). A connection
 /// that has not authenticated yet (no certificate, no SASL) is served `Hello` and SASL
 /// only.
+///
+/// Each request runs in a `debug` span named after its kind, with the fields people
+/// search by: `correlation_id`, `principal`, and for produce `topic`, `partition`, `acks`,
+/// `producer_id`, `producer_epoch`, `sequence`, `records`, `base_offset`; for fetch
+/// `topic`, `partition`, `offset` (`RUST_LOG=qwire=debug` shows them).
 pub(crate) async fn dispatch(ctx: &ConnCtx, f: Frame) -> Option<Pending> {
     let corr = f.correlation_id;
     if !ctx.principal.is_set()
@@ -38,7 +46,43 @@ pub(crate) async fn dispatch(ctx: &ConnCtx, f: Frame) -> Option<Pending> {
         return unauthenticated(ctx, corr, &f.payload);
     }
     match f.payload {
-        Payload::Produce(p) => produce::produce(ctx, corr, p).await,
+        Payload::Produce(p) => {
+            let span = tracing::debug_span!(
+                "produce",
+                correlation_id = corr,
+                principal = %ctx.principal,
+                topic = %p.topic,
+                partition = p.partition,
+                acks = %p.acks,
+                producer_id = Empty,
+                producer_epoch = Empty,
+                sequence = Empty,
+                records = Empty,
+                base_offset = Empty,
+            );
+            produce::produce(ctx, corr, p).instrument(span).await
+        }
+        Payload::Fetch(req) => {
+            let span = tracing::debug_span!(
+                "fetch",
+                correlation_id = corr,
+                principal = %ctx.principal,
+                topic = %req.topic,
+                partition = req.partition,
+                offset = req.offset,
+            );
+            fetch::fetch(ctx, corr, req).instrument(span).await
+        }
+        payload => {
+            let span = tracing::debug_span!("request", kind = ?payload.kind(), correlation_id = corr, principal = %ctx.principal);
+            other(ctx, corr, payload).instrument(span).await
+        }
+    }
+}
+
+/// The requests other than produce and fetch.
+async fn other(ctx: &ConnCtx, corr: u32, payload: Payload) -> Option<Pending> {
+    match payload {
         Payload::Hello(h) => hello::hello(ctx, corr, h),
         Payload::InitProducerId(req) => producer_id::init_producer_id(ctx, corr, req).await,
         Payload::Metadata(m) => {
@@ -48,7 +92,6 @@ pub(crate) async fn dispatch(ctx: &ConnCtx, f: Frame) -> Option<Pending> {
             Some(Pending::Charged(f, charge))
         }
         Payload::CreateTopic(c) => admin::create_topic(ctx, corr, c).await,
-        Payload::Fetch(req) => fetch::fetch(ctx, corr, req).await,
         Payload::Sasl(p @ (SaslPayload::Start(_) | SaslPayload::Continue(_))) => sasl::sasl(ctx, corr, p).await,
         other => {
             inc(&ctx.shared.metrics.bad_frames);

@@ -56,6 +56,7 @@ pub(super) async fn sasl(ctx: &ConnCtx, corr: u32, p: SaslPayload) -> Option<Pen
                     tracing::debug!(%remote, principal = %step.principal, %mechanism,
                         session_lifetime_ms = step.session_lifetime_ms, "re-authenticated");
                 } else {
+                    ctx.span.record("principal", step.principal.as_str());
                     inc(&metrics.sasl_authentications);
                     tracing::info!(%remote, principal = %step.principal, %mechanism,
                         session_lifetime_ms = step.session_lifetime_ms, "authenticated");
