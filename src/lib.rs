@@ -27,7 +27,10 @@
 //! - [`client`]: a plain request/response client (admin, metadata, fetch);
 //! - [`producer`]: the producer engine;
 //! - `broker` (cargo feature `broker`, off by default): server, stream handler, topics,
-//!   partitions, log, dedup, ACL.
+//!   partitions, log, dedup, ACL;
+//! - `schema` (cargo feature `schema`, enabled by `broker`): the schema registry (JSON
+//!   Schema, Avro, Protobuf; compatibility; durable store; Confluent-compatible REST API)
+//!   and typed, validated records for the producer.
 //!
 //! The `qwire` command and the benchmark harness behind `qwire bench` are the `qwire-cli`
 //! package in `cli/`: a service that links this crate for the producer compiles neither.
@@ -38,6 +41,8 @@ pub mod broker;
 pub mod client;
 pub mod producer;
 pub mod protocol;
+#[cfg(feature = "schema")]
+pub mod schema;
 pub mod transport;
 
 /// The README's code blocks, compiled as doctests so they stay true.

@@ -7,7 +7,8 @@
 //! - [`frame`]: length-prefixed frames with a kind and a correlation id;
 //! - [`batch`]: the record batch (Kafka record batch v2 in spirit) and its builder;
 //! - [`compression`]: per-batch codecs;
-//! - [`error`]: decode errors and the wire error codes.
+//! - [`error`]: decode errors and the wire error codes;
+//! - [`schema`]: the schema registry's frames and error codes.
 
 pub mod batch;
 mod codec;
@@ -15,6 +16,7 @@ pub mod compression;
 pub mod error;
 pub mod frame;
 pub mod record;
+pub mod schema;
 
 pub use batch::{BatchBuilder, BatchHeader, ProducerStamp, RecordBatch, StoredRecord};
 pub use compression::Compression;
