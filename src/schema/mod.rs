@@ -8,6 +8,9 @@
 //! - [`registry`]: subjects, versions, global ids, soft and hard deletes, per-subject and
 //!   global levels, as a pure state machine over an event log kept in a [`RegistryStore`]
 //!   (an fsync'd file for the embedded broker);
+//! - [`service`]: the registry's protocol frames served against a [`Registry`];
+//! - [`policy`]: a topic's schema policy (`none | warn | enforce`) checked on produce;
+//! - [`cache`]: the client side: schemas and ids fetched once per subject or id;
 //! - [`rest`]: Confluent's Schema Registry REST API as an `axum` router, so unmodified
 //!   Confluent clients and serializers work;
 //! - [`wire`]: the schema id on a record: a header, or Confluent's wire format (magic byte,
@@ -16,13 +19,16 @@
 //!   that name their topic, key field, schema and format, and their serialisation.
 
 pub mod avro;
+pub mod cache;
 pub mod compat;
 pub mod error;
 pub mod json;
 pub mod parsed;
+pub mod policy;
 pub mod protobuf;
 pub mod registry;
 pub mod rest;
+pub mod service;
 pub mod typed;
 pub mod types;
 pub mod wire;

@@ -202,6 +202,15 @@ impl Registry {
         self.read().id_versions(id, deleted)
     }
 
+    /// Whether schema `id` is a (non-deleted) version of `subject`; catches up with the
+    /// store once before answering no.
+    pub async fn subject_has_id(&self, subject: &str, id: u32) -> Result<bool, RegistryError> {
+        if self.read().subject_has_id(subject, id) {
+            return Ok(true);
+        }
+        Ok(self.refresh().await? > 0 && self.read().subject_has_id(subject, id))
+    }
+
     /// Compatibility problems of `input` against a subject's version (`Some`) or against
     /// what a registration would be checked against (`None`); empty when compatible.
     pub async fn check(

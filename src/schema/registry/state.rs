@@ -304,6 +304,11 @@ impl RegistryState {
             .collect())
     }
 
+    /// Whether schema `id` is a (non-deleted) version of `subject`.
+    pub fn subject_has_id(&self, subject: &str, id: u32) -> bool {
+        self.subjects.get(subject).is_some_and(|s| s.versions.iter().any(|v| v.id == id && !v.deleted))
+    }
+
     /// The level in force for a subject: its own, else the global default.
     pub fn effective_compatibility(&self, subject: &str) -> Compatibility {
         self.subjects.get(subject).and_then(|s| s.compatibility).unwrap_or(self.global_compatibility())

@@ -50,13 +50,25 @@ fn register_fetch_and_lookup() {
         // Confluent's default type is Avro.
         let r = call(&app, Method::POST, "/subjects/users-value/versions", Some(json!({"schema": AVRO1}))).await;
         assert_eq!(r, (200, json!({"id": 1})));
-        let r = call(&app, Method::POST, "/subjects/users-value/versions", Some(json!({"schema": AVRO2, "schemaType": "AVRO"}))).await;
+        let r = call(
+            &app,
+            Method::POST,
+            "/subjects/users-value/versions",
+            Some(json!({"schema": AVRO2, "schemaType": "AVRO"})),
+        )
+        .await;
         assert_eq!(r, (200, json!({"id": 2})));
         // Registering again returns the existing id.
         let r = call(&app, Method::POST, "/subjects/users-value/versions", Some(json!({"schema": AVRO1}))).await;
         assert_eq!(r, (200, json!({"id": 1})));
         let json_schema = r#"{"type":"object","properties":{"n":{"type":"integer"}}}"#;
-        let r = call(&app, Method::POST, "/subjects/other/versions", Some(json!({"schema": json_schema, "schemaType": "JSON"}))).await;
+        let r = call(
+            &app,
+            Method::POST,
+            "/subjects/other/versions",
+            Some(json!({"schema": json_schema, "schemaType": "JSON"})),
+        )
+        .await;
         assert_eq!(r, (200, json!({"id": 3})));
 
         assert_eq!(call(&app, Method::GET, "/subjects", None).await, (200, json!(["other", "users-value"])));
@@ -64,10 +76,19 @@ fn register_fetch_and_lookup() {
         let latest = json!({"subject": "users-value", "version": 2, "id": 2, "schema": AVRO2});
         assert_eq!(call(&app, Method::GET, "/subjects/users-value/versions/latest", None).await, (200, latest.clone()));
         assert_eq!(call(&app, Method::GET, "/subjects/users-value/versions/2", None).await, (200, latest));
-        assert_eq!(call(&app, Method::GET, "/subjects/users-value/versions/1/schema", None).await, (200, serde_json::from_str::<Value>(AVRO1).unwrap()));
+        assert_eq!(
+            call(&app, Method::GET, "/subjects/users-value/versions/1/schema", None).await,
+            (200, serde_json::from_str::<Value>(AVRO1).unwrap())
+        );
         assert_eq!(call(&app, Method::GET, "/schemas/ids/1", None).await, (200, json!({"schema": AVRO1})));
-        assert_eq!(call(&app, Method::GET, "/schemas/ids/3", None).await, (200, json!({"schema": json_schema, "schemaType": "JSON"})));
-        assert_eq!(call(&app, Method::GET, "/schemas/ids/1/versions", None).await, (200, json!([{"subject": "users-value", "version": 1}])));
+        assert_eq!(
+            call(&app, Method::GET, "/schemas/ids/3", None).await,
+            (200, json!({"schema": json_schema, "schemaType": "JSON"}))
+        );
+        assert_eq!(
+            call(&app, Method::GET, "/schemas/ids/1/versions", None).await,
+            (200, json!([{"subject": "users-value", "version": 1}]))
+        );
         let r = call(&app, Method::POST, "/subjects/users-value", Some(json!({"schema": AVRO1}))).await;
         assert_eq!(r, (200, json!({"subject": "users-value", "version": 1, "id": 1, "schema": AVRO1})));
 
@@ -93,9 +114,12 @@ fn invalid_and_incompatible_schemas() {
         call(&app, Method::POST, "/subjects/s/versions", Some(json!({"schema": AVRO1}))).await;
         let (s, b) = call(&app, Method::POST, "/subjects/s/versions", Some(json!({"schema": AVRO_BAD}))).await;
         assert!(s == 409 && err(409)(&b), "{b}");
-        let (s, b) = call(&app, Method::POST, "/subjects/s/versions", Some(json!({"schema": "{nope", "schemaType": "AVRO"}))).await;
+        let (s, b) =
+            call(&app, Method::POST, "/subjects/s/versions", Some(json!({"schema": "{nope", "schemaType": "AVRO"})))
+                .await;
         assert!(s == 422 && err(42201)(&b), "{b}");
-        let (s, b) = call(&app, Method::POST, "/subjects/s/versions", Some(json!({"schema": "{}", "schemaType": "XML"}))).await;
+        let (s, b) =
+            call(&app, Method::POST, "/subjects/s/versions", Some(json!({"schema": "{}", "schemaType": "XML"}))).await;
         assert!(s == 422 && err(42201)(&b), "{b}");
         let refs = json!({"schema": AVRO2, "references": [{"name": "x", "subject": "y", "version": 1}]});
         let (s, b) = call(&app, Method::POST, "/subjects/s/versions", Some(refs)).await;
@@ -107,14 +131,23 @@ fn invalid_and_incompatible_schemas() {
         assert_eq!(app.clone().oneshot(req).await.unwrap().status().as_u16(), 400);
 
         let body = Some(json!({"schema": AVRO_BAD}));
-        assert_eq!(call(&app, Method::POST, "/compatibility/subjects/s/versions/latest", body.clone()).await, (200, json!({"is_compatible": false})));
+        assert_eq!(
+            call(&app, Method::POST, "/compatibility/subjects/s/versions/latest", body.clone()).await,
+            (200, json!({"is_compatible": false}))
+        );
         let (s, b) = call(&app, Method::POST, "/compatibility/subjects/s/versions/1?verbose=true", body.clone()).await;
         assert_eq!((s, &b["is_compatible"]), (200, &json!(false)));
         assert!(b["messages"][0].as_str().unwrap().contains("version 1"), "{b}");
         let good = Some(json!({"schema": AVRO2}));
-        assert_eq!(call(&app, Method::POST, "/compatibility/subjects/s/versions", good.clone()).await, (200, json!({"is_compatible": true})));
+        assert_eq!(
+            call(&app, Method::POST, "/compatibility/subjects/s/versions", good.clone()).await,
+            (200, json!({"is_compatible": true}))
+        );
         // No subject yet: latest is compatible, a numbered version is not found.
-        assert_eq!(call(&app, Method::POST, "/compatibility/subjects/new/versions/latest", good.clone()).await, (200, json!({"is_compatible": true})));
+        assert_eq!(
+            call(&app, Method::POST, "/compatibility/subjects/new/versions/latest", good.clone()).await,
+            (200, json!({"is_compatible": true}))
+        );
         let (s, b) = call(&app, Method::POST, "/compatibility/subjects/new/versions/1", good).await;
         assert!(s == 404 && err(40401)(&b), "{b}");
     });
@@ -125,18 +158,30 @@ fn config_endpoints() {
     rt().block_on(async {
         let app = app().await;
         assert_eq!(call(&app, Method::GET, "/config", None).await, (200, json!({"compatibilityLevel": "BACKWARD"})));
-        assert_eq!(call(&app, Method::PUT, "/config", Some(json!({"compatibility": "FULL"}))).await, (200, json!({"compatibility": "FULL"})));
+        assert_eq!(
+            call(&app, Method::PUT, "/config", Some(json!({"compatibility": "FULL"}))).await,
+            (200, json!({"compatibility": "FULL"}))
+        );
         assert_eq!(call(&app, Method::GET, "/config", None).await, (200, json!({"compatibilityLevel": "FULL"})));
         let (s, b) = call(&app, Method::GET, "/config/s", None).await;
         assert!(s == 404 && err(40408)(&b), "{b}");
-        assert_eq!(call(&app, Method::GET, "/config/s?defaultToGlobal=true", None).await, (200, json!({"compatibilityLevel": "FULL"})));
-        assert_eq!(call(&app, Method::PUT, "/config/s", Some(json!({"compatibility": "none"}))).await, (200, json!({"compatibility": "NONE"})));
+        assert_eq!(
+            call(&app, Method::GET, "/config/s?defaultToGlobal=true", None).await,
+            (200, json!({"compatibilityLevel": "FULL"}))
+        );
+        assert_eq!(
+            call(&app, Method::PUT, "/config/s", Some(json!({"compatibility": "none"}))).await,
+            (200, json!({"compatibility": "NONE"}))
+        );
         assert_eq!(call(&app, Method::GET, "/config/s", None).await, (200, json!({"compatibilityLevel": "NONE"})));
         let (s, b) = call(&app, Method::PUT, "/config/s", Some(json!({"compatibility": "SIDEWAYS"}))).await;
         assert!(s == 422 && err(42203)(&b), "{b}");
         // The subject's own level now governs registration.
         call(&app, Method::POST, "/subjects/s/versions", Some(json!({"schema": AVRO1}))).await;
-        assert_eq!(call(&app, Method::POST, "/subjects/s/versions", Some(json!({"schema": AVRO_BAD}))).await, (200, json!({"id": 2})));
+        assert_eq!(
+            call(&app, Method::POST, "/subjects/s/versions", Some(json!({"schema": AVRO_BAD}))).await,
+            (200, json!({"id": 2}))
+        );
         assert_eq!(call(&app, Method::DELETE, "/config/s", None).await, (200, json!({"compatibilityLevel": "NONE"})));
         assert_eq!(call(&app, Method::DELETE, "/config", None).await, (200, json!({"compatibilityLevel": "FULL"})));
         assert_eq!(call(&app, Method::GET, "/config", None).await, (200, json!({"compatibilityLevel": "BACKWARD"})));
@@ -212,17 +257,26 @@ fn every_call_is_authorised() {
         let schema = || Some(json!({"schema": AVRO1}));
         let (s, b) = send(None, Method::GET, "/subjects", None).await;
         assert!(s == 401 && err(40101)(&b), "{b}");
-        assert_eq!(send(Some("alice"), Method::POST, "/subjects/a-1/versions", schema()).await, (200, json!({"id": 1})));
+        assert_eq!(
+            send(Some("alice"), Method::POST, "/subjects/a-1/versions", schema()).await,
+            (200, json!({"id": 1}))
+        );
         let (s, b) = send(Some("alice"), Method::POST, "/subjects/b-1/versions", schema()).await;
         assert!(s == 403 && err(40301)(&b), "{b}");
         assert_eq!(send(Some("admin"), Method::POST, "/subjects/b-1/versions", schema()).await.0, 200);
         // Listing shows only readable subjects; the id is readable through a-1.
         assert_eq!(send(Some("alice"), Method::GET, "/subjects", None).await, (200, json!(["a-1"])));
-        assert_eq!(send(Some("alice"), Method::GET, "/schemas/ids/1/versions", None).await, (200, json!([{"subject": "a-1", "version": 1}])));
+        assert_eq!(
+            send(Some("alice"), Method::GET, "/schemas/ids/1/versions", None).await,
+            (200, json!([{"subject": "a-1", "version": 1}]))
+        );
         assert_eq!(send(Some("alice"), Method::GET, "/schemas/ids/1", None).await.0, 200);
         assert_eq!(send(Some("bob"), Method::GET, "/schemas/ids/1", None).await.0, 403);
         // Config and deletes need admin.
-        assert_eq!(send(Some("alice"), Method::PUT, "/config/a-1", Some(json!({"compatibility": "NONE"}))).await.0, 403);
+        assert_eq!(
+            send(Some("alice"), Method::PUT, "/config/a-1", Some(json!({"compatibility": "NONE"}))).await.0,
+            403
+        );
         assert_eq!(send(Some("alice"), Method::DELETE, "/subjects/a-1", None).await.0, 403);
         assert_eq!(send(Some("alice"), Method::PUT, "/config", Some(json!({"compatibility": "NONE"}))).await.0, 403);
         assert_eq!(send(Some("admin"), Method::DELETE, "/subjects/a-1", None).await, (200, json!([1])));
