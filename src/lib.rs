@@ -26,8 +26,10 @@
 //! - [`transport`]: certificates, rustls/quinn configuration, client connections;
 //! - [`client`]: a plain request/response client (admin, metadata, fetch);
 //! - [`producer`]: the producer engine;
-//! - `broker` (cargo feature `broker`, off by default): server, stream handler, topics,
-//!   partitions, log, dedup, ACL;
+//! - `prometheus` (cargo feature `prometheus`, on with `broker`): metric names, labels and
+//!   helpers shared by the broker's `/metrics` and the producer's exporter;
+//! - `broker` (cargo feature `broker`, off by default): server, connection loop, framing,
+//!   one module per request kind, topics, partitions, log, dedup, ACL;
 //! - `schema` (cargo feature `schema`, enabled by `broker`): the schema registry (JSON
 //!   Schema, Avro, Protobuf; compatibility; durable store; Confluent-compatible REST API)
 //!   and typed, validated records for the producer.
@@ -40,6 +42,8 @@
 pub mod broker;
 pub mod client;
 pub mod producer;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 pub mod protocol;
 #[cfg(feature = "schema")]
 pub mod schema;

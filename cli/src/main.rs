@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+mod admin;
 mod bench;
 mod bench_cmd;
 mod clients;
@@ -66,6 +67,8 @@ enum Command {
         /// Worker threads; 1 runs a single-threaded runtime (fastest for few connections).
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        #[command(flatten)]
+        admin: admin::AdminArgs,
     },
     /// Read records of a topic (one partition or all), optionally following new ones.
     #[command(
@@ -156,7 +159,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             println!("These certificates are for development only.");
             Ok(())
         }
-        Command::Broker { listen, data_dir, certs, acl, config, sink, threads } => {
+        Command::Broker { listen, data_dir, certs, acl, config, sink, threads, admin } => {
             let mut cfg = match config {
                 Some(path) => {
                     let text = std::fs::read_to_string(&path)
@@ -177,7 +180,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
             cfg.sink |= sink;
             let tls = BrokerTls::load(&certs).map_err(|e| Failure::new(8, e.to_string()))?;
             runtime(threads).block_on(async move {
+                let admin = admin::start(&admin, &tls).await?;
                 let handle = broker::start(cfg, tls).await.map_err(|e| Failure::new(8, e.to_string()))?;
+                if let Some(a) = &admin {
+                    a.broker_started(&handle);
+                }
                 println!("qwire broker listening on {}", handle.local_addr());
                 let stop = handle.shutdown_sender();
                 tokio::spawn(async move {

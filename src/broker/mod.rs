@@ -1,24 +1,33 @@
 //! The qwire broker: a QUIC server that requires client certificates, checks a per-topic
 //! ACL, and appends produced batches to durable partition logs.
 //!
-//! - [`server`]: endpoint, connection limits, principal from the client certificate,
-//!   graceful shutdown;
-//! - `handler`: one stream's pipelined requests and in-order responses;
+//! - [`server`]: start-up, endpoint, connection limits, retention, graceful shutdown;
+//! - `connection`: the per-connection loop (principal from the client certificate, one
+//!   reader per stream) over `framing` (bytes to frames, the unfinished-frame budget) and
+//!   `writer` (in-order responses, the group-commit wait);
+//! - `requests`: one module per request kind (hello, producer_id, metadata, admin,
+//!   produce, fetch), sharing the connection context of `context`;
 //! - [`topics`] / [`partition`]: topics, partitions, group commit;
 //! - [`log`]: segmented on-disk log with sparse index and crash recovery;
 //! - [`producer_state`]: idempotent-producer dedup;
-//! - [`acl`], [`config`], [`producer_ids`], [`metrics`].
+//! - [`acl`], [`config`], [`producer_ids`], [`metrics`];
+//! - [`admin`]: the admin HTTP listener (`/health`, `/ready`, `/metrics`, mounted routers).
 
 pub mod acl;
+pub mod admin;
 pub mod config;
-mod handler;
+mod connection;
+mod context;
+mod framing;
 pub mod log;
 pub mod metrics;
 pub mod partition;
 pub mod producer_ids;
 pub mod producer_state;
+mod requests;
 pub mod server;
 pub mod topics;
+mod writer;
 
 pub use config::BrokerConfig;
 pub use server::{start, BrokerError, BrokerHandle, BrokerTls};

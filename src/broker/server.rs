@@ -1,5 +1,6 @@
-//! The listener: QUIC endpoint with mandatory client certificates, connection limits,
-//! per-connection principal, and graceful shutdown.
+//! The listener: start-up (data directory lock, recovery, endpoint keys), the QUIC
+//! endpoint with mandatory client certificates, the connection limit, retention, and
+//! graceful shutdown. Each accepted connection is served by [`super::connection`].
 
 use std::fs;
 use std::net::SocketAddr;
@@ -12,12 +13,12 @@ use tokio::sync::{mpsc, watch};
 
 use super::acl::Acl;
 use super::config::BrokerConfig;
-use super::handler::serve_stream;
-use super::metrics::{dec, inc, BrokerMetrics, MetricsSnapshot};
+use super::connection::serve_connection;
+use super::context::Shared;
+use super::metrics::{inc, BrokerMetrics, MetricsSnapshot};
 use super::producer_ids::ProducerIdAllocator;
-use super::topics::{Topic, TopicError, TopicRegistry};
-use crate::protocol::ErrorCode;
-use crate::transport::certs::{load_certs, principal_of, CertError, Identity};
+use super::topics::TopicRegistry;
+use crate::transport::certs::{load_certs, CertError, Identity};
 use crate::transport::tls::{quinn_server_config, server_tls, QuicTuning, TlsError};
 
 /// Errors that stop a broker from starting.
@@ -71,43 +72,6 @@ impl BrokerTls {
     }
 }
 
-/// State shared by every connection of a broker.
-pub(crate) struct Shared {
-    pub(crate) config: BrokerConfig,
-    pub(crate) acl: Acl,
-    pub(crate) registry: TopicRegistry,
-    pub(crate) producer_ids: ProducerIdAllocator,
-    pub(crate) metrics: Arc<BrokerMetrics>,
-    pub(crate) local_addr: SocketAddr,
-    pub(crate) shutdown: watch::Receiver<bool>,
-}
-
-impl Shared {
-    /// The topic for a produce: existing, or auto-created when enabled.
-    pub(crate) fn topic_for_write(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
-        if let Some(t) = self.registry.get(name) {
-            return Ok(t);
-        }
-        if !self.config.auto_create_topics {
-            return Err(TopicError {
-                code: ErrorCode::UnknownTopicOrPartition,
-                message: format!("topic '{name}' does not exist and auto-create is off"),
-            });
-        }
-        self.registry.get_or_create(name, self.config.default_partitions)
-    }
-}
-
-/// Per-connection context handed to stream handlers.
-pub(crate) struct ConnCtx {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) principal: Arc<str>,
-    pub(crate) remote: SocketAddr,
-    /// Bytes of partly received large frames this connection may still buffer
-    /// ([`BrokerConfig::max_buffered_bytes_per_connection`]).
-    pub(crate) frame_budget: Arc<tokio::sync::Semaphore>,
-}
-
 /// A running broker.
 #[derive(Debug)]
 pub struct BrokerHandle {
@@ -126,6 +90,11 @@ impl BrokerHandle {
     /// A copy of the broker's counters.
     pub fn metrics(&self) -> MetricsSnapshot {
         self.metrics.snapshot()
+    }
+
+    /// The live counters, for exporters that read them at scrape time.
+    pub fn live_metrics(&self) -> Arc<BrokerMetrics> {
+        self.metrics.clone()
     }
 
     /// Graceful shutdown: stop accepting, let in-flight requests finish (up to the
@@ -254,72 +223,6 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>, _lock: fs::
     tracing::info!("broker stopped");
 }
 
-struct OpenGuard(Arc<BrokerMetrics>);
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        dec(&self.0.connections_open);
-    }
-}
-
-async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>, _alive: mpsc::Sender<()>) {
-    let remote = incoming.remote_address();
-    inc(&shared.metrics.connections_open);
-    let _guard = OpenGuard(shared.metrics.clone());
-    let conn = match incoming.await {
-        Ok(c) => c,
-        Err(e) => {
-            inc(&shared.metrics.handshake_failures);
-            tracing::warn!(%remote, error = %e, "handshake failed");
-            return;
-        }
-    };
-    let principal = match peer_principal(&conn) {
-        Ok(p) => p,
-        Err(e) => {
-            inc(&shared.metrics.handshake_failures);
-            tracing::warn!(%remote, error = %e, "client certificate has no usable principal");
-            conn.close(2u8.into(), b"client certificate has no principal");
-            return;
-        }
-    };
-    inc(&shared.metrics.connections_accepted);
-    tracing::info!(%remote, %principal, "client connected");
-    let budget = shared.config.max_buffered_bytes_per_connection.clamp(1, u64::from(u32::MAX)) as usize;
-    let ctx = Arc::new(ConnCtx {
-        shared: shared.clone(),
-        principal: Arc::from(principal.as_str()),
-        remote,
-        frame_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
-    });
-    let (streams_tx, mut streams_rx) = mpsc::channel::<()>(1);
-    let mut shutdown = shared.shutdown.clone();
-    loop {
-        let stream = tokio::select! {
-            s = conn.accept_bi() => s,
-            _ = shutdown.wait_for(|s| *s) => break,
-        };
-        match stream {
-            Ok((send, recv)) => {
-                let ctx = ctx.clone();
-                let alive = streams_tx.clone();
-                tokio::spawn(async move {
-                    serve_stream(ctx, send, recv).await;
-                    drop(alive);
-                });
-            }
-            Err(e) => {
-                tracing::info!(%remote, %principal, reason = %e, "client disconnected");
-                break;
-            }
-        }
-    }
-    drop(streams_tx);
-    let _ = streams_rx.recv().await;
-    if *shutdown.borrow() {
-        conn.close(0u8.into(), b"broker shutting down");
-    }
-}
-
 /// The stateless-reset key (HMAC-SHA256) and the connection-ID validation key, both
 /// derived from a 32-byte secret created on first start in `DATA_DIR/reset_key` (mode
 /// 0600) and reused afterwards.
@@ -353,15 +256,6 @@ fn endpoint_keys(data_dir: &Path) -> std::io::Result<(ring::hmac::Key, u64)> {
     let mut cid = [0u8; 8];
     cid.copy_from_slice(&tag.as_ref()[..8]);
     Ok((key, u64::from_le_bytes(cid)))
-}
-
-fn peer_principal(conn: &quinn::Connection) -> Result<String, CertError> {
-    let certs = conn
-        .peer_identity()
-        .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
-        .ok_or(CertError::NoPrincipal)?;
-    let leaf = certs.first().ok_or(CertError::NoPrincipal)?;
-    principal_of(leaf)
 }
 
 async fn retention_loop(shared: Arc<Shared>) {

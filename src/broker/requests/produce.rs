@@ -1,0 +1,103 @@
+//! `Produce`: check the batch, dedup an idempotent retry, append, and answer at the
+//! requested acks level.
+
+use std::time::Duration;
+
+use super::{frame, now_ms};
+use crate::broker::acl::Permission;
+use crate::broker::context::ConnCtx;
+use crate::broker::metrics::{add, inc};
+use crate::broker::writer::Pending;
+use crate::protocol::frame::{Produce, ProduceResult};
+use crate::protocol::{Acks, ErrorCode, Payload, RecordBatch};
+
+/// Largest decompressed records section the broker accepts when validating a batch.
+pub(crate) const MAX_DECOMPRESSED: usize = 32 * 1024 * 1024;
+
+/// Appends the batch and answers `ProduceResult` (at once, or after the group commit
+/// for acks=all); nothing for acks=0.
+pub(super) fn produce(ctx: &ConnCtx, corr: u32, p: Produce) -> Option<Pending> {
+    let shared = &ctx.shared;
+    inc(&shared.metrics.produce_requests);
+    let fail = |code: ErrorCode, message: String| {
+        inc(&shared.metrics.produce_errors);
+        tracing::debug!(principal = %ctx.principal, topic = %p.topic, partition = p.partition, %code, %message, "produce refused");
+        if p.acks == Acks::None {
+            return None;
+        }
+        frame(
+            corr,
+            Payload::ProduceResult(ProduceResult {
+                error: code,
+                duplicate: false,
+                base_offset: -1,
+                log_append_time: -1,
+                message,
+            }),
+        )
+    };
+    if !shared.acl.allows(&ctx.principal, &p.topic, Permission::Write) {
+        inc(&shared.metrics.authorization_failures);
+        tracing::warn!(principal = %ctx.principal, topic = %p.topic, "produce denied by ACL");
+        return fail(
+            ErrorCode::AuthorizationFailed,
+            format!("principal '{}' may not write topic '{}'", ctx.principal, p.topic),
+        );
+    }
+    let topic = match shared.topic_for_write(&p.topic) {
+        Ok(t) => t,
+        Err(e) => return fail(e.code, e.message),
+    };
+    let Some(partition) = topic.partitions.get(p.partition as usize) else {
+        return fail(
+            ErrorCode::UnknownTopicOrPartition,
+            format!("topic '{}' has {} partitions; {} does not exist", p.topic, topic.partitions.len(), p.partition),
+        );
+    };
+    // One pass checks structure and CRC; then the records are walked once, because the
+    // log stores batches without decoding them and a header that lied about its record
+    // count would move offsets arbitrarily.
+    let batch =
+        match RecordBatch::from_bytes(p.batch.clone()).and_then(|b| b.validate_records(MAX_DECOMPRESSED).map(|_| b)) {
+            Ok(b) => b,
+            Err(e) => {
+                inc(&shared.metrics.corrupt_batches);
+                return fail(ErrorCode::CorruptBatch, e.to_string());
+            }
+        };
+    let header = *batch.header();
+    let now = now_ms();
+    let appended = match partition.append(&p.batch, &header, now, shared.config.sink) {
+        Ok(a) => a,
+        Err(e) => return fail(e.code, e.message),
+    };
+    if appended.duplicate {
+        inc(&shared.metrics.duplicates);
+    } else {
+        inc(&shared.metrics.batches_appended);
+        add(&shared.metrics.records_appended, u64::from(header.record_count));
+        add(&shared.metrics.bytes_appended, p.batch.len() as u64);
+    }
+    let result = ProduceResult {
+        error: ErrorCode::None,
+        duplicate: appended.duplicate,
+        base_offset: appended.base_offset,
+        log_append_time: appended.append_time,
+        message: String::new(),
+    };
+    match p.acks {
+        Acks::None => None,
+        Acks::Leader => frame(corr, Payload::ProduceResult(result)),
+        Acks::All if shared.config.sink => frame(corr, Payload::ProduceResult(result)),
+        Acks::All => {
+            let ms = if p.timeout_ms == 0 { shared.config.default_produce_timeout_ms } else { p.timeout_ms };
+            Some(Pending::Durable {
+                partition: partition.clone(),
+                end: appended.end_offset,
+                timeout: Duration::from_millis(u64::from(ms)),
+                correlation_id: corr,
+                result,
+            })
+        }
+    }
+}
