@@ -44,7 +44,7 @@ struct SchemaBody {
     #[serde(default)]
     schema_type: Option<String>,
     #[serde(default)]
-    references: Vec<Value>,
+    references: Option<Vec<Value>>,
 }
 
 fn schema_input(body: &Bytes) -> Result<SchemaInput, ApiError> {
@@ -55,7 +55,7 @@ fn schema_input(body: &Bytes) -> Result<SchemaInput, ApiError> {
             ApiError::bad_request(format!("Unparseable request body: {e}"))
         }
     })?;
-    if !b.references.is_empty() {
+    if b.references.as_ref().is_some_and(|r| !r.is_empty()) {
         return Err(RegistryError::ReferencesUnsupported.into());
     }
     let schema_type = match b.schema_type.as_deref() {
