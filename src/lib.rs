@@ -30,6 +30,8 @@
 //!   helpers shared by the broker's `/metrics` and the producer's exporter;
 //! - `broker` (cargo feature `broker`, off by default): server, connection loop, framing,
 //!   one module per request kind, topics, partitions, log, dedup, ACL;
+//! - `cluster` (with `broker`): metadata store (embedded, or etcd with the cargo feature
+//!   `cluster`), controller, replication rules, leader epochs. See `CLUSTER.md`;
 //! - `schema` (cargo feature `schema`, enabled by `broker`): the schema registry (JSON
 //!   Schema, Avro, Protobuf; compatibility; durable store; Confluent-compatible REST API)
 //!   and typed, validated records for the producer.
@@ -38,9 +40,12 @@
 //! package in `cli/`: a service that links this crate for the producer compiles neither.
 #![warn(missing_docs)]
 
+pub mod auth;
 #[cfg(feature = "broker")]
 pub mod broker;
 pub mod client;
+#[cfg(feature = "broker")]
+pub mod cluster;
 pub mod producer;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;

@@ -12,9 +12,10 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use super::log::{LogConfig, RecoveryReport};
+use super::disk::{write_atomic, Syncer};
+use super::log::RecoveryReport;
 use super::metrics::BrokerMetrics;
-use super::partition::Partition;
+use super::partition::{Partition, PartitionConfig, ProducerStateReport};
 use crate::protocol::{validate_topic_name, ErrorCode};
 
 /// A topic and its partitions.
@@ -51,16 +52,20 @@ pub struct Recovered {
     pub topic: String,
     /// Partition index.
     pub partition: u32,
-    /// What recovery found.
+    /// What the log's recovery found.
     pub report: RecoveryReport,
+    /// How producer state was rebuilt.
+    pub producers: ProducerStateReport,
 }
 
 /// All topics of a broker.
 #[derive(Debug)]
 pub struct TopicRegistry {
     root: PathBuf,
-    log_config: LogConfig,
+    config: PartitionConfig,
     max_partitions: u32,
+    /// Most topics; creating one more is refused `TOPIC_LIMIT_REACHED`.
+    max_topics: usize,
     metrics: Arc<BrokerMetrics>,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     create_lock: std::sync::Mutex<()>,
@@ -70,7 +75,7 @@ impl TopicRegistry {
     /// Opens every topic under `data_dir/topics`, recovering each partition.
     pub fn open(
         data_dir: &Path,
-        log_config: LogConfig,
+        config: PartitionConfig,
         max_partitions: u32,
         metrics: Arc<BrokerMetrics>,
     ) -> Result<(TopicRegistry, Vec<Recovered>), String> {
@@ -78,8 +83,9 @@ impl TopicRegistry {
         fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
         let reg = TopicRegistry {
             root: root.clone(),
-            log_config,
+            config,
             max_partitions,
+            max_topics: usize::MAX,
             metrics,
             topics: RwLock::new(BTreeMap::new()),
             create_lock: std::sync::Mutex::new(()),
@@ -105,6 +111,23 @@ impl TopicRegistry {
         Ok((reg, reports))
     }
 
+    /// Sets the most topics the registry creates (topics found at start-up are all
+    /// opened, even beyond it). Default: no limit.
+    pub fn with_max_topics(mut self, max_topics: usize) -> TopicRegistry {
+        self.max_topics = max_topics;
+        self
+    }
+
+    /// Number of topics.
+    pub fn len(&self) -> usize {
+        self.read_topics().len()
+    }
+
+    /// True when there is no topic.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn write_topics(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Topic>>> {
         self.topics.write().unwrap_or_else(|p| p.into_inner())
     }
@@ -119,12 +142,17 @@ impl TopicRegistry {
         let mut reports = Vec::new();
         for i in 0..partitions {
             let dir = self.root.join(&*name).join(i.to_string());
-            let (p, report) = Partition::open(&dir, name.clone(), i, self.log_config.clone())
+            let (p, report) = Partition::open(&dir, name.clone(), i, self.config.clone(), self.metrics.clone())
                 .map_err(|e| format!("opening {name}-{i}: {e}"))?;
             let p = Arc::new(p);
-            p.spawn_flusher(self.metrics.clone());
+            p.spawn_flusher();
             parts.push(p);
-            reports.push(Recovered { topic: name.to_string(), partition: i, report });
+            reports.push(Recovered {
+                topic: name.to_string(),
+                partition: i,
+                report: report.log,
+                producers: report.producers,
+            });
         }
         Ok((Arc::new(Topic { name, partitions: parts }), reports))
     }
@@ -139,7 +167,8 @@ impl TopicRegistry {
         self.read_topics().values().cloned().collect()
     }
 
-    /// Creates a topic; fails if it exists or the arguments are invalid.
+    /// Creates a topic; fails if it exists, the arguments are invalid or the topic limit
+    /// is reached. Blocking (directories, files, fsyncs): call it off the async runtime.
     pub fn create(&self, name: &str, partitions: u32) -> Result<Arc<Topic>, TopicError> {
         validate_topic_name(name).map_err(|m| terr(ErrorCode::InvalidTopicName, m))?;
         if partitions == 0 || partitions > self.max_partitions {
@@ -152,6 +181,12 @@ impl TopicRegistry {
         if self.get(name).is_some() {
             return Err(terr(ErrorCode::TopicAlreadyExists, format!("topic '{name}' already exists")));
         }
+        if self.len() >= self.max_topics {
+            return Err(terr(
+                ErrorCode::TopicLimitReached,
+                format!("the broker holds {} topics, its limit (max_topics); '{name}' was not created", self.len()),
+            ));
+        }
         let dir = self.root.join(name);
         let storage = |e: String| terr(ErrorCode::StorageError, e);
         fs::create_dir_all(&dir).map_err(|e| storage(format!("creating {}: {e}", dir.display())))?;
@@ -159,13 +194,15 @@ impl TopicRegistry {
         // The metadata file is written last and atomically: a crash before it leaves a
         // directory that the next start ignores.
         let meta = serde_json::to_vec(&TopicMeta { partitions }).expect("serialisable");
-        write_atomic(&dir.join("topic.json"), &meta).map_err(|e| storage(format!("writing topic.json: {e}")))?;
+        write_atomic(&dir.join("topic.json"), &meta, 0o644, &Syncer::os())
+            .map_err(|e| storage(format!("writing topic.json: {e}")))?;
         self.write_topics().insert(name.to_owned(), topic.clone());
         tracing::info!(topic = name, partitions, "topic created");
         Ok(topic)
     }
 
     /// The topic, created with `default_partitions` when missing (auto-create).
+    /// Blocking when it creates: call it off the async runtime.
     pub fn get_or_create(&self, name: &str, default_partitions: u32) -> Result<Arc<Topic>, TopicError> {
         if let Some(t) = self.get(name) {
             return Ok(t);
@@ -178,7 +215,8 @@ impl TopicRegistry {
         }
     }
 
-    /// fsyncs every partition (shutdown).
+    /// fsyncs every partition and writes its producer-state snapshot (shutdown).
+    /// Blocking: call it off the async runtime.
     pub fn flush_all(&self) -> Vec<String> {
         let mut errors = Vec::new();
         for t in self.list() {
@@ -191,12 +229,13 @@ impl TopicRegistry {
         errors
     }
 
-    /// Runs retention on every partition; returns segments deleted.
-    pub fn apply_retention(&self, now_ms: i64) -> usize {
+    /// Runs retention on every partition (each on its owner, off the runtime); returns
+    /// segments deleted.
+    pub async fn apply_retention(&self, now_ms: i64) -> usize {
         let mut deleted = 0;
         for t in self.list() {
             for p in &t.partitions {
-                match p.apply_retention(now_ms) {
+                match p.apply_retention(now_ms).await {
                     Ok(n) => deleted += n,
                     Err(e) => tracing::warn!(topic = %t.name, partition = p.index(), error = %e, "retention failed"),
                 }
@@ -204,17 +243,4 @@ impl TopicRegistry {
         }
         deleted
     }
-}
-
-fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }

@@ -2,6 +2,8 @@
 //! produce. The CLI's `consume` and `topics` commands and the tests use it; the
 //! high-throughput path is the producer engine.
 
+mod cluster;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;

@@ -128,10 +128,26 @@ fn fetch() -> (Frame, Vec<u8>) {
 fn hello_ok() -> (Frame, Vec<u8>) {
     let f = frame(
         0x0102_0304,
-        Payload::HelloOk(HelloOk { version: 1, broker_id: 7, principal: "cn".into(), max_frame_size: 16 << 20 }),
+        Payload::HelloOk(HelloOk {
+            version: 1,
+            broker_id: 7,
+            principal: "cn".into(),
+            max_frame_size: 16 << 20,
+            max_batch_bytes: 0x00ff_ffc0,
+            max_fetch_bytes: 0x00ff_ffc0,
+            max_in_flight_per_partition: 5,
+            max_unfinished_frame_bytes: 32 << 20,
+            max_response_bytes: 16 << 20,
+            features: HelloOk::PER_PARTITION_EPOCHS,
+        }),
     );
-    // length 19 = 5 + version 2 + broker_id 4 + "cn" 4 + max_frame_size 4
-    let b = hex("00000013 | 81 | 01020304 | 0001 | 00000007 | 0002 636e | 01000000");
+    // length 41 = 5 + version 2 + broker_id 4 + "cn" 4 + max_frame_size 4 + max_batch_bytes 4
+    //   + max_fetch_bytes 4 + max_in_flight_per_partition 2 + max_unfinished_frame_bytes 4
+    //   + max_response_bytes 4 + features 4
+    let b = hex(
+        "00000029 | 81 | 01020304 | 0001 | 00000007 | 0002 636e | 01000000 | 00ffffc0 | 00ffffc0 | 0005 | 02000000 \
+         | 01000000 | 00000001",
+    );
     (f, b)
 }
 
@@ -227,9 +243,10 @@ fn error_frame() -> (Frame, Vec<u8>) {
     (f, b)
 }
 
-/// Every vector, covering all 13 kinds.
+/// Every vector, covering every kind (the cluster kinds' vectors live in
+/// `cluster_tests.rs`).
 fn vectors() -> Vec<(Frame, Vec<u8>)> {
-    vec![
+    let mut v = vec![
         hello(),
         init_producer_id(),
         metadata(),
@@ -245,16 +262,24 @@ fn vectors() -> Vec<(Frame, Vec<u8>)> {
         produce_result_err(),
         fetch_ok(),
         error_frame(),
-    ]
+    ];
+    v.extend(crate::protocol::cluster::tests::vectors());
+    v
 }
 
 /// Kinds whose body ends with an opaque byte run (the batch bytes), so extra bytes at the
 /// end are part of the payload rather than trailing garbage.
 fn has_opaque_tail(kind: FrameKind) -> bool {
-    matches!(kind, FrameKind::Produce | FrameKind::FetchOk)
+    matches!(kind, FrameKind::Produce | FrameKind::FetchOk | FrameKind::ReplicaFetchOk)
 }
 
-const ALL_KINDS: [FrameKind; 13] = [
+/// Kinds that later versions may extend by appending fields: a decoder ignores bytes after
+/// the fields it knows.
+fn is_extensible(kind: FrameKind) -> bool {
+    kind == FrameKind::HelloOk
+}
+
+const ALL_KINDS: [FrameKind; 26] = [
     FrameKind::Hello,
     FrameKind::InitProducerId,
     FrameKind::Metadata,
@@ -268,6 +293,19 @@ const ALL_KINDS: [FrameKind; 13] = [
     FrameKind::ProduceResult,
     FrameKind::FetchOk,
     FrameKind::Error,
+    FrameKind::ReplicaFetch,
+    FrameKind::OffsetForLeaderEpoch,
+    FrameKind::DescribeCluster,
+    FrameKind::DescribeTopics,
+    FrameKind::CreateReplicatedTopic,
+    FrameKind::AlterPartitions,
+    FrameKind::ReplicaFetchOk,
+    FrameKind::OffsetForLeaderEpochOk,
+    FrameKind::DescribeClusterOk,
+    FrameKind::DescribeTopicsOk,
+    FrameKind::CreateReplicatedTopicOk,
+    FrameKind::AlterPartitionsOk,
+    FrameKind::NotLeader,
 ];
 
 #[test]
@@ -393,7 +431,7 @@ fn vectors_cover_every_kind() {
 
 #[test]
 fn kind_bytes_are_the_documented_ones() {
-    let want: [(FrameKind, u8); 13] = [
+    let want: [(FrameKind, u8); 26] = [
         (FrameKind::Hello, 0x01),
         (FrameKind::InitProducerId, 0x02),
         (FrameKind::Metadata, 0x03),
@@ -407,6 +445,19 @@ fn kind_bytes_are_the_documented_ones() {
         (FrameKind::ProduceResult, 0x85),
         (FrameKind::FetchOk, 0x86),
         (FrameKind::Error, 0xff),
+        (FrameKind::ReplicaFetch, 0x10),
+        (FrameKind::OffsetForLeaderEpoch, 0x11),
+        (FrameKind::DescribeCluster, 0x12),
+        (FrameKind::DescribeTopics, 0x13),
+        (FrameKind::CreateReplicatedTopic, 0x14),
+        (FrameKind::AlterPartitions, 0x15),
+        (FrameKind::ReplicaFetchOk, 0x90),
+        (FrameKind::OffsetForLeaderEpochOk, 0x91),
+        (FrameKind::DescribeClusterOk, 0x92),
+        (FrameKind::DescribeTopicsOk, 0x93),
+        (FrameKind::CreateReplicatedTopicOk, 0x94),
+        (FrameKind::AlterPartitionsOk, 0x95),
+        (FrameKind::NotLeader, 0x9f),
     ];
     for (k, v) in want {
         assert_eq!(k as u8, v);
@@ -544,7 +595,8 @@ fn max_frame_is_capped_at_the_hard_limit() {
 
 #[test]
 fn empty_body_is_malformed_for_every_kind() {
-    for kind in ALL_KINDS {
+    // DescribeCluster is the one kind whose body is empty.
+    for kind in ALL_KINDS.into_iter().filter(|k| *k != FrameKind::DescribeCluster) {
         let err = decode_bad_then_sentinel(&raw_frame(kind as u8, 77, &[]), 77);
         assert!(matches!(err.error, DecodeError::UnexpectedEof { .. }), "{kind:?}: {err}");
         assert_eq!(err.code(), ErrorCode::MalformedFrame);
@@ -560,6 +612,7 @@ fn short_body_is_malformed() {
         let fixed = match kind {
             FrameKind::Produce => body.len() - 2,
             FrameKind::FetchOk => body.len() - 3,
+            FrameKind::ReplicaFetchOk => 28,
             _ => body.len(),
         };
         for cut in 0..fixed {
@@ -584,6 +637,12 @@ fn trailing_bytes_in_a_body_are_rejected() {
             assert_eq!(encode(&got), bytes);
             continue;
         }
+        if is_extensible(kind) {
+            // Fields a later version appended: ignored.
+            let got = Frame::decode(&mut BytesMut::from(&bytes[..]), MAX_FRAME_SIZE).unwrap().unwrap();
+            assert_eq!(got, f);
+            continue;
+        }
         let err = decode_bad_then_sentinel(&bytes, f.correlation_id);
         assert_eq!(err.error, DecodeError::TrailingBytes { what: "frame body", extra: 1 }, "{kind:?}");
         assert_eq!(err.code(), ErrorCode::MalformedFrame);
@@ -603,7 +662,7 @@ fn invalid_acks_are_rejected() {
 
 #[test]
 fn invalid_error_codes_are_rejected() {
-    let bad = [ErrorCode::ALL.len() as u16, 24, 0x0100, 0x7fff, 0xffff];
+    let bad: [u16; 5] = [37, 999, 0x0100, 0x7fff, 0xffff];
     // (vector, offset of an error code inside the frame, the code the vector holds there)
     let sites = [
         (error_frame(), FRAME_HEADER_LEN, ErrorCode::UnknownTopicOrPartition),
@@ -717,11 +776,36 @@ fn arb_payload() -> impl Strategy<Value = Payload> {
         (arb_string(), any::<u32>(), any::<i64>(), any::<u32>()).prop_map(|(topic, partition, offset, max_bytes)| {
             Payload::Fetch(Fetch { topic, partition, offset, max_bytes })
         }),
-        (any::<u16>(), any::<u32>(), arb_string(), any::<u32>()).prop_map(
-            |(version, broker_id, principal, max_frame_size)| {
-                Payload::HelloOk(HelloOk { version, broker_id, principal, max_frame_size })
-            }
-        ),
+        (
+            (any::<u16>(), any::<u32>(), arb_string(), any::<u32>()),
+            (any::<u32>(), any::<u32>(), any::<u16>(), any::<u32>(), any::<u32>(), any::<u32>())
+        )
+            .prop_map(
+                |(
+                    (version, broker_id, principal, max_frame_size),
+                    (
+                        max_batch_bytes,
+                        max_fetch_bytes,
+                        max_in_flight_per_partition,
+                        max_unfinished,
+                        max_response,
+                        features,
+                    ),
+                )| {
+                    Payload::HelloOk(HelloOk {
+                        version,
+                        broker_id,
+                        principal,
+                        max_frame_size,
+                        max_batch_bytes,
+                        max_fetch_bytes,
+                        max_in_flight_per_partition,
+                        max_unfinished_frame_bytes: max_unfinished,
+                        max_response_bytes: max_response,
+                        features,
+                    })
+                }
+            ),
         (any::<i64>(), any::<i16>()).prop_map(|(producer_id, producer_epoch)| {
             Payload::InitProducerIdOk(InitProducerIdOk { producer_id, producer_epoch })
         }),
@@ -737,6 +821,7 @@ fn arb_payload() -> impl Strategy<Value = Payload> {
             Payload::FetchOk(FetchOk { high_watermark, log_start_offset, batches })
         }),
         (arb_code(), arb_string()).prop_map(|(code, message)| Payload::Error(ErrorFrame { code, message })),
+        crate::protocol::cluster::tests::arb_cluster_payload().prop_map(Payload::Cluster),
     ]
 }
 
@@ -779,6 +864,23 @@ proptest! {
         let mut buf = BytesMut::new();
         encode_produce_head(&mut buf, correlation_id, &topic, partition, acks, timeout_ms, batch.len());
         buf.extend_from_slice(&batch);
+        prop_assert_eq!(&buf[..], &encode(&f)[..]);
+    }
+
+    #[test]
+    fn fetch_ok_head_plus_batches_equals_encode(
+        correlation_id in any::<u32>(),
+        high_watermark in any::<i64>(),
+        log_start_offset in any::<i64>(),
+        batches in arb_bytes(),
+    ) {
+        let f = Frame {
+            correlation_id,
+            payload: Payload::FetchOk(FetchOk { high_watermark, log_start_offset, batches: batches.clone() }),
+        };
+        let mut buf = BytesMut::new();
+        encode_fetch_ok_head(&mut buf, correlation_id, high_watermark, log_start_offset, batches.len());
+        buf.extend_from_slice(&batches);
         prop_assert_eq!(&buf[..], &encode(&f)[..]);
     }
 

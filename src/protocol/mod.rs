@@ -8,15 +8,18 @@
 //! - [`batch`]: the record batch (Kafka record batch v2 in spirit) and its builder;
 //! - [`compression`]: per-batch codecs;
 //! - [`error`]: decode errors and the wire error codes;
+//! - [`cluster`]: replication and cluster-administration frames;
 //! - [`schema`]: the schema registry's frames and error codes.
 
 pub mod batch;
+pub mod cluster;
 mod codec;
 pub mod compression;
 pub mod error;
 pub mod frame;
 pub mod record;
 pub mod schema;
+pub mod sasl;
 
 pub use batch::{BatchBuilder, BatchHeader, ProducerStamp, RecordBatch, StoredRecord};
 pub use compression::Compression;

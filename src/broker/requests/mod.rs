@@ -28,12 +28,17 @@ use crate::protocol::{ErrorCode, Frame, Payload};
 pub(crate) async fn dispatch(ctx: &ConnCtx, f: Frame) -> Option<Pending> {
     let corr = f.correlation_id;
     match f.payload {
-        Payload::Produce(p) => produce::produce(ctx, corr, p),
+        Payload::Produce(p) => produce::produce(ctx, corr, p).await,
         Payload::Hello(h) => hello::hello(ctx, corr, h),
-        Payload::InitProducerId(req) => producer_id::init_producer_id(ctx, corr, req),
-        Payload::Metadata(m) => frame(corr, Payload::MetadataOk(metadata::metadata(ctx, m))),
-        Payload::CreateTopic(c) => admin::create_topic(ctx, corr, c),
-        Payload::Fetch(req) => fetch::fetch(ctx, corr, req),
+        Payload::InitProducerId(req) => producer_id::init_producer_id(ctx, corr, req).await,
+        Payload::Metadata(m) => {
+            let f = Frame { correlation_id: corr, payload: Payload::MetadataOk(metadata::metadata(ctx, m).await) };
+            // A listing of many topics can be large: it counts against the response budget.
+            let charge = ctx.responses.charge(f.encoded_len()).await;
+            Some(Pending::Charged(f, charge))
+        }
+        Payload::CreateTopic(c) => admin::create_topic(ctx, corr, c).await,
+        Payload::Fetch(req) => fetch::fetch(ctx, corr, req).await,
         other => {
             inc(&ctx.shared.metrics.bad_frames);
             error(corr, ErrorCode::InvalidRequest, format!("{:?} is a response kind, not a request", other.kind()))
