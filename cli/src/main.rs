@@ -49,11 +49,15 @@ The file is a list of [[allow]] rules, read at start-up (changes need a restart)
   [[allow]]
   principal = \"alice\"              # a client certificate's principal (its CN), or \"*\"
   topics = [\"orders\", \"logs.*\"]    # exact names, \"*\", or prefixes ending in \"*\"
+  subjects = [\"orders-value\"]      # schema registry subjects, same patterns (optional)
   permissions = [\"read\", \"write\"]  # any of read, write, admin
 
 Rules only grant; whatever no rule grants is denied. read: Fetch. write: Produce,
 auto-creating the topic, and (write on any topic) getting a producer id. admin:
-CreateTopic. Metadata lists a topic to a principal holding any permission on it.
+CreateTopic, a topic's schema policy. Metadata lists a topic to a principal holding
+any permission on it. On subjects (protocol frames and the REST API alike): read fetches
+schemas and checks compatibility, write registers, admin sets compatibility levels and
+deletes; the registry-wide level needs subjects = [\"*\"].
 An empty file (no [[allow]] rule) denies everything. An unknown key or permission
 is an error and the broker does not start.";
 
@@ -232,6 +236,9 @@ fn run(cli: Cli, show: Option<&clap::ArgMatches>, profile: Option<&profile::Prof
                 let handle = broker::start(cfg, tls).await.map_err(|e| Failure::new(8, e.to_string()))?;
                 if let Some(a) = &admin {
                     a.broker_started(&handle);
+                    // The schema registry's Confluent REST API, at the root paths its
+                    // clients expect (/subjects, /schemas/ids/{id}, /config, ...).
+                    a.merge(handle.schema_router());
                 }
                 println!("qwire broker listening on {}", handle.local_addr());
                 let stop = handle.shutdown_sender();

@@ -16,6 +16,7 @@ use super::metrics::BrokerMetrics;
 use super::producer_ids::ProducerIdAllocator;
 use super::topics::{Topic, TopicError, TopicRegistry};
 use crate::protocol::ErrorCode;
+use crate::schema::Registry;
 
 /// State shared by every connection of a broker.
 pub(crate) struct Shared {
@@ -23,6 +24,8 @@ pub(crate) struct Shared {
     pub(crate) acl: Acl,
     pub(crate) registry: TopicRegistry,
     pub(crate) producer_ids: ProducerIdAllocator,
+    /// The schema registry this broker hosts (`data_dir/schemas`).
+    pub(crate) schemas: Arc<Registry>,
     pub(crate) metrics: Arc<BrokerMetrics>,
     /// Bytes of responses waiting to be sent, over all connections.
     pub(crate) response_budget: BrokerBudget,

@@ -81,6 +81,14 @@ counters! {
     /// Streams reset because their client took no response bytes for
     /// `response_stall_timeout_secs`.
     streams_stalled,
+    /// Records stored on a `warn` topic although they carry no schema id registered under
+    /// the topic's subject (or, with payload validation, do not match their schema).
+    schema_policy_warnings,
+    /// Batches refused by an `enforce` topic's schema policy.
+    schema_policy_refusals,
+    /// Schema registry requests served (frames; the REST API is counted by the admin
+    /// listener).
+    schema_requests,
 }
 
 /// Adds `n` to a counter.

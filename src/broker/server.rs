@@ -21,6 +21,7 @@ use super::disk::{write_atomic, Syncer};
 use super::metrics::{BrokerMetrics, MetricsSnapshot};
 use super::producer_ids::ProducerIdAllocator;
 use super::topics::TopicRegistry;
+use crate::schema::registry::{FileStore, Registry};
 use crate::transport::certs::{load_certs, CertError, Identity};
 use crate::transport::tls::{quinn_server_config, server_tls, QuicTuning, TlsError};
 
@@ -82,6 +83,8 @@ pub struct BrokerHandle {
     shutdown_tx: watch::Sender<bool>,
     done: tokio::task::JoinHandle<()>,
     metrics: Arc<BrokerMetrics>,
+    schemas: Arc<Registry>,
+    acl: Acl,
 }
 
 impl BrokerHandle {
@@ -93,6 +96,17 @@ impl BrokerHandle {
     /// A copy of the broker's counters.
     pub fn metrics(&self) -> MetricsSnapshot {
         self.metrics.snapshot()
+    }
+
+    /// The schema registry this broker hosts.
+    pub fn schema_registry(&self) -> Arc<Registry> {
+        self.schemas.clone()
+    }
+
+    /// The schema registry's Confluent-compatible REST API, authorised by this broker's
+    /// ACL: merge it at the root of the admin listener.
+    pub fn schema_router(&self) -> axum::Router {
+        super::schema_rest::router(self.schemas.clone(), self.acl.clone())
     }
 
     /// The live counters, for exporters that read them at scrape time.
@@ -166,6 +180,15 @@ pub async fn start(config: BrokerConfig, tls: BrokerTls) -> Result<BrokerHandle,
     }
     let producer_ids = ProducerIdAllocator::open(&config.data_dir, config.max_producer_ids_per_principal)
         .map_err(|e| storage(e.to_string()))?;
+    // The schema registry: its event log in data_dir/schemas, replayed here.
+    let schemas = {
+        let dir = config.data_dir.join("schemas");
+        let store = tokio::task::spawn_blocking(move || FileStore::open(&dir))
+            .await
+            .map_err(|e| storage(format!("schema registry recovery task failed: {e}")))?
+            .map_err(|e| storage(e.to_string()))?;
+        Arc::new(Registry::open(Arc::new(store)).await.map_err(|e| storage(e.to_string()))?)
+    };
 
     let tuning = QuicTuning {
         idle_timeout: Duration::from_secs(config.idle_timeout_secs),
@@ -190,11 +213,13 @@ pub async fn start(config: BrokerConfig, tls: BrokerTls) -> Result<BrokerHandle,
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let response_budget = BrokerBudget::new(config.max_response_bytes, metrics.clone());
+    let handle_acl = acl.clone();
     let shared = Arc::new(Shared {
         config,
         acl,
         registry,
         producer_ids,
+        schemas: schemas.clone(),
         response_budget,
         metrics: metrics.clone(),
         local_addr,
@@ -203,7 +228,7 @@ pub async fn start(config: BrokerConfig, tls: BrokerTls) -> Result<BrokerHandle,
     tokio::spawn(retention_loop(shared.clone()));
     let done = tokio::spawn(accept_loop(endpoint, shared, lock));
     tracing::info!(%local_addr, "broker listening");
-    Ok(BrokerHandle { local_addr, shutdown_tx, done, metrics })
+    Ok(BrokerHandle { local_addr, shutdown_tx, done, metrics, schemas, acl: handle_acl })
 }
 
 async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>, _lock: fs::File) {

@@ -8,7 +8,7 @@ use crate::protocol::schema::{SchemaFrame, VersionBody};
 use crate::protocol::{FrameKind, Payload};
 use crate::schema::cache::{AccessFuture, RegistryAccess, SchemaError};
 use crate::schema::registry::SchemaInput;
-use crate::schema::{Compatibility, SchemaType};
+use crate::schema::{Compatibility, SchemaPolicy, SchemaType};
 use crate::transport::connection::expect_kind;
 use crate::transport::TransportError;
 
@@ -41,11 +41,13 @@ fn info(addr: std::net::SocketAddr, v: VersionBody) -> Result<SchemaVersionInfo,
 }
 
 fn schema_type(addr: std::net::SocketAddr, b: u8) -> Result<SchemaType, TransportError> {
-    SchemaType::from_u8(b).ok_or_else(|| TransportError::UnexpectedResponse { addr, detail: format!("schema type {b}") })
+    SchemaType::from_u8(b)
+        .ok_or_else(|| TransportError::UnexpectedResponse { addr, detail: format!("schema type {b}") })
 }
 
 fn level(addr: std::net::SocketAddr, b: u8) -> Result<Compatibility, TransportError> {
-    Compatibility::from_u8(b).ok_or_else(|| TransportError::UnexpectedResponse { addr, detail: format!("compatibility {b}") })
+    Compatibility::from_u8(b)
+        .ok_or_else(|| TransportError::UnexpectedResponse { addr, detail: format!("compatibility {b}") })
 }
 
 impl Client {
@@ -63,7 +65,12 @@ impl Client {
     }
 
     /// Registers a schema under `subject` (or finds it there): `(id, version)`.
-    pub async fn register_schema(&mut self, subject: &str, t: SchemaType, schema: &str) -> Result<(u32, u32), TransportError> {
+    pub async fn register_schema(
+        &mut self,
+        subject: &str,
+        t: SchemaType,
+        schema: &str,
+    ) -> Result<(u32, u32), TransportError> {
         let req = SchemaFrame::Register { subject: subject.into(), schema_type: t.as_u8(), schema: schema.into() };
         match self.schema_call(req).await? {
             SchemaFrame::RegisterOk { id, version } => Ok((id, version)),
@@ -72,8 +79,15 @@ impl Client {
     }
 
     /// The version of `subject` that holds this schema.
-    pub async fn lookup_schema(&mut self, subject: &str, t: SchemaType, schema: &str, deleted: bool) -> Result<SchemaVersionInfo, TransportError> {
-        let req = SchemaFrame::Lookup { subject: subject.into(), schema_type: t.as_u8(), schema: schema.into(), deleted };
+    pub async fn lookup_schema(
+        &mut self,
+        subject: &str,
+        t: SchemaType,
+        schema: &str,
+        deleted: bool,
+    ) -> Result<SchemaVersionInfo, TransportError> {
+        let req =
+            SchemaFrame::Lookup { subject: subject.into(), schema_type: t.as_u8(), schema: schema.into(), deleted };
         match self.schema_call(req).await? {
             SchemaFrame::LookupOk(v) => info(self.conn.addr(), v),
             other => Err(self.unexpected(&other)),
@@ -89,7 +103,12 @@ impl Client {
     }
 
     /// One version of a subject (`None`: the latest).
-    pub async fn schema_version(&mut self, subject: &str, version: Option<u32>, deleted: bool) -> Result<SchemaVersionInfo, TransportError> {
+    pub async fn schema_version(
+        &mut self,
+        subject: &str,
+        version: Option<u32>,
+        deleted: bool,
+    ) -> Result<SchemaVersionInfo, TransportError> {
         let version = version.map_or(-1, |v| v.min(i32::MAX as u32) as i32);
         match self.schema_call(SchemaFrame::GetVersion { subject: subject.into(), version, deleted }).await? {
             SchemaFrame::Version(v) => info(self.conn.addr(), v),
@@ -115,9 +134,16 @@ impl Client {
 
     /// Checks a schema against a subject's version (`Some`), or against what registering it
     /// would be checked against (`None`): `(compatible, problems)`.
-    pub async fn check_schema(&mut self, subject: &str, version: Option<u32>, t: SchemaType, schema: &str) -> Result<(bool, Vec<String>), TransportError> {
+    pub async fn check_schema(
+        &mut self,
+        subject: &str,
+        version: Option<u32>,
+        t: SchemaType,
+        schema: &str,
+    ) -> Result<(bool, Vec<String>), TransportError> {
         let version = version.map_or(0, |v| v.min(i32::MAX as u32) as i32);
-        let req = SchemaFrame::Check { subject: subject.into(), version, schema_type: t.as_u8(), schema: schema.into() };
+        let req =
+            SchemaFrame::Check { subject: subject.into(), version, schema_type: t.as_u8(), schema: schema.into() };
         match self.schema_call(req).await? {
             SchemaFrame::CheckOk { compatible, messages } => Ok((compatible, messages)),
             other => Err(self.unexpected(&other)),
@@ -126,7 +152,12 @@ impl Client {
 
     /// Deletes one version (`Some`) or the whole subject (`None`); returns the versions
     /// deleted.
-    pub async fn delete_schema(&mut self, subject: &str, version: Option<u32>, permanent: bool) -> Result<Vec<u32>, TransportError> {
+    pub async fn delete_schema(
+        &mut self,
+        subject: &str,
+        version: Option<u32>,
+        permanent: bool,
+    ) -> Result<Vec<u32>, TransportError> {
         let version = version.map_or(0, |v| v.min(i32::MAX as u32) as i32);
         match self.schema_call(SchemaFrame::Delete { subject: subject.into(), version, permanent }).await? {
             SchemaFrame::Deleted { versions } => Ok(versions),
@@ -135,7 +166,11 @@ impl Client {
     }
 
     /// A subject's compatibility level (`None`: the global one).
-    pub async fn schema_compatibility(&mut self, subject: Option<&str>, default_to_global: bool) -> Result<Compatibility, TransportError> {
+    pub async fn schema_compatibility(
+        &mut self,
+        subject: Option<&str>,
+        default_to_global: bool,
+    ) -> Result<Compatibility, TransportError> {
         let req = SchemaFrame::GetConfig { subject: subject.unwrap_or_default().into(), default_to_global };
         match self.schema_call(req).await? {
             SchemaFrame::Config { level: l } => level(self.conn.addr(), l),
@@ -145,12 +180,48 @@ impl Client {
 
     /// Sets (or with `None` removes) a subject's level, or the global one; returns the
     /// previous level.
-    pub async fn set_schema_compatibility(&mut self, subject: Option<&str>, to: Option<Compatibility>) -> Result<Option<Compatibility>, TransportError> {
-        let req = SchemaFrame::SetConfig { subject: subject.unwrap_or_default().into(), level: to.map(Compatibility::as_u8) };
+    pub async fn set_schema_compatibility(
+        &mut self,
+        subject: Option<&str>,
+        to: Option<Compatibility>,
+    ) -> Result<Option<Compatibility>, TransportError> {
+        let req =
+            SchemaFrame::SetConfig { subject: subject.unwrap_or_default().into(), level: to.map(Compatibility::as_u8) };
         match self.schema_call(req).await? {
             SchemaFrame::ConfigSet { previous } => previous.map(|p| level(self.conn.addr(), p)).transpose(),
             other => Err(self.unexpected(&other)),
         }
+    }
+}
+
+impl Client {
+    /// Sets a topic's schema policy; returns the policy now in force.
+    pub async fn set_topic_schema_policy(
+        &mut self,
+        topic: &str,
+        policy: SchemaPolicy,
+        validate_payload: bool,
+    ) -> Result<(SchemaPolicy, bool), TransportError> {
+        let req = SchemaFrame::SetTopicPolicy { topic: topic.into(), policy: policy.as_u8(), validate_payload };
+        match self.schema_call(req).await? {
+            SchemaFrame::TopicPolicySet { policy, validate_payload } => Ok((self.policy(policy)?, validate_payload)),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// A topic's schema policy.
+    pub async fn topic_schema_policy(&mut self, topic: &str) -> Result<(SchemaPolicy, bool), TransportError> {
+        match self.schema_call(SchemaFrame::GetTopicPolicy { topic: topic.into() }).await? {
+            SchemaFrame::TopicPolicy { policy, validate_payload } => Ok((self.policy(policy)?, validate_payload)),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    fn policy(&self, b: u8) -> Result<SchemaPolicy, TransportError> {
+        SchemaPolicy::from_u8(b).ok_or_else(|| TransportError::UnexpectedResponse {
+            addr: self.conn.addr(),
+            detail: format!("schema policy {b}"),
+        })
     }
 }
 
@@ -178,7 +249,12 @@ fn schema_error(e: TransportError) -> SchemaError {
 impl RegistryAccess for RegistryClient {
     fn register<'a>(&'a self, subject: &'a str, input: &'a SchemaInput) -> AccessFuture<'a, (u32, u32)> {
         Box::pin(async move {
-            self.client.lock().await.register_schema(subject, input.schema_type, &input.schema).await.map_err(schema_error)
+            self.client
+                .lock()
+                .await
+                .register_schema(subject, input.schema_type, &input.schema)
+                .await
+                .map_err(schema_error)
         })
     }
 

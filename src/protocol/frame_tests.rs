@@ -264,6 +264,7 @@ fn vectors() -> Vec<(Frame, Vec<u8>)> {
         error_frame(),
     ];
     v.extend(crate::protocol::cluster::tests::vectors());
+    v.extend(crate::protocol::schema::tests::vectors());
     v
 }
 
@@ -279,7 +280,7 @@ fn is_extensible(kind: FrameKind) -> bool {
     kind == FrameKind::HelloOk
 }
 
-const ALL_KINDS: [FrameKind; 26] = [
+const ALL_KINDS: [FrameKind; 50] = [
     FrameKind::Hello,
     FrameKind::InitProducerId,
     FrameKind::Metadata,
@@ -306,6 +307,30 @@ const ALL_KINDS: [FrameKind; 26] = [
     FrameKind::CreateReplicatedTopicOk,
     FrameKind::AlterPartitionsOk,
     FrameKind::NotLeader,
+    FrameKind::SchemaRegister,
+    FrameKind::SchemaLookup,
+    FrameKind::SchemaGetById,
+    FrameKind::SchemaGetVersion,
+    FrameKind::SchemaListVersions,
+    FrameKind::SchemaListSubjects,
+    FrameKind::SchemaCheck,
+    FrameKind::SchemaDelete,
+    FrameKind::SchemaGetConfig,
+    FrameKind::SchemaSetConfig,
+    FrameKind::SetTopicSchemaPolicy,
+    FrameKind::GetTopicSchemaPolicy,
+    FrameKind::SchemaRegisterOk,
+    FrameKind::SchemaLookupOk,
+    FrameKind::SchemaById,
+    FrameKind::SchemaVersion,
+    FrameKind::SchemaVersions,
+    FrameKind::SchemaSubjects,
+    FrameKind::SchemaCheckOk,
+    FrameKind::SchemaDeleted,
+    FrameKind::SchemaConfig,
+    FrameKind::SchemaConfigSet,
+    FrameKind::TopicSchemaPolicySet,
+    FrameKind::TopicSchemaPolicy,
 ];
 
 #[test]

@@ -18,8 +18,8 @@ pub mod compression;
 pub mod error;
 pub mod frame;
 pub mod record;
-pub mod schema;
 pub mod sasl;
+pub mod schema;
 
 pub use batch::{BatchBuilder, BatchHeader, ProducerStamp, RecordBatch, StoredRecord};
 pub use compression::Compression;

@@ -1,4 +1,4 @@
-//! Schema registry frames (kinds `0x20`–`0x29`, answers `0xa0`–`0xa9`) and the registry's
+//! Schema registry frames (kinds `0x20`–`0x2b`, answers `0xa0`–`0xab`) and the registry's
 //! error codes (40–49). `PROTOCOL.md` §19 describes them byte for byte.
 //!
 //! Bodies use the primitives of the other frames: big-endian integers, `str16` (u16
@@ -6,7 +6,8 @@
 //! texts. A boolean is one byte, 0 or 1. A schema type is one byte: 0 Avro, 1 JSON
 //! Schema, 2 Protobuf. A compatibility level is one byte: 0 NONE, 1 BACKWARD,
 //! 2 BACKWARD_TRANSITIVE, 3 FORWARD, 4 FORWARD_TRANSITIVE, 5 FULL, 6 FULL_TRANSITIVE;
-//! 0xff means "none" where a level is optional. A version is an `i32`: −1 is the latest,
+//! 0xff means "none" where a level is optional. A topic's schema policy is one byte: 0 none,
+//! 1 warn, 2 enforce. A version is an `i32`: −1 is the latest,
 //! 0 is "all" where the frame says so, ≥ 1 a version number.
 
 use bytes::{BufMut, BytesMut};
@@ -197,10 +198,38 @@ pub enum SchemaFrame {
         /// Previous level byte.
         previous: Option<u8>,
     },
+    /// `0x2a`: set a topic's schema policy (the topic must exist).
+    SetTopicPolicy {
+        /// Topic.
+        topic: String,
+        /// Policy byte.
+        policy: u8,
+        /// Under `enforce`, also check that each value matches its schema.
+        validate_payload: bool,
+    },
+    /// `0xaa`: the policy now in force.
+    TopicPolicySet {
+        /// Policy byte.
+        policy: u8,
+        /// Payload validation on.
+        validate_payload: bool,
+    },
+    /// `0x2b`: a topic's schema policy.
+    GetTopicPolicy {
+        /// Topic.
+        topic: String,
+    },
+    /// `0xab`: the policy in force (`none` for a topic never configured).
+    TopicPolicy {
+        /// Policy byte.
+        policy: u8,
+        /// Payload validation on.
+        validate_payload: bool,
+    },
 }
 
 /// The lowest and highest request kinds of the registry.
-pub const KINDS: std::ops::RangeInclusive<u8> = 0x20..=0x29;
+pub const KINDS: std::ops::RangeInclusive<u8> = 0x20..=0x2b;
 
 fn str32_len(s: &str) -> usize {
     4 + s.len()
@@ -253,6 +282,10 @@ impl SchemaFrame {
             Deleted { .. } => 0xa7,
             Config { .. } => 0xa8,
             ConfigSet { .. } => 0xa9,
+            SetTopicPolicy { .. } => 0x2a,
+            TopicPolicySet { .. } => 0xaa,
+            GetTopicPolicy { .. } => 0x2b,
+            TopicPolicy { .. } => 0xab,
         }
     }
 
@@ -278,6 +311,9 @@ impl SchemaFrame {
             }
             Versions { versions } | Deleted { versions } => 4 + 4 * versions.len(),
             ListSubjects { .. } | Config { .. } | ConfigSet { .. } => 1,
+            SetTopicPolicy { topic, .. } => str16_len(topic) + 2,
+            GetTopicPolicy { topic } => str16_len(topic),
+            TopicPolicySet { .. } | TopicPolicy { .. } => 2,
             Subjects { subjects } => 4 + subjects.iter().map(|s| str16_len(s)).sum::<usize>(),
             CheckOk { messages, .. } => 1 + 4 + messages.iter().map(|s| str16_len(s)).sum::<usize>(),
         }
@@ -345,6 +381,16 @@ impl SchemaFrame {
             }
             Config { level } => buf.put_u8(*level),
             ConfigSet { previous } => buf.put_u8(opt_level(*previous)),
+            SetTopicPolicy { topic, policy, validate_payload } => {
+                put_str16(buf, topic);
+                buf.put_u8(*policy);
+                buf.put_u8(u8::from(*validate_payload));
+            }
+            GetTopicPolicy { topic } => put_str16(buf, topic),
+            TopicPolicySet { policy, validate_payload } | TopicPolicy { policy, validate_payload } => {
+                buf.put_u8(*policy);
+                buf.put_u8(u8::from(*validate_payload));
+            }
         }
     }
 
@@ -388,9 +434,17 @@ impl SchemaFrame {
             0xa7 => Deleted { versions: u32_list(r, "versions")? },
             0xa8 => Config { level: level(r)? },
             0xa9 => ConfigSet { previous: opt_level_of(r)? },
+            0x2a => SetTopicPolicy {
+                topic: r.str16("topic")?,
+                policy: policy(r)?,
+                validate_payload: boolean(r, "validate_payload")?,
+            },
+            0x2b => GetTopicPolicy { topic: r.str16("topic")? },
+            0xaa => TopicPolicySet { policy: policy(r)?, validate_payload: boolean(r, "validate_payload")? },
+            0xab => TopicPolicy { policy: policy(r)?, validate_payload: boolean(r, "validate_payload")? },
             kind => return Err(DecodeError::UnknownFrameKind { kind }),
         };
-        r.finish("schema frame body")?;
+        r.finish("frame body")?;
         Ok(frame)
     }
 }
@@ -413,6 +467,13 @@ fn schema_type(r: &mut Reader<'_>) -> Result<u8, DecodeError> {
     match r.u8("schema_type")? {
         v @ 0..=2 => Ok(v),
         v => Err(DecodeError::InvalidValue { field: "schema_type", value: v.into() }),
+    }
+}
+
+fn policy(r: &mut Reader<'_>) -> Result<u8, DecodeError> {
+    match r.u8("policy")? {
+        v @ 0..=2 => Ok(v),
+        v => Err(DecodeError::InvalidValue { field: "policy", value: v.into() }),
     }
 }
 
@@ -475,4 +536,4 @@ fn str_list(r: &mut Reader<'_>, field: &'static str) -> Result<Vec<String>, Deco
 
 #[cfg(test)]
 #[path = "schema_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -8,7 +8,30 @@ fn encode(f: &SchemaFrame) -> Vec<u8> {
     b.to_vec()
 }
 
-fn every_frame() -> Vec<SchemaFrame> {
+/// Whole frames (header included) for the frame-level tests in `frame_tests.rs`; the
+/// header is written by hand, the body by `encode_body` (whose bytes `byte_vectors` pins).
+pub(crate) fn vectors() -> Vec<(crate::protocol::Frame, Vec<u8>)> {
+    every_frame()
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let body = encode(&f);
+            let mut b = ((5 + body.len()) as u32).to_be_bytes().to_vec();
+            b.push(f.kind());
+            b.extend_from_slice(&(i as u32 + 0x100).to_be_bytes());
+            b.extend_from_slice(&body);
+            (
+                crate::protocol::Frame {
+                    correlation_id: i as u32 + 0x100,
+                    payload: crate::protocol::Payload::Schema(f),
+                },
+                b,
+            )
+        })
+        .collect()
+}
+
+pub(crate) fn every_frame() -> Vec<SchemaFrame> {
     use SchemaFrame::*;
     let v =
         VersionBody { subject: "s".into(), version: 2, id: 7, schema_type: 2, schema: "syntax".into(), deleted: true };
@@ -35,6 +58,10 @@ fn every_frame() -> Vec<SchemaFrame> {
         SetConfig { subject: "s".into(), level: Some(0) },
         ConfigSet { previous: Some(1) },
         ConfigSet { previous: None },
+        SetTopicPolicy { topic: "orders".into(), policy: 2, validate_payload: true },
+        TopicPolicySet { policy: 1, validate_payload: false },
+        GetTopicPolicy { topic: "orders".into() },
+        TopicPolicy { policy: 0, validate_payload: false },
     ]
 }
 
@@ -52,6 +79,8 @@ fn byte_vectors() {
     assert_eq!(encode(&f), [1, 0, 0, 0, 0]);
     let f = SchemaFrame::SetConfig { subject: String::new(), level: None };
     assert_eq!(encode(&f), [0, 0, 0xff]);
+    let f = SchemaFrame::SetTopicPolicy { topic: "t".into(), policy: 2, validate_payload: false };
+    assert_eq!((f.kind(), encode(&f)), (0x2a, vec![0, 1, b't', 2, 0]));
 }
 
 #[test]
@@ -70,7 +99,7 @@ fn every_frame_round_trips_and_is_a_schema_kind() {
         assert!(matches!(SchemaFrame::decode(f.kind(), &long), Err(DecodeError::TrailingBytes { .. })));
     }
     assert!(!SchemaFrame::is_schema_kind(0x05));
-    assert!(!SchemaFrame::is_schema_kind(0x2a));
+    assert!(!SchemaFrame::is_schema_kind(0x2c));
 }
 
 #[test]
@@ -84,7 +113,9 @@ fn bad_values_are_refused() {
     bad(0x23, &[0, 1, b't', 0xff, 0xff, 0xff, 0xfe, 0], "version");
     bad(0xa8, &[7], "compatibility");
     bad(0x29, &[0, 0, 0x80], "compatibility");
-    assert_eq!(SchemaFrame::decode(0x2a, &[]).unwrap_err(), DecodeError::UnknownFrameKind { kind: 0x2a });
+    assert_eq!(SchemaFrame::decode(0x2c, &[]).unwrap_err(), DecodeError::UnknownFrameKind { kind: 0x2c });
+    bad(0x2a, &[0, 1, b't', 3, 0], "policy");
+    bad(0xab, &[1, 2], "validate_payload");
     // A count larger than the body cannot allocate ahead.
     assert!(matches!(SchemaFrame::decode(0xa4, &[0xff, 0xff, 0xff, 0xff]), Err(DecodeError::UnexpectedEof { .. })));
     assert!(matches!(SchemaFrame::decode(0xa5, &[0, 0, 0, 2, 0, 0]), Err(DecodeError::UnexpectedEof { .. })));

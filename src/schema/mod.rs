@@ -37,7 +37,7 @@ pub use error::{InvalidSchema, ValidationError};
 pub use parsed::ParsedSchema;
 pub use registry::{Registry, RegistryError, RegistryStore, SchemaInput};
 pub use typed::{SchemaFormat, SchemaRecord, SchemaSource};
-pub use types::{Compatibility, SchemaType};
+pub use types::{Compatibility, SchemaPolicy, SchemaType};
 pub use wire::{IdPlacement, SCHEMA_ID_HEADER};
 
 /// `#[derive(SchemaRecord)]`: see [`typed`].

@@ -14,54 +14,8 @@ use crate::protocol::Header;
 
 use super::parsed::ParsedSchema;
 use super::registry::Registry;
+pub use super::types::SchemaPolicy;
 use super::wire::{get_message_index, id_from_header, split_confluent, SCHEMA_ID_HEADER};
-
-/// A topic's schema policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SchemaPolicy {
-    /// No check.
-    #[default]
-    None,
-    /// Check, log and count; store anyway.
-    Warn,
-    /// Refuse records that fail the check.
-    Enforce,
-}
-
-impl SchemaPolicy {
-    /// Wire value: 0 none, 1 warn, 2 enforce.
-    pub fn as_u8(self) -> u8 {
-        self as u8
-    }
-
-    /// Parses a wire value.
-    pub fn from_u8(v: u8) -> Option<SchemaPolicy> {
-        [SchemaPolicy::None, SchemaPolicy::Warn, SchemaPolicy::Enforce].get(v as usize).copied()
-    }
-}
-
-impl std::fmt::Display for SchemaPolicy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            SchemaPolicy::None => "none",
-            SchemaPolicy::Warn => "warn",
-            SchemaPolicy::Enforce => "enforce",
-        })
-    }
-}
-
-impl std::str::FromStr for SchemaPolicy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "none" => Ok(SchemaPolicy::None),
-            "warn" => Ok(SchemaPolicy::Warn),
-            "enforce" => Ok(SchemaPolicy::Enforce),
-            _ => Err(format!("unknown schema validation policy '{s}' (none, warn, enforce)")),
-        }
-    }
-}
 
 /// Why a record fails its topic's schema check.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use crate::protocol::schema::{SchemaFrame, VersionBody};
 
 use super::registry::{Registry, RegistryError, SchemaInput, SubjectVersion, VersionSpec};
 use super::rest::{Operation, Resource};
-use super::{Compatibility, SchemaType};
+use super::{Compatibility, SchemaPolicy, SchemaType};
 
 /// A failed request: a wire error code and a message for an `Error` frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,13 +63,19 @@ fn body(v: SubjectVersion) -> VersionBody {
     }
 }
 
+/// `UNKNOWN_TOPIC_OR_PARTITION` in the protocol's error codes.
+const UNKNOWN_TOPIC: u16 = 7;
+
 /// Answers one registry request. `allowed(operation, resource)` says what the caller may
 /// do (subjects are protected like topics: read to fetch, write to register, admin for
-/// configuration and deletes). An answer kind sent as a request is `INVALID_REQUEST`.
+/// configuration and deletes; a topic's policy needs admin to set, read to get);
+/// `topic_exists` says whether a topic exists (a policy is only set on an existing topic).
+/// An answer kind sent as a request is `INVALID_REQUEST`.
 pub async fn serve(
     registry: &Registry,
     request: SchemaFrame,
     allowed: impl Fn(Operation, Resource<'_>) -> bool,
+    topic_exists: impl Fn(&str) -> bool,
 ) -> Result<SchemaFrame, ServeError> {
     use SchemaFrame::*;
     let require = |op: Operation, r: Resource<'_>| {
@@ -79,6 +85,7 @@ pub async fn serve(
         let what = match r {
             Resource::Subject(s) => format!("subject '{s}'"),
             Resource::Global => "the global schema configuration".to_owned(),
+            Resource::Topic(t) => format!("topic '{t}'"),
         };
         Err(ServeError { code: AUTHORIZATION_FAILED, message: format!("{op:?} on {what} is not allowed") })
     };
@@ -148,6 +155,22 @@ pub async fn serve(
             let target = (!subject.is_empty()).then_some(subject.as_str());
             ConfigSet { previous: registry.set_compatibility(target, l).await?.map(Compatibility::as_u8) }
         }
+        SetTopicPolicy { topic, policy, validate_payload } => {
+            require(Operation::Admin, Resource::Topic(&topic))?;
+            if !topic_exists(&topic) {
+                return Err(ServeError { code: UNKNOWN_TOPIC, message: format!("topic '{topic}' does not exist") });
+            }
+            let p = SchemaPolicy::from_u8(policy)
+                .ok_or(ServeError { code: INVALID_REQUEST, message: format!("unknown schema policy {policy}") })?;
+            registry.set_topic_policy(&topic, p, validate_payload).await?;
+            let (p, v) = registry.topic_policy(&topic);
+            TopicPolicySet { policy: p.as_u8(), validate_payload: v }
+        }
+        GetTopicPolicy { topic } => {
+            require(Operation::Read, Resource::Topic(&topic))?;
+            let (p, v) = registry.topic_policy(&topic);
+            TopicPolicy { policy: p.as_u8(), validate_payload: v }
+        }
         answer => {
             return Err(ServeError {
                 code: INVALID_REQUEST,
@@ -173,42 +196,74 @@ mod tests {
             let r = Registry::in_memory().await;
             let all = |_: Operation, _: Resource<'_>| true;
             let reg = |s: &str| Register { subject: "s".into(), schema_type: 1, schema: s.into() };
-            assert_eq!(serve(&r, reg(r#"{"type": "object"}"#), all).await.unwrap(), RegisterOk { id: 1, version: 1 });
-            let e = serve(&r, reg(r#"{"type": "string"}"#), all).await.unwrap_err();
+            assert_eq!(
+                serve(&r, reg(r#"{"type": "object"}"#), all, |_: &str| true).await.unwrap(),
+                RegisterOk { id: 1, version: 1 }
+            );
+            let e = serve(&r, reg(r#"{"type": "string"}"#), all, |_: &str| true).await.unwrap_err();
             assert_eq!(e.code, codes::INCOMPATIBLE_SCHEMA);
-            assert_eq!(serve(&r, reg("{"), all).await.unwrap_err().code, codes::INVALID_SCHEMA);
-            let v = serve(&r, GetVersion { subject: "s".into(), version: -1, deleted: false }, all).await.unwrap();
+            assert_eq!(serve(&r, reg("{"), all, |_: &str| true).await.unwrap_err().code, codes::INVALID_SCHEMA);
+            let v = serve(&r, GetVersion { subject: "s".into(), version: -1, deleted: false }, all, |_: &str| true)
+                .await
+                .unwrap();
             assert!(matches!(v, Version(VersionBody { id: 1, version: 1, schema_type: 1, .. })));
             assert_eq!(
-                serve(&r, GetVersion { subject: "s".into(), version: 0, deleted: false }, all).await.unwrap_err().code,
+                serve(&r, GetVersion { subject: "s".into(), version: 0, deleted: false }, all, |_: &str| true)
+                    .await
+                    .unwrap_err()
+                    .code,
                 codes::INVALID_ARGUMENT
             );
-            assert!(matches!(serve(&r, GetById { id: 1 }, all).await.unwrap(), ById { id: 1, .. }));
-            assert_eq!(serve(&r, GetById { id: 5 }, all).await.unwrap_err().code, codes::SCHEMA_NOT_FOUND);
+            assert!(matches!(serve(&r, GetById { id: 1 }, all, |_: &str| true).await.unwrap(), ById { id: 1, .. }));
+            assert_eq!(
+                serve(&r, GetById { id: 5 }, all, |_: &str| true).await.unwrap_err().code,
+                codes::SCHEMA_NOT_FOUND
+            );
             let check =
                 Check { subject: "s".into(), version: 0, schema_type: 1, schema: r#"{"type": "string"}"#.into() };
-            assert!(matches!(serve(&r, check, all).await.unwrap(), CheckOk { compatible: false, .. }));
+            assert!(matches!(serve(&r, check, all, |_: &str| true).await.unwrap(), CheckOk { compatible: false, .. }));
             assert_eq!(
-                serve(&r, SetConfig { subject: "s".into(), level: Some(0) }, all).await.unwrap(),
+                serve(&r, SetConfig { subject: "s".into(), level: Some(0) }, all, |_: &str| true).await.unwrap(),
                 ConfigSet { previous: None }
             );
             assert_eq!(
-                serve(&r, GetConfig { subject: "".into(), default_to_global: false }, all).await.unwrap(),
+                serve(&r, GetConfig { subject: "".into(), default_to_global: false }, all, |_: &str| true)
+                    .await
+                    .unwrap(),
                 Config { level: 1 }
             );
             assert_eq!(
-                serve(&r, ListSubjects { deleted: false }, all).await.unwrap(),
+                serve(&r, ListSubjects { deleted: false }, all, |_: &str| true).await.unwrap(),
                 Subjects { subjects: vec!["s".into()] }
             );
             assert_eq!(
-                serve(&r, Delete { subject: "s".into(), version: 0, permanent: true }, all).await.unwrap_err().code,
+                serve(&r, Delete { subject: "s".into(), version: 0, permanent: true }, all, |_: &str| true)
+                    .await
+                    .unwrap_err()
+                    .code,
                 codes::DELETE_REFUSED
             );
             assert_eq!(
-                serve(&r, Delete { subject: "s".into(), version: 0, permanent: false }, all).await.unwrap(),
+                serve(&r, Delete { subject: "s".into(), version: 0, permanent: false }, all, |_: &str| true)
+                    .await
+                    .unwrap(),
                 Deleted { versions: vec![1] }
             );
-            assert_eq!(serve(&r, RegisterOk { id: 1, version: 1 }, all).await.unwrap_err().code, INVALID_REQUEST);
+            assert_eq!(
+                serve(&r, RegisterOk { id: 1, version: 1 }, all, |_: &str| true).await.unwrap_err().code,
+                INVALID_REQUEST
+            );
+            let set = SetTopicPolicy { topic: "t".into(), policy: 2, validate_payload: true };
+            assert_eq!(serve(&r, set.clone(), all, |_: &str| false).await.unwrap_err().code, UNKNOWN_TOPIC);
+            assert_eq!(
+                serve(&r, set, all, |_: &str| true).await.unwrap(),
+                TopicPolicySet { policy: 2, validate_payload: true }
+            );
+            let get = GetTopicPolicy { topic: "t".into() };
+            assert_eq!(
+                serve(&r, get, all, |_: &str| true).await.unwrap(),
+                TopicPolicy { policy: 2, validate_payload: true }
+            );
         });
     }
 
@@ -218,16 +273,19 @@ mod tests {
             let r = Registry::in_memory().await;
             let reader = |op: Operation, _: Resource<'_>| op == Operation::Read;
             let reg = Register { subject: "s".into(), schema_type: 1, schema: "{}".into() };
-            assert_eq!(serve(&r, reg.clone(), reader).await.unwrap_err().code, AUTHORIZATION_FAILED);
-            serve(&r, reg, |_, _| true).await.unwrap();
+            assert_eq!(serve(&r, reg.clone(), reader, |_: &str| true).await.unwrap_err().code, AUTHORIZATION_FAILED);
+            serve(&r, reg, |_, _| true, |_: &str| true).await.unwrap();
             let nobody = |_: Operation, _: Resource<'_>| false;
-            assert_eq!(serve(&r, GetById { id: 1 }, nobody).await.unwrap_err().code, AUTHORIZATION_FAILED);
             assert_eq!(
-                serve(&r, ListSubjects { deleted: false }, nobody).await.unwrap(),
+                serve(&r, GetById { id: 1 }, nobody, |_: &str| true).await.unwrap_err().code,
+                AUTHORIZATION_FAILED
+            );
+            assert_eq!(
+                serve(&r, ListSubjects { deleted: false }, nobody, |_: &str| true).await.unwrap(),
                 Subjects { subjects: vec![] }
             );
             let set = SetConfig { subject: String::new(), level: Some(2) };
-            assert_eq!(serve(&r, set, reader).await.unwrap_err().code, AUTHORIZATION_FAILED);
+            assert_eq!(serve(&r, set, reader, |_: &str| true).await.unwrap_err().code, AUTHORIZATION_FAILED);
         });
     }
 }

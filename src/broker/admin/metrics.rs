@@ -133,6 +133,19 @@ impl Collector for BrokerCollector {
         )?;
         w.counter("qwire_broker_fetch_requests", "Fetch requests served.", None, s.fetch_requests)?;
         w.counter(
+            "qwire_broker_schema_policy_warnings",
+            "Records stored on a warn topic without a schema id registered under the topic's subject.",
+            None,
+            s.schema_policy_warnings,
+        )?;
+        w.counter(
+            "qwire_broker_schema_policy_refusals",
+            "Batches refused by an enforce topic's schema policy.",
+            None,
+            s.schema_policy_refusals,
+        )?;
+        w.counter("qwire_broker_schema_requests", "Schema registry frames served.", None, s.schema_requests)?;
+        w.counter(
             "qwire_broker_fsyncs",
             "Group-commit rounds that fsync'd (each covers every batch appended before it).",
             None,

@@ -6,7 +6,8 @@
 //! - [`metadata`], `Metadata` (and auto-create of named topics);
 //! - [`admin`], `CreateTopic`;
 //! - [`produce`], `Produce` (batch checks, dedup, append, the acks level);
-//! - [`fetch`], `Fetch`.
+//! - [`fetch`], `Fetch`;
+//! - [`schema`], the schema registry frames (`0x20`–`0x2b`).
 
 mod admin;
 mod fetch;
@@ -14,6 +15,7 @@ mod hello;
 mod metadata;
 mod produce;
 mod producer_id;
+mod schema;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -39,6 +41,7 @@ pub(crate) async fn dispatch(ctx: &ConnCtx, f: Frame) -> Option<Pending> {
         }
         Payload::CreateTopic(c) => admin::create_topic(ctx, corr, c).await,
         Payload::Fetch(req) => fetch::fetch(ctx, corr, req).await,
+        Payload::Schema(req) if req.kind() < 0x80 => schema::schema(ctx, corr, req).await,
         other => {
             inc(&ctx.shared.metrics.bad_frames);
             error(corr, ErrorCode::InvalidRequest, format!("{:?} is a response kind, not a request", other.kind()))

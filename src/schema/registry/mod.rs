@@ -17,7 +17,7 @@ pub use state::{Event, RegisterPlan, RegistryState, SchemaEntry, SubjectVersion,
 pub use store::{AppendOutcome, FileStore, MemoryStore, RegistryStore, StoreError};
 
 use crate::schema::parsed::ParsedSchema;
-use crate::schema::{Compatibility, SchemaType};
+use crate::schema::{Compatibility, SchemaPolicy, SchemaType};
 
 /// A schema as a client submits it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,6 +202,25 @@ impl Registry {
         self.read().id_versions(id, deleted)
     }
 
+    /// A topic's schema policy and whether payloads are validated.
+    pub fn topic_policy(&self, topic: &str) -> (SchemaPolicy, bool) {
+        self.read().topic_policy(topic)
+    }
+
+    /// Sets a topic's schema policy (durably, like every registry change).
+    pub async fn set_topic_policy(
+        &self,
+        topic: &str,
+        policy: SchemaPolicy,
+        validate_payload: bool,
+    ) -> Result<(), RegistryError> {
+        self.commit(None, |_| {
+            let event = Event::SetTopicPolicy { topic: topic.to_owned(), policy, validate_payload };
+            Ok((Some(event), ()))
+        })
+        .await
+    }
+
     /// Whether schema `id` is a (non-deleted) version of `subject`; catches up with the
     /// store once before answering no.
     pub async fn subject_has_id(&self, subject: &str, id: u32) -> Result<bool, RegistryError> {
@@ -303,6 +322,9 @@ mod tests {
             assert_eq!(r.register("b", &json(r#"{"type": "string"}"#)).await.unwrap(), (2, 1));
             r.set_compatibility(Some("a"), Some(Compatibility::Full)).await.unwrap();
             r.delete_subject("b", false).await.unwrap();
+            r.set_topic_policy("orders", SchemaPolicy::Enforce, true).await.unwrap();
+            r.set_topic_policy("logs", SchemaPolicy::Warn, false).await.unwrap();
+            r.set_topic_policy("logs", SchemaPolicy::None, false).await.unwrap();
         });
         rt().block_on(async {
             let r = Registry::open(Arc::new(FileStore::open(dir.path()).unwrap())).await.unwrap();
@@ -310,6 +332,8 @@ mod tests {
             assert_eq!(r.subjects(true), vec!["a", "b"]);
             assert_eq!(r.subject_compatibility("a", false).unwrap(), Compatibility::Full);
             assert_eq!(r.schema(2).await.unwrap().schema, r#"{"type": "string"}"#);
+            assert_eq!(r.topic_policy("orders"), (SchemaPolicy::Enforce, true));
+            assert_eq!(r.topic_policy("logs"), (SchemaPolicy::None, false));
             // Ids continue after the recovered ones.
             assert_eq!(r.register("c", &json(r#"{"type": "integer"}"#)).await.unwrap(), (3, 1));
         });

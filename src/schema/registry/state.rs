@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::error::RegistryError;
 use crate::schema::compat;
 use crate::schema::parsed::ParsedSchema;
-use crate::schema::{Compatibility, SchemaType};
+use crate::schema::{Compatibility, SchemaPolicy, SchemaType};
 
 /// One change to the registry, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +57,15 @@ pub enum Event {
         subject: Option<String>,
         /// The level, or `None` to remove it.
         compatibility: Option<Compatibility>,
+    },
+    /// A topic's schema policy.
+    SetTopicPolicy {
+        /// Topic.
+        topic: String,
+        /// Policy.
+        policy: SchemaPolicy,
+        /// Under `enforce`, also validate each value against its schema.
+        validate_payload: bool,
     },
 }
 
@@ -164,6 +173,7 @@ pub struct RegistryState {
     by_canonical: HashMap<(SchemaType, String), u32>,
     subjects: BTreeMap<String, Subject>,
     global: Option<Compatibility>,
+    topic_policies: BTreeMap<String, (SchemaPolicy, bool)>,
     next_id: u32,
     applied: u64,
 }
@@ -214,6 +224,12 @@ impl RegistryState {
                 self.collect_garbage(&subject);
             }
             Event::SetConfig { subject: None, compatibility } => self.global = compatibility,
+            Event::SetTopicPolicy { topic, policy: SchemaPolicy::None, validate_payload: false } => {
+                self.topic_policies.remove(&topic);
+            }
+            Event::SetTopicPolicy { topic, policy, validate_payload } => {
+                self.topic_policies.insert(topic, (policy, validate_payload));
+            }
             Event::SetConfig { subject: Some(subject), compatibility } => {
                 self.subjects.entry(subject.clone()).or_default().compatibility = compatibility;
                 self.collect_garbage(&subject);
@@ -302,6 +318,12 @@ impl RegistryState {
                 s.versions.iter().filter(|v| v.id == id && (deleted || !v.deleted)).map(move |v| (n.clone(), v.version))
             })
             .collect())
+    }
+
+    /// A topic's schema policy and whether payloads are validated (`none`, off when the
+    /// topic was never configured).
+    pub fn topic_policy(&self, topic: &str) -> (SchemaPolicy, bool) {
+        self.topic_policies.get(topic).copied().unwrap_or_default()
     }
 
     /// Whether schema `id` is a (non-deleted) version of `subject`.

@@ -67,6 +67,8 @@ pub enum Resource<'a> {
     Subject(&'a str),
     /// The registry-wide configuration.
     Global,
+    /// A topic (its schema policy; only the protocol frames use it).
+    Topic(&'a str),
 }
 
 /// Decides who is calling and what they may do. The broker implements it with the
@@ -187,6 +189,7 @@ impl Caller {
         let what = match resource {
             Resource::Subject(s) => format!("Subject: {s}"),
             Resource::Global => "the global configuration".to_owned(),
+            Resource::Topic(t) => format!("Topic: {t}"),
         };
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
