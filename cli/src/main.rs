@@ -7,12 +7,14 @@ mod admin;
 mod bench;
 mod bench_cmd;
 mod clients;
+mod decode;
 mod jwt;
 mod logging;
 mod produce;
 mod profile;
 mod progress;
 mod report;
+mod schema;
 mod topics;
 mod users;
 use std::process::ExitCode;
@@ -114,6 +116,11 @@ enum Command {
         -a source:cli,region:eu -c 10\n  \
         seq 1 1000 | qwire produce -s 127.0.0.1:7878 --certs certs --client alice -t numbers --lines - --quiet")]
     Produce(produce::ProduceArgs),
+    /// The broker's schema registry: register, get, versions, list, check, delete, config.
+    #[command(
+        after_help = "Example:\n  qwire schema register orders-value --type json_schema --file order.json -s 127.0.0.1:7878 --certs certs --client alice"
+    )]
+    Schema(schema::SchemaArgs),
     /// Create, list and describe topics.
     #[command(after_help = "Example:\n  qwire topics describe orders -s 127.0.0.1:7878 --certs certs --client alice")]
     Topics(topics::TopicsArgs),
@@ -254,6 +261,7 @@ fn run(cli: Cli, show: Option<&clap::ArgMatches>, profile: Option<&profile::Prof
         Command::Consume(args) => runtime(1).block_on(clients::consume(args)),
         Command::Produce(args) => runtime(1).block_on(produce::produce(args)),
         Command::Topics(args) => runtime(1).block_on(topics::topics(args)),
+        Command::Schema(args) => runtime(1).block_on(schema::schema(args)),
         Command::Bench(args) => bench_cmd::run(args),
         Command::Config(args) => profile::run(args, show, profile),
         Command::Completions { shell } => {
