@@ -78,6 +78,7 @@ pub async fn serve(
     topic_exists: impl Fn(&str) -> bool,
 ) -> Result<SchemaFrame, ServeError> {
     use SchemaFrame::*;
+    registry.sync().await?;
     let require = |op: Operation, r: Resource<'_>| {
         if allowed(op, r) {
             return Ok(());

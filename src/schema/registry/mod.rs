@@ -7,6 +7,8 @@
 //! answering "not found", and [`Registry::refresh`] catches up on demand.
 
 pub mod error;
+#[cfg(feature = "broker")]
+pub mod kv_store;
 pub mod state;
 pub mod store;
 
@@ -89,6 +91,15 @@ impl Registry {
             st.apply(event, None);
         }
         Ok(n)
+    }
+
+    /// Before answering a request: with a shared store (a cluster), applies what other
+    /// brokers appended, so answers are as fresh as the store; a no-op otherwise.
+    pub async fn sync(&self) -> Result<(), RegistryError> {
+        if self.store.shared() {
+            self.refresh().await?;
+        }
+        Ok(())
     }
 
     /// Plans an event against the current state, appends it, applies it. `plan` returns the

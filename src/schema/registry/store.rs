@@ -39,6 +39,12 @@ pub trait RegistryStore: Send + Sync + 'static {
     /// Writes `entry` as sequence number `seq` if exactly `seq` entries exist, and returns
     /// only once it is durable. An error means the entry may or may not have been written.
     fn append(&self, seq: u64, entry: Vec<u8>) -> StoreFuture<'_, AppendOutcome>;
+
+    /// Whether other processes append to this store too (a cluster's metadata store): the
+    /// registry then catches up before answering each request ([`super::Registry::sync`]).
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// Entries in memory: for tests and for registries that need no durability.

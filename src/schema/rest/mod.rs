@@ -212,7 +212,11 @@ impl FromRequestParts<Arc<RestState>> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<RestState>) -> Result<Caller, ApiError> {
         match state.auth.principal(parts) {
-            Some(principal) => Ok(Caller { principal, state: state.clone() }),
+            Some(principal) => {
+                // On a shared store (a cluster), catch up before answering.
+                state.registry.sync().await?;
+                Ok(Caller { principal, state: state.clone() })
+            }
             None => Err(ApiError::new(StatusCode::UNAUTHORIZED, 40101, "Unauthorized: no client identity")),
         }
     }
