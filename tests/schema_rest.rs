@@ -1,6 +1,6 @@
-//! The schema registry's REST API on the broker's admin HTTPS listener (client
-//! certificates required), driven by an unmodified Confluent client when one is installed,
-//! and recovered after a restart.
+//! The schema registry's REST API as a broker serves it on its admin HTTPS listener
+//! (client certificates required, subjects under the broker's ACL), driven by an
+//! unmodified Confluent client when one is installed, and recovered after a restart.
 
 mod common;
 #[allow(dead_code)]
@@ -9,38 +9,20 @@ mod https;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 
-use axum::http::request::Parts;
-use qwire::broker::admin::{Admin, AdminConfig, AdminHandle, AdminTls, Caller};
+use qwire::broker::admin::{Admin, AdminConfig, AdminHandle, AdminTls};
 use qwire::broker::BrokerTls;
-use qwire::schema::registry::{FileStore, Registry};
-use qwire::schema::rest::{router, Operation, Resource, RestAuthorizer};
 use qwire::schema::typed::SchemaBinding;
 use qwire::schema::wire::split_confluent;
 use qwire::schema::{IdPlacement, SchemaInput, SchemaType};
 
-/// The principal the admin listener attached; everyone with a certificate may do anything.
-struct CertPrincipal;
-
-impl RestAuthorizer for CertPrincipal {
-    fn principal(&self, request: &Parts) -> Option<String> {
-        request.extensions.get::<Caller>()?.principal.as_deref().map(str::to_owned)
-    }
-    fn allowed(&self, _: &str, _: Operation, _: Resource<'_>) -> bool {
-        true
-    }
-}
-
-async fn serve(certs: &Path, data: &Path) -> (AdminHandle, Arc<Registry>) {
-    let registry = Arc::new(Registry::open(Arc::new(FileStore::open(data).unwrap())).await.unwrap());
-    let tls = BrokerTls::load(certs).unwrap();
-    let admin = Admin::new(AdminConfig::new("127.0.0.1:0".parse().unwrap(), AdminTls::Mtls(tls)))
-        .merge(router(registry.clone(), Arc::new(CertPrincipal)))
-        .start()
-        .await
-        .unwrap();
-    (admin, registry)
+/// The admin listener (HTTPS, client certificates) with the broker's schema router.
+async fn admin_for(b: &common::TestBroker) -> AdminHandle {
+    let tls = BrokerTls::load(b.certs.path()).unwrap();
+    let admin =
+        Admin::new(AdminConfig::new("127.0.0.1:0".parse().unwrap(), AdminTls::Mtls(tls))).start().await.unwrap();
+    admin.merge(b.handle.as_ref().unwrap().schema_router());
+    admin
 }
 
 /// A Python with Confluent's client: `QWIRE_CONFLUENT_PYTHON`, else `python3` if it has it.
@@ -63,9 +45,19 @@ const AVRO2: &str = r#"{"type": "record", "name": "User", "fields": [{"name": "i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_api_over_https_with_client_certificates_survives_restart() {
-    let certs = common::Certs::new();
-    let data = tempfile::tempdir().unwrap();
-    let (admin, registry) = serve(certs.path(), data.path()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl.toml");
+    // alice may do everything with subjects; carol only reads orders-value.
+    std::fs::write(
+        &acl,
+        "[[allow]]\nprincipal = \"alice\"\nsubjects = [\"*\"]\npermissions = [\"read\", \"write\", \"admin\"]\n\
+         [[allow]]\nprincipal = \"carol\"\nsubjects = [\"orders-value\"]\npermissions = [\"read\"]\n",
+    )
+    .unwrap();
+    let mut b = common::TestBroker::start_with(|c| c.acl_file = Some(acl.clone())).await;
+    let admin = admin_for(&b).await;
+    let registry = b.handle.as_ref().unwrap().schema_registry();
+    let certs = &b.certs;
     let addr = admin.local_addr();
     let alice = https::Via::tls(certs.path(), Some("alice"));
     let input = SchemaInput { schema_type: SchemaType::Avro, schema: AVRO2.into() };
@@ -79,6 +71,12 @@ async fn rest_api_over_https_with_client_certificates_survives_restart() {
     assert!(r.body.contains("40403"), "{}", r.body);
     // No client certificate: the TLS handshake is refused.
     assert!(https::get(addr, "/subjects", &https::Via::tls(certs.path(), None)).await.is_err());
+    // The ACL: carol sees no subject she may not read, and cannot fetch through one.
+    let carol = https::Via::tls(certs.path(), Some("carol"));
+    assert_eq!(https::get(addr, "/subjects", &carol).await.unwrap().body, "[]");
+    let r = https::get(addr, &format!("/schemas/ids/{id}"), &carol).await.unwrap();
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("40301"), "{}", r.body);
 
     match confluent_python() {
         None => println!("SKIPPED: Confluent's Python client (confluent-kafka[schemaregistry,avro]) is not installed; set QWIRE_CONFLUENT_PYTHON"),
@@ -87,7 +85,7 @@ async fn rest_api_over_https_with_client_certificates_survives_restart() {
             let rust_value = binding.encode(&serde_json::json!({"id": 7, "name": "from-rust"})).unwrap().value;
             let hex: String = rust_value.iter().map(|b| format!("{b:02x}")).collect();
             let url = format!("https://127.0.0.1:{}", addr.port());
-            let dir = certs.path().to_owned();
+            let dir = b.certs.path().to_owned();
             let out = tokio::task::spawn_blocking(move || {
                 Command::new(py)
                     .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schema/confluent_client.py"))
@@ -115,8 +113,10 @@ async fn rest_api_over_https_with_client_certificates_survives_restart() {
     let subjects = registry.subjects(true);
     admin.shutdown().await;
     drop(registry);
-    let (admin, registry) = serve(certs.path(), data.path()).await;
-    assert_eq!(registry.subjects(true), subjects);
+    b.stop().await;
+    b.restart_broker().await;
+    let admin = admin_for(&b).await;
+    assert_eq!(b.handle.as_ref().unwrap().schema_registry().subjects(true), subjects);
     let r = https::get(admin.local_addr(), &format!("/schemas/ids/{id}"), &alice).await.unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["schema"], AVRO2);
