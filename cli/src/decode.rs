@@ -34,12 +34,12 @@ impl Decoder {
         if !decode {
             return view;
         }
-        if !self.schemas.contains_key(&found.id) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.schemas.entry(found.id) {
             let parsed = match client.schema_by_id(found.id).await {
                 Ok((t, text)) => ParsedSchema::parse(t, &text).ok().map(Arc::new),
                 Err(_) => None,
             };
-            self.schemas.insert(found.id, parsed);
+            slot.insert(parsed);
         }
         let Some(parsed) = self.schemas[&found.id].clone() else {
             view.decoded = Some(Err(format!("schema {} is not in the registry (or not readable)", found.id)));
