@@ -149,7 +149,7 @@ pub(crate) fn produce_exit_code(e: &ProduceError) -> u8 {
         ErrorKind::Tls => EXIT_TLS,
         ErrorKind::RecordTooLarge => EXIT_TOO_LARGE,
         ErrorKind::InvalidRecord => EXIT_UNKNOWN_TOPIC,
-        ErrorKind::Config => EXIT_INVALID,
+        ErrorKind::Config | ErrorKind::Schema => EXIT_INVALID,
         ErrorKind::Broker(code) => match code {
             ErrorCode::AuthorizationFailed => EXIT_NOT_AUTHORIZED,
             ErrorCode::UnknownTopicOrPartition => EXIT_UNKNOWN_TOPIC,

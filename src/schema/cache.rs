@@ -105,6 +105,13 @@ impl SchemaCache {
         .cloned()
     }
 
+    /// The latest schema of `subject` if it was fetched already (no I/O): for callers that
+    /// cannot wait.
+    pub fn cached_latest(&self, subject: &str, message: Option<&str>) -> Option<Arc<SchemaBinding>> {
+        let key = Key::Latest { subject: subject.to_owned(), message: message.map(str::to_owned) };
+        self.bindings.lock().unwrap_or_else(|e| e.into_inner()).get(&key).and_then(|slot| slot.get().cloned())
+    }
+
     /// `input` registered under `subject` (registered or found once).
     pub async fn registered(
         &self,
