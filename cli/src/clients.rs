@@ -154,7 +154,10 @@ pub(crate) fn produce_exit_code(e: &ProduceError) -> u8 {
             ErrorCode::AuthorizationFailed => EXIT_NOT_AUTHORIZED,
             ErrorCode::UnknownTopicOrPartition => EXIT_UNKNOWN_TOPIC,
             ErrorCode::FrameTooLarge | ErrorCode::BatchTooLarge => EXIT_TOO_LARGE,
-            ErrorCode::InvalidTopicName | ErrorCode::InvalidRequest => EXIT_INVALID,
+            ErrorCode::InvalidTopicName
+            | ErrorCode::InvalidRequest
+            | ErrorCode::SchemaRequired
+            | ErrorCode::InvalidRecord => EXIT_INVALID,
             _ => EXIT_OTHER,
         },
         _ => EXIT_OTHER,

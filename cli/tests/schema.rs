@@ -182,3 +182,79 @@ async fn topic_validation_flags_and_consume_with_decode() {
     let text = ok(run(&b, "alice", &["consume", "-t", "users", "--decode"]));
     assert!(text.lines().next().unwrap().contains(&format!("schema_id={aid} {{\"id\":1,\"name\":\"ann\"}}")), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_validates_against_a_subject_and_consume_decodes() {
+    let b = TestBroker::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let order = file(dir.path(), "order.json", ORDER);
+    ok(run(&b, "alice", &["schema", "register", "orders-value", "--type", "json_schema", "--file", &order]));
+    ok(run(&b, "alice", &["topics", "create", "orders", "--schema-validation", "enforce"]));
+
+    // An invalid value: exit 8, a one-line reason naming path and rule, nothing sent.
+    let err = fails(
+        run(
+            &b,
+            "alice",
+            &["produce", "-t", "orders", "--schema-subject", "orders-value", "-m", r#"{"id": 1, "qty": 0}"#],
+        ),
+        8,
+        "record 0 not sent",
+    );
+    let line = err.lines().find(|l| l.starts_with("error: ")).unwrap();
+    assert!(line.contains("/qty") && line.contains("minimum"), "{line}");
+    assert_eq!(ok(run(&b, "alice", &["consume", "-t", "orders"])), "");
+
+    let out = ok(run(
+        &b,
+        "alice",
+        &["produce", "-t", "orders", "--schema-subject", "orders-value", "-m", r#"{"id": {i}, "qty": 2}"#, "-c", "2"],
+    ));
+    assert!(out.contains("sent 2 of 2 records"), "{out}");
+    let lines = ok(run(&b, "alice", &["consume", "-t", "orders", "--format", "json"]));
+    for l in lines.lines() {
+        let v: Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["schema_id"], json!(1));
+    }
+    // Without validation the enforcing broker refuses the record.
+    fails(run(&b, "alice", &["produce", "-t", "orders", "-m", r#"{"id": 9, "qty": 9}"#]), 8, "SCHEMA_REQUIRED");
+
+    // --schema-file registers under {topic}-value; Avro values are encoded from JSON.
+    let avsc = file(
+        dir.path(),
+        "user.avsc",
+        r#"{"type": "record", "name": "User", "fields": [{"name": "id", "type": "long"}, {"name": "name", "type": "string"}]}"#,
+    );
+    let out = ok(run(
+        &b,
+        "alice",
+        &[
+            "produce",
+            "-t",
+            "users",
+            "--schema-file",
+            &avsc,
+            "--schema-type",
+            "avro",
+            "--schema-id-placement",
+            "confluent",
+            "-m",
+            r#"{"id": 5, "name": "eve"}"#,
+        ],
+    ));
+    assert!(out.contains("sent 1 of 1"), "{out}");
+    assert_eq!(ok(run(&b, "alice", &["schema", "versions", "users-value"])), "1\n");
+    let decoded = ok(run(&b, "alice", &["consume", "-t", "users", "--format", "json", "--decode"]));
+    let v: Value = serde_json::from_str(decoded.trim()).unwrap();
+    assert_eq!((v["schema_id"].clone(), v["value"].clone()), (json!(2), json!({"id": 5, "name": "eve"})));
+    fails(
+        run(
+            &b,
+            "alice",
+            &["produce", "-t", "users", "--schema-subject", "users-value", "-m", r#"{"id": "x", "name": "eve"}"#],
+        ),
+        8,
+        "/id",
+    );
+    fails(run(&b, "alice", &["produce", "-t", "users", "--schema-file", &avsc, "-m", "{}"]), 2, "--schema-type");
+}
