@@ -5,7 +5,8 @@
 //! the broker's registry once per subject, over a connection of their own (opened on first
 //! use to the first bootstrap broker that answers).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use arc_swap::ArcSwapOption;
 
@@ -22,6 +23,10 @@ pub(crate) struct ProducerSchemas {
     cfg: Arc<ProducerConfig>,
     /// Connected on first use; dropped after a transport failure so the next use reconnects.
     cache: ArcSwapOption<SchemaCache>,
+    /// Default subject per topic, as shared strings (no allocation per record).
+    defaults: HashMap<String, Arc<str>>,
+    /// Bindings per subject once resolved: the per-record path reads this and nothing else.
+    resolved: RwLock<HashMap<Arc<str>, Arc<SchemaBinding>>>,
 }
 
 /// A record refused for its schema: nothing was sent.
@@ -31,7 +36,8 @@ pub(crate) fn schema_error(e: SchemaError) -> ProduceError {
 
 impl ProducerSchemas {
     pub(crate) fn new(cfg: Arc<ProducerConfig>) -> ProducerSchemas {
-        ProducerSchemas { cfg, cache: ArcSwapOption::empty() }
+        let defaults = cfg.schema_subjects.iter().map(|(t, s)| (t.clone(), Arc::from(s.as_str()))).collect();
+        ProducerSchemas { cfg, cache: ArcSwapOption::empty(), defaults, resolved: RwLock::default() }
     }
 
     /// The schema cache, connecting to the registry on first use.
@@ -88,10 +94,7 @@ impl ProducerSchemas {
 
     /// The subject a record must match: its own, else its topic's default.
     fn subject_of(&self, record: &ProducerRecord) -> Option<Arc<str>> {
-        record
-            .schema_subject
-            .clone()
-            .or_else(|| self.cfg.schema_subjects.get(&*record.topic).map(|s| Arc::from(s.as_str())))
+        record.schema_subject.clone().or_else(|| self.defaults.get(&*record.topic).cloned())
     }
 
     /// Whether `record` goes through the schema step (it has a subject and a value).
@@ -106,6 +109,9 @@ impl ProducerSchemas {
         if record.value.is_none() {
             return Ok(record);
         }
+        if let Some(b) = self.known(&subject) {
+            return encode(&b, &subject, record);
+        }
         let binding = match self.cache().await {
             Ok(cache) => match cache.latest(&subject, None).await {
                 Ok(b) => b,
@@ -116,7 +122,13 @@ impl ProducerSchemas {
             },
             Err(error) => return Err(SendError { error, record }),
         };
+        self.resolved.write().unwrap_or_else(|e| e.into_inner()).insert(subject.clone(), binding.clone());
         encode(&binding, &subject, record)
+    }
+
+    /// A subject's binding if already resolved (no I/O, no allocation).
+    fn known(&self, subject: &str) -> Option<Arc<SchemaBinding>> {
+        self.resolved.read().unwrap_or_else(|e| e.into_inner()).get(subject).cloned()
     }
 
     /// [`ProducerSchemas::apply`] without waiting: the subject's schema must have been
@@ -126,7 +138,7 @@ impl ProducerSchemas {
         if record.value.is_none() {
             return Ok(record);
         }
-        match self.cache.load_full().and_then(|c| c.cached_latest(&subject, None)) {
+        match self.known(&subject).or_else(|| self.cache.load_full().and_then(|c| c.cached_latest(&subject, None))) {
             Some(binding) => encode(&binding, &subject, record),
             None => Err(SendError {
                 error: ProduceError::new(
@@ -142,8 +154,8 @@ impl ProducerSchemas {
 
 /// Checks the value against the binding's schema and attaches the id.
 fn encode(binding: &SchemaBinding, subject: &str, mut record: ProducerRecord) -> Result<ProducerRecord, SendError> {
-    let value = record.value.as_deref().unwrap_or_default();
-    match binding.check_payload(value) {
+    let value = record.value.clone().unwrap_or_default();
+    match binding.check_bytes(value) {
         Ok(EncodedValue { value, header }) => {
             record.value = Some(value);
             record.headers.extend(header);

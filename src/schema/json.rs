@@ -70,6 +70,10 @@ impl JsonSchema {
 
     /// Checks `value`; the error names the first failure's path and keyword.
     pub fn validate(&self, value: &Value) -> Result<(), ValidationError> {
+        // The boolean check is the validator's fast path; details only for a failure.
+        if self.validator.is_valid(value) {
+            return Ok(());
+        }
         match self.validator.iter_errors(value).next() {
             None => Ok(()),
             Some(e) => Err(ValidationError::new(

@@ -121,6 +121,8 @@ pub struct SchemaBinding {
     parsed: Arc<ParsedSchema>,
     placement: IdPlacement,
     message: Option<prost_reflect::MessageDescriptor>,
+    /// The id header's value, built once.
+    id_bytes: Bytes,
 }
 
 impl SchemaBinding {
@@ -140,7 +142,7 @@ impl SchemaBinding {
             (_, Some(name)) => return Err(format!("a message name ('{name}') only applies to Protobuf schemas")),
             (_, None) => None,
         };
-        Ok(SchemaBinding { id, parsed, placement, message })
+        Ok(SchemaBinding { id, parsed, placement, message, id_bytes: Bytes::copy_from_slice(&header_value(id)) })
     }
 
     /// The schema id.
@@ -158,15 +160,13 @@ impl SchemaBinding {
         self.placement
     }
 
+    fn header(&self) -> Header {
+        Header { key: SCHEMA_ID_HEADER.to_owned(), value: Some(self.id_bytes.clone()) }
+    }
+
     fn frame(&self, payload: Vec<u8>) -> EncodedValue {
         match self.placement {
-            IdPlacement::Header => EncodedValue {
-                value: Bytes::from(payload),
-                header: Some(Header {
-                    key: SCHEMA_ID_HEADER.to_owned(),
-                    value: Some(Bytes::copy_from_slice(&header_value(self.id))),
-                }),
-            },
+            IdPlacement::Header => EncodedValue { value: Bytes::from(payload), header: Some(self.header()) },
             IdPlacement::Confluent => {
                 let index = match (&*self.parsed, &self.message) {
                     (ParsedSchema::Protobuf(p), Some(m)) => Some(p.message_index(m)),
@@ -195,12 +195,26 @@ impl SchemaBinding {
     /// Checks a value already in the schema's format (JSON text, an Avro datum, Protobuf
     /// bytes of the bound message) and frames it with the id.
     pub fn check_payload(&self, payload: &[u8]) -> Result<EncodedValue, ValidationError> {
+        self.check(payload)?;
+        Ok(self.frame(payload.to_vec()))
+    }
+
+    /// [`SchemaBinding::check_payload`] for a value already in a `Bytes`: with the id in a
+    /// header, the value is kept as it is (no copy).
+    pub fn check_bytes(&self, payload: Bytes) -> Result<EncodedValue, ValidationError> {
+        self.check(&payload)?;
+        Ok(match self.placement {
+            IdPlacement::Header => EncodedValue { value: payload, header: Some(self.header()) },
+            IdPlacement::Confluent => self.frame(payload.to_vec()),
+        })
+    }
+
+    fn check(&self, payload: &[u8]) -> Result<(), ValidationError> {
         let index = match (&*self.parsed, &self.message) {
             (ParsedSchema::Protobuf(p), Some(m)) => p.message_index(m),
             _ => Vec::new(),
         };
-        self.parsed.validate_payload(payload, &index)?;
-        Ok(self.frame(payload.to_vec()))
+        self.parsed.validate_payload(payload, &index)
     }
 }
 
