@@ -410,7 +410,13 @@ pub(crate) fn render(topic: &str, partition: u32, r: &StoredRecord, format: Form
             m.insert("schema_id".into(), view.id.map_or(serde_json::Value::Null, Into::into));
             let mut h = serde_json::Map::new();
             for header in &r.headers {
-                bytes_field(&mut h, &header.key, &header.value);
+                match (header.key.as_str(), view.id) {
+                    // The id header's 4 bytes, shown as the number they hold.
+                    (SCHEMA_ID_HEADER, Some(id)) => {
+                        h.insert(header.key.clone(), id.to_string().into());
+                    }
+                    _ => bytes_field(&mut h, &header.key, &header.value),
+                }
             }
             m.insert("headers".into(), h.into());
             serde_json::Value::Object(m).to_string()
