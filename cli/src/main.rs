@@ -8,6 +8,7 @@ mod bench;
 mod bench_cmd;
 mod broker_auth;
 mod clients;
+mod decode;
 mod jwt;
 mod logging;
 mod produce;
@@ -15,6 +16,7 @@ mod profile;
 mod progress;
 mod report;
 mod sasl_args;
+mod schema;
 mod topics;
 mod users;
 use std::process::ExitCode;
@@ -52,11 +54,15 @@ The file is a list of [[allow]] rules, read at start-up (changes need a restart)
   [[allow]]
   principal = \"alice\"              # a client certificate's principal (its CN), or \"*\"
   topics = [\"orders\", \"logs.*\"]    # exact names, \"*\", or prefixes ending in \"*\"
+  subjects = [\"orders-value\"]      # schema registry subjects, same patterns (optional)
   permissions = [\"read\", \"write\"]  # any of read, write, admin
 
 Rules only grant; whatever no rule grants is denied. read: Fetch. write: Produce,
 auto-creating the topic, and (write on any topic) getting a producer id. admin:
-CreateTopic. Metadata lists a topic to a principal holding any permission on it.
+CreateTopic, a topic's schema policy. Metadata lists a topic to a principal holding
+any permission on it. On subjects (protocol frames and the REST API alike): read fetches
+schemas and checks compatibility, write registers, admin sets compatibility levels and
+deletes; the registry-wide level needs subjects = [\"*\"].
 An empty file (no [[allow]] rule) denies everything. An unknown key or permission
 is an error and the broker does not start.";
 
@@ -115,6 +121,11 @@ enum Command {
         -a source:cli,region:eu -c 10\n  \
         seq 1 1000 | qwire produce -s 127.0.0.1:7878 --certs certs --client alice -t numbers --lines - --quiet")]
     Produce(produce::ProduceArgs),
+    /// The broker's schema registry: register, get, versions, list, check, delete, config.
+    #[command(
+        after_help = "Example:\n  qwire schema register orders-value --type json_schema --file order.json -s 127.0.0.1:7878 --certs certs --client alice"
+    )]
+    Schema(schema::SchemaArgs),
     /// Create, list and describe topics.
     #[command(after_help = "Example:\n  qwire topics describe orders -s 127.0.0.1:7878 --certs certs --client alice")]
     Topics(topics::TopicsArgs),
@@ -244,6 +255,9 @@ fn run(cli: Cli, show: Option<&clap::ArgMatches>, profile: Option<&profile::Prof
                 let handle = broker::start(cfg, tls).await.map_err(|e| Failure::new(8, e.to_string()))?;
                 if let Some(a) = &admin {
                     a.broker_started(&handle);
+                    // The schema registry's Confluent REST API, at the root paths its
+                    // clients expect (/subjects, /schemas/ids/{id}, /config, ...).
+                    a.merge(handle.schema_router());
                 }
                 println!("qwire broker listening on {}", handle.local_addr());
                 broker_auth::reload_on_sighup(handle.credentials());
@@ -260,6 +274,7 @@ fn run(cli: Cli, show: Option<&clap::ArgMatches>, profile: Option<&profile::Prof
         Command::Consume(args) => runtime(1).block_on(clients::consume(args)),
         Command::Produce(args) => runtime(1).block_on(produce::produce(args)),
         Command::Topics(args) => runtime(1).block_on(topics::topics(args)),
+        Command::Schema(args) => runtime(1).block_on(schema::schema(args)),
         Command::Bench(args) => bench_cmd::run(args),
         Command::Config(args) => profile::run(args, show, profile),
         Command::Completions { shell } => {

@@ -20,6 +20,7 @@ use super::producer_ids::ProducerIdAllocator;
 use super::topics::{Topic, TopicError, TopicRegistry};
 use crate::auth::server::session::ConnectionAuth;
 use crate::protocol::ErrorCode;
+use crate::schema::Registry;
 
 /// State shared by every connection of a broker.
 pub(crate) struct Shared {
@@ -28,6 +29,8 @@ pub(crate) struct Shared {
     pub(crate) auth: Arc<BrokerAuth>,
     pub(crate) registry: TopicRegistry,
     pub(crate) producer_ids: ProducerIdAllocator,
+    /// The schema registry this broker hosts (`data_dir/schemas`).
+    pub(crate) schemas: Arc<Registry>,
     pub(crate) metrics: Arc<BrokerMetrics>,
     /// Bytes of responses waiting to be sent, over all connections.
     pub(crate) response_budget: BrokerBudget,

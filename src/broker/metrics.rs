@@ -112,6 +112,14 @@ counters! {
     sasl_deadline_closes,
     /// Connections closed because their SASL session expired without re-authentication.
     sasl_sessions_expired,
+    /// Records stored on a `warn` topic although they carry no schema id registered under
+    /// the topic's subject (or, with payload validation, do not match their schema).
+    schema_policy_warnings,
+    /// Batches refused by an `enforce` topic's schema policy.
+    schema_policy_refusals,
+    /// Schema registry requests served (frames; the REST API is counted by the admin
+    /// listener).
+    schema_requests,
 }
 
 /// Adds `n` to a counter.

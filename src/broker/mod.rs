@@ -37,6 +37,7 @@ pub mod partition;
 pub mod producer_ids;
 pub mod producer_state;
 mod requests;
+pub mod schema_rest;
 pub mod server;
 pub mod telemetry;
 pub mod topics;

@@ -22,6 +22,7 @@ use super::disk::{write_atomic, Syncer};
 use super::metrics::{BrokerMetrics, MetricsSnapshot};
 use super::producer_ids::ProducerIdAllocator;
 use super::topics::TopicRegistry;
+use crate::schema::registry::{FileStore, Registry};
 use crate::transport::certs::{load_certs, CertError, Identity};
 use crate::transport::tls::{quinn_server_config, server_tls_with_client_auth, QuicTuning, TlsError};
 
@@ -107,6 +108,8 @@ pub struct BrokerHandle {
     auth: Arc<BrokerAuth>,
     /// For exporters (`admin`): topics, partitions and producer ids while the broker runs.
     shared: std::sync::Weak<Shared>,
+    schemas: Arc<Registry>,
+    acl: Acl,
 }
 
 impl BrokerHandle {
@@ -123,6 +126,17 @@ impl BrokerHandle {
     /// What re-reads the SASL users file and the JWKS (what `qwire broker` does on SIGHUP).
     pub fn credentials(&self) -> CredentialsReloader {
         CredentialsReloader { auth: self.auth.clone() }
+    }
+
+    /// The schema registry this broker hosts.
+    pub fn schema_registry(&self) -> Arc<Registry> {
+        self.schemas.clone()
+    }
+
+    /// The schema registry's Confluent-compatible REST API, authorised by this broker's
+    /// ACL: merge it at the root of the admin listener.
+    pub fn schema_router(&self) -> axum::Router {
+        super::schema_rest::router(self.schemas.clone(), self.acl.clone())
     }
 
     /// The live counters, for exporters that read them at scrape time.
@@ -202,6 +216,15 @@ pub async fn start(config: BrokerConfig, tls: BrokerTls) -> Result<BrokerHandle,
     }
     let producer_ids = ProducerIdAllocator::open(&config.data_dir, config.max_producer_ids_per_principal)
         .map_err(|e| storage(e.to_string()))?;
+    // The schema registry: its event log in data_dir/schemas, replayed here.
+    let schemas = {
+        let dir = config.data_dir.join("schemas");
+        let store = tokio::task::spawn_blocking(move || FileStore::open(&dir))
+            .await
+            .map_err(|e| storage(format!("schema registry recovery task failed: {e}")))?
+            .map_err(|e| storage(e.to_string()))?;
+        Arc::new(Registry::open(Arc::new(store)).await.map_err(|e| storage(e.to_string()))?)
+    };
 
     let tuning = QuicTuning {
         idle_timeout: Duration::from_secs(config.idle_timeout_secs),
@@ -232,12 +255,14 @@ pub async fn start(config: BrokerConfig, tls: BrokerTls) -> Result<BrokerHandle,
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let response_budget = BrokerBudget::new(config.max_response_bytes, metrics.clone());
+    let handle_acl = acl.clone();
     let shared = Arc::new(Shared {
         config,
         acl,
         auth: auth.clone(),
         registry,
         producer_ids,
+        schemas: schemas.clone(),
         response_budget,
         metrics: metrics.clone(),
         local_addr,
@@ -247,7 +272,7 @@ pub async fn start(config: BrokerConfig, tls: BrokerTls) -> Result<BrokerHandle,
     let weak = Arc::downgrade(&shared);
     let done = tokio::spawn(accept_loop(endpoint, shared, lock));
     tracing::info!(%local_addr, "broker listening");
-    Ok(BrokerHandle { local_addr, shutdown_tx, done, metrics, auth, shared: weak })
+    Ok(BrokerHandle { local_addr, shutdown_tx, done, metrics, auth, shared: weak, schemas, acl: handle_acl })
 }
 
 async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>, _lock: fs::File) {

@@ -3,6 +3,10 @@
 //! high-throughput path is the producer engine.
 
 mod cluster;
+#[cfg(feature = "schema")]
+mod schema;
+#[cfg(feature = "schema")]
+pub use schema::{RegistryClient, SchemaVersionInfo};
 
 use std::net::SocketAddr;
 use std::path::Path;

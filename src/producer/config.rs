@@ -156,6 +156,12 @@ pub struct ProducerConfig {
     pub(crate) circuit_breaker_recovery: Duration,
     pub(crate) metadata_max_age: Duration,
     pub(crate) mtu_upper_bound: u16,
+    /// Where records validated against a schema carry the schema id.
+    #[cfg(feature = "schema")]
+    pub(crate) schema_id_placement: crate::schema::IdPlacement,
+    /// Default schema subject per topic, for records that name none.
+    #[cfg(feature = "schema")]
+    pub(crate) schema_subjects: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for ProducerConfig {
@@ -190,6 +196,10 @@ impl Default for ProducerConfig {
             circuit_breaker_recovery: Duration::from_secs(10),
             metadata_max_age: Duration::from_secs(300),
             mtu_upper_bound: 1452,
+            #[cfg(feature = "schema")]
+            schema_id_placement: crate::schema::IdPlacement::Header,
+            #[cfg(feature = "schema")]
+            schema_subjects: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -214,6 +224,25 @@ impl ProducerBuilder {
     /// Adds a bootstrap broker (`host:port`). At least one is required.
     pub fn bootstrap(mut self, addr: impl Into<String>) -> Self {
         self.config.bootstrap.push(addr.into());
+        self
+    }
+
+    /// Where a record validated against a schema carries the schema id: a
+    /// `qwire.schema_id` header (default; the value stays the bare payload) or Confluent's
+    /// wire format in front of the value (for Confluent deserializers). Cargo feature
+    /// `schema`.
+    #[cfg(feature = "schema")]
+    pub fn schema_id_placement(mut self, placement: crate::schema::IdPlacement) -> Self {
+        self.config.schema_id_placement = placement;
+        self
+    }
+
+    /// Validates every record of `topic` that names no subject against `subject`'s latest
+    /// schema (by convention `{topic}-value`). Default: none, records without a subject are
+    /// not validated. Cargo feature `schema`.
+    #[cfg(feature = "schema")]
+    pub fn schema_subject_for(mut self, topic: impl Into<String>, subject: impl Into<String>) -> Self {
+        self.config.schema_subjects.insert(topic.into(), subject.into());
         self
     }
 

@@ -83,6 +83,9 @@ pub enum ErrorKind {
     Fenced,
     /// The configuration is invalid (from `build`).
     Config,
+    /// The value does not match its schema (the message names the path and the rule), or
+    /// its schema could not be resolved from the registry. Nothing was sent.
+    Schema,
 }
 
 /// A produce failure.

@@ -204,6 +204,31 @@ pub enum ErrorCode {
     /// Cluster: the metadata store cannot be reached or this broker's view of it is
     /// stale. Retriable.
     MetadataUnavailable = 36,
+    /// Schema registry: the subject has no (non-deleted) version. Not retriable.
+    SchemaSubjectNotFound = 40,
+    /// Schema registry: no such version of the subject. Not retriable.
+    SchemaVersionNotFound = 41,
+    /// Schema registry: no schema with that id, or the text is not registered under the
+    /// subject. Not retriable.
+    SchemaNotFound = 42,
+    /// Schema registry: the text does not parse as its type, uses references, or the
+    /// subject name is invalid. Not retriable.
+    InvalidSchema = 43,
+    /// Schema registry: the schema breaks the subject's compatibility level. Not retriable.
+    IncompatibleSchema = 44,
+    /// Schema registry: an invalid version or compatibility level. Not retriable.
+    SchemaInvalidArgument = 45,
+    /// Schema registry: a delete out of order (soft-deleting twice, or a permanent delete
+    /// before a soft one). Not retriable.
+    SchemaDeleteRefused = 46,
+    /// Schema registry: the subject has no compatibility level of its own. Not retriable.
+    SchemaConfigNotFound = 47,
+    /// Produce to a topic whose schema policy is `enforce`: a record carries no schema id
+    /// registered under the topic's subject. Not retriable.
+    SchemaRequired = 48,
+    /// Produce to an `enforce` topic with payload validation on: a value does not match
+    /// its schema. Not retriable.
+    InvalidRecord = 49,
     /// Authentication: the SASL credentials were not accepted. The one answer to every
     /// credential failure (unknown user, wrong password or proof, replayed message, bad or
     /// expired token), so that users cannot be enumerated. Not retriable.
@@ -228,7 +253,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every defined code, in numeric order.
-    pub const ALL: [ErrorCode; 38] = [
+    pub const ALL: [ErrorCode; 48] = [
         ErrorCode::None,
         ErrorCode::Unknown,
         ErrorCode::MalformedFrame,
@@ -261,6 +286,16 @@ impl ErrorCode {
         ErrorCode::UnknownLeaderEpoch,
         ErrorCode::InvalidReplicationFactor,
         ErrorCode::MetadataUnavailable,
+        ErrorCode::SchemaSubjectNotFound,
+        ErrorCode::SchemaVersionNotFound,
+        ErrorCode::SchemaNotFound,
+        ErrorCode::InvalidSchema,
+        ErrorCode::IncompatibleSchema,
+        ErrorCode::SchemaInvalidArgument,
+        ErrorCode::SchemaDeleteRefused,
+        ErrorCode::SchemaConfigNotFound,
+        ErrorCode::SchemaRequired,
+        ErrorCode::InvalidRecord,
         ErrorCode::AuthenticationFailed,
         ErrorCode::UnsupportedSaslMechanism,
         ErrorCode::AuthenticationRequired,
@@ -342,6 +377,16 @@ impl ErrorCode {
             ErrorCode::UnknownLeaderEpoch => "UNKNOWN_LEADER_EPOCH",
             ErrorCode::InvalidReplicationFactor => "INVALID_REPLICATION_FACTOR",
             ErrorCode::MetadataUnavailable => "METADATA_UNAVAILABLE",
+            ErrorCode::SchemaSubjectNotFound => "SCHEMA_SUBJECT_NOT_FOUND",
+            ErrorCode::SchemaVersionNotFound => "SCHEMA_VERSION_NOT_FOUND",
+            ErrorCode::SchemaNotFound => "SCHEMA_NOT_FOUND",
+            ErrorCode::InvalidSchema => "INVALID_SCHEMA",
+            ErrorCode::IncompatibleSchema => "INCOMPATIBLE_SCHEMA",
+            ErrorCode::SchemaInvalidArgument => "SCHEMA_INVALID_ARGUMENT",
+            ErrorCode::SchemaDeleteRefused => "SCHEMA_DELETE_REFUSED",
+            ErrorCode::SchemaConfigNotFound => "SCHEMA_CONFIG_NOT_FOUND",
+            ErrorCode::SchemaRequired => "SCHEMA_REQUIRED",
+            ErrorCode::InvalidRecord => "INVALID_RECORD",
             ErrorCode::AuthenticationFailed => "AUTHENTICATION_FAILED",
             ErrorCode::UnsupportedSaslMechanism => "UNSUPPORTED_SASL_MECHANISM",
             ErrorCode::AuthenticationRequired => "AUTHENTICATION_REQUIRED",

@@ -13,6 +13,7 @@ use super::cluster::ClusterPayload;
 use super::codec::{put_str16, str16_len, Reader};
 use super::error::{DecodeError, ErrorCode};
 use super::sasl::SaslPayload;
+use super::schema::SchemaFrame;
 
 /// Bytes of the frame header: length prefix, kind and correlation id.
 pub const FRAME_HEADER_LEN: usize = 9;
@@ -140,6 +141,54 @@ pub enum FrameKind {
     /// Cluster: answer, in place of the usual one, to a partition request sent to a
     /// broker that does not lead the partition; names the leader when known.
     NotLeader = 0x9f,
+    /// Schema registry: register a schema under a subject.
+    SchemaRegister = 0x20,
+    /// Schema registry: find a schema among a subject's versions.
+    SchemaLookup = 0x21,
+    /// Schema registry: a schema by global id.
+    SchemaGetById = 0x22,
+    /// Schema registry: one version of a subject.
+    SchemaGetVersion = 0x23,
+    /// Schema registry: a subject's versions.
+    SchemaListVersions = 0x24,
+    /// Schema registry: the subjects.
+    SchemaListSubjects = 0x25,
+    /// Schema registry: check compatibility.
+    SchemaCheck = 0x26,
+    /// Schema registry: delete a version or a subject.
+    SchemaDelete = 0x27,
+    /// Schema registry: a compatibility level.
+    SchemaGetConfig = 0x28,
+    /// Schema registry: set a compatibility level.
+    SchemaSetConfig = 0x29,
+    /// Schema registry: set a topic's schema policy.
+    SetTopicSchemaPolicy = 0x2a,
+    /// Schema registry: a topic's schema policy.
+    GetTopicSchemaPolicy = 0x2b,
+    /// Answer to `SchemaRegister`.
+    SchemaRegisterOk = 0xa0,
+    /// Answer to `SchemaLookup`.
+    SchemaLookupOk = 0xa1,
+    /// Answer to `SchemaGetById`.
+    SchemaById = 0xa2,
+    /// Answer to `SchemaGetVersion`.
+    SchemaVersion = 0xa3,
+    /// Answer to `SchemaListVersions`.
+    SchemaVersions = 0xa4,
+    /// Answer to `SchemaListSubjects`.
+    SchemaSubjects = 0xa5,
+    /// Answer to `SchemaCheck`.
+    SchemaCheckOk = 0xa6,
+    /// Answer to `SchemaDelete`.
+    SchemaDeleted = 0xa7,
+    /// Answer to `SchemaGetConfig`.
+    SchemaConfig = 0xa8,
+    /// Answer to `SchemaSetConfig`.
+    SchemaConfigSet = 0xa9,
+    /// Answer to `SetTopicSchemaPolicy`.
+    TopicSchemaPolicySet = 0xaa,
+    /// Answer to `GetTopicSchemaPolicy`.
+    TopicSchemaPolicy = 0xab,
     /// Failure answer to a request: any request other than a well-formed `Produce`
     /// (which gets a `ProduceResult`), and any frame that could not be decoded.
     Error = 0xff,
@@ -178,6 +227,30 @@ impl FrameKind {
             0x9f => FrameKind::NotLeader,
             0xb0 => FrameKind::SaslStartOk,
             0xb1 => FrameKind::SaslContinueOk,
+            0x20 => FrameKind::SchemaRegister,
+            0x21 => FrameKind::SchemaLookup,
+            0x22 => FrameKind::SchemaGetById,
+            0x23 => FrameKind::SchemaGetVersion,
+            0x24 => FrameKind::SchemaListVersions,
+            0x25 => FrameKind::SchemaListSubjects,
+            0x26 => FrameKind::SchemaCheck,
+            0x27 => FrameKind::SchemaDelete,
+            0x28 => FrameKind::SchemaGetConfig,
+            0x29 => FrameKind::SchemaSetConfig,
+            0x2a => FrameKind::SetTopicSchemaPolicy,
+            0x2b => FrameKind::GetTopicSchemaPolicy,
+            0xa0 => FrameKind::SchemaRegisterOk,
+            0xa1 => FrameKind::SchemaLookupOk,
+            0xa2 => FrameKind::SchemaById,
+            0xa3 => FrameKind::SchemaVersion,
+            0xa4 => FrameKind::SchemaVersions,
+            0xa5 => FrameKind::SchemaSubjects,
+            0xa6 => FrameKind::SchemaCheckOk,
+            0xa7 => FrameKind::SchemaDeleted,
+            0xa8 => FrameKind::SchemaConfig,
+            0xa9 => FrameKind::SchemaConfigSet,
+            0xaa => FrameKind::TopicSchemaPolicySet,
+            0xab => FrameKind::TopicSchemaPolicy,
             0xff => FrameKind::Error,
             kind => return Err(DecodeError::UnknownFrameKind { kind }),
         })
@@ -193,6 +266,12 @@ impl FrameKind {
     /// [`Payload::Sasl`].
     pub fn is_sasl(self) -> bool {
         matches!(self as u8, 0x30..=0x3f | 0xb0..=0xbf)
+    }
+
+    /// Whether this is a schema registry kind (`0x20..=0x2f` or `0xa0..=0xaf`), carried as
+    /// [`Payload::Schema`].
+    pub fn is_schema(self) -> bool {
+        matches!(self as u8, 0x20..=0x2f | 0xa0..=0xaf)
     }
 }
 
@@ -424,6 +503,8 @@ pub enum Payload {
     Cluster(ClusterPayload),
     /// An authentication frame (kinds `0x30..=0x3f`, `0xb0..=0xbf`): see [`super::sasl`].
     Sasl(SaslPayload),
+    /// A schema registry frame (kinds `0x20..=0x2b`, `0xa0..=0xab`): see [`super::schema`].
+    Schema(SchemaFrame),
 }
 
 /// A whole frame: correlation id and payload.
@@ -602,6 +683,7 @@ impl Payload {
             Payload::Error(_) => FrameKind::Error,
             Payload::Cluster(c) => c.kind(),
             Payload::Sasl(a) => a.kind(),
+            Payload::Schema(s) => FrameKind::from_u8(s.kind()).expect("every schema frame kind is a FrameKind"),
         }
     }
 
@@ -624,6 +706,7 @@ impl Payload {
             Payload::Error(e) => 2 + str16_len(&e.message),
             Payload::Cluster(c) => c.body_len(),
             Payload::Sasl(a) => a.body_len(),
+            Payload::Schema(s) => s.body_len(),
         }
     }
 
@@ -712,6 +795,7 @@ impl Payload {
             }
             Payload::Cluster(c) => c.encode_body(buf),
             Payload::Sasl(a) => a.encode_body(buf),
+            Payload::Schema(s) => s.encode_body(buf),
         }
     }
 
@@ -845,6 +929,30 @@ impl Payload {
             FrameKind::SaslStart | FrameKind::SaslContinue | FrameKind::SaslStartOk | FrameKind::SaslContinueOk => {
                 return SaslPayload::decode(kind, &body).map(Payload::Sasl)
             }
+            FrameKind::SchemaRegister
+            | FrameKind::SchemaLookup
+            | FrameKind::SchemaGetById
+            | FrameKind::SchemaGetVersion
+            | FrameKind::SchemaListVersions
+            | FrameKind::SchemaListSubjects
+            | FrameKind::SchemaCheck
+            | FrameKind::SchemaDelete
+            | FrameKind::SchemaGetConfig
+            | FrameKind::SchemaSetConfig
+            | FrameKind::SetTopicSchemaPolicy
+            | FrameKind::GetTopicSchemaPolicy
+            | FrameKind::SchemaRegisterOk
+            | FrameKind::SchemaLookupOk
+            | FrameKind::SchemaById
+            | FrameKind::SchemaVersion
+            | FrameKind::SchemaVersions
+            | FrameKind::SchemaSubjects
+            | FrameKind::SchemaCheckOk
+            | FrameKind::SchemaDeleted
+            | FrameKind::SchemaConfig
+            | FrameKind::SchemaConfigSet
+            | FrameKind::TopicSchemaPolicySet
+            | FrameKind::TopicSchemaPolicy => return SchemaFrame::decode(kind as u8, &body).map(Payload::Schema),
         };
         r.finish("frame body")?;
         Ok(payload)

@@ -265,6 +265,7 @@ fn vectors() -> Vec<(Frame, Vec<u8>)> {
     ];
     v.extend(crate::protocol::cluster::tests::vectors());
     v.extend(crate::protocol::sasl::tests::vectors());
+    v.extend(crate::protocol::schema::tests::vectors());
     v
 }
 
@@ -280,7 +281,7 @@ fn is_extensible(kind: FrameKind) -> bool {
     kind == FrameKind::HelloOk
 }
 
-const ALL_KINDS: [FrameKind; 30] = [
+const ALL_KINDS: [FrameKind; 54] = [
     FrameKind::Hello,
     FrameKind::InitProducerId,
     FrameKind::Metadata,
@@ -311,6 +312,30 @@ const ALL_KINDS: [FrameKind; 30] = [
     FrameKind::SaslContinue,
     FrameKind::SaslStartOk,
     FrameKind::SaslContinueOk,
+    FrameKind::SchemaRegister,
+    FrameKind::SchemaLookup,
+    FrameKind::SchemaGetById,
+    FrameKind::SchemaGetVersion,
+    FrameKind::SchemaListVersions,
+    FrameKind::SchemaListSubjects,
+    FrameKind::SchemaCheck,
+    FrameKind::SchemaDelete,
+    FrameKind::SchemaGetConfig,
+    FrameKind::SchemaSetConfig,
+    FrameKind::SetTopicSchemaPolicy,
+    FrameKind::GetTopicSchemaPolicy,
+    FrameKind::SchemaRegisterOk,
+    FrameKind::SchemaLookupOk,
+    FrameKind::SchemaById,
+    FrameKind::SchemaVersion,
+    FrameKind::SchemaVersions,
+    FrameKind::SchemaSubjects,
+    FrameKind::SchemaCheckOk,
+    FrameKind::SchemaDeleted,
+    FrameKind::SchemaConfig,
+    FrameKind::SchemaConfigSet,
+    FrameKind::TopicSchemaPolicySet,
+    FrameKind::TopicSchemaPolicy,
 ];
 
 #[test]

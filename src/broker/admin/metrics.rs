@@ -217,6 +217,21 @@ impl Collector for BrokerCollector {
             s.authorization_failures,
         )?;
 
+        // Schema registry.
+        w.counter(
+            "qwire_broker_schema_policy_warnings",
+            "Records stored on a warn topic without a schema id registered under the topic's subject.",
+            None,
+            s.schema_policy_warnings,
+        )?;
+        w.counter(
+            "qwire_broker_schema_policy_refusals",
+            "Batches refused by an enforce topic's schema policy.",
+            None,
+            s.schema_policy_refusals,
+        )?;
+        w.counter("qwire_broker_schema_requests", "Schema registry frames served.", None, s.schema_requests)?;
+
         // Produce, storage.
         w.metric(
             "qwire_broker_produce_requests",

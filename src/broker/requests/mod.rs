@@ -7,7 +7,8 @@
 //! - [`metadata`], `Metadata` (and auto-create of named topics);
 //! - [`admin`], `CreateTopic`;
 //! - [`produce`], `Produce` (batch checks, dedup, append, the acks level);
-//! - [`fetch`], `Fetch`.
+//! - [`fetch`], `Fetch`;
+//! - [`schema`], the schema registry frames (`0x20`–`0x2b`).
 
 mod admin;
 mod fetch;
@@ -16,6 +17,7 @@ mod metadata;
 mod produce;
 mod producer_id;
 mod sasl;
+mod schema;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -93,6 +95,7 @@ async fn other(ctx: &ConnCtx, corr: u32, payload: Payload) -> Option<Pending> {
         }
         Payload::CreateTopic(c) => admin::create_topic(ctx, corr, c).await,
         Payload::Sasl(p @ (SaslPayload::Start(_) | SaslPayload::Continue(_))) => sasl::sasl(ctx, corr, p).await,
+        Payload::Schema(req) if req.kind() < 0x80 => schema::schema(ctx, corr, req).await,
         other => {
             inc(&ctx.shared.metrics.bad_frames);
             error(corr, ErrorCode::InvalidRequest, format!("{:?} is a response kind, not a request", other.kind()))
