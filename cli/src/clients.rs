@@ -13,8 +13,8 @@ use qwire::protocol::frame::TopicMetadata;
 use qwire::protocol::{ErrorCode, StoredRecord};
 use qwire::transport::TransportError;
 
-use crate::sasl_args::SaslArgs;
 use crate::decode::SchemaView;
+use crate::sasl_args::SaslArgs;
 use crate::Failure;
 use qwire::schema::SCHEMA_ID_HEADER;
 
