@@ -3,7 +3,7 @@
 //! latency histograms of [`Detail`](crate::broker::telemetry::Detail), and one series per
 //! partition read from the topic registry.
 //!
-//! A per-partition gauge is one entry of [`PARTITION_GAUGES`]; the cluster's replication
+//! A per-partition gauge is one entry of `PARTITION_GAUGES`; the cluster's replication
 //! lag and in-sync replica count go there.
 
 use std::fmt;
