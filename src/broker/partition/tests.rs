@@ -401,19 +401,25 @@ async fn producer_state_comes_back_from_the_snapshot_and_the_tail_after_a_crash(
     assert_eq!((again.duplicate, again.base_offset), (false, 78));
 }
 
-/// Finding 5 (second half): producers idle longer than the expiration are forgotten.
+/// Finding 5 (second half): producers idle longer than the expiration are forgotten, by
+/// the appends' own times (the owner's sweep used to read the wall clock, so a loaded
+/// machine expired producers that were not idle by the times the jobs carried).
 #[tokio::test]
 async fn idle_producers_expire() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = PartitionConfig { producer_expiration: Duration::from_millis(50), ..PartitionConfig::default() };
+    let minute = 60_000;
+    let cfg = PartitionConfig { producer_expiration: Duration::from_secs(3600), ..PartitionConfig::default() };
     let (p, _) = open(dir.path(), cfg);
-    append(&p, batch("old", 1, 1, 0)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    // Any append sweeps; producer 1 has been idle for longer than 50 ms.
-    append(&p, batch("new", 1, 2, 0)).await.unwrap();
+    // Job times far from the wall clock: only they may count.
+    let t0 = now_ms() + 10 * 60 * minute;
+    let at = |b: Bytes, t: i64| p.append(b, t, false, check, None);
+    at(batch("old", 1, 1, 0), t0).await.unwrap();
+    at(batch("recent", 1, 2, 0), t0 + 50 * minute).await.unwrap();
+    assert_eq!(p.metrics.producers_expired.load(Relaxed), 0);
+    // 61 minutes after producer 1's append, 11 after producer 2's: only 1 is idle too long.
+    at(batch("new", 1, 3, 0), t0 + 61 * minute).await.unwrap();
     assert_eq!(p.metrics.producers_expired.load(Relaxed), 1);
-    let err = append(&p, batch("old", 1, 1, 1)).await.unwrap_err();
+    let err = at(batch("old", 1, 1, 1), t0 + 62 * minute).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::UnknownProducerId);
-    // (That a recent producer is kept is the unit test in producer_state.rs: here a stall
-    // of the machine longer than 50 ms would expire it too.)
+    at(batch("recent", 1, 2, 1), t0 + 62 * minute).await.unwrap();
 }
