@@ -423,3 +423,31 @@ async fn idle_producers_expire() {
     assert_eq!(err.code, ErrorCode::UnknownProducerId);
     at(batch("recent", 1, 2, 1), t0 + 62 * minute).await.unwrap();
 }
+
+/// Retention deleted sealed segments whose fsync was still pending (it looked at sizes and
+/// times only). Like Kafka, which deletes only below the high watermark, it now stops at
+/// the first segment that is not wholly below the durable end.
+#[tokio::test]
+async fn retention_stops_at_the_first_segment_not_wholly_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Faults::default();
+    let log = LogConfig { segment_bytes: 300, retention_bytes: Some(0), ..LogConfig::default() };
+    let (p, _) = open(dir.path(), PartitionConfig { log, ..config(&faults) });
+    p.spawn_flusher();
+    faults.close();
+    let mut last = None;
+    for i in 0..6 {
+        last = Some(append(&p, batch(&format!("r{i}"), 4, -1, 0)).await.unwrap());
+    }
+    let last = last.unwrap();
+    assert!(p.metrics.segment_rolls.load(Relaxed) >= 2);
+    // The round that fsyncs the sealed segments is held: none of them is durable.
+    faults.entered(1).await;
+    assert_eq!(p.durable_end(), 0);
+    assert_eq!(p.apply_retention(now_ms()).await.unwrap(), 0, "deleted a segment that was never fsync'd");
+    assert_eq!(p.metadata(0).log_start_offset, 0);
+    faults.open();
+    p.wait_durable(last.end_offset, last.generation).await.unwrap();
+    assert!(p.apply_retention(now_ms()).await.unwrap() >= 2);
+    assert!(p.metadata(0).log_start_offset > 0);
+}
