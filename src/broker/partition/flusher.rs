@@ -40,6 +40,7 @@ impl Partition {
     /// fsync outside it, publish the new durable end. Returns whether a round ran and
     /// succeeded (a failure is counted in `fsync_failures` and fails the log).
     pub fn sync_round(&self) -> bool {
+        let _turn = self.round_turn();
         let (plan, snapshot, generation) = {
             let mut st = self.lock();
             let plan = st.log.sync_plan();
@@ -89,6 +90,7 @@ impl Partition {
     /// later appends reuse the offsets. Blocking: run it off the runtime. Returns how
     /// many offsets were cut, or `None` when the log was not failed.
     pub fn recover_blocking(&self) -> Result<Option<i64>, LogError> {
+        let _turn = self.round_turn();
         let mut st = self.lock();
         if !st.log.is_failed() {
             return Ok(None);
@@ -134,8 +136,10 @@ impl Partition {
     }
 
     /// fsyncs everything appended and writes a producer-state snapshot at the end, so
-    /// the next open scans nothing (shutdown). Blocking.
+    /// the next open scans nothing (shutdown). Waits for a group-commit round in progress
+    /// first, so that what it writes is what stays on disk. Blocking.
     pub fn flush_blocking(&self) -> Result<(), LogError> {
+        let _turn = self.round_turn();
         let mut st = self.lock();
         st.log.flush()?;
         let end = st.log.end_offset();

@@ -173,6 +173,12 @@ pub struct Partition {
     config: PartitionConfig,
     metrics: Arc<BrokerMetrics>,
     state: Mutex<State>,
+    /// Held by whatever replaces the partition's state files (`recovery-point`,
+    /// `producer-state`) outside the state lock: a group-commit round for its whole
+    /// length, the final flush, in-place recovery. So the final flush never runs beside a
+    /// live round (both write the same `.tmp` files, and the round's older recovery point
+    /// and snapshot would land after the flush's). Taken before `state`, never after.
+    rounds: Mutex<()>,
     jobs: Mutex<owner::Jobs>,
     durable: watch::Sender<Durability>,
     sync_wanted: Notify,
@@ -219,6 +225,7 @@ impl Partition {
             metrics,
             shape: Shape::default(),
             state: Mutex::new(state),
+            rounds: Mutex::new(()),
             jobs: Mutex::new(owner::Jobs::default()),
             durable: watch::Sender::new(Durability::new(end)),
             sync_wanted: Notify::new(),
@@ -231,6 +238,11 @@ impl Partition {
         // A panic while holding the lock leaves the log consistent (appends roll back on
         // error), so a poisoned lock is still usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The turn to replace the state files (see `rounds`); take it before [`Self::lock`].
+    fn round_turn(&self) -> MutexGuard<'_, ()> {
+        self.rounds.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Topic name.

@@ -451,3 +451,57 @@ async fn retention_stops_at_the_first_segment_not_wholly_durable() {
     assert!(p.apply_retention(now_ms()).await.unwrap() >= 2);
     assert!(p.metadata(0).log_start_offset > 0);
 }
+
+/// Shutdown: the final flush ran while the flusher's round could still be live, and both
+/// replace the recovery point and the producer-state snapshot (through the same `.tmp`
+/// files). Here the round is held inside its first fsync while the final flush runs: the
+/// flush must wait for it, so that what the flush writes (everything durable, a snapshot
+/// at the end) is what stays on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_final_flush_waits_for_a_live_round_and_its_state_files_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let (entered, release) = (Arc::new(AtomicUsize::new(0)), Arc::new((Mutex::new(false), Condvar::new())));
+    let syncer = {
+        let (entered, release) = (entered.clone(), release.clone());
+        Syncer::with_hook(move |path, kind| {
+            if kind == SyncKind::Data && path.extension().is_some_and(|e| e == "log") && entered.fetch_add(1, SeqCst) == 0
+            {
+                // Only the first segment fsync (the flusher's round) is held, a minute at most.
+                let (lock, cv) = &*release;
+                let mut go = lock.lock().unwrap();
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !*go && Instant::now() < deadline {
+                    go = cv.wait_timeout(go, Duration::from_millis(100)).unwrap().0;
+                }
+            }
+            Ok(())
+        })
+    };
+    let log = LogConfig { segment_bytes: 300, ..LogConfig::default() };
+    let cfg = PartitionConfig { log, syncer, ..PartitionConfig::default() };
+    let (p, _) = open(dir.path(), cfg.clone());
+    p.spawn_flusher();
+    for i in 0..6 {
+        append(&p, batch(&format!("s{i}"), 4, 5, i * 4)).await.unwrap();
+    }
+    let end = p.metadata(0).end_offset;
+    poll_until("the round to hold its first fsync", || entered.load(SeqCst) >= 1).await;
+    let flush = tokio::task::spawn_blocking({
+        let p = p.clone();
+        move || p.flush_blocking()
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!flush.is_finished(), "the final flush ran beside a live round");
+    {
+        let (lock, cv) = &*release;
+        *lock.lock().unwrap() = true;
+        cv.notify_all();
+    }
+    flush.await.unwrap().unwrap();
+    assert_eq!(p.durable_end(), end);
+    drop(p);
+    let recovery_point = std::fs::read_to_string(dir.path().join("recovery-point")).unwrap();
+    assert_eq!(recovery_point.trim(), end.to_string());
+    let (_, report) = open(dir.path(), cfg);
+    assert_eq!((report.producers.snapshot_offset, report.producers.headers_scanned), (Some(end), 0));
+}
