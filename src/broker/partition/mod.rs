@@ -181,7 +181,11 @@ pub struct Partition {
     rounds: Mutex<()>,
     jobs: Mutex<owner::Jobs>,
     durable: watch::Sender<Durability>,
-    sync_wanted: Notify,
+    /// Asks the flusher for a round (shared with its task, which holds no strong
+    /// reference to the partition while it waits).
+    sync_wanted: Arc<Notify>,
+    /// Times the flusher woke up (a sync request, or its tick while the log is failed).
+    flusher_wakeups: AtomicU64,
     shape: Shape,
 }
 
@@ -228,7 +232,8 @@ impl Partition {
             rounds: Mutex::new(()),
             jobs: Mutex::new(owner::Jobs::default()),
             durable: watch::Sender::new(Durability::new(end)),
-            sync_wanted: Notify::new(),
+            sync_wanted: Arc::new(Notify::new()),
+            flusher_wakeups: AtomicU64::new(0),
         };
         partition.publish_shape(&partition.lock());
         Ok((partition, OpenReport { log: log_report, producers: producer_report }))
@@ -379,6 +384,13 @@ impl Partition {
     /// Whether the log refuses writes after a failure (until the flusher recovers it).
     pub fn is_failed(&self) -> bool {
         self.durable.borrow().failed
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        // Wakes the flusher, which then finds the partition gone and ends.
+        self.sync_wanted.notify_one();
     }
 }
 

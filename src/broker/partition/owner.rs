@@ -168,6 +168,7 @@ impl Partition {
                 if st.log.is_failed() && !self.durable.borrow().failed {
                     // A write that could not be undone: the flusher must cut the log.
                     self.durable.send_modify(|d| d.fail(format!("{}-{}: a write failed", self.topic, self.index)));
+                    self.sync_wanted.notify_one();
                 }
             }
             for answer in answers {

@@ -505,3 +505,31 @@ async fn the_final_flush_waits_for_a_live_round_and_its_state_files_win() {
     let (_, report) = open(dir.path(), cfg);
     assert_eq!((report.producers.snapshot_offset, report.producers.headers_scanned), (Some(end), 0));
 }
+
+/// The flusher woke up every second whatever the partition's state (thousands of idle
+/// partitions meant thousands of wake-ups a second): it now sleeps until a round is asked
+/// for, and ticks once a second only while the log is failed and must be recovered.
+#[tokio::test]
+async fn the_flusher_sleeps_until_asked_and_ticks_only_while_the_log_is_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _) = open(dir.path(), PartitionConfig::default());
+    p.spawn_flusher();
+    // Long enough for two ticks of a once-a-second timer.
+    let ticks = Duration::from_millis(2500);
+    tokio::time::sleep(ticks).await;
+    assert_eq!(p.flusher_wakeups.load(Relaxed), 0, "the flusher ticked with nothing to do");
+    let a = append(&p, batch("x", 1, -1, 0)).await.unwrap();
+    p.wait_durable(a.end_offset, a.generation).await.unwrap();
+    let asked = p.flusher_wakeups.load(Relaxed);
+    assert!(asked >= 1);
+    // A failed log is retried by the tick until it recovers (here at the first try).
+    p.fail_sync("injected".into());
+    poll_until("the in-place recovery", || p.durability().generation == 1).await;
+    let recovered = p.flusher_wakeups.load(Relaxed);
+    tokio::time::sleep(ticks).await;
+    assert_eq!(p.flusher_wakeups.load(Relaxed), recovered, "the flusher kept ticking after the recovery");
+    // Dropping the partition ends its flusher, which holds no strong reference meanwhile.
+    let weak = Arc::downgrade(&p);
+    drop(p);
+    assert!(weak.upgrade().is_none());
+}
