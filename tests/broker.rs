@@ -482,3 +482,45 @@ async fn unsupported_version_is_answered_and_the_stream_stays_usable() {
     assert!(matches!(f.payload, Payload::HelloOk(_)), "{f:?}");
     assert_eq!(f.correlation_id, 2);
 }
+
+/// A batch stored while the broker allowed larger batches than it does now (its
+/// `max_batch_bytes` was lowered across a restart): a fetch at it is answered
+/// `BATCH_TOO_LARGE`, never a `FetchOk` holding more than the `max_fetch_bytes` HelloOk
+/// announced (the broker used to check only the frame size); the smaller batches around
+/// it are still served.
+#[tokio::test]
+async fn a_fetch_never_holds_more_than_max_fetch_bytes_even_for_a_batch_stored_under_a_larger_limit() {
+    let mut b = TestBroker::start().await;
+    let mut c = b.client("alice").await;
+    for size in [2000, 100_000, 2000] {
+        let r = c.produce("shrunk", 0, Acks::All, batch_of_size(size)).await.unwrap();
+        assert_eq!(r.error, ErrorCode::None, "{}", r.message);
+    }
+    drop(c);
+    b.stop().await;
+    b.config.max_batch_bytes = 16 * 1024;
+    b.restart_broker().await;
+    let c = b.client("alice").await;
+    assert_eq!(c.connection().hello().max_fetch_bytes, 16 * 1024);
+    let mut s = c.open_stream().await.unwrap();
+    let fetch = |offset| {
+        Payload::Fetch(qwire::protocol::frame::Fetch { topic: "shrunk".into(), partition: 0, offset, max_bytes: u32::MAX })
+    };
+    match s.call(fetch(0)).await.unwrap() {
+        Payload::FetchOk(f) => assert_eq!(f.batches.len(), 2000, "only the small first batch fits"),
+        other => panic!("{:?}", other.kind()),
+    }
+    match s.call(fetch(1)).await {
+        Err(TransportError::Broker { code, message, .. }) => {
+            assert_eq!(code, ErrorCode::BatchTooLarge, "{message}");
+            assert!(message.contains("100000") && message.contains("larger limit"), "{message}");
+        }
+        Ok(Payload::FetchOk(f)) => panic!("a FetchOk of {} batch bytes to a client told 16 KiB", f.batches.len()),
+        Ok(other) => panic!("{:?}", other.kind()),
+        Err(e) => panic!("{e}"),
+    }
+    match s.call(fetch(2)).await.unwrap() {
+        Payload::FetchOk(f) => assert_eq!(f.batches.len(), 2000),
+        other => panic!("{:?}", other.kind()),
+    }
+}

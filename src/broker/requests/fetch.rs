@@ -7,7 +7,7 @@ use crate::broker::log::LogError;
 use crate::broker::metrics::inc;
 use crate::broker::partition::{Fetched, READ_DURABLE_WAIT};
 use crate::broker::writer::Pending;
-use crate::protocol::frame::{Fetch, FetchOk, MIN_FRAME_LENGTH};
+use crate::protocol::frame::{Fetch, FetchOk};
 use crate::protocol::{ErrorCode, Frame, Payload};
 
 /// Answers `FetchOk` with the batches from `req.offset`, or why there are none.
@@ -76,19 +76,18 @@ pub(super) async fn fetch(ctx: &ConnCtx, corr: u32, req: Fetch) -> Option<Pendin
         charge.shrink_to(batches.len());
         break (batches, high_watermark, log_start_offset, charge);
     };
-    // Only a batch stored under a larger max_frame_size than today's can be too large.
-    // The length prefix counts kind, correlation id and the two offsets besides batches.
-    let room = ctx.shared.config.max_frame_size as usize - MIN_FRAME_LENGTH - 16;
-    if batches.len() > room {
+    // A response holds at most max_bytes (≤ the limit) unless its first batch alone is
+    // larger: only a batch stored under a larger limit than today's can be, and sending
+    // it would break the max_fetch_bytes promised in HelloOk.
+    if batches.len() > limit {
         return error(
             corr,
             ErrorCode::BatchTooLarge,
             format!(
-                "the stored batch at offset {} is {} bytes, more than a frame of this broker holds \
-                 (max_frame_size {}); it was stored under a larger limit",
+                "the stored batch at offset {} is {} bytes, more than this broker's max_fetch_bytes ({limit}); \
+                 it was stored under a larger limit",
                 req.offset,
                 batches.len(),
-                ctx.shared.config.max_frame_size
             ),
         );
     }
