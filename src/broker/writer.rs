@@ -66,10 +66,14 @@ pub(crate) async fn write_responses(
                     w.add(f).await
                 }
                 Pending::Durable { partition, end, generation, timeout, correlation_id, result } => {
-                    // Do not hold finished responses back behind an fsync.
-                    let flushed = partition.durable_end() >= end || w.flush().await;
+                    // Do not hold finished responses back behind an fsync; and when the
+                    // client is gone, stop here rather than wait for the fsync while
+                    // holding the charges of what was buffered.
+                    if partition.durable_end() < end && !w.flush().await {
+                        return;
+                    }
                     let result = wait_durable(&partition, end, generation, timeout, result).await;
-                    flushed && w.add(Frame { correlation_id, payload: Payload::ProduceResult(result) }).await
+                    w.add(Frame { correlation_id, payload: Payload::ProduceResult(result) }).await
                 }
             };
             if !written {
