@@ -7,6 +7,7 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -160,4 +161,86 @@ async fn a_writer_whose_client_is_gone_gives_its_charges_back_without_waiting_fo
     .await;
     assert_eq!(m.fsyncs, 1, "B's fsync is still held: {m:?}");
     gates.release("b");
+}
+
+/// Finding 1 (regression): a produce frame's reservation from the connection's budget was
+/// dropped as soon as the frame was decoded, while the batch then waited for its
+/// partition's owner: with the partition busy, one connection could pin 256 streams × an
+/// 8 MiB batch. Here the owner is stuck behind the fsync of an in-place cut (held), and
+/// one connection pipelines 32 produces of 512 KiB on 32 streams against a 4 MiB budget:
+/// the batches waiting for the owner keep their reservation, so most frames are refused
+/// `RESOURCE_LIMIT`, and the bytes the broker holds stay within the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produces_waiting_for_a_busy_partition_keep_their_frame_budget() {
+    let gates = Gates::default();
+    let syncer = gates.syncer();
+    let budget = 4u64 << 20;
+    let b = TestBroker::start_with(move |c| {
+        c.syncer = syncer;
+        c.max_frame_size = 1 << 20;
+        c.max_buffered_bytes_per_connection = budget;
+    })
+    .await;
+    let mut c = b.client("alice").await;
+    c.create_topic("c", 1).await.unwrap();
+    // A failed group-commit fsync: the flusher then cuts the log back under the
+    // partition's lock, and the cut's own fsync is held. Every append waits behind it.
+    gates.hold("c");
+    gates.fail_next("c", 1);
+    let r = c.produce("c", 0, Acks::All, batch("lost", 1, ProducerStamp::NONE, Compression::None)).await.unwrap();
+    assert_eq!(r.error, qwire::protocol::ErrorCode::StorageError, "{}", r.message);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gates.entered("c") == 0 {
+        assert!(Instant::now() < deadline, "the cut's fsync never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let streams = 32;
+    let big = batch(&"x".repeat(512 << 10), 1, ProducerStamp::NONE, Compression::None);
+    let refused = Arc::new(AtomicUsize::new(0));
+    let before = b.handle.as_ref().unwrap().metrics().produce_requests;
+    let settled = |m: &MetricsSnapshot| (m.produce_requests - before) as usize + refused.load(SeqCst);
+    let mut held = Vec::new();
+    // One stream after the other, each frame taken or refused before the next is sent.
+    for i in 0..streams {
+        let (mut send, mut recv) = c.connection().quinn().open_bi().await.unwrap();
+        send.write_all(&encode(&[produce(i, "c", Acks::Leader, 0, big.clone())])).await.unwrap();
+        let refused = refused.clone();
+        held.push(tokio::spawn(async move {
+            let mut buf = BytesMut::new();
+            let answer = loop {
+                if let Some(f) = Frame::decode(&mut buf, 1 << 24).unwrap() {
+                    break f;
+                }
+                match recv.read_chunk(1 << 16, true).await.unwrap() {
+                    Some(chunk) => buf.extend_from_slice(&chunk.bytes),
+                    None => panic!("stream ended without an answer"),
+                }
+            };
+            if let Payload::Error(e) = &answer.payload {
+                assert_eq!(e.code, qwire::protocol::ErrorCode::ResourceLimit, "{}", e.message);
+                refused.fetch_add(1, SeqCst);
+            }
+            drop(send);
+            answer
+        }));
+        wait_for(&b, "the frame to be refused or taken", |m| settled(m) == i as usize + 1).await;
+    }
+    let m = b.handle.as_ref().unwrap().metrics();
+    let taken = m.produce_requests - before;
+    println!(
+        "{streams} produces of 512 KiB against a busy partition: {taken} taken, the rest refused; \
+         at most {} KiB of large frames held (budget {} KiB)",
+        m.request_bytes_held_peak >> 10,
+        budget >> 10
+    );
+    assert!(taken >= 1 && taken * (512 << 10) <= budget, "{taken} batches of 512 KiB held against a 4 MiB budget");
+    assert!(m.request_bytes_held > 0 && m.request_bytes_held_peak <= budget, "{m:?}");
+    // Once the owner is free again, the waiting batches are appended and their
+    // reservations given back.
+    gates.release("c");
+    for h in held {
+        let answer = h.await.unwrap();
+        assert!(matches!(answer.payload, Payload::ProduceResult(_) | Payload::Error(_)), "{:?}", answer.payload.kind());
+    }
+    wait_for(&b, "every reservation to be given back", |m| m.request_bytes_held == 0).await;
 }

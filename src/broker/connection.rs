@@ -122,6 +122,7 @@ async fn serve_stream(ctx: Arc<ConnCtx>, send: quinn::SendStream, recv: quinn::R
         shared.config.max_frame_size as usize,
         ctx.frame_budget.clone(),
         shared.config.max_buffered_bytes_per_connection,
+        shared.metrics.clone(),
     );
     loop {
         let event = tokio::select! {
@@ -130,10 +131,15 @@ async fn serve_stream(ctx: Arc<ConnCtx>, send: quinn::SendStream, recv: quinn::R
             _ = shutdown.wait_for(|s| *s) => break,
         };
         let response = match event {
-            ReadEvent::Frame(f) => match dispatch(&ctx, f).await {
-                Some(p) => p,
-                None => continue,
-            },
+            ReadEvent::Frame(f, held) => {
+                let response = dispatch(&ctx, f).await;
+                // Only now: a produce waits for its partition's owner holding its batch.
+                drop(held);
+                match response {
+                    Some(p) => p,
+                    None => continue,
+                }
+            }
             ReadEvent::Bad(e) => {
                 inc(&shared.metrics.bad_frames);
                 tracing::warn!(remote = %ctx.remote, principal = %ctx.principal, error = %e, "bad frame");

@@ -37,6 +37,7 @@
 
 mod durability;
 mod flusher;
+mod limits;
 mod owner;
 mod snapshot;
 #[cfg(test)]
@@ -51,6 +52,7 @@ use bytes::Bytes;
 use tokio::sync::{watch, Notify};
 
 pub use durability::Durability;
+pub use limits::{default_concurrent_checks, CheckSlots, IoLimits, DEFAULT_CONCURRENT_READS};
 use durability::Verdict;
 pub use snapshot::ProducerStateReport;
 
@@ -81,6 +83,10 @@ pub struct PartitionConfig {
     pub producer_expiration: Duration,
     /// How data is made durable (fault injection in tests). Default: the OS's fsync.
     pub syncer: Syncer,
+    /// Bounds on blocking work shared with every other partition that has a clone of
+    /// this config (the broker's registry gives all its partitions one). Default
+    /// [`IoLimits::default`].
+    pub limits: IoLimits,
 }
 
 impl Default for PartitionConfig {
@@ -89,6 +95,7 @@ impl Default for PartitionConfig {
             log: LogConfig::default(),
             producer_expiration: DEFAULT_PRODUCER_EXPIRATION,
             syncer: Syncer::os(),
+            limits: IoLimits::default(),
         }
     }
 }

@@ -132,12 +132,16 @@ impl Partition {
             // The round's time is its jobs' (the latest of them), never the wall clock:
             // producers are recorded with the jobs' times and expire by the same clock.
             let round_ms = jobs.iter().map(Job::now_ms).max().unwrap_or(i64::MIN);
-            // Decoding the records is the costly part: do it before taking the lock.
+            // Decoding the records is the costly part: do it before taking the lock, in
+            // one of the broker-wide check slots (it may decompress 32 MiB).
             let checked: Vec<(Job, Option<Result<BatchHeader, AppendError>>)> = jobs
                 .into_iter()
                 .map(|job| match &job {
                     Job::Append { batch, check, .. } => {
-                        let header = check(batch);
+                        let header = {
+                            let _slot = self.config.limits.checks.take();
+                            check(batch)
+                        };
                         (job, Some(header))
                     }
                     Job::Retention { .. } => (job, None),
