@@ -244,3 +244,50 @@ async fn produces_waiting_for_a_busy_partition_keep_their_frame_budget() {
     }
     wait_for(&b, "every reservation to be given back", |m| m.request_bytes_held == 0).await;
 }
+
+/// Finding 2 (fetch): a fetch was charged only its `max_bytes`, which may be 1, although
+/// each one holds a read (and a blocking thread) and its answer may be a whole batch. Now
+/// a fetch is charged at least 64 KiB while it is served. Here 64 fetches with
+/// `max_bytes` 1 wait on one connection for an offset whose fsync is held: against a 1 MiB
+/// response budget, at most 16 are served at once and the rest wait for the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_is_charged_at_least_a_floor_whatever_max_bytes_it_asks() {
+    let gates = Gates::default();
+    let syncer = gates.syncer();
+    let budget = 1u64 << 20;
+    let b = TestBroker::start_with(move |c| {
+        c.syncer = syncer;
+        c.max_response_bytes_per_connection = budget;
+    })
+    .await;
+    let mut c = b.client("alice").await;
+    c.create_topic("t", 1).await.unwrap();
+    gates.hold("t");
+    let r = c.produce("t", 0, Acks::Leader, batch("tail", 1, ProducerStamp::NONE, Compression::None)).await.unwrap();
+    assert_eq!(r.error, qwire::protocol::ErrorCode::None, "{}", r.message);
+    // Stored, not durable: each fetch at offset 0 waits for the (held) group commit.
+    let fetch = Frame {
+        correlation_id: 1,
+        payload: Payload::Fetch(Fetch { topic: "t".into(), partition: 0, offset: 0, max_bytes: 1 }),
+    };
+    let mut answers = Vec::new();
+    for _ in 0..64 {
+        let (mut send, mut recv) = c.connection().quinn().open_bi().await.unwrap();
+        send.write_all(&encode(std::slice::from_ref(&fetch))).await.unwrap();
+        // Finished: the broker finishes its side once the one answer is written.
+        send.finish().unwrap();
+        answers.push(tokio::spawn(async move { recv.read_to_end(1 << 20).await.unwrap().len() }));
+    }
+    let m = wait_for(&b, "a fetch to wait for the response budget", |m| m.response_budget_waits >= 1).await;
+    assert!(m.response_bytes_queued_peak <= budget, "{m:?}");
+    gates.release("t");
+    for a in answers {
+        assert!(a.await.unwrap() > 0);
+    }
+    let m = wait_for(&b, "every charge to be given back", |m| m.response_bytes_queued == 0).await;
+    println!(
+        "64 fetches of max_bytes 1 held at the tail: {} waited for the 1 MiB budget, at most {} KiB charged",
+        m.response_budget_waits,
+        m.response_bytes_queued_peak >> 10
+    );
+}

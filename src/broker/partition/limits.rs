@@ -149,6 +149,35 @@ mod tests {
         assert_eq!(MOST.load(SeqCst), 1, "batch checks ran beside each other beyond the bound");
     }
 
+    /// Each fetch started a blocking read at once: many fetches occupied the blocking
+    /// pool and held their batches together.
+    #[tokio::test]
+    async fn a_log_read_waits_for_a_broker_wide_read_slot() {
+        let cfg = PartitionConfig { limits: IoLimits::new(2, 1), ..PartitionConfig::default() };
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(BrokerMetrics::default());
+        let p = Arc::new(Partition::open(dir.path(), Arc::from("t"), 0, cfg.clone(), metrics).unwrap().0);
+        let mut b = BatchBuilder::new();
+        b.push(&Record { timestamp: 1, key: None, value: Some(Bytes::from_static(b"v")), headers: vec![] });
+        let check = |b: &Bytes| {
+            crate::protocol::batch::check_batch(b)
+                .ok()
+                .flatten()
+                .ok_or_else(|| AppendError { code: ErrorCode::CorruptBatch, message: "not a batch".into() })
+        };
+        p.append(b.seal(Compression::None, None, ProducerStamp::NONE), 0, false, check, None).await.unwrap();
+        p.flush_blocking().unwrap();
+        let slot = cfg.limits.reads.clone().acquire_owned().await.unwrap();
+        let read = tokio::spawn({
+            let p = p.clone();
+            async move { p.read(0, 1 << 20, Duration::ZERO).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!read.is_finished(), "read without a slot");
+        drop(slot);
+        assert!(!read.await.unwrap().unwrap().batches.is_empty());
+    }
+
     #[test]
     fn check_slots_bound_how_many_threads_hold_one_at_once() {
         let slots = CheckSlots::new(2);

@@ -353,7 +353,8 @@ impl Partition {
     /// below the durable end. When `offset` is stored but not durable yet, asks for a
     /// group commit and waits for it up to `max_wait` first; then answers what is durable
     /// (possibly nothing). [`LogError::OffsetOutOfRange`] outside `[log start, log end]`.
-    /// The file is read on the blocking pool, outside the partition lock.
+    /// The file is read on the blocking pool, outside the partition lock, once one of the
+    /// broker-wide read slots ([`IoLimits::reads`]) is free.
     pub async fn read(
         self: &Arc<Self>,
         offset: i64,
@@ -364,8 +365,15 @@ impl Partition {
         if !max_wait.is_zero() && offset >= self.durable_end() && offset < end {
             let _ = tokio::time::timeout(max_wait, self.wait_readable(offset)).await;
         }
+        // One of the broker-wide read slots (never closed) for the blocking read.
+        let slot = self.config.limits.reads.clone().acquire_owned().await.expect("read slots open");
         let p = Arc::clone(self);
-        tokio::task::spawn_blocking(move || p.read_blocking(offset, max_bytes)).await.unwrap_or_else(|e| {
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            p.read_blocking(offset, max_bytes)
+        })
+        .await
+        .unwrap_or_else(|e| {
             Err(LogError::Io {
                 op: "read task",
                 path: Default::default(),

@@ -10,6 +10,11 @@ use crate::broker::writer::Pending;
 use crate::protocol::frame::{Fetch, FetchOk};
 use crate::protocol::{ErrorCode, Frame, Payload};
 
+/// The least a fetch is charged to the response budgets while it is served (until its
+/// answer is read, when the charge shrinks to the answer's size): a `max_bytes` of 1 must
+/// not let a connection have thousands of reads in progress for nothing.
+pub(crate) const FETCH_CHARGE_FLOOR: usize = 64 * 1024;
+
 /// Answers `FetchOk` with the batches from `req.offset`, or why there are none.
 pub(super) async fn fetch(ctx: &ConnCtx, corr: u32, req: Fetch) -> Option<Pending> {
     inc(&ctx.shared.metrics.fetch_requests);
@@ -37,8 +42,10 @@ pub(super) async fn fetch(ctx: &ConnCtx, corr: u32, req: Fetch) -> Option<Pendin
     let limit = ctx.shared.config.batch_limit() as usize;
     let max_bytes = (req.max_bytes as usize).clamp(1, limit);
     // Charge the response before reading: a client that does not read its responses
-    // waits here once its connection's budget is used, holding no more than that.
-    let mut want = max_bytes;
+    // waits here once its connection's budget is used, holding no more than that. At
+    // least FETCH_CHARGE_FLOOR while it is served, whatever max_bytes says: each fetch
+    // holds a read, and its first batch may be larger than asked.
+    let mut want = max_bytes.max(FETCH_CHARGE_FLOOR);
     let (batches, high_watermark, log_start_offset, charge) = loop {
         let mut charge = ctx.responses.charge(want).await;
         // Only durable offsets are served; at a stored but not yet durable offset the
