@@ -164,7 +164,7 @@ pub async fn start(config: BrokerConfig, tls: BrokerTls) -> Result<BrokerHandle,
             );
         }
     }
-    let producer_ids = ProducerIdAllocator::open(&config.data_dir, config.max_producer_ids_per_principal)
+    let producer_ids = ProducerIdAllocator::open(&config.data_dir, config.max_producer_ids_per_principal, config.syncer.clone())
         .map_err(|e| storage(e.to_string()))?;
 
     let tuning = QuicTuning {
