@@ -504,7 +504,12 @@ async fn a_fetch_never_holds_more_than_max_fetch_bytes_even_for_a_batch_stored_u
     assert_eq!(c.connection().hello().max_fetch_bytes, 16 * 1024);
     let mut s = c.open_stream().await.unwrap();
     let fetch = |offset| {
-        Payload::Fetch(qwire::protocol::frame::Fetch { topic: "shrunk".into(), partition: 0, offset, max_bytes: u32::MAX })
+        Payload::Fetch(qwire::protocol::frame::Fetch {
+            topic: "shrunk".into(),
+            partition: 0,
+            offset,
+            max_bytes: u32::MAX,
+        })
     };
     match s.call(fetch(0)).await.unwrap() {
         Payload::FetchOk(f) => assert_eq!(f.batches.len(), 2000, "only the small first batch fits"),
@@ -546,7 +551,7 @@ async fn a_metadata_answer_is_bounded_by_the_frame_limit() {
     };
     assert!(encoded(&m) <= frame_limit as usize, "answer of {} bytes", encoded(&m));
     let described = m.topics.iter().filter(|t| t.error == ErrorCode::None).count();
-    assert!(described >= 1 && described < 4, "{described} topics of 40 partitions in a 4 KiB answer");
+    assert!((1..4).contains(&described), "{described} topics of 40 partitions in a 4 KiB answer");
     for t in &m.topics {
         match t.error {
             ErrorCode::None => assert_eq!(t.partitions.len(), 40),

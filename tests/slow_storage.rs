@@ -145,7 +145,8 @@ async fn a_writer_whose_client_is_gone_gives_its_charges_back_without_waiting_fo
         correlation_id: 2,
         payload: Payload::Fetch(Fetch { topic: "e".into(), partition: 0, offset: 0, max_bytes: 1 << 20 }),
     };
-    let frames = encode(&[produce(1, "a", Acks::All, minutes, one("a")), fetch, produce(3, "b", Acks::All, minutes, one("b"))]);
+    let frames =
+        encode(&[produce(1, "a", Acks::All, minutes, one("a")), fetch, produce(3, "b", Acks::All, minutes, one("b"))]);
     send.write_all(&frames).await.unwrap();
     // The writer waits for A's fsync; behind it the fetch's (charged) answer and B's wait.
     wait_for(&b, "the three requests to be taken", |m| {
@@ -155,10 +156,9 @@ async fn a_writer_whose_client_is_gone_gives_its_charges_back_without_waiting_fo
     // A becomes durable: the writer buffers A's and the fetch's answers, then must write
     // before waiting for B; the write fails (the client stopped the stream).
     gates.release("a");
-    let m = wait_for(&b, "the charges of a stream whose client is gone to be given back", |m| {
-        m.response_bytes_queued == 0
-    })
-    .await;
+    let m =
+        wait_for(&b, "the charges of a stream whose client is gone to be given back", |m| m.response_bytes_queued == 0)
+            .await;
     assert_eq!(m.fsyncs, 1, "B's fsync is still held: {m:?}");
     gates.release("b");
 }

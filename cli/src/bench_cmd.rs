@@ -90,6 +90,15 @@ pub(crate) struct BenchArgs {
     /// touch of a page is several times slower than a reuse).
     #[arg(long, default_value_t = 0)]
     prewarm_mib: usize,
+    /// Send through a loopback relay that forwards at most this many MB/s to the broker
+    /// (a slow broker: the producer's memory then stays within its buffer; PERF.md).
+    #[arg(long)]
+    link_mbps: Option<f64>,
+    /// Validate every record against a JSON Schema registered under `{topic}-value`
+    /// before it is queued (the producer's schema path). Needs `--payload json-object`;
+    /// run once with and once without it to measure what validation costs.
+    #[arg(long)]
+    schema_validation: bool,
     /// Worker threads of the producers' runtime (1: one single-threaded runtime; the
     /// embedded broker always has its own thread).
     #[arg(long, default_value_t = 1)]
@@ -127,6 +136,8 @@ fn config(a: BenchArgs) -> (BenchConfig, bool, usize, crate::report::ReportArgs)
         mtu: a.mtu,
         streams_per_connection: a.streams,
         prewarm_mib: a.prewarm_mib,
+        link_mbps: a.link_mbps,
+        schema_validation: a.schema_validation,
     };
     (cfg, a.json, a.threads, a.report)
 }
@@ -134,6 +145,12 @@ fn config(a: BenchArgs) -> (BenchConfig, bool, usize, crate::report::ReportArgs)
 /// Runs the benchmark and prints kafka-producer-perf-test style lines.
 pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
     let (cfg, json, threads, report_args) = config(args);
+    if cfg.schema_validation && cfg.payload != PayloadKind::JsonObject {
+        return Err(Failure::new(
+            8,
+            "--schema-validation needs --payload json-object (values valid against the bench schema)",
+        ));
+    }
     if !report_args.compare.is_empty() {
         let page = crate::report::compare(&report_args).map_err(|e| Failure::new(8, e))?;
         println!("comparison written to {}", page.display());
@@ -187,6 +204,16 @@ fn print_report(r: &BenchReport, json: bool) {
         "mode {}: {:.0} records/batch, {:.0} bytes/batch, compression ratio {:.2}, retries {}, peak RSS {:.0} MiB.",
         r.mode, p.avg_records_per_batch, p.avg_batch_bytes, p.compression_ratio, p.retries, r.peak_rss_mib
     );
+    if let Some(mbps) = r.config.link_mbps {
+        let buffer = (r.config.buffer_memory * r.config.producers) as f64 / (1 << 20) as f64;
+        let within = r.peak_rss_mib <= buffer + 64.0;
+        println!(
+            "slow link {mbps} MB/s: peak RSS {:.0} MiB against buffer_memory {buffer:.0} MiB + 64 MiB: {}{}.",
+            r.peak_rss_mib,
+            if within { "within" } else { "EXCEEDED" },
+            if r.mode == "external" { "" } else { " (includes the embedded broker: use --broker for the figure)" }
+        );
+    }
     if json {
         println!("{}", serde_json::to_string(r).expect("serialisable report"));
     }

@@ -15,6 +15,7 @@ use bytes::BytesMut;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::metrics::BrokerMetrics;
+use super::telemetry::GaugeGuard;
 use crate::protocol::frame::{FrameError, FrameHead};
 use crate::protocol::Frame;
 
@@ -29,6 +30,8 @@ pub(crate) const STOP_BAD_FRAMING: u32 = 1;
 pub(crate) struct FramePermit {
     permit: OwnedSemaphorePermit,
     metrics: Arc<BrokerMetrics>,
+    /// Its share of the broker-wide `frame_bytes_reserved` gauge.
+    _reserved: GaugeGuard,
 }
 
 impl FramePermit {
@@ -36,7 +39,8 @@ impl FramePermit {
         let n = permit.num_permits() as u64;
         let now = metrics.request_bytes_held.fetch_add(n, Relaxed) + n;
         metrics.request_bytes_held_peak.fetch_max(now, Relaxed);
-        FramePermit { permit, metrics }
+        let _reserved = GaugeGuard::new(&metrics, |m| &m.frame_bytes_reserved, n);
+        FramePermit { permit, metrics, _reserved }
     }
 }
 

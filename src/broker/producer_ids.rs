@@ -96,11 +96,8 @@ impl Ids {
             return;
         };
         let excess = mine.len() - max;
-        let mut lru: Vec<(i64, i64)> = mine
-            .iter()
-            .filter(|id| **id != keep)
-            .map(|id| (self.by_id[id].last_used.load(Relaxed), *id))
-            .collect();
+        let mut lru: Vec<(i64, i64)> =
+            mine.iter().filter(|id| **id != keep).map(|id| (self.by_id[id].last_used.load(Relaxed), *id)).collect();
         if excess < lru.len() {
             lru.select_nth_unstable(excess);
         }
@@ -338,8 +335,7 @@ impl ProducerIdAllocator {
             (id, 0, Arc::from(principal))
         };
         let line = Line { id, epoch: new_epoch, principal: principal.to_string() };
-        append_line(files, &line)
-            .map_err(|e| (ErrorCode::StorageError, format!("persisting producer ids: {e}")))?;
+        append_line(files, &line).map_err(|e| (ErrorCode::StorageError, format!("persisting producer ids: {e}")))?;
         {
             let mut ids = self.write_ids();
             ids.insert(

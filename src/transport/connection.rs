@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 
+use super::sasl::Reauthenticator;
 use super::tls::tls_alert_name;
+use crate::auth::client::{SaslCredentials, SaslError, Session};
 use crate::protocol::frame::{Hello, HelloOk};
 use crate::protocol::{ErrorCode, Frame, FrameError, FrameKind, Payload, MAX_FRAME_SIZE, PROTOCOL_VERSION};
 
@@ -98,6 +100,25 @@ pub enum TransportError {
         addr: SocketAddr,
         /// What was expected and what came.
         detail: String,
+    },
+    /// This client's side of a SASL exchange failed: the credentials cannot be used, the
+    /// token provider failed, or the broker's SCRAM proof was wrong. (A refusal by the
+    /// broker is [`TransportError::Broker`] with an authentication code.)
+    #[error("SASL authentication with {addr} failed: {source}")]
+    Sasl {
+        /// Broker address.
+        addr: SocketAddr,
+        /// What went wrong.
+        #[source]
+        source: SaslError,
+    },
+    /// A broker name did not resolve to an address.
+    #[error("cannot resolve broker address '{name}': {reason}")]
+    Resolve {
+        /// The `host:port` given.
+        name: String,
+        /// Why.
+        reason: String,
     },
     /// A request did not complete in time.
     #[error("request to {addr} timed out after {timeout:?}")]
@@ -226,11 +247,34 @@ impl ClientEndpoint {
         server_name: &str,
         client_id: &str,
     ) -> Result<BrokerConnection, TransportError> {
+        self.connect_inner(None, addr, server_name, client_id).await
+    }
+
+    /// [`ClientEndpoint::connect`] with another client configuration (e.g. certificates
+    /// read again after a rotation) instead of the endpoint's.
+    pub async fn connect_with(
+        &self,
+        config: quinn::ClientConfig,
+        addr: SocketAddr,
+        server_name: &str,
+        client_id: &str,
+    ) -> Result<BrokerConnection, TransportError> {
+        self.connect_inner(Some(config), addr, server_name, client_id).await
+    }
+
+    async fn connect_inner(
+        &self,
+        config: Option<quinn::ClientConfig>,
+        addr: SocketAddr,
+        server_name: &str,
+        client_id: &str,
+    ) -> Result<BrokerConnection, TransportError> {
         let attempt = async {
-            let connecting = self
-                .endpoint
-                .connect(addr, server_name)
-                .map_err(|e| TransportError::Connect { addr, reason: e.to_string() })?;
+            let connecting = match config {
+                Some(c) => self.endpoint.connect_with(c, addr, server_name),
+                None => self.endpoint.connect(addr, server_name),
+            }
+            .map_err(|e| TransportError::Connect { addr, reason: e.to_string() })?;
             let conn = connecting.await.map_err(|e| match e {
                 quinn::ConnectionError::TimedOut => TransportError::Unreachable { addr, timeout: self.connect_timeout },
                 e => TransportError::from_connection(addr, e),
@@ -248,7 +292,7 @@ impl ClientEndpoint {
                 }
             };
             control.max_frame = hello_ok.max_frame_size as usize;
-            Ok(BrokerConnection { addr, conn, hello: hello_ok, control })
+            Ok(BrokerConnection { addr, conn, hello: hello_ok, control, reauth: None })
         };
         match tokio::time::timeout(self.connect_timeout, attempt).await {
             Ok(r) => r,
@@ -264,9 +308,35 @@ pub struct BrokerConnection {
     conn: quinn::Connection,
     hello: HelloOk,
     control: FrameStream,
+    /// Re-authenticates an expiring SASL session (PROTOCOL.md §20.6).
+    reauth: Option<Reauthenticator>,
 }
 
 impl BrokerConnection {
+    /// Authenticates with SASL when the broker asks for it (`HelloOk` named no principal:
+    /// this client presented no certificate), then keeps an expiring session alive by
+    /// re-authenticating on a stream of its own before it ends. A connection the broker
+    /// authenticated by its certificate needs nothing (a certificate wins over SASL).
+    pub async fn authenticate(&mut self, credentials: Option<&SaslCredentials>) -> Result<(), TransportError> {
+        if !self.hello.principal.is_empty() {
+            return Ok(());
+        }
+        let Some(credentials) = credentials else {
+            return Err(TransportError::Sasl { addr: self.addr, source: SaslError::Required });
+        };
+        let session = super::sasl::authenticate(&mut self.control, self.addr, credentials).await?;
+        self.hello.principal = session.principal.clone();
+        let max_frame = self.hello.max_frame_size as usize;
+        self.reauth = Reauthenticator::spawn(self.conn.clone(), self.addr, credentials.clone(), session, max_frame);
+        Ok(())
+    }
+
+    /// The SASL session, when this connection authenticated with SASL and it expires: its
+    /// lifetime as of the last (re-)authentication.
+    pub fn sasl_session(&self) -> Option<Session> {
+        self.reauth.as_ref().map(Reauthenticator::session)
+    }
+
     /// The broker's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -330,6 +400,12 @@ impl FrameWriter {
     pub fn finish(&mut self) {
         let _ = self.send.finish();
     }
+
+    /// Abandons the send side: the broker sees the stream reset with `code` and
+    /// discards what it had not read.
+    pub fn reset(&mut self, code: u32) {
+        let _ = self.send.reset(quinn::VarInt::from_u32(code));
+    }
 }
 
 /// Receiving half of a framed stream.
@@ -342,6 +418,11 @@ pub struct FrameReader {
 }
 
 impl FrameReader {
+    /// Stops reading: the broker is told (STOP_SENDING with `code`) to send nothing more.
+    pub fn stop(&mut self, code: u32) {
+        let _ = self.recv.stop(quinn::VarInt::from_u32(code));
+    }
+
     /// The next frame; `Ok(None)` when the broker finished the stream cleanly.
     pub async fn recv(&mut self) -> Result<Option<Frame>, TransportError> {
         loop {
@@ -375,7 +456,7 @@ pub struct FrameStream {
 }
 
 impl FrameStream {
-    fn new(addr: SocketAddr, send: quinn::SendStream, recv: quinn::RecvStream, max_frame: usize) -> Self {
+    pub(crate) fn new(addr: SocketAddr, send: quinn::SendStream, recv: quinn::RecvStream, max_frame: usize) -> Self {
         FrameStream {
             writer: FrameWriter { addr, send, scratch: BytesMut::with_capacity(4096) },
             reader: FrameReader { addr, recv, buf: BytesMut::with_capacity(64 * 1024), max_frame: MAX_FRAME_SIZE },

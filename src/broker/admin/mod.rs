@@ -264,7 +264,7 @@ impl AdminHandle {
     /// connections accepted (until the broker's shutdown begins, which turns
     /// `accepting_connections` false again) and exports the broker's counters.
     pub fn broker_started(&self, broker: &BrokerHandle) {
-        self.broker.attach(broker.live_metrics());
+        self.broker.attach(broker);
         self.storage_recovered.set(true);
         self.accepting.set(true);
         let accepting = self.accepting.clone();

@@ -52,14 +52,15 @@ use bytes::Bytes;
 use tokio::sync::{watch, Notify};
 
 pub use durability::Durability;
-pub use limits::{default_concurrent_checks, CheckSlots, IoLimits, DEFAULT_CONCURRENT_READS};
 use durability::Verdict;
+pub use limits::{default_concurrent_checks, CheckSlots, IoLimits, DEFAULT_CONCURRENT_READS};
 pub use snapshot::ProducerStateReport;
 
 use super::disk::Syncer;
 use super::log::{LogConfig, LogError, PartitionLog, ReadBound, RecoveryReport};
 use super::metrics::BrokerMetrics;
 use super::producer_state::ProducerStates;
+use super::telemetry::PartitionCounters;
 use crate::protocol::frame::PartitionMetadata;
 use crate::protocol::{BatchHeader, ErrorCode};
 
@@ -194,6 +195,8 @@ pub struct Partition {
     /// Times the flusher woke up (a sync request, or its tick while the log is failed).
     flusher_wakeups: AtomicU64,
     shape: Shape,
+    /// What the request layer appended to and read from this partition (for `/metrics`).
+    pub(crate) counters: PartitionCounters,
 }
 
 impl std::fmt::Debug for Partition {
@@ -241,6 +244,7 @@ impl Partition {
             durable: watch::Sender::new(Durability::new(end)),
             sync_wanted: Arc::new(Notify::new()),
             flusher_wakeups: AtomicU64::new(0),
+            counters: PartitionCounters::default(),
         };
         partition.publish_shape(&partition.lock());
         Ok((partition, OpenReport { log: log_report, producers: producer_report }))

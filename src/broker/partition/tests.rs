@@ -464,7 +464,9 @@ async fn the_final_flush_waits_for_a_live_round_and_its_state_files_win() {
     let syncer = {
         let (entered, release) = (entered.clone(), release.clone());
         Syncer::with_hook(move |path, kind| {
-            if kind == SyncKind::Data && path.extension().is_some_and(|e| e == "log") && entered.fetch_add(1, SeqCst) == 0
+            if kind == SyncKind::Data
+                && path.extension().is_some_and(|e| e == "log")
+                && entered.fetch_add(1, SeqCst) == 0
             {
                 // Only the first segment fsync (the flusher's round) is held, a minute at most.
                 let (lock, cv) = &*release;

@@ -26,7 +26,7 @@ pub(super) async fn init_producer_id(ctx: &ConnCtx, corr: u32, req: InitProducer
             format!("principal '{}' may not write any topic, so it gets no producer id", ctx.principal),
         );
     }
-    let principal: Arc<str> = ctx.principal.clone();
+    let principal: Arc<str> = ctx.principal.arc();
     // One issue or bump at a time; the answer is fsync'd before it is sent.
     let issued = ProducerIdAllocator::init(
         ctx.shared.clone(),
