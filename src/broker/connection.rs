@@ -161,9 +161,12 @@ async fn serve_stream(ctx: Arc<ConnCtx>, send: quinn::SendStream, recv: quinn::R
             _ = shutdown.wait_for(|s| *s) => break,
         };
         let response = match event {
-            ReadEvent::Frame(f) => {
+            ReadEvent::Frame(f, held) => {
                 let in_flight = GaugeGuard::new(&shared.metrics, |m| &m.requests_in_flight, 1);
-                match dispatch(&ctx, f).await {
+                let response = dispatch(&ctx, f).await;
+                // Only now: a produce waits for its partition's owner holding its batch.
+                drop(held);
+                match response {
                     Some(p) => Queued(p, Some(in_flight)),
                     None => continue,
                 }
