@@ -69,9 +69,18 @@ pub(crate) async fn serve_connection(
         tracing::Span::current().record("principal", &*principal);
         tracing::info!(%remote, %principal, "client connected");
     } else {
+        let pending = match shared.auth.pending.try_take(remote.ip()) {
+            Ok(p) => p,
+            Err(why) => {
+                inc(&shared.metrics.sasl_unauthenticated_refused);
+                tracing::warn!(%remote, "{why}: closing a connection without a certificate");
+                conn.close(u32::from(ErrorCode::AuthenticationThrottled.as_u16()).into(), why.as_bytes());
+                return;
+            }
+        };
         tracing::info!(%remote, "client connected without a certificate: it must authenticate with SASL");
         let deadline = Duration::from_millis(shared.config.auth.auth_timeout_ms);
-        tokio::spawn(watch_session(conn.clone(), session_rx, deadline, shared.metrics.clone(), remote));
+        tokio::spawn(watch_session(conn.clone(), session_rx, deadline, shared.metrics.clone(), remote, pending));
     }
     let budget = shared.config.max_buffered_bytes_per_connection.clamp(1, u64::from(u32::MAX)) as usize;
     let ctx = Arc::new(ConnCtx {

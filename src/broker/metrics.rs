@@ -117,6 +117,9 @@ counters! {
     sasl_unauthenticated_requests,
     /// Certificate-less connections closed for not authenticating in time.
     sasl_deadline_closes,
+    /// Certificate-less connections closed at once because `max_unauthenticated` (or
+    /// `max_unauthenticated_per_source`) connections had not authenticated yet.
+    sasl_unauthenticated_refused,
     /// Connections closed because their SASL session expired without re-authentication.
     sasl_sessions_expired,
     /// Records stored on a `warn` topic although they carry no schema id registered under

@@ -308,9 +308,13 @@ impl Collector for BrokerCollector {
         w.counter_family(
             "qwire_broker_sasl_connections_closed",
             "Certificate-less connections closed by the broker, by reason: deadline (not authenticated in time), \
-             expired (session ended without re-authentication).",
+             expired (session ended without re-authentication), refused (too many not yet authenticated).",
             None,
-            [([(REASON, "deadline")], s.sasl_deadline_closes), ([(REASON, "expired")], s.sasl_sessions_expired)],
+            [
+                ([(REASON, "deadline")], s.sasl_deadline_closes),
+                ([(REASON, "expired")], s.sasl_sessions_expired),
+                ([(REASON, "refused")], s.sasl_unauthenticated_refused),
+            ],
         )?;
 
         // Broker state: topics, partitions, producer ids.
