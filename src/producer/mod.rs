@@ -335,7 +335,8 @@ impl Producer {
     }
 
     /// Stops accepting records, flushes, and after `timeout` fails whatever is left with a
-    /// `Closed` error; then the connections close.
+    /// `Closed` error; then the connections close. Any `timeout` is fine: `Duration::MAX`
+    /// waits until everything is delivered or fails by its delivery timeout.
     ///
     /// Returns `Ok(())` when every record enqueued before the call was acknowledged;
     /// otherwise an error as [`Producer::flush`] describes (a record failed at the
@@ -362,7 +363,7 @@ impl Producer {
 
     /// The partition count of `topic`, fetching metadata if needed.
     pub async fn partitions_for(&self, topic: &str) -> Result<u32, ProduceError> {
-        let t = self.topic_queues(&Arc::from(topic), Instant::now() + self.inner.cfg.max_block).await?;
+        let t = self.topic_queues(&Arc::from(topic), deadline_in(self.inner.cfg.max_block)).await?;
         Ok(t.partitions.len() as u32)
     }
 
@@ -474,7 +475,7 @@ impl Producer {
         // The max_block deadline is only computed when something has to wait: the fast
         // path reads no clock here.
         let mut deadline = None;
-        let mut deadline = || *deadline.get_or_insert_with(|| Instant::now() + self.inner.cfg.max_block);
+        let mut deadline = || *deadline.get_or_insert_with(|| deadline_in(self.inner.cfg.max_block));
         let topic = match self.inner.acc.topic(&record.topic) {
             Some(t) => t,
             None => match self.topic_queues(&record.topic, deadline()).await {
@@ -529,6 +530,12 @@ impl Producer {
         let q = QueuedRecord { record: Record { timestamp, key, value, headers }, size, charge, delivery, enqueued };
         self.inner.acc.push(topic, partition, q);
     }
+}
+
+/// `max_block` from now, without overflow (`validate` caps it; this never panics anyway).
+fn deadline_in(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d).or_else(|| now.checked_add(config::MAX_DURATION)).unwrap_or(now)
 }
 
 fn size_of(r: &ProducerRecord) -> usize {

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use super::Tick;
+use crate::producer::clock::later;
 
 /// Where the breaker stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +90,7 @@ impl Breaker {
 
     /// Opens at once (a refusal that retrying soon cannot heal, e.g. a refused certificate).
     pub(crate) fn open(&mut self, now: Tick) {
-        self.state = BreakerState::Open { until: now + self.recovery };
+        self.state = BreakerState::Open { until: later(now, self.recovery) };
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::breaker::{Breaker, BreakerState};
 use super::{ConnId, HelloInfo, StreamId, Tick};
+use crate::producer::clock::later;
 use crate::producer::config::ProducerConfig;
 use crate::producer::error::ProduceError;
 
@@ -259,7 +260,7 @@ impl Links {
     ) -> bool {
         let link = &mut self.list[conn.link];
         link.last_error = Some(error);
-        link.slots[conn.slot].state = SlotState::Down { retry_at: now + backoff };
+        link.slots[conn.slot].state = SlotState::Down { retry_at: later(now, backoff) };
         if let Some(e) = refused {
             // Retrying soon cannot heal a refused certificate: fail fast, and after the
             // recovery time try once more with the files read again (rotated certificates).
@@ -276,7 +277,7 @@ impl Links {
     pub(crate) fn on_lost(&mut self, now: Tick, conn: ConnId, error: String, backoff: Duration) {
         let link = &mut self.list[conn.link];
         link.last_error = Some(error);
-        link.slots[conn.slot].state = SlotState::Down { retry_at: now + backoff };
+        link.slots[conn.slot].state = SlotState::Down { retry_at: later(now, backoff) };
     }
 
     /// An open connection for control requests: the first up connection, preferring `link`.
@@ -313,7 +314,7 @@ impl Links {
     pub(crate) fn shut_all(&mut self, now: Tick) {
         for l in &mut self.list {
             for s in &mut l.slots {
-                s.state = SlotState::Down { retry_at: now + Duration::from_secs(3600) };
+                s.state = SlotState::Down { retry_at: later(now, crate::producer::clock::NEVER) };
             }
         }
     }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use super::batches::BatchPayload;
 use super::window::Window;
 use super::{ControlKind, Core, MetadataReply, Outcome, Tick};
+use crate::producer::clock::later;
 use crate::producer::accumulator::{PartitionQueue, QueuedRecord, TopicQueues};
 use crate::producer::error::{ErrorKind, Persistence, ProduceError};
 use crate::protocol::frame::{Metadata, MetadataOk};
@@ -144,21 +145,21 @@ impl Core {
 
     /// A refresh of every known topic at the next opportunity (the metadata is stale).
     pub(crate) fn refresh_soon(&mut self, now: Tick) {
-        let soon = now + self.cfg.retry_backoff.base;
+        let soon = later(now, self.cfg.retry_backoff.base);
         self.topics.refresh_due = Some(self.topics.refresh_due.map_or(soon, |d| d.min(soon)));
     }
 
     /// Periodic refresh (and asks for what handles wait for).
     pub(crate) fn refresh_metadata(&mut self, now: Tick) {
         self.request_pending_metadata(now);
-        let due = *self.topics.refresh_due.get_or_insert(now + self.cfg.metadata_max_age);
+        let due = *self.topics.refresh_due.get_or_insert(later(now, self.cfg.metadata_max_age));
         if now < due || self.topics.list.is_empty() {
             return;
         }
         let names: Vec<Arc<str>> = self.topics.list.iter().map(|t| t.queues.name.clone()).collect();
         let topics = names.iter().map(|t| t.to_string()).collect();
         if self.call(now, None, Payload::Metadata(Metadata { topics }), ControlKind::Metadata(names, 0)) {
-            self.topics.refresh_due = Some(now + self.cfg.metadata_max_age);
+            self.topics.refresh_due = Some(later(now, self.cfg.metadata_max_age));
         }
     }
 
@@ -192,7 +193,7 @@ impl Core {
 
     fn metadata_failed(&mut self, now: Tick) {
         let unit = self.jitter();
-        self.topics.retry_at = Some(now + self.cfg.retry_backoff.delay(1, unit));
+        self.topics.retry_at = Some(later(now, self.cfg.retry_backoff.delay(1, unit)));
         if !self.topics.list.is_empty() {
             self.refresh_soon(now);
         }

@@ -41,6 +41,7 @@ use rand::SeedableRng;
 use tokio::sync::oneshot;
 
 use super::accumulator::Accumulator;
+use super::clock::later;
 use super::config::ProducerConfig;
 use super::error::{Persistence, ProduceError};
 use super::metrics::ProducerMetrics;
@@ -191,7 +192,7 @@ impl Core {
     /// `close(timeout)`: flush, fail what is left at the deadline, then finish. `None`:
     /// every handle is gone (deliver within the delivery timeout, nobody to answer).
     pub(crate) fn handle_close(&mut self, now: Tick, timeout: Duration, reply: Option<FlushReply>) {
-        let deadline = now + timeout;
+        let deadline = later(now, timeout);
         self.closing = Some(self.closing.map_or(deadline, |d| d.min(deadline)));
         self.flush_all = true;
         if let Some(reply) = reply {
@@ -289,7 +290,7 @@ impl Core {
         };
         for &(tid, p) in &self.topics.active {
             if let Some(since) = self.topics.list[tid as usize].parts[p as usize].since {
-                consider(since + self.cfg.linger);
+                consider(later(since, self.cfg.linger));
             }
         }
         for t in &self.topics.list {
@@ -315,7 +316,7 @@ impl Core {
             consider(x);
         }
         // Nothing is due: wake up now and then anyway (cheap, and bounds any missed case).
-        consider(now + Duration::from_millis(200));
+        consider(later(now, Duration::from_millis(200)));
         d
     }
 
@@ -338,8 +339,8 @@ impl Core {
             k => k,
         };
         let tag = self.tag();
-        let timeout = self.cfg.request_timeout + timeouts::margin(self.cfg.request_timeout);
-        self.control.insert(tag, ControlCall { kind, deadline: now + timeout });
+        let timeout = self.cfg.request_timeout.saturating_add(timeouts::margin(self.cfg.request_timeout));
+        self.control.insert(tag, ControlCall { kind, deadline: later(now, timeout) });
         self.actions.push_back(Action::Call { tag, conn, request, timeout });
         true
     }

@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 use super::{ControlKind, Core, StreamId, Tick};
+use crate::producer::clock::later;
 use crate::producer::error::{ErrorKind, Persistence, ProduceError};
 
 /// How much longer than `request_timeout` the producer waits for an answer: the broker
@@ -25,7 +26,7 @@ pub(crate) fn margin(request_timeout: Duration) -> Duration {
 
 impl Core {
     fn request_deadline(&self) -> Duration {
-        self.cfg.request_timeout + margin(self.cfg.request_timeout)
+        self.cfg.request_timeout.saturating_add(margin(self.cfg.request_timeout))
     }
 
     /// Deadlines of the timers below, for `poll_timeout`.
@@ -35,9 +36,9 @@ impl Core {
         let mut out = Vec::new();
         for t in &self.topics.list {
             for p in &t.parts {
-                out.extend(p.window.in_flight_batches().filter_map(|(_, _, w)| w).map(|w| w + rt).min());
-                out.extend(p.window.iter().map(|s| s.payload.first_enqueued + dt).min());
-                out.extend(p.oldest.map(|o| o + dt));
+                out.extend(p.window.in_flight_batches().filter_map(|(_, _, w)| w).map(|w| later(w, rt)).min());
+                out.extend(p.window.iter().map(|s| later(s.payload.first_enqueued, dt)).min());
+                out.extend(p.oldest.map(|o| later(o, dt)));
             }
         }
         out.extend(self.control.values().map(|c| c.deadline));

@@ -30,6 +30,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::{StreamId, Tick};
+use crate::producer::clock::later;
 use crate::protocol::batch::increment_sequence;
 
 /// A batch's place in the window.
@@ -338,7 +339,7 @@ impl<T> Window<T> {
         let Some(i) = self.position(correlation_id) else { return false };
         self.in_flight -= 1;
         let s = &mut self.slots[i];
-        s.state = SlotState::Ready { not_before: Some(now + backoff) };
+        s.state = SlotState::Ready { not_before: Some(later(now, backoff)) };
         match attempt {
             Attempt::NotStored => {}
             Attempt::Settled => s.maybe_persisted = false,
@@ -436,7 +437,7 @@ impl<T> Window<T> {
                 if lost(stream) {
                     let unstored = self.known_unstored(self.slots[i].seq);
                     let s = &mut self.slots[i];
-                    s.state = SlotState::Ready { not_before: Some(now + backoff) };
+                    s.state = SlotState::Ready { not_before: Some(later(now, backoff)) };
                     s.maybe_persisted |= !unstored;
                     n += 1;
                 }

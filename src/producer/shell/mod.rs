@@ -155,7 +155,10 @@ impl Shell {
             let deadline = self
                 .core
                 .poll_timeout(Tick::now())
-                .map(|t| tokio::time::Instant::now() + t.saturating_duration_since(Tick::now()));
+                .map(|t| {
+                    let (at, wait) = (tokio::time::Instant::now(), t.saturating_duration_since(Tick::now()));
+                    at.checked_add(wait).unwrap_or_else(|| at + super::config::MAX_DURATION)
+                });
             let sleep = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d).await,

@@ -478,3 +478,28 @@ fn an_open_breaker_fails_fast_then_allows_one_trial_connection() {
     s.settle(50);
     assert!(s.outcome(id).unwrap().is_ok());
 }
+
+// --- review of issue 10: durations far in the future ------------------------------------
+
+#[test]
+fn a_close_without_deadline_and_huge_timeouts_do_not_overflow_the_clock() {
+    let huge = Duration::MAX;
+    let cfg = ProducerConfig {
+        delivery_timeout: huge,
+        request_timeout: huge / 2,
+        linger: Duration::from_secs(u64::MAX / 4),
+        metadata_max_age: huge,
+        circuit_breaker_recovery: huge,
+        ..config()
+    };
+    let mut s = Sim::ready(cfg, "t", 1);
+    let id = s.send("t", 0, 1)[0];
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    s.core.handle_close(s.now, Duration::MAX, Some(tx));
+    s.step();
+    assert!(s.core.poll_timeout(s.now).is_none_or(|t| t > s.now));
+    s.settle(50);
+    assert!(s.outcome(id).unwrap().is_ok());
+    assert!(rx.try_recv().unwrap().is_ok(), "the close answered once everything was delivered");
+    assert!(s.core.is_finished());
+}
