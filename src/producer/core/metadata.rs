@@ -74,6 +74,11 @@ pub(crate) struct Topics {
 }
 
 impl Topics {
+    /// When wanted topics may be asked for again after a failure, if any are waiting.
+    pub(crate) fn retry_due(&self) -> Option<Tick> {
+        self.retry_at.filter(|_| !self.waiters.is_empty())
+    }
+
     /// Takes every waiting reply (the producer is stopping).
     pub(crate) fn take_waiters(&mut self) -> Vec<MetadataReply> {
         self.waiters.drain().flat_map(|(_, v)| v).collect()

@@ -90,6 +90,8 @@ pub(crate) struct Core {
     flushes: Vec<FlushWaiter>,
     /// Close deadline, once closing.
     closing: Option<Tick>,
+    /// When `handle_timeout` last ran: every deadline after it is still to be acted on.
+    last_run: Tick,
     fatal: Option<ProduceError>,
     finished: bool,
     transmits: VecDeque<Transmit>,
@@ -121,6 +123,7 @@ impl Core {
             flush_all: false,
             flushes: Vec::new(),
             closing: None,
+            last_run: now,
             fatal: None,
             finished: false,
             transmits: VecDeque::new(),
@@ -217,6 +220,7 @@ impl Core {
         if self.finished {
             return;
         }
+        self.last_run = self.last_run.max(now);
         self.collect_ready(now);
         let flushing = self.flush_all || self.closing.is_some();
         self.seal(now, flushing);
@@ -256,12 +260,16 @@ impl Core {
         self.outcomes.pop_front()
     }
 
-    /// When `handle_timeout` must run next (even if nothing else happens).
+    /// When `handle_timeout` must run next (even if nothing else happens); `None` when
+    /// only an input can make anything happen. Pass the `now` of the last `handle_timeout`:
+    /// a deadline that came due after that run is returned even if it is before a later
+    /// `now` (the timer then fires at once), so no deadline is ever dropped.
     pub(crate) fn poll_timeout(&self, now: Tick) -> Option<Tick> {
         if self.finished {
             return None;
         }
-        self.next_timeout(now)
+        let _ = now;
+        self.next_timeout()
     }
 
     /// True once closed (or fenced) and every answer was handed out: the shell stops.
@@ -278,13 +286,19 @@ impl Core {
     // Shared helpers
     // ----------------------------------------------------------------------------------
 
-    fn next_timeout(&self, now: Tick) -> Option<Tick> {
+    /// The earliest deadline after the last `handle_timeout`. There is no heartbeat: every
+    /// decision `handle_timeout` takes at a time of its own is among these deadlines, so a
+    /// missing one shows up as a stall in the tests (which move time only as far as this
+    /// says), not as a decision taken late.
+    fn next_timeout(&self) -> Option<Tick> {
         let mut d: Option<Tick> = None;
-        // `handle_timeout(now)` did everything it could at `now`: a deadline already passed
-        // (a linger while the window is full, a back-off while the link is down) waits for
-        // an event, not for the timer: without this filter the shell would spin.
+        // `handle_timeout(last_run)` did everything it could then: a deadline at or before
+        // it (a linger while the window is full, a back-off while the link is down) waits
+        // for an event, not for the timer: without this filter the shell would spin. A
+        // deadline after it has not been acted on, whatever the time is now.
+        let last_run = self.last_run;
         let mut consider = |t: Tick| {
-            if t > now {
+            if t > last_run {
                 d = Some(d.map_or(t, |d| d.min(t)));
             }
         };
@@ -300,7 +314,7 @@ impl Core {
                 }
             }
         }
-        if let Some(x) = self.links.next_timeout(now) {
+        if let Some(x) = self.links.next_timeout(last_run) {
             consider(x);
         }
         if let Some(c) = self.closing {
@@ -312,11 +326,12 @@ impl Core {
         if let Some(x) = self.topics.refresh_due {
             consider(x);
         }
+        if let Some(x) = self.topics.retry_due() {
+            consider(x);
+        }
         for x in self.timeout_deadlines() {
             consider(x);
         }
-        // Nothing is due: wake up now and then anyway (cheap, and bounds any missed case).
-        consider(later(now, Duration::from_millis(200)));
         d
     }
 

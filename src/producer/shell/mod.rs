@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::accumulator::Accumulator;
-use super::clock::{Tick, WallClock};
+use super::clock::{Tick, WallClock, REBASE_EVERY};
 use super::config::TlsConfig;
 use super::core::{Action, ConnId, Core, FlushReply, HelloInfo, MetadataReply, Outcome};
 use super::error::{ErrorKind, Persistence, ProduceError};
@@ -152,9 +152,11 @@ impl Shell {
             if self.core.is_finished() {
                 break;
             }
+            // The same `now` as `handle_timeout`: a deadline that came due while the
+            // outputs (user callbacks) ran fires at once instead of being dropped.
             let deadline = self
                 .core
-                .poll_timeout(Tick::now())
+                .poll_timeout(now)
                 .map(|t| {
                     let (at, wait) = (tokio::time::Instant::now(), t.saturating_duration_since(Tick::now()));
                     at.checked_add(wait).unwrap_or_else(|| at + super::config::MAX_DURATION)
@@ -165,12 +167,22 @@ impl Shell {
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
-                biased;
-                cmd = self.cmd_rx.recv(), if !self.cmd_closed => self.on_command(cmd),
-                Some(ev) = self.ev_rx.recv() => self.on_event(ev),
-                _ = self.acc.wake.notified() => {}
-                _ = sleep => {}
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    biased;
+                    cmd = self.cmd_rx.recv(), if !self.cmd_closed => self.on_command(cmd),
+                    Some(ev) = self.ev_rx.recv() => self.on_event(ev),
+                    _ = self.acc.wake.notified() => {}
+                    _ = &mut sleep => {}
+                    // The wall clock's base is refreshed while idle too; the core is not run
+                    // for it (it has no heartbeat: see `Core::poll_timeout`).
+                    _ = tokio::time::sleep(REBASE_EVERY) => {
+                        self.wall.rebase_if_due(Tick::now());
+                        continue;
+                    }
+                }
+                break;
             }
             // Bounded catch-up on whatever else is waiting.
             for _ in 0..4096 {

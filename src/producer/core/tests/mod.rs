@@ -377,6 +377,17 @@ impl Sim {
         ids
     }
 
+    /// Moves the clock to the core's next timer (if it is later) and runs it, as the shell
+    /// does; false if the core wants no timer.
+    pub(crate) fn next_timer(&mut self) -> bool {
+        let Some(t) = self.core.poll_timeout(self.now) else { return false };
+        if t > self.now {
+            self.now = t;
+        }
+        self.step();
+        true
+    }
+
     /// Moves the clock.
     pub(crate) fn advance(&mut self, d: Duration) {
         self.now += d;

@@ -503,3 +503,42 @@ fn a_close_without_deadline_and_huge_timeouts_do_not_overflow_the_clock() {
     assert!(rx.try_recv().unwrap().is_ok(), "the close answered once everything was delivered");
     assert!(s.core.is_finished());
 }
+
+// --- review of issue 10: timers fire on time ----------------------------------------------
+
+#[test]
+fn a_deadline_after_the_last_run_is_never_dropped_however_late_the_timer_is_asked_for() {
+    let cfg = ProducerConfig { linger: Duration::from_millis(5), ..config() };
+    let mut s = Sim::ready(cfg, "t", 1);
+    s.send("t", 0, 1);
+    let t0 = s.now;
+    s.step(); // the linger clock starts at t0
+    // The shell ran user callbacks after `handle_timeout(t0)` and asks for the timer later.
+    let next = s.core.poll_timeout(t0 + Duration::from_millis(10)).expect("the linger timer");
+    assert!(next <= t0 + Duration::from_millis(5), "the linger deadline was dropped: {:?} late", next - t0);
+}
+
+#[test]
+fn a_metadata_request_that_failed_is_asked_again_by_its_own_timer() {
+    let cfg = config();
+    let retry = cfg.retry_backoff.delay(1, 0.5);
+    let mut s = Sim::new(cfg);
+    s.step();
+    s.accept_connects();
+    s.settle_control();
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    s.core.handle_metadata_wanted(s.now, "t".into(), Some(tx));
+    s.step();
+    let (tag, _, _) = s.calls.pop_front().expect("a metadata request");
+    s.core.handle_control(s.now, tag, Err(broker_error(ErrorCode::ResourceLimit)));
+    s.collect();
+    let failed = s.now;
+    s.topics.insert("t".into(), 1);
+    // Time moves only as far as the core's timers say.
+    while s.calls.is_empty() {
+        assert!(s.next_timer(), "no timer although a metadata request is due");
+        assert!(s.now - failed <= retry, "asked again {:?} after the failure; due after {retry:?}", s.now - failed);
+    }
+    s.settle_control();
+    assert!(rx.try_recv().unwrap().is_ok());
+}
