@@ -298,6 +298,11 @@ impl Core {
                     let part = &mut self.topics.list[t].parts[p];
                     let stale = part.window.numbering().is_some_and(|n| Some(n) != current);
                     let Some(i) = part.window.next_sendable(now, sid, hold_all || stale) else { break };
+                    // `check_timeouts` ran first at this `now`: nothing past its deadline is left.
+                    debug_assert!(
+                        now.saturating_duration_since(part.window.slot(i).payload.first_enqueued)
+                            < self.cfg.delivery_timeout
+                    );
                     // Too large for this broker (its limit is smaller than when the batch
                     // was sealed): split it before it goes.
                     if let Some(limit) = limit {

@@ -231,9 +231,12 @@ impl Core {
                 f.target = Some(target);
             }
         }
+        // Timeouts before sending: a batch past its delivery deadline expires unsent (not
+        // persisted) instead of going out and expiring in flight (possibly persisted, and
+        // an epoch bump); a stuck stream is reset before anything more is queued on it.
+        self.check_timeouts(now);
         self.resync_windows();
         self.send(now);
-        self.check_timeouts(now);
         self.maintain_links(now);
         self.maybe_request_pid(now);
         self.refresh_metadata(now);

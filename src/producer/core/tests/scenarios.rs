@@ -542,3 +542,29 @@ fn a_metadata_request_that_failed_is_asked_again_by_its_own_timer() {
     s.settle_control();
     assert!(rx.try_recv().unwrap().is_ok());
 }
+
+// --- review of issue 10: a batch past its deadline is never sent ----------------------------
+
+#[test]
+fn a_batch_whose_delivery_timeout_passed_is_expired_not_sent() {
+    let cfg = config();
+    let dt = cfg.delivery_timeout;
+    let mut s = Sim::ready(cfg, "t", 1);
+    let conn = s.core.links.open_conns()[0];
+    s.lose(conn);
+    let id = s.send("t", 0, 1)[0];
+    s.step(); // sealed; no connection to send it on
+    s.advance(Duration::from_millis(100)); // a reconnect starts (and hangs)
+    assert_eq!(s.connects.len(), 1);
+    let written = s.written.len();
+    // The connection comes up exactly when the batch's delivery timeout passes.
+    s.now += dt - Duration::from_millis(100);
+    s.accept_connects();
+    s.step();
+    let r = s.outcome(id).expect("expired");
+    assert_eq!(status(&r), Some((ErrorKind::DeliveryTimeout, Persistence::NotPersisted)), "{r:?}");
+    assert_eq!(s.written.len(), written, "a batch past its deadline went out");
+    assert_eq!(s.core.metrics.epoch_bumps.load(std::sync::atomic::Ordering::Relaxed), 0);
+    s.settle(50);
+    assert!(s.calls.is_empty() && s.core.pid.bump == crate::producer::core::producer_id::Bump::None);
+}
