@@ -278,7 +278,7 @@ impl Core {
                     continue;
                 }
                 let link = self.route(&self.topics.list[t].parts[p]);
-                if self.links.list[link].refused.is_some() || self.links.list[link].breaker.is_open(now) {
+                if self.links.list[link].failing_fast(now) {
                     self.fail_link_pending(now, link);
                     continue;
                 }

@@ -65,6 +65,8 @@ pub(crate) struct ConnSlot {
     pub gen: u64,
     /// Where it stands.
     pub state: SlotState,
+    /// Consecutive failed attempts of this slot: its reconnect back-off grows with them.
+    pub failures: u32,
 }
 
 /// One broker.
@@ -109,7 +111,7 @@ impl Link {
         Link {
             name,
             broker_id: None,
-            slots: (0..conns).map(|_| ConnSlot { gen: 0, state: SlotState::Down { retry_at: now } }).collect(),
+            slots: (0..conns).map(|_| ConnSlot { gen: 0, state: SlotState::Down { retry_at: now }, failures: 0 }).collect(),
             breaker: Breaker::new(cfg.circuit_breaker_threshold, cfg.circuit_breaker_recovery),
             last_error: None,
             refused: None,
@@ -125,6 +127,12 @@ impl Link {
     /// Whether any connection of this link is open.
     pub(crate) fn is_up(&self) -> bool {
         self.slots.iter().any(|s| matches!(s.state, SlotState::Up { .. }))
+    }
+
+    /// Batches for this broker fail fast: no connection to it is up, and its breaker is
+    /// open or it refused our certificate.
+    pub(crate) fn failing_fast(&self, now: Tick) -> bool {
+        !self.is_up() && (self.refused.is_some() || self.breaker.is_open(now))
     }
 }
 
@@ -183,10 +191,15 @@ impl Links {
     }
 
     /// The data stream with global index `g` of `link` (connection slot `g % conns`, stream
-    /// `g / conns` within it), if that connection is up and the stream open.
+    /// `g / conns` within it), if that connection is up and the stream open. While that
+    /// connection is down, the same stream of the first live connection to the broker
+    /// stands in (the window keeps a partition's in-flight batches on one stream).
     pub(crate) fn stream(&mut self, link: usize, g: usize) -> Option<(StreamId, &mut DataStream)> {
-        let (slot, index) = (g % self.conns, g / self.conns);
-        let s = self.list.get_mut(link)?.slots.get_mut(slot)?;
+        let (own, index) = (g % self.conns, g / self.conns);
+        let l = self.list.get_mut(link)?;
+        let up = |s: &ConnSlot| matches!(s.state, SlotState::Up { .. });
+        let slot = if l.slots.get(own).is_some_and(up) { own } else { l.slots.iter().position(up)? };
+        let s = l.slots.get_mut(slot)?;
         let gen = s.gen;
         match &mut s.state {
             SlotState::Up { streams } => {
@@ -233,6 +246,8 @@ impl Links {
 
     /// A connection is ready.
     pub(crate) fn on_connected(&mut self, conn: ConnId, hello: &HelloInfo) {
+        // Reset before anything else: the link is up from now on.
+        self.list[conn.link].slots[conn.slot].failures = 0;
         let streams = self.streams;
         let link = &mut self.list[conn.link];
         link.broker_id = Some(hello.broker_id);
@@ -250,6 +265,10 @@ impl Links {
 
     /// A connection attempt failed; `refused` is set when the broker refused the certificate.
     /// Returns true if the breaker opened.
+    ///
+    /// The breaker counts a failure only while no other connection to the broker is up: a
+    /// broker with a live connection is reachable (an extra connection refused at its
+    /// `max_connections`, say, only backs off that slot).
     pub(crate) fn on_connect_failed(
         &mut self,
         now: Tick,
@@ -260,7 +279,14 @@ impl Links {
     ) -> bool {
         let link = &mut self.list[conn.link];
         link.last_error = Some(error);
-        link.slots[conn.slot].state = SlotState::Down { retry_at: later(now, backoff) };
+        let slot = &mut link.slots[conn.slot];
+        slot.state = SlotState::Down { retry_at: later(now, backoff) };
+        slot.failures = slot.failures.saturating_add(1);
+        if link.is_up() {
+            // Certificates are re-read on this slot's next attempt (rotation in progress).
+            link.reload_tls |= refused.is_some();
+            return false;
+        }
         if let Some(e) = refused {
             // Retrying soon cannot heal a refused certificate: fail fast, and after the
             // recovery time try once more with the files read again (rotated certificates).
@@ -359,7 +385,7 @@ impl super::Core {
             return;
         }
         let tls = matches!(error, crate::transport::TransportError::TlsRejected { .. });
-        let failures = self.links.list[conn.link].breaker.failures() + 1;
+        let failures = self.links.list[conn.link].slots[conn.slot].failures + 1;
         let backoff = self.cfg.reconnect_backoff.delay(failures, 0.5).mul_f64(0.8 + 0.4 * self.jitter());
         tracing::warn!(broker = %self.links.list[conn.link].name, error = %error, ?backoff, "connect failed");
         let msg = error.to_string();

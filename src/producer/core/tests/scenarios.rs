@@ -568,3 +568,42 @@ fn a_batch_whose_delivery_timeout_passed_is_expired_not_sent() {
     s.settle(50);
     assert!(s.calls.is_empty() && s.core.pid.bump == crate::producer::core::producer_id::Bump::None);
 }
+
+// --- review of issue 10: the breaker and a broker with a live connection ---------------------
+
+#[test]
+fn failing_extra_connections_do_not_fail_traffic_on_a_live_one() {
+    let cfg = ProducerConfig {
+        connections_per_broker: 2,
+        streams_per_connection: 1,
+        circuit_breaker_threshold: 2,
+        ..config()
+    };
+    let mut s = Sim::ready(cfg, "t", 2);
+    let conns = s.core.links.open_conns();
+    assert_eq!(conns.len(), 2);
+    // Slot 1's connection drops; the broker refuses every new one (at max_connections).
+    s.lose(conns[1]);
+    let refused = || TransportError::Broker {
+        addr: "127.0.0.1:1".parse().unwrap(),
+        code: ErrorCode::ResourceLimit,
+        message: "max_connections".into(),
+    };
+    for _ in 0..6 {
+        s.advance(Duration::from_millis(300));
+        s.fail_connects(refused);
+    }
+    // Both partitions still get through: partition 0 on its own slot, partition 1 over the
+    // live slot while its own is down.
+    let ids: Vec<u64> = s.send("t", 0, 2).into_iter().chain(s.send("t", 1, 2)).collect();
+    for _ in 0..5 {
+        s.step();
+        s.process_all();
+        s.advance(Duration::from_millis(300));
+        s.fail_connects(refused);
+    }
+    for id in ids {
+        assert!(s.outcome(id).is_some_and(|r| r.is_ok()), "record {id}: {:?}\n{}", s.outcome(id), s.dump());
+    }
+    s.check();
+}
