@@ -426,12 +426,11 @@ impl super::Core {
         }
     }
 
-    /// The breaker is open (or the broker refused us): fail fast every batch waiting for
-    /// that broker, with what we know about its persistence.
-    pub(crate) fn fail_link_pending(&mut self, now: Tick, link: usize) {
-        use crate::producer::error::{ErrorKind, Persistence, ProduceError};
+    /// Why batches for `link` fail fast: the refused certificate, or the open breaker.
+    fn link_error(&self, link: usize) -> ProduceError {
+        use crate::producer::error::{ErrorKind, Persistence};
         let l = &self.links.list[link];
-        let err = match &l.refused {
+        match &l.refused {
             Some(e) => e.clone(),
             None => ProduceError::new(
                 ErrorKind::CircuitOpen,
@@ -443,7 +442,26 @@ impl super::Core {
                     l.last_error.as_deref().unwrap_or("connection failed")
                 ),
             ),
-        };
+        }
+    }
+
+    /// When no broker is left that may answer (every link fails fast), why: what handles
+    /// waiting for metadata fail with.
+    pub(crate) fn no_link_left(&self, now: Tick) -> Option<ProduceError> {
+        let list = &self.links.list;
+        if list.is_empty() || !list.iter().all(|l| l.failing_fast(now)) {
+            return None;
+        }
+        // A refused certificate says more than an open breaker.
+        let i = list.iter().position(|l| l.refused.is_some()).unwrap_or(0);
+        Some(self.link_error(i))
+    }
+
+    /// The breaker is open (or the broker refused us) and no connection to the broker is
+    /// up: fail fast every batch waiting for that broker, with what we know about its
+    /// persistence.
+    pub(crate) fn fail_link_pending(&mut self, now: Tick, link: usize) {
+        let err = self.link_error(link);
         let mut gap = false;
         for tid in 0..self.topics.list.len() {
             for p in 0..self.topics.list[tid].parts.len() {
@@ -463,8 +481,7 @@ impl super::Core {
             self.resync_windows();
         }
         // Handles waiting for metadata fail too, unless another broker may still answer.
-        let none_left = self.links.list.iter().all(|l| l.refused.is_some() || l.breaker.is_open(now));
-        if none_left {
+        if let Some(err) = self.no_link_left(now) {
             for reply in self.topics.take_waiters() {
                 self.outcomes.push_back(super::Outcome::Metadata { reply, result: Err(err.clone()) });
             }

@@ -93,7 +93,6 @@ impl Core {
     }
 
     pub(crate) fn want_metadata(&mut self, now: Tick, topic: Arc<str>, reply: Option<MetadataReply>) {
-        let _ = now;
         if let Some(&tid) = self.topics.ids.get(&topic) {
             if let Some(reply) = reply {
                 let result = Ok(self.topics.list[tid as usize].queues.clone());
@@ -101,7 +100,8 @@ impl Core {
             }
             return;
         }
-        let fatal = self.fatal.clone().or_else(|| self.links.list.iter().find_map(|l| l.refused.clone()));
+        // Fail at once only when no broker may answer (the rule `fail_link_pending` follows).
+        let fatal = self.fatal.clone().or_else(|| self.no_link_left(now));
         if let Some(e) = fatal {
             if let Some(reply) = reply {
                 self.outcomes.push_back(Outcome::Metadata { reply, result: Err(e) });

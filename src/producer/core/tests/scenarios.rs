@@ -607,3 +607,39 @@ fn failing_extra_connections_do_not_fail_traffic_on_a_live_one() {
     }
     s.check();
 }
+
+// --- review of issue 10: one broker refusing us does not fail metadata ------------------
+
+#[test]
+fn metadata_waits_for_a_broker_that_accepts_us_when_another_refused_the_certificate() {
+    let cfg = ProducerConfig { bootstrap: vec!["b0:1".into(), "b1:1".into()], ..config() };
+    let mut s = Sim::new(cfg);
+    s.brokers[1].id = 0; // one broker, reachable under two names
+    s.topics.insert("t".into(), 1);
+    s.step();
+    let refused = || TransportError::TlsRejected {
+        addr: "127.0.0.1:1".parse().unwrap(),
+        by: crate::transport::Refuser::Broker,
+        alert: Some(42),
+        detail: "certificate refused".into(),
+    };
+    // b0 refuses the certificate; b1's attempt is still running.
+    let pending: Vec<_> = s.connects.drain(..).collect();
+    for (conn, addr) in &pending {
+        if addr == "b0:1" {
+            s.core.handle_connect_failed(s.now, *conn, refused());
+            s.collect();
+        }
+    }
+    s.connects.extend(pending.into_iter().filter(|(_, a)| a != "b0:1"));
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    s.core.handle_metadata_wanted(s.now, "t".into(), Some(tx));
+    s.collect();
+    assert!(rx.try_recv().is_err(), "failed although b1 may still answer");
+    s.accept_connects();
+    s.settle_control();
+    assert!(rx.try_recv().expect("answered").is_ok());
+    let id = s.send("t", 0, 1)[0];
+    s.settle(50);
+    assert!(s.outcome(id).unwrap().is_ok());
+}
