@@ -272,14 +272,20 @@ impl Core {
         let acks = self.cfg.acks;
         let timeout_ms = self.cfg.request_timeout.as_millis().min(u128::from(u32::MAX)) as u32;
         let mut head = BytesMut::with_capacity(4096);
+        // Links that fail fast are handled once each, before the partitions (each pass
+        // walks every partition): not once per partition.
+        let failing: Vec<bool> = self.links.list.iter().map(|l| l.failing_fast(now)).collect();
+        for (link, _) in failing.iter().enumerate().filter(|(_, f)| **f) {
+            self.fail_link_pending(now, link);
+        }
         for t in 0..self.topics.list.len() {
             for p in 0..self.topics.list[t].parts.len() {
                 if self.topics.list[t].parts[p].window.is_empty() {
                     continue;
                 }
                 let link = self.route(&self.topics.list[t].parts[p]);
-                if self.links.list[link].failing_fast(now) {
-                    self.fail_link_pending(now, link);
+                if failing[link] {
+                    // What is left is in flight (on another broker's stream): it waits.
                     continue;
                 }
                 if let Some(e) = self.pid.refused.clone() {

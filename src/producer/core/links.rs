@@ -461,6 +461,10 @@ impl super::Core {
     /// up: fail fast every batch waiting for that broker, with what we know about its
     /// persistence.
     pub(crate) fn fail_link_pending(&mut self, now: Tick, link: usize) {
+        #[cfg(test)]
+        {
+            self.fail_link_calls += 1;
+        }
         let err = self.link_error(link);
         let mut gap = false;
         for tid in 0..self.topics.list.len() {

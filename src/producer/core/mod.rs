@@ -95,6 +95,10 @@ pub(crate) struct Core {
     fatal: Option<ProduceError>,
     finished: bool,
     transmits: VecDeque<Transmit>,
+    /// Passes of `fail_link_pending` (each walks every partition), for a test of the work
+    /// done per round.
+    #[cfg(test)]
+    fail_link_calls: usize,
     actions: VecDeque<Action>,
     outcomes: VecDeque<Outcome>,
 }
@@ -127,6 +131,8 @@ impl Core {
             fatal: None,
             finished: false,
             transmits: VecDeque::new(),
+            #[cfg(test)]
+            fail_link_calls: 0,
             actions: VecDeque::new(),
             outcomes: VecDeque::new(),
         }

@@ -643,3 +643,32 @@ fn metadata_waits_for_a_broker_that_accepts_us_when_another_refused_the_certific
     s.settle(50);
     assert!(s.outcome(id).unwrap().is_ok());
 }
+
+// --- review of issue 10: bounded work while a breaker is open ---------------------------
+
+#[test]
+fn an_open_breaker_is_handled_once_per_broker_per_round_not_once_per_partition() {
+    let cfg = ProducerConfig { circuit_breaker_threshold: 1, metadata_max_age: Duration::from_secs(10), ..config() };
+    let mut s = Sim::new(cfg);
+    s.brokers.push(SimBroker { name: "b1:1".into(), id: 1 });
+    s.topics.insert("t".into(), 64);
+    s.start("t");
+    for p in 0..64 {
+        s.send("t", p, 1);
+    }
+    s.step(); // every partition has a batch in flight to b0, unanswered
+    // Every partition moves to b1, which cannot be reached: its breaker opens.
+    for p in 0..64 {
+        s.leaders.insert(("t".into(), p), 1);
+    }
+    s.advance(Duration::from_secs(11));
+    while s.answer_call() {}
+    s.step();
+    let unreachable =
+        || TransportError::Unreachable { addr: "127.0.0.1:1".parse().unwrap(), timeout: Duration::from_secs(1) };
+    s.fail_connects(unreachable);
+    assert!(s.core.links.list[1].failing_fast(s.now), "{}", s.dump());
+    s.core.fail_link_calls = 0;
+    s.step();
+    assert!(s.core.fail_link_calls <= 1, "{} passes over every partition in one round", s.core.fail_link_calls);
+}
