@@ -329,7 +329,9 @@ impl ProducerBuilder {
     setter!(
         /// Consecutive connection failures that open a broker's circuit breaker (waiting
         /// batches then fail fast instead of waiting out the delivery timeout; a refused
-        /// certificate opens it at once). Default 10:
+        /// certificate opens it at once). Failures count while no connection to the broker
+        /// is up; a connection lost less than `circuit_breaker_recovery` after it opened
+        /// counts as a failure (and grows the reconnect back-off). Default 10:
         /// with the default reconnect back-off that is about 9 s of a broker being
         /// unreachable, longer than a routine broker restart.
         circuit_breaker_threshold: u32

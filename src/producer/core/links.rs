@@ -55,6 +55,8 @@ pub(crate) enum SlotState {
     Up {
         /// The data streams.
         streams: Vec<DataStream>,
+        /// When it opened (a connection lost soon after counts as a failed attempt).
+        since: Tick,
     },
 }
 
@@ -65,7 +67,9 @@ pub(crate) struct ConnSlot {
     pub gen: u64,
     /// Where it stands.
     pub state: SlotState,
-    /// Consecutive failed attempts of this slot: its reconnect back-off grows with them.
+    /// Consecutive failed attempts of this slot (connections refused, and connections lost
+    /// soon after opening): its reconnect back-off grows with them. Reset when one of its
+    /// connections is lost after it proved stable.
     pub failures: u32,
 }
 
@@ -202,7 +206,7 @@ impl Links {
         let s = l.slots.get_mut(slot)?;
         let gen = s.gen;
         match &mut s.state {
-            SlotState::Up { streams } => {
+            SlotState::Up { streams, .. } => {
                 let st = streams.get_mut(index)?;
                 let id = StreamId { conn: ConnId { link, slot, gen }, index, gen: st.gen };
                 st.up.then_some((id, st))
@@ -217,7 +221,7 @@ impl Links {
             return None;
         }
         match &mut self.list[id.conn.link].slots[id.conn.slot].state {
-            SlotState::Up { streams } => streams.get_mut(id.index).filter(|s| s.gen == id.gen),
+            SlotState::Up { streams, .. } => streams.get_mut(id.index).filter(|s| s.gen == id.gen),
             _ => None,
         }
     }
@@ -245,9 +249,7 @@ impl Links {
     }
 
     /// A connection is ready.
-    pub(crate) fn on_connected(&mut self, conn: ConnId, hello: &HelloInfo) {
-        // Reset before anything else: the link is up from now on.
-        self.list[conn.link].slots[conn.slot].failures = 0;
+    pub(crate) fn on_connected(&mut self, now: Tick, conn: ConnId, hello: &HelloInfo) {
         let streams = self.streams;
         let link = &mut self.list[conn.link];
         link.broker_id = Some(hello.broker_id);
@@ -256,11 +258,14 @@ impl Links {
         // 0 would stop every partition: a broker that says it is taken as "no limit".
         link.max_in_flight = (hello.max_in_flight > 0).then_some(hello.max_in_flight);
         link.per_partition_epochs = hello.per_partition_epochs;
-        link.breaker.on_success();
+        // Closed, but its count of failures stays until the connection proves stable (see
+        // `on_lost`): a broker that accepts and then drops every connection still opens it.
+        link.breaker.on_connected();
         link.last_error = None;
         link.refused = None;
         link.reload_tls = false;
-        link.slots[conn.slot].state = SlotState::Up { streams: (0..streams).map(|_| DataStream::new(0)).collect() };
+        link.slots[conn.slot].state =
+            SlotState::Up { streams: (0..streams).map(|_| DataStream::new(0)).collect(), since: now };
     }
 
     /// A connection attempt failed; `refused` is set when the broker refused the certificate.
@@ -299,11 +304,31 @@ impl Links {
         link.breaker.on_failure(now)
     }
 
-    /// An open connection broke; the slot reconnects after `backoff`.
-    pub(crate) fn on_lost(&mut self, now: Tick, conn: ConnId, error: String, backoff: Duration) {
+    /// Whether the open connection `conn` was lost soon enough after opening to count as
+    /// a failed attempt: it had been up for less than `stable`.
+    pub(crate) fn quick_loss(&self, now: Tick, conn: ConnId, stable: Duration) -> bool {
+        match self.list[conn.link].slots[conn.slot].state {
+            SlotState::Up { since, .. } => now.saturating_duration_since(since) < stable,
+            _ => false,
+        }
+    }
+
+    /// An open connection broke; the slot reconnects after `backoff`. A `quick` loss counts
+    /// as a failed attempt (on the breaker too while no other connection to the broker is
+    /// up); a connection that had been stable resets the counts. Returns true if the
+    /// breaker opened.
+    pub(crate) fn on_lost(&mut self, now: Tick, conn: ConnId, error: String, backoff: Duration, quick: bool) -> bool {
         let link = &mut self.list[conn.link];
         link.last_error = Some(error);
-        link.slots[conn.slot].state = SlotState::Down { retry_at: later(now, backoff) };
+        let slot = &mut link.slots[conn.slot];
+        slot.state = SlotState::Down { retry_at: later(now, backoff) };
+        if !quick {
+            slot.failures = 0;
+            link.breaker.on_stable();
+            return false;
+        }
+        slot.failures = slot.failures.saturating_add(1);
+        !link.is_up() && link.breaker.on_failure(now)
     }
 
     /// An open connection for control requests: the first up connection, preferring `link`.
@@ -375,7 +400,7 @@ impl super::Core {
         }
         crate::producer::metrics::ProducerMetrics::add(&self.metrics.connects, 1);
         tracing::debug!(broker = %self.links.list[conn.link].name, slot = conn.slot, "connected");
-        self.links.on_connected(conn, &hello);
+        self.links.on_connected(now, conn, &hello);
         self.request_pending_metadata(now);
     }
 
@@ -401,7 +426,7 @@ impl super::Core {
         if !self.links.is_current(stream.conn) {
             return;
         }
-        if let SlotState::Up { streams } = &mut self.links.list[stream.conn.link].slots[stream.conn.slot].state {
+        if let SlotState::Up { streams, .. } = &mut self.links.list[stream.conn.link].slots[stream.conn.slot].state {
             if let Some(s) = streams.get_mut(stream.index) {
                 if s.gen < stream.gen {
                     *s = DataStream::new(stream.gen);

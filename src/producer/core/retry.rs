@@ -199,10 +199,19 @@ impl Core {
         }
         tracing::warn!(broker = %self.links.list[conn.link].name, slot = conn.slot, error = %error, "connection lost");
         self.actions.push_back(Action::Close { conn, reason: "connection lost" });
+        // A connection lost before it was up for `circuit_breaker_recovery` counts as a
+        // failed attempt: a broker that accepts and then drops every connection is backed
+        // off more and more, and eventually opens the breaker, like an unreachable one.
+        let quick = self.links.quick_loss(now, conn, self.cfg.circuit_breaker_recovery);
+        let failures = if quick { self.links.list[conn.link].slots[conn.slot].failures + 1 } else { 1 };
         let unit = self.jitter();
-        let backoff = self.cfg.reconnect_backoff.delay(1, unit);
-        self.links.on_lost(now, conn, error.message().to_owned(), backoff);
+        let backoff = self.cfg.reconnect_backoff.delay(failures, unit);
+        let opened = self.links.on_lost(now, conn, error.message().to_owned(), backoff, quick);
         self.requeue_lost(now, |s| s.conn == conn, error);
+        if opened {
+            tracing::warn!(broker = %self.links.list[conn.link].name, failures, "circuit breaker open");
+            self.fail_link_pending(now, conn.link);
+        }
     }
 
     fn requeue_lost(&mut self, now: Tick, lost: impl Fn(StreamId) -> bool + Copy, error: ProduceError) {

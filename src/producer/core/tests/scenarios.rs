@@ -672,3 +672,34 @@ fn an_open_breaker_is_handled_once_per_broker_per_round_not_once_per_partition()
     s.step();
     assert!(s.core.fail_link_calls <= 1, "{} passes over every partition in one round", s.core.fail_link_calls);
 }
+
+// --- review of issue 10: a broker that accepts, then drops, connections ---------------------
+
+#[test]
+fn a_broker_that_drops_every_connection_at_once_is_backed_off_and_breaks_the_circuit() {
+    let cfg = ProducerConfig { circuit_breaker_threshold: 4, ..config() };
+    let recovery = cfg.circuit_breaker_recovery;
+    let mut s = Sim::ready(cfg, "t", 1);
+    let mut attempts = vec![s.now];
+    for _ in 0..3 {
+        let conn = s.core.links.open_conns()[0];
+        s.lose(conn); // just after HelloOk
+        while s.connects.is_empty() {
+            assert!(s.next_timer(), "no reconnect timer");
+        }
+        attempts.push(s.now);
+        s.accept_connects();
+    }
+    let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.windows(2).all(|g| g[1] > g[0]), "the back-off does not grow: {gaps:?}");
+    let conn = s.core.links.open_conns()[0];
+    s.lose(conn);
+    // The fourth quick loss in a row opened the breaker: records fail fast, and nothing is
+    // attempted inside the recovery window.
+    let id = s.send("t", 0, 1)[0];
+    s.step();
+    let r = s.outcome(id).unwrap_or_else(|| panic!("waits instead of failing fast\n{}", s.dump()));
+    assert_eq!(status(&r).map(|x| x.0), Some(ErrorKind::CircuitOpen), "{r:?}");
+    s.advance(recovery / 2);
+    assert!(s.connects.is_empty());
+}
