@@ -69,7 +69,7 @@ pub fn window_cycle(batches: u32) -> u64 {
     for id in 0..batches {
         w.push(u64::from(id), 100, id, now);
         while let Some(i) = w.next_sendable(now, stream, false) {
-            w.mark_sent(i, corr, stream, Some((1, 0)));
+            w.mark_sent(i, corr, stream, Some((1, 0)), now);
             in_flight.push_back(corr);
             corr += 1;
         }

@@ -326,7 +326,7 @@ impl Core {
                     }
                     let corr = self.next_corr;
                     self.next_corr = self.next_corr.wrapping_add(1).max(1);
-                    let stamp = part.window.mark_sent(i, corr, sid, current);
+                    let stamp = part.window.mark_sent(i, corr, sid, current, now);
                     let slot = part.window.slot_mut(i);
                     // Restamp when the producer id, epoch or sequence changed since sealing.
                     let want = stamp.map_or(ProducerStamp::NONE, |(producer_id, producer_epoch, base_sequence)| {

@@ -38,8 +38,8 @@ use crate::protocol::batch::increment_sequence;
 pub(crate) enum SlotState {
     /// Waiting to be (re)sent, not before `not_before`.
     Ready { not_before: Option<Tick> },
-    /// Handed to `stream`; `written_at` once the shell reports it written.
-    InFlight { correlation_id: u32, stream: StreamId, written_at: Option<Tick> },
+    /// Handed to `stream` at `handed_at`; `written_at` once the shell reports it written.
+    InFlight { correlation_id: u32, stream: StreamId, handed_at: Tick, written_at: Option<Tick> },
 }
 
 /// How an attempt ended, for `maybe_persisted`.
@@ -254,8 +254,8 @@ impl<T> Window<T> {
         &mut self.slots[i]
     }
 
-    /// Records that the batch at `i` was handed to `stream` with `correlation_id`,
-    /// numbering it first if needed (in `numbering`, the producer's current id and
+    /// Records that the batch at `i` was handed to `stream` with `correlation_id` at
+    /// `now`, numbering it first if needed (in `numbering`, the producer's current id and
     /// epoch). Returns the (producer id, epoch, base sequence) to stamp it with, if
     /// idempotent.
     pub(crate) fn mark_sent(
@@ -264,6 +264,7 @@ impl<T> Window<T> {
         correlation_id: u32,
         stream: StreamId,
         numbering: Option<(i64, i16)>,
+        now: Tick,
     ) -> Option<(i64, i16, i32)> {
         let stamp = if self.idempotent {
             if self.slots[i].seq.is_none() {
@@ -289,7 +290,7 @@ impl<T> Window<T> {
         };
         let s = &mut self.slots[i];
         debug_assert!(matches!(s.state, SlotState::Ready { .. }));
-        s.state = SlotState::InFlight { correlation_id, stream, written_at: None };
+        s.state = SlotState::InFlight { correlation_id, stream, handed_at: now, written_at: None };
         s.attempts += 1;
         self.in_flight += 1;
         stamp
@@ -537,10 +538,15 @@ impl<T> Window<T> {
         }
     }
 
-    /// The in-flight batches: (correlation id, stream, written at).
-    pub(crate) fn in_flight_batches(&self) -> impl Iterator<Item = (u32, StreamId, Option<Tick>)> + '_ {
+    /// The in-flight batches: (correlation id, stream, when its request timer started).
+    /// The timer starts when the shell reports the request written; until then, when it
+    /// was handed to the shell (a write that never completes, on a stream blocked by flow
+    /// control, is a stuck stream too).
+    pub(crate) fn in_flight_batches(&self) -> impl Iterator<Item = (u32, StreamId, Tick)> + '_ {
         self.slots.iter().filter_map(|s| match s.state {
-            SlotState::InFlight { correlation_id, stream, written_at } => Some((correlation_id, stream, written_at)),
+            SlotState::InFlight { correlation_id, stream, handed_at, written_at } => {
+                Some((correlation_id, stream, written_at.unwrap_or(handed_at)))
+            }
             _ => None,
         })
     }

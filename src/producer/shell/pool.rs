@@ -3,10 +3,12 @@
 //! requests on fresh streams. Everything they learn goes back to the shell as an
 //! [`Event`]; the core alone decides what it means.
 //!
-//! A writer task takes every request queued for its stream and writes them in one
-//! `write_all_chunks` call, so many frames share a stream write (quinn does no
-//! Nagle-style coalescing; application batching is what makes small records fast), then
-//! reports how many it wrote: the core starts a request's timer at its write.
+//! A writer task takes every request queued for its stream and hands them to quinn
+//! together, so many frames share a stream write (quinn does no Nagle-style coalescing;
+//! application batching is what makes small records fast). After each partial write it
+//! reports how many more requests were written whole: the core starts a request's timer
+//! at its write, so a write blocked by flow control holds back only the requests it has
+//! not taken yet (and those time out from their hand-off, see `core::timeouts`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -202,24 +204,37 @@ async fn write_loop(
             chunks.push(head);
             chunks.push(batch);
         }
-        let written = tokio::select! {
-            biased;
-            r = &mut reset => {
-                if r.is_ok() {
-                    w.reset(RESET_TIMED_OUT);
+        // Each request is two chunks (head, batch); report the requests written whole
+        // after every partial write.
+        let (mut done, mut reported) = (0, 0);
+        while done < chunks.len() {
+            let written = tokio::select! {
+                biased;
+                r = &mut reset => {
+                    if r.is_ok() {
+                        w.reset(RESET_TIMED_OUT);
+                    }
+                    return;
                 }
-                return;
+                r = w.write_some_chunks(&mut chunks[done..]) => r,
+            };
+            match written {
+                Ok(k) => done += k,
+                Err(error) => {
+                    let _ = events.send(Event::StreamDown { stream, error: Some(error) });
+                    return;
+                }
             }
-            r = w.write_chunks(&mut chunks) => r,
-        };
+            let frames = done / 2;
+            if frames > reported {
+                if events.send(Event::Written { stream, frames: frames - reported }).is_err() {
+                    return;
+                }
+                reported = frames;
+            }
+        }
+        debug_assert_eq!(reported, n);
         chunks.clear();
-        if let Err(error) = written {
-            let _ = events.send(Event::StreamDown { stream, error: Some(error) });
-            return;
-        }
-        if events.send(Event::Written { stream, frames: n }).is_err() {
-            return;
-        }
     }
 }
 

@@ -83,6 +83,8 @@ pub(crate) struct Sim {
     pub streams: HashMap<StreamId, VecDeque<Request>>,
     /// Every produce request written, in order (for assertions).
     pub written: Vec<(StreamId, Request)>,
+    /// When each of `written` was handed out.
+    pub handed: Vec<Tick>,
     pub resets: Vec<StreamId>,
     pub closes: Vec<ConnId>,
     pub flushed: Vec<Result<(), ProduceError>>,
@@ -136,6 +138,7 @@ impl Sim {
             calls: VecDeque::new(),
             streams: HashMap::new(),
             written: Vec::new(),
+            handed: Vec::new(),
             resets: Vec::new(),
             closes: Vec::new(),
             flushed: Vec::new(),
@@ -190,6 +193,7 @@ impl Sim {
                     batch: p.batch,
                 };
                 self.written.push((t.stream, req.clone()));
+                self.handed.push(self.now);
                 self.streams.entry(t.stream).or_default().push_back(req);
                 if self.auto_written {
                     self.core.handle_written(self.now, t.stream, 1);
@@ -375,6 +379,11 @@ impl Sim {
             ids.push(id);
         }
         ids
+    }
+
+    /// When the `i`-th request written was handed out.
+    pub(crate) fn written_at(&self, i: usize) -> Tick {
+        self.handed[i]
     }
 
     /// Moves the clock to the core's next timer (if it is later) and runs it, as the shell

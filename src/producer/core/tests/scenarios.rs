@@ -703,3 +703,25 @@ fn a_broker_that_drops_every_connection_at_once_is_backed_off_and_breaks_the_cir
     s.advance(recovery / 2);
     assert!(s.connects.is_empty());
 }
+
+// --- review of issue 10: a request that never gets written still times out ------------------
+
+#[test]
+fn a_request_stuck_before_its_write_completes_resets_the_stream_at_the_request_timeout() {
+    let cfg = config();
+    let deadline = request_deadline(&cfg);
+    let mut s = Sim::ready(cfg, "t", 1);
+    s.auto_written = false; // the stream is blocked (flow control): the write never completes
+    let id = s.send("t", 0, 1)[0];
+    s.step();
+    let st = only_stream(&s);
+    while s.resets.is_empty() {
+        assert!(s.next_timer(), "no timer for the request");
+        assert!(s.now - s.written_at(0) <= deadline, "not reset by {:?}", s.now - s.written_at(0));
+    }
+    assert_eq!(s.resets, [st]);
+    assert!(s.outcome(id).is_none(), "resent, not failed");
+    s.auto_written = true;
+    s.settle(50);
+    assert!(s.outcome(id).unwrap().is_ok());
+}

@@ -12,7 +12,7 @@ const N: Option<(i64, i16)> = Some((1, 0));
 
 fn send(w: &mut Window<u64>, now: Tick, corr: u32, stream: StreamId) -> Option<i32> {
     let i = w.next_sendable(now, stream, false)?;
-    w.mark_sent(i, corr, stream, N).map(|s| s.2)
+    w.mark_sent(i, corr, stream, N, now).map(|s| s.2)
 }
 
 #[test]
@@ -141,7 +141,7 @@ fn without_idempotence_no_sequences_are_assigned() {
     let mut w = Window::new(false, 1);
     w.push(0, 5, 0, now);
     let i = w.next_sendable(now, sid(1), true).unwrap();
-    assert_eq!(w.mark_sent(i, 1, sid(1), None), None);
+    assert_eq!(w.mark_sent(i, 1, sid(1), None, now), None);
 }
 
 #[test]
