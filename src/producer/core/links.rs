@@ -49,8 +49,9 @@ impl DataStream {
 pub(crate) enum SlotState {
     /// Not connected; the next attempt is due at `retry_at`.
     Down { retry_at: Tick },
-    /// An attempt is running.
-    Connecting,
+    /// An attempt is running; it is given up at `deadline` (the shell bounds the attempt
+    /// by the connect timeout; this is the core's own guard, a little later).
+    Connecting { deadline: Tick },
     /// Open, with its data streams.
     Up {
         /// The data streams.
@@ -158,6 +159,8 @@ pub(crate) struct Links {
     pub list: Vec<Link>,
     conns: usize,
     streams: usize,
+    /// How long a connection attempt may take before the core gives it up.
+    connect_allowance: Duration,
 }
 
 impl Links {
@@ -167,6 +170,9 @@ impl Links {
             list: cfg.bootstrap.iter().map(|b| Link::new(b.clone(), conns, cfg, now)).collect(),
             conns,
             streams: cfg.streams_per_connection,
+            connect_allowance: cfg
+                .connect_timeout
+                .saturating_add(super::timeouts::margin(cfg.connect_timeout)),
         }
     }
 
@@ -237,7 +243,7 @@ impl Links {
                     continue;
                 }
                 slot.gen += 1;
-                slot.state = SlotState::Connecting;
+                slot.state = SlotState::Connecting { deadline: later(now, self.connect_allowance) };
                 out.push(Connect {
                     conn: ConnId { link: li, slot: si, gen: slot.gen },
                     addr: link.name.clone(),
@@ -353,7 +359,7 @@ impl Links {
         let mut out = Vec::new();
         for (li, l) in self.list.iter().enumerate() {
             for (si, s) in l.slots.iter().enumerate() {
-                if matches!(s.state, SlotState::Up { .. } | SlotState::Connecting) {
+                if matches!(s.state, SlotState::Up { .. } | SlotState::Connecting { .. }) {
                     out.push(ConnId { link: li, slot: si, gen: s.gen });
                 }
             }
@@ -370,11 +376,43 @@ impl Links {
         }
     }
 
-    /// The next time a link changes by itself: a reconnect due or a breaker half-opening.
+    /// The connection attempts past their deadline (still current).
+    pub(crate) fn connects_overdue(&self, now: Tick) -> Vec<ConnId> {
+        let mut out = Vec::new();
+        for (li, l) in self.list.iter().enumerate() {
+            for (si, s) in l.slots.iter().enumerate() {
+                if matches!(s.state, SlotState::Connecting { deadline } if deadline <= now) {
+                    out.push(ConnId { link: li, slot: si, gen: s.gen });
+                }
+            }
+        }
+        out
+    }
+
+    /// How long a connection attempt may take.
+    pub(crate) fn connect_allowance(&self) -> Duration {
+        self.connect_allowance
+    }
+
+    /// Makes `conn` stale: whatever the shell reports about it later is ignored (a late
+    /// `Connected` is closed).
+    pub(crate) fn retire(&mut self, conn: ConnId) {
+        if self.is_current(conn) {
+            self.list[conn.link].slots[conn.slot].gen += 1;
+        }
+    }
+
+    /// The next time a link changes by itself: a reconnect due, a breaker half-opening, a
+    /// connection attempt to give up.
     pub(crate) fn next_timeout(&self, now: Tick) -> Option<Tick> {
         let mut t: Option<Tick> = None;
         let mut consider = |x: Tick| t = Some(t.map_or(x, |t| t.min(x)));
         for l in &self.list {
+            for s in &l.slots {
+                if let SlotState::Connecting { deadline } = s.state {
+                    consider(deadline);
+                }
+            }
             match l.breaker.state(now) {
                 BreakerState::Open { until } => consider(until),
                 // The trial's outcome is an event, not a time.
@@ -410,11 +448,29 @@ impl super::Core {
             return;
         }
         let tls = matches!(error, crate::transport::TransportError::TlsRejected { .. });
-        let failures = self.links.list[conn.link].slots[conn.slot].failures + 1;
-        let backoff = self.cfg.reconnect_backoff.delay(failures, 0.5).mul_f64(0.8 + 0.4 * self.jitter());
-        tracing::warn!(broker = %self.links.list[conn.link].name, error = %error, ?backoff, "connect failed");
         let msg = error.to_string();
         let refused = tls.then(|| ProduceError::transport(error, Persistence::NotPersisted));
+        self.connect_failed(now, conn, msg, refused);
+    }
+
+    /// Connection attempts the shell has not answered in time fail (and whatever it says
+    /// about them later is ignored).
+    pub(crate) fn give_up_connects(&mut self, now: Tick) {
+        for conn in self.links.connects_overdue(now) {
+            let msg = format!(
+                "connection attempt to {} not done within {:?} (resolve, handshake, Hello, data streams)",
+                self.links.list[conn.link].name,
+                self.links.connect_allowance()
+            );
+            self.connect_failed(now, conn, msg, None);
+            self.links.retire(conn);
+        }
+    }
+
+    fn connect_failed(&mut self, now: Tick, conn: ConnId, msg: String, refused: Option<ProduceError>) {
+        let failures = self.links.list[conn.link].slots[conn.slot].failures + 1;
+        let backoff = self.cfg.reconnect_backoff.delay(failures, 0.5).mul_f64(0.8 + 0.4 * self.jitter());
+        tracing::warn!(broker = %self.links.list[conn.link].name, error = %msg, ?backoff, "connect failed");
         if self.links.on_connect_failed(now, conn, msg, refused, backoff) {
             tracing::warn!(broker = %self.links.list[conn.link].name, failures, "circuit breaker open");
             self.fail_link_pending(now, conn.link);
@@ -435,8 +491,9 @@ impl super::Core {
         }
     }
 
-    /// Starts connection attempts that are due.
+    /// Gives up attempts past their deadline; starts connection attempts that are due.
     pub(crate) fn maintain_links(&mut self, now: Tick) {
+        self.give_up_connects(now);
         if self.closing.is_some() && self.is_idle() {
             return;
         }

@@ -44,6 +44,18 @@ impl Core {
                 return;
             }
         };
+        if result.error == ErrorCode::None {
+            // Record i of the batch is at base_offset + i: offsets that do not exist (negative,
+            // or past i64::MAX) make no sense on this stream either.
+            let window = &self.topics.list[e.topic as usize].parts[e.partition as usize].window;
+            let records = window.index_of(e.corr).map_or(1, |i| window.slot(i).records);
+            let last = result.base_offset.checked_add(i64::from(records.max(1)) - 1);
+            if result.base_offset < 0 || last.is_none() {
+                let detail = format!("acknowledged at offset {} (for {records} records)", result.base_offset);
+                self.stream_failed(now, stream, detail);
+                return;
+            }
+        }
         self.on_produce_result(now, e.topic as usize, e.partition, e.corr, result);
     }
 

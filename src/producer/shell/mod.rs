@@ -307,6 +307,7 @@ impl Shell {
                     client_id: self.core.config().client_id.clone(),
                     conn,
                     streams,
+                    connect_timeout: self.core.config().connect_timeout,
                 };
                 pool::spawn_connect(spec, self.ev_tx.clone());
             }
@@ -342,7 +343,8 @@ impl Shell {
                     r.delivery.complete(Ok(RecordMetadata {
                         topic: topic.clone(),
                         partition,
-                        offset: base_offset.map(|b| b + i as i64),
+                        // The core checked that every offset exists; no overflow here.
+                        offset: base_offset.and_then(|b| b.checked_add(i as i64)),
                         timestamp: r.timestamp,
                     }));
                 }

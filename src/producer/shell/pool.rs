@@ -73,10 +73,26 @@ fn start_stream(s: FrameStream, stream: StreamId, events: &mpsc::UnboundedSender
     StreamHandle { tx, reset: Some((reset_w, reset_r)) }
 }
 
-/// Resolves `name` (`host:port`) now: a broker may move between connection attempts.
-async fn resolve(name: &str) -> Result<SocketAddr, TransportError> {
+/// Resolves `name` (`host:port`) now (a broker may move between connection attempts) to an
+/// address the endpoint's socket can reach: IPv4 for an IPv4 socket; IPv6 first for an
+/// IPv6 one (which reaches IPv4 addresses too, mapped).
+async fn resolve(name: &str, local: SocketAddr) -> Result<SocketAddr, TransportError> {
     let bad = |reason: String| TransportError::Resolve { name: name.to_owned(), reason };
-    tokio::net::lookup_host(name).await.map_err(|e| bad(e.to_string()))?.next().ok_or_else(|| bad("no address".into()))
+    let addrs = tokio::net::lookup_host(name).await.map_err(|e| bad(e.to_string()))?;
+    pick_address(addrs, local).ok_or_else(|| {
+        let family = if local.is_ipv4() { "IPv4" } else { "IP" };
+        bad(format!("no {family} address (the producer's socket is bound to {local})"))
+    })
+}
+
+/// The first of `addrs` a socket bound to `local` can send to (see [`resolve`]).
+fn pick_address(addrs: impl IntoIterator<Item = SocketAddr>, local: SocketAddr) -> Option<SocketAddr> {
+    let addrs: Vec<SocketAddr> = addrs.into_iter().collect();
+    if local.is_ipv4() {
+        addrs.into_iter().find(SocketAddr::is_ipv4)
+    } else {
+        addrs.iter().copied().find(SocketAddr::is_ipv6).or_else(|| addrs.first().copied())
+    }
 }
 
 /// The client configuration read again from the certificate files, once that happened
@@ -126,35 +142,57 @@ pub(crate) struct ConnectSpec {
     pub client_id: String,
     pub conn: ConnId,
     pub streams: usize,
+    /// The whole attempt (resolve, TLS files, handshake, Hello, data streams) must be
+    /// done within this.
+    pub connect_timeout: Duration,
 }
 
-/// Connects and opens the data streams; reports `Connected` or `ConnectFailed`.
+/// Connects and opens the data streams; reports `Connected` or `ConnectFailed`. The whole
+/// attempt is bounded by the connect timeout: a DNS lookup that hangs, or a broker that
+/// allows fewer streams than `streams_per_connection` (opening one more waits forever),
+/// is a failed attempt.
 pub(crate) fn spawn_connect(spec: ConnectSpec, events: mpsc::UnboundedSender<Event>) {
     tokio::spawn(async move {
         let conn = spec.conn;
-        let result = async {
-            let addr = resolve(&spec.addr).await?;
+        let mut reached: Option<SocketAddr> = None;
+        let attempt = async {
+            let local = spec.endpoint.quinn().local_addr().map_err(|e| TransportError::Resolve {
+                name: spec.addr.clone(),
+                reason: format!("the producer's socket has no local address: {e}"),
+            })?;
+            let addr = resolve(&spec.addr, local).await?;
+            reached = Some(addr);
             let c = match spec.tls.config().await {
                 Some(cfg) => spec.endpoint.connect_with(cfg, addr, &spec.server_name, &spec.client_id).await?,
                 None => spec.endpoint.connect(addr, &spec.server_name, &spec.client_id).await?,
             };
-            let c = Arc::new(c);
-            let mut handles = Vec::with_capacity(spec.streams);
-            for index in 0..spec.streams {
-                let s = match c.open_stream().await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        c.close("stream open failed");
-                        return Err(e);
-                    }
-                };
-                handles.push(start_stream(s, StreamId { conn, index, gen: 0 }, &events));
+            // Every stream is open before any task starts: an attempt given up half-way
+            // leaves nothing behind (dropping the last handle closes the connection).
+            let mut opened = Vec::with_capacity(spec.streams);
+            for _ in 0..spec.streams {
+                opened.push(c.open_stream().await?);
             }
-            Ok((c, handles))
-        }
-        .await;
+            Ok((c, opened))
+        };
+        let result = match tokio::time::timeout(spec.connect_timeout, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(match reached {
+                Some(addr) => TransportError::Unreachable { addr, timeout: spec.connect_timeout },
+                None => TransportError::Resolve {
+                    name: spec.addr.clone(),
+                    reason: format!("no address within the connect timeout ({:?})", spec.connect_timeout),
+                },
+            }),
+        };
         let _ = events.send(match result {
-            Ok((connection, streams)) => Event::Connected { conn, connection, streams },
+            Ok((c, opened)) => {
+                let streams = opened
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, s)| start_stream(s, StreamId { conn, index, gen: 0 }, &events))
+                    .collect();
+                Event::Connected { conn, connection: Arc::new(c), streams }
+            }
             Err(error) => Event::ConnectFailed { conn, error },
         });
     });
@@ -288,4 +326,22 @@ pub(crate) fn spawn_call(
         };
         let _ = events.send(Event::Control { tag, result });
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick_address;
+
+    #[test]
+    fn the_address_matches_the_socket_family() {
+        let v4 = "10.0.0.1:9092".parse().unwrap();
+        let v6 = "[2001:db8::1]:9092".parse().unwrap();
+        let any4 = "0.0.0.0:0".parse().unwrap();
+        let any6 = "[::]:0".parse().unwrap();
+        assert_eq!(pick_address([v6, v4], any4), Some(v4), "an IPv4 socket cannot send to IPv6");
+        assert_eq!(pick_address([v6], any4), None);
+        assert_eq!(pick_address([v4, v6], any6), Some(v6));
+        assert_eq!(pick_address([v4], any6), Some(v4), "an IPv6 socket reaches IPv4, mapped");
+        assert_eq!(pick_address([], any6), None);
+    }
 }

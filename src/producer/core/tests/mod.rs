@@ -224,7 +224,7 @@ impl Sim {
                             r.delivery.complete(Ok(RecordMetadata {
                                 topic: topic.clone(),
                                 partition,
-                                offset: base_offset.map(|b| b + i as i64),
+                                offset: base_offset.and_then(|b| b.checked_add(i as i64)),
                                 timestamp: r.timestamp,
                             }));
                         }

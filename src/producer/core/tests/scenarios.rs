@@ -725,3 +725,52 @@ fn a_request_stuck_before_its_write_completes_resets_the_stream_at_the_request_t
     s.settle(50);
     assert!(s.outcome(id).unwrap().is_ok());
 }
+
+// --- review of issue 10: connection attempts have a deadline; hostile offsets ------------
+
+#[test]
+fn a_connection_attempt_that_never_ends_fails_at_the_connect_timeout() {
+    let cfg = config();
+    let allowance = cfg.connect_timeout + crate::producer::core::timeouts::margin(cfg.connect_timeout);
+    let mut s = Sim::ready(cfg, "t", 1);
+    let conn = s.core.links.open_conns()[0];
+    s.lose(conn);
+    while s.connects.is_empty() {
+        assert!(s.next_timer(), "no reconnect timer");
+    }
+    let started = s.now;
+    let failures = s.core.links.list[0].slots[0].failures;
+    s.connects.clear(); // the attempt hangs (DNS, handshake, or streams never opened)
+    while s.connects.is_empty() {
+        assert!(s.next_timer(), "no timer: the hung attempt is never given up");
+        assert!(s.now - started <= allowance + Duration::from_secs(1), "{:?}", s.now - started);
+    }
+    assert_eq!(s.core.links.list[0].slots[0].failures, failures + 1, "counted as a failed attempt");
+    s.accept_connects();
+    let id = s.send("t", 0, 1)[0];
+    s.settle(50);
+    assert!(s.outcome(id).unwrap().is_ok());
+}
+
+#[test]
+fn an_acknowledgement_whose_offsets_overflow_is_a_protocol_error() {
+    let mut s = Sim::ready(config(), "t", 1);
+    let ids = s.send("t", 0, 2);
+    s.step();
+    let st = only_stream(&s);
+    let req = s.streams.get_mut(&st).unwrap().pop_front().unwrap();
+    let answer = ProduceResult {
+        error: ErrorCode::None,
+        duplicate: false,
+        base_offset: i64::MAX,
+        log_append_time: -1,
+        message: String::new(),
+    };
+    s.core.handle_response(s.now, st, Frame { correlation_id: req.corr, payload: Payload::ProduceResult(answer) });
+    s.collect();
+    assert!(ids.iter().all(|id| s.outcome(*id).is_none()), "acked at offsets past i64::MAX");
+    assert_eq!(s.resets, [st], "the stream is given up");
+    s.settle(50);
+    assert!(ids.iter().all(|id| s.outcome(*id).unwrap().is_ok()));
+    s.check();
+}
