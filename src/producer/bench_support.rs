@@ -47,7 +47,7 @@ impl Queues {
         while self.acc.ready.pop().is_some() {}
         for q in &self.topic.partitions {
             while let Some(r) = q.queue.pop() {
-                q.queued_bytes.fetch_sub(r.size, std::sync::atomic::Ordering::AcqRel);
+                q.counts.bytes.fetch_sub(r.size, std::sync::atomic::Ordering::AcqRel);
                 r.delivery.complete(Err(super::core::closed_error()));
                 n += 1;
             }

@@ -317,18 +317,22 @@ impl Producer {
         self.inner.runtime.block_on(self.flush())
     }
 
-    /// Seals every partition's batch now (cutting linger short) and resolves when every
-    /// record still waiting for its outcome when it was called is acknowledged or failed.
+    /// Seals every partition's batch now (cutting linger short, for as long as a flush
+    /// waits) and resolves when every record enqueued before the call (its `send`/`enqueue`
+    /// returned before `flush` was called) is acknowledged or failed. Records enqueued
+    /// after the call, even from other tasks while it waits, are not waited for.
     ///
     /// Returns `Ok(())` when every one of those records was acknowledged. Otherwise an
     /// error: the first failure among them (its kind and persistence; the message says how
     /// many failed; each record's own outcome says which), or, if the producer cannot
     /// deliver any more (fenced, or its driver stopped), why. Records that had already
     /// failed before the call were reported by their own futures or callbacks and do not
-    /// count. After a clean [`Producer::close`] there is nothing left to flush: `Ok(())`.
+    /// count. After [`Producer::close`] there is nothing left to flush: it returns what
+    /// the close returned (`Ok(())` after a clean close, the close's error otherwise).
     pub async fn flush(&self) -> Result<(), ProduceError> {
         let (reply, rx) = oneshot::channel();
-        if self.inner.cmd.send(Command::Flush { reply }).is_err() {
+        let point = self.inner.acc.flush_point();
+        if self.inner.cmd.send(Command::Flush { point, reply }).is_err() {
             return self.after_end();
         }
         rx.await.unwrap_or_else(|_| self.after_end())
@@ -340,11 +344,15 @@ impl Producer {
     ///
     /// Returns `Ok(())` when every record enqueued before the call was acknowledged;
     /// otherwise an error as [`Producer::flush`] describes (a record failed at the
-    /// deadline says `Closed`). Calling it again after a clean close returns `Ok(())`.
+    /// deadline says `Closed`). Calling it again returns what the first close returned:
+    /// `Ok(())` after a clean close, the same error after an unclean one. A sender still
+    /// waiting (for buffer memory or metadata) when `close` is called is refused with a
+    /// `Closed` error, even if memory frees up before the close ends.
     pub async fn close(&self, timeout: Duration) -> Result<(), ProduceError> {
-        self.inner.closed.store(true, Ordering::Release);
+        self.inner.closed.store(true, Ordering::SeqCst);
         let (reply, rx) = oneshot::channel();
-        if self.inner.cmd.send(Command::Close { timeout, reply }).is_err() {
+        let point = self.inner.acc.flush_point();
+        if self.inner.cmd.send(Command::Close { timeout, point, reply }).is_err() {
             return self.after_end();
         }
         rx.await.unwrap_or_else(|_| self.after_end())
@@ -372,13 +380,9 @@ impl Producer {
         self.inner.metrics.snapshot(self.inner.acc.memory.available_permits())
     }
 
-    /// What flush/close report once the driver has ended.
+    /// What flush/close report once the driver has ended (see `Ended`).
     fn after_end(&self) -> Result<(), ProduceError> {
-        match self.inner.ended.get() {
-            Some(None) => Ok(()),
-            Some(Some(e)) => Err(e),
-            None => Err(stopped_error()),
-        }
+        self.inner.ended.get().unwrap_or_else(|| Err(stopped_error()))
     }
 
     /// The error for a record offered after the driver ended.
@@ -397,7 +401,7 @@ impl Producer {
         if let Some(e) = self.inner.acc.closed() {
             return Err(SendError { error: e.with_persistence(Persistence::NotPersisted), record });
         }
-        if self.inner.closed.load(Ordering::Acquire) {
+        if self.inner.closed.load(Ordering::SeqCst) {
             return Err(SendError { error: core::closed_error(), record });
         }
         let size = size_of(&record);
@@ -476,12 +480,16 @@ impl Producer {
         // path reads no clock here.
         let mut deadline = None;
         let mut deadline = || *deadline.get_or_insert_with(|| deadline_in(self.inner.cfg.max_block));
+        let mut waited = false;
         let topic = match self.inner.acc.topic(&record.topic) {
             Some(t) => t,
-            None => match self.topic_queues(&record.topic, deadline()).await {
-                Ok(t) => t,
-                Err(error) => return Err(SendError { error, record }),
-            },
+            None => {
+                waited = true;
+                match self.topic_queues(&record.topic, deadline()).await {
+                    Ok(t) => t,
+                    Err(error) => return Err(SendError { error, record }),
+                }
+            }
         };
         let partition = match self.choose_partition(&topic, &record) {
             Ok(p) => p,
@@ -492,7 +500,10 @@ impl Producer {
         match mem.try_acquire_many(charge as u32) {
             Ok(p) => p.forget(),
             Err(_) => match tokio::time::timeout_at(deadline().into(), mem.acquire_many(charge as u32)).await {
-                Ok(Ok(p)) => p.forget(),
+                Ok(Ok(p)) => {
+                    waited = true;
+                    p.forget()
+                }
                 // The driver ended while this sender waited.
                 Ok(Err(_)) => return Err(SendError { error: self.ended_error(), record }),
                 Err(_) => {
@@ -509,6 +520,16 @@ impl Producer {
                     })
                 }
             },
+        }
+        // `close()` may have been called while this sender waited: it stops accepting
+        // records, so this one is refused (and its memory given back).
+        if waited {
+            let closed = self.inner.acc.closed().map(|e| e.with_persistence(Persistence::NotPersisted));
+            let closed = closed.or_else(|| self.inner.closed.load(Ordering::SeqCst).then(core::closed_error));
+            if let Some(error) = closed {
+                self.inner.acc.release(charge);
+                return Err(SendError { error, record });
+            }
         }
         Ok((topic, partition, record, size, charge))
     }

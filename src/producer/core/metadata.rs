@@ -30,8 +30,11 @@ pub(crate) const MAX_PENDING_TOPICS: usize = 1024;
 pub(crate) struct PartState {
     /// Sealed batches not yet acknowledged or failed.
     pub window: Window<BatchPayload>,
-    /// A record popped but not fitting the previous batch.
+    /// A record popped but not fitting the previous batch (the last one popped).
     pub carry: Option<QueuedRecord>,
+    /// Records taken from the queue so far: the next one taken is number `popped` (flush
+    /// points count in these numbers).
+    pub popped: u64,
     /// When the linger clock started (first record seen, or the last seal).
     pub since: Option<Tick>,
     /// No record still queued was enqueued before this (for the delivery timeout).
@@ -270,6 +273,7 @@ impl Core {
         PartState {
             window: Window::new(self.cfg.idempotence, self.cfg.max_in_flight),
             carry: None,
+            popped: 0,
             since: None,
             oldest: None,
             active: false,

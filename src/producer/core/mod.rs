@@ -40,7 +40,7 @@ use std::time::Duration;
 use rand::SeedableRng;
 use tokio::sync::oneshot;
 
-use super::accumulator::Accumulator;
+use super::accumulator::{Accumulator, FlushPoint};
 use super::clock::later;
 use super::config::ProducerConfig;
 use super::error::{Persistence, ProduceError};
@@ -86,8 +86,9 @@ pub(crate) struct Core {
     next_tag: u64,
     next_corr: u32,
     next_batch_id: u64,
-    flush_all: bool,
     flushes: Vec<FlushWaiter>,
+    /// What the first `close()` was answered (later `close`/`flush` calls get it too).
+    close_result: Option<Result<(), ProduceError>>,
     /// Close deadline, once closing.
     closing: Option<Tick>,
     /// When `handle_timeout` last ran: every deadline after it is still to be acted on.
@@ -124,7 +125,7 @@ impl Core {
             next_tag: 0,
             next_corr: 1,
             next_batch_id: 0,
-            flush_all: false,
+            close_result: None,
             flushes: Vec::new(),
             closing: None,
             last_run: now,
@@ -188,28 +189,28 @@ impl Core {
         self.want_metadata(now, topic, reply);
     }
 
-    /// `flush()`: seal everything now; answer when every record enqueued before is done.
-    pub(crate) fn handle_flush(&mut self, _now: Tick, reply: FlushReply) {
+    /// `flush()`: answer when every record enqueued before the call (`point`, read at the
+    /// call) is done; meanwhile every partition is sealed without waiting for linger.
+    pub(crate) fn handle_flush(&mut self, _now: Tick, point: FlushPoint, reply: FlushReply) {
         if let Some(e) = &self.fatal {
             let _ = reply.send(Err(e.clone()));
             return;
         }
-        self.flush_all = true;
-        self.flushes.push(FlushWaiter { target: None, reply, failed: 0, first_error: None });
+        self.flushes.push(FlushWaiter::new(point, reply, false));
     }
 
-    /// `close(timeout)`: flush, fail what is left at the deadline, then finish. `None`:
-    /// every handle is gone (deliver within the delivery timeout, nobody to answer).
-    pub(crate) fn handle_close(&mut self, now: Tick, timeout: Duration, reply: Option<FlushReply>) {
+    /// `close(timeout)`: flush (what was enqueued before `point`), fail what is left at the
+    /// deadline, then finish. `None`: every handle is gone (deliver within the delivery
+    /// timeout, nobody to answer).
+    pub(crate) fn handle_close(&mut self, now: Tick, timeout: Duration, reply: Option<(FlushPoint, FlushReply)>) {
         let deadline = later(now, timeout);
         self.closing = Some(self.closing.map_or(deadline, |d| d.min(deadline)));
-        self.flush_all = true;
-        if let Some(reply) = reply {
+        if let Some((point, reply)) = reply {
             if let Some(e) = &self.fatal {
                 let _ = reply.send(Err(e.clone()));
                 return;
             }
-            self.flushes.push(FlushWaiter { target: None, reply, failed: 0, first_error: None });
+            self.flushes.push(FlushWaiter::new(point, reply, true));
         }
     }
 
@@ -228,15 +229,9 @@ impl Core {
         }
         self.last_run = self.last_run.max(now);
         self.collect_ready(now);
-        let flushing = self.flush_all || self.closing.is_some();
+        // While a flush or the close waits, nothing waits for linger (as Kafka's flush).
+        let flushing = !self.flushes.is_empty() || self.closing.is_some();
         self.seal(now, flushing);
-        if self.flush_all {
-            self.flush_all = false;
-            let target = self.next_batch_id;
-            for f in self.flushes.iter_mut().filter(|f| f.target.is_none()) {
-                f.target = Some(target);
-            }
-        }
         // Timeouts before sending: a batch past its delivery deadline expires unsent (not
         // persisted) instead of going out and expiring in flight (possibly persisted, and
         // an epoch bump); a stuck stream is reset before anything more is queued on it.
@@ -284,6 +279,15 @@ impl Core {
     /// True once closed (or fenced) and every answer was handed out: the shell stops.
     pub(crate) fn is_finished(&self) -> bool {
         self.finished && self.outcomes.is_empty() && self.actions.is_empty()
+    }
+
+    /// Once finished, what a later `flush()` or `close()` returns: what the first close was
+    /// answered (`Ok` after a clean close, its error otherwise), or the fatal error.
+    pub(crate) fn end_result(&self) -> Result<(), ProduceError> {
+        match &self.fatal {
+            Some(e) => Err(e.clone()),
+            None => self.close_result.clone().unwrap_or(Ok(())),
+        }
     }
 
     /// The configuration.

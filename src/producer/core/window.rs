@@ -172,11 +172,6 @@ impl<T> Window<T> {
         self.in_flight
     }
 
-    /// Smallest batch id still pending (for flush).
-    pub(crate) fn oldest_id(&self) -> Option<u64> {
-        self.slots.iter().map(|s| s.id).min()
-    }
-
     /// The producer id and epoch of the current numbering.
     pub(crate) fn numbering(&self) -> Option<(i64, i16)> {
         self.numbering

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::accumulator::Accumulator;
+use super::accumulator::{Accumulator, FlushPoint};
 use super::clock::{Tick, WallClock, REBASE_EVERY};
 use super::config::TlsConfig;
 use super::core::{Action, ConnId, Core, FlushReply, HelloInfo, MetadataReply, Outcome};
@@ -33,21 +33,23 @@ use pool::{ConnectSpec, Event, StreamHandle};
 pub(crate) enum Command {
     /// Resolve a topic's queues (`None`: just fetch them, nobody waits).
     Metadata { topic: Arc<str>, reply: Option<MetadataReply> },
-    /// Seal everything now; answer when every batch sealed so far is done.
-    Flush { reply: FlushReply },
-    /// Flush, then fail what is left at the deadline, then stop.
-    Close { timeout: Duration, reply: FlushReply },
+    /// Seal everything now; answer when every record enqueued before `point` is done.
+    Flush { point: FlushPoint, reply: FlushReply },
+    /// Flush (up to `point`), then fail what is left at the deadline, then stop.
+    Close { timeout: Duration, point: FlushPoint, reply: FlushReply },
     /// Fail every record not yet sent; answers how many.
     Purge { reply: oneshot::Sender<usize> },
 }
 
-/// How the shell ended, for handles that ask afterwards (`None` inside: a clean close).
+/// How the shell ended, for `flush()`/`close()` calls made afterwards.
 #[derive(Debug, Default)]
-pub(crate) struct Ended(OnceLock<Option<ProduceError>>);
+pub(crate) struct Ended(OnceLock<Result<(), ProduceError>>);
 
 impl Ended {
-    /// `None` while running; `Some(None)` after a clean close; `Some(Some(e))` otherwise.
-    pub(crate) fn get(&self) -> Option<Option<ProduceError>> {
+    /// `None` while running; then what a later `flush()` or `close()` returns: `Ok` after a
+    /// clean close, the first close's error after an unclean one, the fatal error, or
+    /// why the driver stopped.
+    pub(crate) fn get(&self) -> Option<Result<(), ProduceError>> {
         self.0.get().cloned()
     }
 }
@@ -87,21 +89,23 @@ pub(crate) struct Shell {
 struct EndGuard {
     acc: Arc<Accumulator>,
     ended: Arc<Ended>,
-    /// Set on a normal end: `None` for a clean close, the fatal error otherwise.
-    outcome: Option<Option<ProduceError>>,
+    /// Set on a normal end: what later `flush()`/`close()` calls return
+    /// (`Core::end_result`), and the fatal error records fail with, if any.
+    outcome: Option<(Result<(), ProduceError>, Option<ProduceError>)>,
 }
 
 impl Drop for EndGuard {
     fn drop(&mut self) {
-        let outcome = self.outcome.take().unwrap_or_else(|| {
-            Some(ProduceError::new(
+        let (result, fatal) = self.outcome.take().unwrap_or_else(|| {
+            let e = ProduceError::new(
                 ErrorKind::Closed,
                 Persistence::PossiblyPersisted,
                 "the producer's driver stopped unexpectedly (a bug: please report it)",
-            ))
+            );
+            (Err(e.clone()), Some(e))
         });
-        let reason = outcome.clone().unwrap_or_else(super::core::closed_error);
-        let _ = self.ended.0.set(outcome);
+        let reason = fatal.unwrap_or_else(super::core::closed_error);
+        let _ = self.ended.0.set(result);
         for r in self.acc.close(reason.clone()) {
             r.delivery.complete(Err(reason.clone().with_persistence(Persistence::NotPersisted)));
         }
@@ -202,15 +206,15 @@ impl Shell {
         for (_, c) in self.conns.drain() {
             c.connection.close("producer closed");
         }
-        guard.outcome = Some(fatal);
+        guard.outcome = Some((self.core.end_result(), fatal));
     }
 
     fn on_command(&mut self, cmd: Option<Command>) {
         let now = Tick::now();
         match cmd {
             Some(Command::Metadata { topic, reply }) => self.core.handle_metadata_wanted(now, topic, reply),
-            Some(Command::Flush { reply }) => self.core.handle_flush(now, reply),
-            Some(Command::Close { timeout, reply }) => self.core.handle_close(now, timeout, Some(reply)),
+            Some(Command::Flush { point, reply }) => self.core.handle_flush(now, point, reply),
+            Some(Command::Close { timeout, point, reply }) => self.core.handle_close(now, timeout, Some((point, reply))),
             Some(Command::Purge { reply }) => self.core.handle_purge(now, reply),
             None => {
                 // Every handle is gone: deliver what is queued, within the delivery

@@ -182,7 +182,7 @@ fn run_shaped(mode: Mode, shape: Shape, ops: &[Op]) {
                 // As the shell does: the command, then the decisions due (nothing between).
                 let pending: Vec<u64> = (0..s.sent.len() as u64).filter(|id| s.outcome(*id).is_none()).collect();
                 let (tx, rx) = tokio::sync::oneshot::channel();
-                s.core.handle_flush(s.now, tx);
+                s.core.handle_flush(s.now, s.acc.flush_point(), tx);
                 s.step();
                 flushes.push((pending, rx));
             }

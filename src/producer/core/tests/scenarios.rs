@@ -495,7 +495,7 @@ fn a_close_without_deadline_and_huge_timeouts_do_not_overflow_the_clock() {
     let mut s = Sim::ready(cfg, "t", 1);
     let id = s.send("t", 0, 1)[0];
     let (tx, mut rx) = tokio::sync::oneshot::channel();
-    s.core.handle_close(s.now, Duration::MAX, Some(tx));
+    s.core.handle_close(s.now, Duration::MAX, Some((s.acc.flush_point(), tx)));
     s.step();
     assert!(s.core.poll_timeout(s.now).is_none_or(|t| t > s.now));
     s.settle(50);
@@ -773,4 +773,38 @@ fn an_acknowledgement_whose_offsets_overflow_is_a_protocol_error() {
     s.settle(50);
     assert!(ids.iter().all(|id| s.outcome(*id).unwrap().is_ok()));
     s.check();
+}
+
+// --- review of issue 10: flush and close cover what was enqueued before the call ---------
+
+#[test]
+fn a_flush_covers_the_records_enqueued_before_the_call_only() {
+    let mut s = Sim::ready(ProducerConfig { linger: Duration::from_secs(5), ..config() }, "t", 2);
+    let before = s.send("t", 0, 1)[0];
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    s.core.handle_flush(s.now, s.acc.flush_point(), tx);
+    // Enqueued after the call (before the driver's next round): not the flush's business.
+    let after = s.send("t", 1, 1)[0];
+    s.step();
+    let p0 = s.busy_streams().into_iter().find(|st| s.streams[st][0].partition == 0).unwrap();
+    s.process(p0, Answer::Normal);
+    s.step();
+    assert!(s.outcome(before).unwrap().is_ok());
+    assert!(s.outcome(after).is_none(), "partition 1's request is still unanswered");
+    assert!(rx.try_recv().expect("answered without waiting for the later record").is_ok());
+}
+
+#[test]
+fn after_an_unclean_close_the_core_keeps_the_close_error() {
+    let mut s = Sim::ready(config(), "t", 1);
+    let id = s.send("t", 0, 1)[0];
+    s.step(); // in flight, never answered
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    s.core.handle_close(s.now, Duration::from_millis(10), Some((s.acc.flush_point(), tx)));
+    s.advance(Duration::from_millis(20));
+    assert!(s.core.is_finished());
+    let e = rx.try_recv().unwrap().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Closed);
+    assert_eq!(status(&s.outcome(id).unwrap()).map(|x| x.0), Some(ErrorKind::Closed));
+    assert_eq!(s.core.end_result().unwrap_err().to_string(), e.to_string(), "later close/flush calls get it");
 }
