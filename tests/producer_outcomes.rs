@@ -393,3 +393,22 @@ async fn a_principal_refused_a_producer_id_gets_its_records_failed_at_once() {
     assert_eq!(e.persistence(), Persistence::NotPersisted);
     assert!(e.to_string().contains("refused a producer id"), "{e}");
 }
+
+#[test]
+fn a_driver_dropped_before_its_first_poll_still_fails_new_records_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    qwire::transport::certs::generate_dev_certs(dir.path(), &["alice".into()], &[]).unwrap();
+    let tls = TlsConfig::from_dir(dir.path(), "alice").unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // build() spawns the driver; block_on returns before it is ever polled.
+    let p = rt.block_on(async { qwire::producer::Producer::builder().bootstrap("127.0.0.1:1").tls(tls).build() });
+    let p = p.unwrap();
+    drop(rt); // the runtime shuts down: the driver task is dropped unpolled
+    let e = p.try_send(ProducerRecord::new("t", "x")).unwrap_err();
+    assert_eq!(e.error.kind(), ErrorKind::Closed, "{}", e.error);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let e = rt.block_on(async { within(30, "send", p.send(ProducerRecord::new("t", "y"))).await }).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Closed, "{e}");
+    let e = rt.block_on(async { within(30, "flush", p.flush()).await }).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Closed, "{e}");
+}

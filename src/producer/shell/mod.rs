@@ -5,9 +5,10 @@
 //! the next event. It decides nothing itself.
 //!
 //! User code (callbacks, the partitioner's hook) runs here, inside `catch_unwind`. If the
-//! shell ends for any reason, including a panic, its drop guard closes the accumulator
-//! so that queued and later records fail at once, and the core's deliveries report
-//! themselves as they are dropped: no future is left waiting.
+//! shell ends for any reason, including a panic or its task being dropped before it ever
+//! ran (the runtime shut down), its drop guard closes the accumulator so that queued and
+//! later records fail at once, and the core's deliveries report themselves as they are
+//! dropped: no future is left waiting.
 
 pub(crate) mod pool;
 
@@ -68,6 +69,10 @@ struct Conn {
 
 /// The shell; see the module docs.
 pub(crate) struct Shell {
+    /// First field, so dropped first: made with the shell (before the driver task is
+    /// spawned), it closes everything however the shell ends, even dropped unpolled when
+    /// its runtime shuts down.
+    guard: EndGuard,
     pub core: Core,
     pub acc: Arc<Accumulator>,
     pub partitioner: Arc<dyn Partitioner>,
@@ -76,7 +81,6 @@ pub(crate) struct Shell {
     pub tls: TlsConfig,
     pub tuning: QuicTuning,
     pub wall: Arc<WallClock>,
-    pub ended: Arc<Ended>,
     ev_tx: mpsc::UnboundedSender<Event>,
     ev_rx: mpsc::UnboundedReceiver<Event>,
     conns: HashMap<ConnId, Conn>,
@@ -100,7 +104,7 @@ impl Drop for EndGuard {
             let e = ProduceError::new(
                 ErrorKind::Closed,
                 Persistence::PossiblyPersisted,
-                "the producer's driver stopped unexpectedly (a bug: please report it)",
+                "the producer's driver stopped before the producer was closed (its runtime shut down, or a bug)",
             );
             (Err(e.clone()), Some(e))
         });
@@ -127,6 +131,7 @@ impl Shell {
     ) -> Self {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         Shell {
+            guard: EndGuard { acc: acc.clone(), ended, outcome: None },
             core,
             acc,
             partitioner,
@@ -135,7 +140,6 @@ impl Shell {
             tls,
             tuning,
             wall,
-            ended,
             ev_tx,
             ev_rx,
             conns: HashMap::new(),
@@ -147,7 +151,6 @@ impl Shell {
     /// Runs until the core is finished (closed, fenced, or every handle dropped and
     /// everything delivered).
     pub(crate) async fn run(mut self) {
-        let mut guard = EndGuard { acc: self.acc.clone(), ended: self.ended.clone(), outcome: None };
         let mut fatal = None;
         loop {
             let now = Tick::now();
@@ -206,7 +209,7 @@ impl Shell {
         for (_, c) in self.conns.drain() {
             c.connection.close("producer closed");
         }
-        guard.outcome = Some((self.core.end_result(), fatal));
+        self.guard.outcome = Some((self.core.end_result(), fatal));
     }
 
     fn on_command(&mut self, cmd: Option<Command>) {
