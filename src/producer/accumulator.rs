@@ -31,7 +31,8 @@
 //! bookkeeping that follows it into an in-flight batch).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
 use crossbeam_queue::SegQueue;
@@ -81,6 +82,21 @@ pub(crate) struct QueueCounts {
     pub pushed: AtomicU64,
 }
 
+/// Most topics waiting for metadata at once: beyond that a `try_send` to yet another
+/// unknown topic is refused without asking (and the core refuses a `send`'s request).
+pub(crate) const MAX_PENDING_TOPICS: usize = 1024;
+
+/// What a `try_send` to an unknown topic should do about its metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MetadataAsk {
+    /// Ask the driver (nobody asked for this topic since its last answer).
+    Ask,
+    /// A request for it is pending already: nothing to send.
+    Pending,
+    /// [`MAX_PENDING_TOPICS`] topics are pending: refuse the record.
+    Full,
+}
+
 /// Records enqueued before a `flush()`/`close()` call: (topic id, partition, how many of
 /// the partition's records, counted from its first), for every partition that had any.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -108,6 +124,11 @@ pub(crate) struct Accumulator {
     closed: CachePadded<AtomicBool>,
     /// Why it ended (the error queued and later records get).
     close_reason: OnceLock<ProduceError>,
+    /// Topics a `try_send` asked the driver for and that have no answer yet: one request
+    /// per topic is enough, so a `try_send` loop on an unknown topic sends one command, not
+    /// one per call (the command channel is bounded by this). Only the slow path (an
+    /// unknown topic) takes the lock.
+    metadata_wanted: Mutex<HashSet<Arc<str>>>,
 }
 
 impl Accumulator {
@@ -120,7 +141,32 @@ impl Accumulator {
             batch_size,
             closed: CachePadded::new(AtomicBool::new(false)),
             close_reason: OnceLock::new(),
+            metadata_wanted: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// A `try_send` found no queues for `topic`: whether to ask the driver for them.
+    pub(crate) fn ask_metadata(&self, topic: &Arc<str>) -> MetadataAsk {
+        let mut wanted = self.metadata_wanted.lock().unwrap_or_else(|p| p.into_inner());
+        if wanted.contains(topic) {
+            MetadataAsk::Pending
+        } else if wanted.len() >= MAX_PENDING_TOPICS {
+            MetadataAsk::Full
+        } else {
+            wanted.insert(topic.clone());
+            MetadataAsk::Ask
+        }
+    }
+
+    /// The driver settled `topic`'s metadata request (answered, failed, or refused): the
+    /// next `try_send` to it may ask again.
+    pub(crate) fn metadata_settled(&self, topic: &str) {
+        self.metadata_wanted.lock().unwrap_or_else(|p| p.into_inner()).remove(topic);
+    }
+
+    /// Every metadata request is settled (the driver is stopping).
+    pub(crate) fn metadata_settled_all(&self) {
+        self.metadata_wanted.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// The error records get once the driver has ended, if it has.
@@ -276,6 +322,24 @@ mod tests {
         acc.push(&t, 0, r);
         assert_eq!(rx.try_recv().unwrap().unwrap_err().kind(), super::super::error::ErrorKind::Fenced);
         assert_eq!(t.partitions[0].counts.bytes.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_topic_is_asked_for_once_until_the_driver_settles_it() {
+        let acc = Accumulator::new(1 << 20, 100);
+        let t: Arc<str> = "t".into();
+        assert_eq!(acc.ask_metadata(&t), MetadataAsk::Ask);
+        for _ in 0..1000 {
+            assert_eq!(acc.ask_metadata(&t), MetadataAsk::Pending, "one request per topic");
+        }
+        acc.metadata_settled("t");
+        assert_eq!(acc.ask_metadata(&t), MetadataAsk::Ask, "asked again after the answer");
+        for i in 1..MAX_PENDING_TOPICS {
+            assert_eq!(acc.ask_metadata(&format!("t{i}").into()), MetadataAsk::Ask);
+        }
+        assert_eq!(acc.ask_metadata(&"one-more".into()), MetadataAsk::Full);
+        acc.metadata_settled_all();
+        assert_eq!(acc.ask_metadata(&"one-more".into()), MetadataAsk::Ask);
     }
 
     #[test]

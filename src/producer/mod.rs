@@ -66,7 +66,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use accumulator::{record_size, Accumulator, QueuedRecord, TopicQueues};
+use accumulator::{record_size, Accumulator, MetadataAsk, QueuedRecord, TopicQueues, MAX_PENDING_TOPICS};
 use clock::{Tick, WallClock};
 use delivery::{stopped_error, BatchResults, Delivery};
 use shell::{Command, Ended, Shell};
@@ -273,15 +273,20 @@ impl Producer {
         let (tx, rx) = oneshot::channel();
         let (record, size) = self.prepare(record)?;
         let Some(topic) = self.inner.acc.topic(&record.topic) else {
-            let _ = self.inner.cmd.send(Command::Metadata { topic: record.topic.clone(), reply: None });
-            return Err(SendError {
-                error: ProduceError::new(
-                    ErrorKind::BufferFull,
-                    Persistence::NotPersisted,
-                    format!("metadata for topic '{}' is not known yet (fetching); try again", record.topic),
+            // One request per topic until the driver answers it, however often this is called.
+            let msg = match self.inner.acc.ask_metadata(&record.topic) {
+                MetadataAsk::Full => format!(
+                    "metadata for topic '{}' is not known and {MAX_PENDING_TOPICS} topics already wait for theirs",
+                    record.topic
                 ),
-                record,
-            });
+                ask => {
+                    if ask == MetadataAsk::Ask {
+                        let _ = self.inner.cmd.send(Command::Metadata { topic: record.topic.clone(), reply: None });
+                    }
+                    format!("metadata for topic '{}' is not known yet (fetching); try again", record.topic)
+                }
+            };
+            return Err(SendError { error: ProduceError::new(ErrorKind::BufferFull, Persistence::NotPersisted, msg), record });
         };
         let partition = match self.choose_partition(&topic, &record) {
             Ok(p) => p,

@@ -568,7 +568,7 @@ impl super::Core {
         }
         // Handles waiting for metadata fail too, unless another broker may still answer.
         if let Some(err) = self.no_link_left(now) {
-            for reply in self.topics.take_waiters() {
+            for reply in self.topics.take_waiters(&self.acc) {
                 self.outcomes.push_back(super::Outcome::Metadata { reply, result: Err(err.clone()) });
             }
         }

@@ -17,14 +17,13 @@ use super::batches::BatchPayload;
 use super::window::Window;
 use super::{ControlKind, Core, MetadataReply, Outcome, Tick};
 use crate::producer::clock::later;
-use crate::producer::accumulator::{PartitionQueue, QueuedRecord, TopicQueues};
+use crate::producer::accumulator::{Accumulator, PartitionQueue, QueuedRecord, TopicQueues};
 use crate::producer::error::{ErrorKind, Persistence, ProduceError};
 use crate::protocol::frame::{Metadata, MetadataOk};
 use crate::protocol::{ErrorCode, Payload};
 use crate::transport::TransportError;
 
-/// Most topics waiting for metadata at once (beyond that a handle's request is refused).
-pub(crate) const MAX_PENDING_TOPICS: usize = 1024;
+pub(crate) use crate::producer::accumulator::MAX_PENDING_TOPICS;
 
 /// One partition as the core keeps it.
 pub(crate) struct PartState {
@@ -82,9 +81,16 @@ impl Topics {
         self.retry_at.filter(|_| !self.waiters.is_empty())
     }
 
-    /// Takes every waiting reply (the producer is stopping).
-    pub(crate) fn take_waiters(&mut self) -> Vec<MetadataReply> {
+    /// Takes every waiting reply (the producer is stopping, or no broker is left).
+    pub(crate) fn take_waiters(&mut self, acc: &Accumulator) -> Vec<MetadataReply> {
+        acc.metadata_settled_all();
         self.waiters.drain().flat_map(|(_, v)| v).collect()
+    }
+
+    /// Takes the replies waiting for `topic`.
+    fn take_topic(&mut self, topic: &str, acc: &Accumulator) -> Vec<MetadataReply> {
+        acc.metadata_settled(topic);
+        self.waiters.remove(topic).unwrap_or_default()
     }
 }
 
@@ -97,6 +103,7 @@ impl Core {
 
     pub(crate) fn want_metadata(&mut self, now: Tick, topic: Arc<str>, reply: Option<MetadataReply>) {
         if let Some(&tid) = self.topics.ids.get(&topic) {
+            self.acc.metadata_settled(&topic);
             if let Some(reply) = reply {
                 let result = Ok(self.topics.list[tid as usize].queues.clone());
                 self.outcomes.push_back(Outcome::Metadata { reply, result });
@@ -106,6 +113,7 @@ impl Core {
         // Fail at once only when no broker may answer (the rule `fail_link_pending` follows).
         let fatal = self.fatal.clone().or_else(|| self.no_link_left(now));
         if let Some(e) = fatal {
+            self.acc.metadata_settled(&topic);
             if let Some(reply) = reply {
                 self.outcomes.push_back(Outcome::Metadata { reply, result: Err(e) });
             }
@@ -119,6 +127,7 @@ impl Core {
                 waiters.extend(reply);
             }
             None if full => {
+                self.acc.metadata_settled(&topic);
                 if let Some(reply) = reply {
                     let msg = format!("{MAX_PENDING_TOPICS} topics are already waiting for metadata; '{topic}' is not");
                     let err = ProduceError::new(ErrorKind::BufferFull, Persistence::NotPersisted, msg);
@@ -191,7 +200,7 @@ impl Core {
             Err(e) => {
                 let err = ProduceError::transport(e, Persistence::NotPersisted);
                 for t in topics {
-                    for reply in self.topics.waiters.remove(&t).unwrap_or_default() {
+                    for reply in self.topics.take_topic(&t, &self.acc) {
                         self.outcomes.push_back(Outcome::Metadata { reply, result: Err(err.clone()) });
                     }
                 }
@@ -213,7 +222,7 @@ impl Core {
         }
         for t in m.topics {
             let name: Arc<str> = Arc::from(t.name.as_str());
-            let waiters = self.topics.waiters.remove(&name).unwrap_or_default();
+            let waiters = self.topics.take_topic(&name, &self.acc);
             if t.error != ErrorCode::None {
                 let msg = match t.error {
                     ErrorCode::UnknownTopicOrPartition => format!("topic '{name}' does not exist"),

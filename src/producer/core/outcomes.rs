@@ -203,7 +203,7 @@ impl Core {
             self.answer_flush(f);
         }
         let err = self.fatal.clone().unwrap_or_else(closed_error);
-        for reply in self.topics.take_waiters() {
+        for reply in self.topics.take_waiters(&self.acc) {
             self.outcomes.push_back(Outcome::Metadata { reply, result: Err(err.clone()) });
         }
         for conn in self.links.open_conns() {

@@ -30,7 +30,11 @@ use crate::transport::tls::{client_tls, quinn_client_config, QuicTuning};
 use crate::transport::{BrokerConnection, ClientEndpoint, TransportError};
 use pool::{ConnectSpec, Event, StreamHandle};
 
-/// Requests from producer handles.
+/// Requests from producer handles. Their channel is unbounded but bounded by construction:
+/// every command but one kind has a caller waiting for its answer (`flush`, `close`,
+/// `purge`, a `send` waiting for metadata: at most one per waiting call), and a `try_send`
+/// to an unknown topic sends at most one request per topic until the driver answers it,
+/// for at most `MAX_PENDING_TOPICS` topics (see `Accumulator::ask_metadata`).
 pub(crate) enum Command {
     /// Resolve a topic's queues (`None`: just fetch them, nobody waits).
     Metadata { topic: Arc<str>, reply: Option<MetadataReply> },
@@ -81,8 +85,10 @@ pub(crate) struct Shell {
     pub tls: TlsConfig,
     pub tuning: QuicTuning,
     pub wall: Arc<WallClock>,
-    ev_tx: mpsc::UnboundedSender<Event>,
-    ev_rx: mpsc::UnboundedReceiver<Event>,
+    ev_tx: pool::Events,
+    ev_rx: mpsc::Receiver<Event>,
+    /// Events the shell makes itself (it never waits on its own bounded channel).
+    local: std::collections::VecDeque<Event>,
     conns: HashMap<ConnId, Conn>,
     /// Client configuration read again after a refused certificate (used from then on).
     reloaded: pool::Reloaded,
@@ -129,7 +135,7 @@ impl Shell {
         wall: Arc<WallClock>,
         ended: Arc<Ended>,
     ) -> Self {
-        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let (ev_tx, ev_rx) = mpsc::channel(pool::EVENT_CAPACITY);
         Shell {
             guard: EndGuard { acc: acc.clone(), ended, outcome: None },
             core,
@@ -142,6 +148,7 @@ impl Shell {
             wall,
             ev_tx,
             ev_rx,
+            local: std::collections::VecDeque::new(),
             conns: HashMap::new(),
             reloaded: Arc::new(Mutex::new(None)),
             cmd_closed: false,
@@ -153,11 +160,17 @@ impl Shell {
     pub(crate) async fn run(mut self) {
         let mut fatal = None;
         loop {
+            while let Some(ev) = self.local.pop_front() {
+                self.on_event(ev);
+            }
             let now = Tick::now();
             self.core.handle_timeout(now);
             self.do_outputs(&mut fatal);
             if self.core.is_finished() {
                 break;
+            }
+            if !self.local.is_empty() {
+                continue;
             }
             // The same `now` as `handle_timeout`: a deadline that came due while the
             // outputs (user callbacks) ran fires at once instead of being dropped.
@@ -323,7 +336,7 @@ impl Shell {
                 None => {
                     let addr = "0.0.0.0:0".parse().expect("literal");
                     let error = TransportError::StreamClosed { addr, detail: "connection gone".into() };
-                    let _ = self.ev_tx.send(Event::Control { tag, result: Err(error) });
+                    self.local.push_back(Event::Control { tag, result: Err(error) });
                 }
             },
             Action::ResetStream { stream } => {

@@ -26,6 +26,14 @@ use crate::transport::{BrokerConnection, ClientEndpoint, FrameReader, FrameStrea
 /// Application error code of a stream the producer resets (a request timed out on it).
 pub(crate) const RESET_TIMED_OUT: u32 = 1;
 
+/// Events waiting for the shell, at most. The tasks wait when it is full: a broker that
+/// sends frames faster than the shell handles them is read no faster (QUIC flow control
+/// then holds it back) instead of filling memory.
+pub(crate) const EVENT_CAPACITY: usize = 4096;
+
+/// Where the connection tasks report.
+pub(crate) type Events = mpsc::Sender<Event>;
+
 /// What the connection tasks report.
 pub(crate) enum Event {
     /// A connection is ready with its data streams.
@@ -46,7 +54,9 @@ pub(crate) enum Event {
 
 /// The shell's end of one data stream.
 pub(crate) struct StreamHandle {
-    /// Requests to write: (frame head, batch).
+    /// Requests to write: (frame head, batch). Unbounded, but bounded by construction: the
+    /// core hands out a request only for a batch its window lets go, so a stream never has
+    /// more waiting than `max_in_flight` per partition it carries.
     pub tx: mpsc::UnboundedSender<(Bytes, Bytes)>,
     /// Resets the stream (both halves).
     reset: Option<(oneshot::Sender<()>, oneshot::Sender<()>)>,
@@ -63,7 +73,7 @@ impl StreamHandle {
 }
 
 /// Starts the tasks of one data stream.
-fn start_stream(s: FrameStream, stream: StreamId, events: &mpsc::UnboundedSender<Event>) -> StreamHandle {
+fn start_stream(s: FrameStream, stream: StreamId, events: &Events) -> StreamHandle {
     let (w, r) = s.split();
     let (tx, rx) = mpsc::unbounded_channel();
     let (reset_w, reset_w_rx) = oneshot::channel();
@@ -151,7 +161,7 @@ pub(crate) struct ConnectSpec {
 /// attempt is bounded by the connect timeout: a DNS lookup that hangs, or a broker that
 /// allows fewer streams than `streams_per_connection` (opening one more waits forever),
 /// is a failed attempt.
-pub(crate) fn spawn_connect(spec: ConnectSpec, events: mpsc::UnboundedSender<Event>) {
+pub(crate) fn spawn_connect(spec: ConnectSpec, events: Events) {
     tokio::spawn(async move {
         let conn = spec.conn;
         let mut reached: Option<SocketAddr> = None;
@@ -184,7 +194,7 @@ pub(crate) fn spawn_connect(spec: ConnectSpec, events: mpsc::UnboundedSender<Eve
                 },
             }),
         };
-        let _ = events.send(match result {
+        let event = match result {
             Ok((c, opened)) => {
                 let streams = opened
                     .into_iter()
@@ -194,20 +204,21 @@ pub(crate) fn spawn_connect(spec: ConnectSpec, events: mpsc::UnboundedSender<Eve
                 Event::Connected { conn, connection: Arc::new(c), streams }
             }
             Err(error) => Event::ConnectFailed { conn, error },
-        });
+        };
+        let _ = events.send(event).await;
     });
 }
 
 /// Opens the replacement of a reset data stream.
-pub(crate) fn spawn_reopen(connection: Arc<BrokerConnection>, stream: StreamId, events: mpsc::UnboundedSender<Event>) {
+pub(crate) fn spawn_reopen(connection: Arc<BrokerConnection>, stream: StreamId, events: Events) {
     tokio::spawn(async move {
         match connection.open_stream().await {
             Ok(s) => {
                 let handle = start_stream(s, stream, &events);
-                let _ = events.send(Event::StreamOpened { stream, handle });
+                let _ = events.send(Event::StreamOpened { stream, handle }).await;
             }
             Err(error) => {
-                let _ = events.send(Event::StreamDown { stream, error: Some(error) });
+                let _ = events.send(Event::StreamDown { stream, error: Some(error) }).await;
             }
         }
     });
@@ -217,7 +228,7 @@ async fn write_loop(
     mut w: FrameWriter,
     mut rx: mpsc::UnboundedReceiver<(Bytes, Bytes)>,
     stream: StreamId,
-    events: mpsc::UnboundedSender<Event>,
+    events: Events,
     mut reset: oneshot::Receiver<()>,
 ) {
     let mut requests = Vec::with_capacity(256);
@@ -259,13 +270,23 @@ async fn write_loop(
             match written {
                 Ok(k) => done += k,
                 Err(error) => {
-                    let _ = events.send(Event::StreamDown { stream, error: Some(error) });
+                    let _ = events.send(Event::StreamDown { stream, error: Some(error) }).await;
                     return;
                 }
             }
             let frames = done / 2;
             if frames > reported {
-                if events.send(Event::Written { stream, frames: frames - reported }).is_err() {
+                let sent = tokio::select! {
+                    biased;
+                    r = &mut reset => {
+                        if r.is_ok() {
+                            w.reset(RESET_TIMED_OUT);
+                        }
+                        return;
+                    }
+                    r = events.send(Event::Written { stream, frames: frames - reported }) => r,
+                };
+                if sent.is_err() {
                     return;
                 }
                 reported = frames;
@@ -279,7 +300,7 @@ async fn write_loop(
 async fn read_loop(
     mut r: FrameReader,
     stream: StreamId,
-    events: mpsc::UnboundedSender<Event>,
+    events: Events,
     mut reset: oneshot::Receiver<()>,
 ) {
     loop {
@@ -297,7 +318,16 @@ async fn read_loop(
             Err(error) => Event::StreamDown { stream, error: Some(error) },
         };
         let last = !matches!(ev, Event::Frame { .. });
-        if events.send(ev).is_err() || last {
+        // Waits while the shell is behind (see `EVENT_CAPACITY`), unless reset meanwhile.
+        let sent = tokio::select! {
+            biased;
+            _ = &mut reset => {
+                r.stop(RESET_TIMED_OUT);
+                return;
+            }
+            sent = events.send(ev) => sent,
+        };
+        if sent.is_err() || last {
             return;
         }
     }
@@ -310,7 +340,7 @@ pub(crate) fn spawn_call(
     payload: Payload,
     tag: u64,
     timeout: Duration,
-    events: mpsc::UnboundedSender<Event>,
+    events: Events,
 ) {
     tokio::spawn(async move {
         let addr = connection.addr();
@@ -324,7 +354,7 @@ pub(crate) fn spawn_call(
             Ok(r) => r,
             Err(_) => Err(TransportError::Timeout { addr, timeout }),
         };
-        let _ = events.send(Event::Control { tag, result });
+        let _ = events.send(Event::Control { tag, result }).await;
     });
 }
 

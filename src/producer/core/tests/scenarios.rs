@@ -808,3 +808,22 @@ fn after_an_unclean_close_the_core_keeps_the_close_error() {
     assert_eq!(status(&s.outcome(id).unwrap()).map(|x| x.0), Some(ErrorKind::Closed));
     assert_eq!(s.core.end_result().unwrap_err().to_string(), e.to_string(), "later close/flush calls get it");
 }
+
+#[test]
+fn a_topic_asked_for_by_try_send_can_be_asked_for_again_once_answered() {
+    let mut s = Sim::new(config());
+    s.topics.insert("t".into(), 1);
+    s.step();
+    s.accept_connects();
+    s.settle_control();
+    for topic in ["nope", "t"] {
+        let name: Arc<str> = topic.into();
+        assert_eq!(s.acc.ask_metadata(&name), crate::producer::accumulator::MetadataAsk::Ask);
+        s.core.handle_metadata_wanted(s.now, name.clone(), None);
+        assert_eq!(s.acc.ask_metadata(&name), crate::producer::accumulator::MetadataAsk::Pending);
+        s.settle_control();
+        // Answered (an unknown topic, or the queues): a later try_send may ask again.
+        assert_eq!(s.acc.ask_metadata(&name), crate::producer::accumulator::MetadataAsk::Ask, "{topic}");
+        s.acc.metadata_settled(topic);
+    }
+}
