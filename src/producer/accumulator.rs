@@ -30,8 +30,8 @@
 //! memory a queued record costs beyond its bytes (the queued record, its delivery and the
 //! bookkeeping that follows it into an in-flight batch).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;

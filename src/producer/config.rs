@@ -520,10 +520,7 @@ mod tests {
             (ProducerConfig { metadata_max_age: huge, ..base() }, "metadata_max_age"),
             (ProducerConfig { keep_alive: huge, ..base() }, "keep_alive"),
             (ProducerConfig { idle_timeout: huge, ..base() }, "idle_timeout"),
-            (
-                ProducerConfig { retry_backoff: Backoff { max: huge, ..Backoff::default() }, ..base() },
-                "retry_backoff",
-            ),
+            (ProducerConfig { retry_backoff: Backoff { max: huge, ..Backoff::default() }, ..base() }, "retry_backoff"),
             (
                 ProducerConfig { reconnect_backoff: Backoff { base: huge, max: huge, jitter: 0.2 }, ..base() },
                 "reconnect_backoff",

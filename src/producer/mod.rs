@@ -286,7 +286,10 @@ impl Producer {
                     format!("metadata for topic '{}' is not known yet (fetching); try again", record.topic)
                 }
             };
-            return Err(SendError { error: ProduceError::new(ErrorKind::BufferFull, Persistence::NotPersisted, msg), record });
+            return Err(SendError {
+                error: ProduceError::new(ErrorKind::BufferFull, Persistence::NotPersisted, msg),
+                record,
+            });
         };
         let partition = match self.choose_partition(&topic, &record) {
             Ok(p) => p,

@@ -305,6 +305,9 @@ impl Core {
                 if self.topics.list[t].parts[p].window.is_empty() {
                     continue;
                 }
+                if self.topics.list[t].parts[p].stale_leader {
+                    continue; // until the metadata says where it went
+                }
                 let link = self.route(&self.topics.list[t].parts[p]);
                 if failing[link] {
                     // What is left is in flight (on another broker's stream): it waits.

@@ -116,7 +116,9 @@ impl Link {
         Link {
             name,
             broker_id: None,
-            slots: (0..conns).map(|_| ConnSlot { gen: 0, state: SlotState::Down { retry_at: now }, failures: 0 }).collect(),
+            slots: (0..conns)
+                .map(|_| ConnSlot { gen: 0, state: SlotState::Down { retry_at: now }, failures: 0 })
+                .collect(),
             breaker: Breaker::new(cfg.circuit_breaker_threshold, cfg.circuit_breaker_recovery),
             last_error: None,
             refused: None,
@@ -170,9 +172,7 @@ impl Links {
             list: cfg.bootstrap.iter().map(|b| Link::new(b.clone(), conns, cfg, now)).collect(),
             conns,
             streams: cfg.streams_per_connection,
-            connect_allowance: cfg
-                .connect_timeout
-                .saturating_add(super::timeouts::margin(cfg.connect_timeout)),
+            connect_allowance: cfg.connect_timeout.saturating_add(super::timeouts::margin(cfg.connect_timeout)),
         }
     }
 

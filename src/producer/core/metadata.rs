@@ -16,8 +16,8 @@ use std::sync::Arc;
 use super::batches::BatchPayload;
 use super::window::Window;
 use super::{ControlKind, Core, MetadataReply, Outcome, Tick};
-use crate::producer::clock::later;
 use crate::producer::accumulator::{Accumulator, PartitionQueue, QueuedRecord, TopicQueues};
+use crate::producer::clock::later;
 use crate::producer::error::{ErrorKind, Persistence, ProduceError};
 use crate::protocol::frame::{Metadata, MetadataOk};
 use crate::protocol::{ErrorCode, Payload};
@@ -46,6 +46,9 @@ pub(crate) struct PartState {
     pub leader: Option<u32>,
     /// The link to use while no link is known for the leader (the one that answered).
     pub fallback_link: usize,
+    /// Its broker said it does not lead it (or does not know it): nothing more is sent
+    /// until the next metadata answer for its topic says where it went.
+    pub stale_leader: bool,
 }
 
 /// One topic.
@@ -233,6 +236,12 @@ impl Core {
                 for reply in waiters {
                     self.outcomes.push_back(Outcome::Metadata { reply, result: Err(err.clone()) });
                 }
+                // No leader to wait for: its batches go on (and get the broker's answer).
+                if let Some(&tid) = self.topics.ids.get(&name) {
+                    for part in &mut self.topics.list[tid as usize].parts {
+                        part.stale_leader = false;
+                    }
+                }
                 continue;
             }
             let count = t.partitions.len() as u32;
@@ -266,6 +275,7 @@ impl Core {
             }
         }
         let Some(part) = self.topics.list.get_mut(t).and_then(|t| t.parts.get_mut(p)) else { return };
+        part.stale_leader = false;
         if part.leader != Some(leader) {
             if part.leader.is_some() {
                 tracing::info!(partition = p, from = ?part.leader, to = leader, "partition leader moved");
@@ -289,6 +299,7 @@ impl Core {
             stream: g,
             leader: None,
             fallback_link: link,
+            stale_leader: false,
         }
     }
 

@@ -116,7 +116,11 @@ impl Core {
             ErrorCode::OutOfOrderSequence | ErrorCode::UnknownProducerId if idempotent => {
                 let window = &mut self.topics.list[t].parts[pu].window;
                 let first = window.is_first(corr);
-                window.refused(corr, Duration::ZERO, now, Attempt::Settled);
+                // A batch with an attempt still on its way stays unresolved and the partition
+                // drains up to it, resending until it is acknowledged or expires: after a
+                // back-off then, not in a tight loop.
+                let wait = if window.iter().any(|s| s.unanswered) { backoff } else { Duration::ZERO };
+                window.refused(corr, wait, now, Attempt::Settled);
                 if first {
                     // For a later batch this only echoes a refusal of an earlier one.
                     tracing::warn!(%message, "sequence broken; draining the partition, then a new epoch");
@@ -157,8 +161,17 @@ impl Core {
                     let span = &self.topics.list[t].parts[pu].window.slot(i).payload.span;
                     span.in_scope(|| tracing::debug!(%message, ?backoff, "retrying batch"));
                     self.topics.list[t].parts[pu].window.refused(corr, backoff, now, attempt);
-                    if code == ErrorCode::UnknownTopicOrPartition {
-                        // Stale metadata (a partition moved, or a topic was recreated).
+                    if matches!(
+                        code,
+                        ErrorCode::UnknownTopicOrPartition
+                            | ErrorCode::NotLeader
+                            | ErrorCode::UnknownLeaderEpoch
+                            | ErrorCode::MetadataUnavailable
+                    ) {
+                        // Stale metadata (a partition moved, or a topic was recreated): the
+                        // partition waits for the refresh instead of asking the same broker
+                        // again (and using up its retries there).
+                        self.topics.list[t].parts[pu].stale_leader = true;
                         self.refresh_soon(now);
                     }
                 } else {

@@ -18,8 +18,11 @@
 //! - `maybe_persisted` accumulates over attempts: an attempt that went out and got no
 //!   answer (or an "appended, not confirmed" answer) sets it; a refusal given before the
 //!   broker's dedup lookup leaves it as it was; only an answer given after the lookup
-//!   (acknowledged, duplicate, out of order, unknown producer) settles it. A batch that may
-//!   be stored is never renumbered, split or reported "not persisted";
+//!   (acknowledged, duplicate, out of order, unknown producer) settles it. An attempt whose
+//!   answer never came (its stream broke or was reset) may still be processed later, after
+//!   any answer to a later attempt: such a batch stays "may be stored" until it is
+//!   acknowledged (`unanswered`). A batch that may be stored is never renumbered, split or
+//!   reported "not persisted";
 //! - while the numbering is broken (or the core holds it, e.g. for an epoch bump), no new
 //!   batch is numbered; the batches up to the last one whose fate is unknown are resent, in
 //!   order, until the broker has settled each of them. Then the window is *drained*: a
@@ -72,6 +75,10 @@ pub(crate) struct Slot<T> {
     pub sealed_at: Tick,
     /// Some attempt may have stored it (see the module docs).
     pub maybe_persisted: bool,
+    /// Some attempt went out and its answer never came (its stream broke or was reset):
+    /// the broker may have read it and may still append it, after any later answer. Only
+    /// an acknowledgement settles such a batch.
+    pub unanswered: bool,
 }
 
 impl<T> Slot<T> {
@@ -194,6 +201,7 @@ impl<T> Window<T> {
             state: SlotState::Ready { not_before: None },
             sealed_at: now,
             maybe_persisted: false,
+            unanswered: false,
         });
     }
 
@@ -338,7 +346,8 @@ impl<T> Window<T> {
         s.state = SlotState::Ready { not_before: Some(later(now, backoff)) };
         match attempt {
             Attempt::NotStored => {}
-            Attempt::Settled => s.maybe_persisted = false,
+            // Not stored so far; an attempt still on its way may be appended yet.
+            Attempt::Settled => s.maybe_persisted = s.unanswered,
             Attempt::Appended => s.maybe_persisted = true,
         }
         if let (false, Some(seq)) = (s.maybe_persisted, s.seq) {
@@ -354,15 +363,10 @@ impl<T> Window<T> {
         }
         let u = self.unstored_from.expect("set above");
         for s in self.slots.iter_mut() {
-            if s.seq.is_some_and(|q| seq_ge(q, u)) && matches!(s.state, SlotState::Ready { .. }) {
+            if s.seq.is_some_and(|q| seq_ge(q, u)) && matches!(s.state, SlotState::Ready { .. }) && !s.unanswered {
                 s.maybe_persisted = false;
             }
         }
-    }
-
-    /// Whether numbered sequence `seq` cannot be stored (see `unstored_from`).
-    fn known_unstored(&self, seq: Option<i32>) -> bool {
-        matches!((seq, self.unstored_from), (Some(q), Some(u)) if seq_ge(q, u))
     }
 
     /// The broker's sequence state is not what this window believes (an out-of-order or
@@ -417,6 +421,7 @@ impl<T> Window<T> {
                 state: SlotState::Ready { not_before: None },
                 sealed_at: now,
                 maybe_persisted: false,
+                unanswered: false,
             };
             self.slots.insert(i + k, slot);
         }
@@ -431,10 +436,12 @@ impl<T> Window<T> {
         for i in 0..self.slots.len() {
             if let SlotState::InFlight { stream, .. } = self.slots[i].state {
                 if lost(stream) {
-                    let unstored = self.known_unstored(self.slots[i].seq);
+                    // Even behind a sequence known not to be stored: that one may be sent
+                    // again and appended, and this attempt after it.
                     let s = &mut self.slots[i];
                     s.state = SlotState::Ready { not_before: Some(later(now, backoff)) };
-                    s.maybe_persisted |= !unstored;
+                    s.maybe_persisted = true;
+                    s.unanswered = true;
                     n += 1;
                 }
             }

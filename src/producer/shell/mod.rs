@@ -174,13 +174,10 @@ impl Shell {
             }
             // The same `now` as `handle_timeout`: a deadline that came due while the
             // outputs (user callbacks) ran fires at once instead of being dropped.
-            let deadline = self
-                .core
-                .poll_timeout(now)
-                .map(|t| {
-                    let (at, wait) = (tokio::time::Instant::now(), t.saturating_duration_since(Tick::now()));
-                    at.checked_add(wait).unwrap_or_else(|| at + super::config::MAX_DURATION)
-                });
+            let deadline = self.core.poll_timeout(now).map(|t| {
+                let (at, wait) = (tokio::time::Instant::now(), t.saturating_duration_since(Tick::now()));
+                at.checked_add(wait).unwrap_or_else(|| at + super::config::MAX_DURATION)
+            });
             let sleep = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d).await,
@@ -230,7 +227,9 @@ impl Shell {
         match cmd {
             Some(Command::Metadata { topic, reply }) => self.core.handle_metadata_wanted(now, topic, reply),
             Some(Command::Flush { point, reply }) => self.core.handle_flush(now, point, reply),
-            Some(Command::Close { timeout, point, reply }) => self.core.handle_close(now, timeout, Some((point, reply))),
+            Some(Command::Close { timeout, point, reply }) => {
+                self.core.handle_close(now, timeout, Some((point, reply)))
+            }
             Some(Command::Purge { reply }) => self.core.handle_purge(now, reply),
             None => {
                 // Every handle is gone: deliver what is queued, within the delivery

@@ -297,12 +297,7 @@ async fn write_loop(
     }
 }
 
-async fn read_loop(
-    mut r: FrameReader,
-    stream: StreamId,
-    events: Events,
-    mut reset: oneshot::Receiver<()>,
-) {
+async fn read_loop(mut r: FrameReader, stream: StreamId, events: Events, mut reset: oneshot::Receiver<()>) {
     loop {
         let next = tokio::select! {
             biased;

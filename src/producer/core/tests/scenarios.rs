@@ -513,7 +513,7 @@ fn a_deadline_after_the_last_run_is_never_dropped_however_late_the_timer_is_aske
     s.send("t", 0, 1);
     let t0 = s.now;
     s.step(); // the linger clock starts at t0
-    // The shell ran user callbacks after `handle_timeout(t0)` and asks for the timer later.
+              // The shell ran user callbacks after `handle_timeout(t0)` and asks for the timer later.
     let next = s.core.poll_timeout(t0 + Duration::from_millis(10)).expect("the linger timer");
     assert!(next <= t0 + Duration::from_millis(5), "the linger deadline was dropped: {:?} late", next - t0);
 }
@@ -657,7 +657,7 @@ fn an_open_breaker_is_handled_once_per_broker_per_round_not_once_per_partition()
         s.send("t", p, 1);
     }
     s.step(); // every partition has a batch in flight to b0, unanswered
-    // Every partition moves to b1, which cannot be reached: its breaker opens.
+              // Every partition moves to b1, which cannot be reached: its breaker opens.
     for p in 0..64 {
         s.leaders.insert(("t".into(), p), 1);
     }
