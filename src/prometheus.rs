@@ -35,6 +35,8 @@ pub const ACKS: &str = "acks";
 pub const ERROR: &str = "error";
 /// Label: why something was refused.
 pub const REASON: &str = "reason";
+/// Label: how an attempt ended (`success`, `failure`, ...).
+pub const RESULT: &str = "result";
 
 /// Upper bounds (seconds) of every latency histogram: 50 µs to 30 s, roughly ×2.5 per
 /// step, so loopback round trips (~100 µs) and slow fsyncs (~100 ms) both resolve.

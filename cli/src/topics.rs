@@ -1,6 +1,7 @@
-//! `qwire topics`: create, list and describe topics.
+//! `qwire topics`: create, alter (schema validation), list and describe topics.
 
 use qwire::protocol::ErrorCode;
+use qwire::schema::SchemaPolicy;
 
 use crate::clients::{connect, transport_failure, ConnArgs, Out, EXIT_UNKNOWN_TOPIC};
 use crate::Failure;
@@ -30,6 +31,20 @@ pub(crate) enum TopicsCommand {
         /// Succeed when the topic already exists (whatever its partition count).
         #[arg(long)]
         if_not_exists: bool,
+        #[command(flatten)]
+        schema: SchemaPolicyArgs,
+    },
+    /// Change a topic's settings: its schema validation policy (needs admin on the topic).
+    #[command(
+        after_help = "Example:\n  qwire topics alter orders --schema-validation enforce -s 127.0.0.1:7878 --certs certs --client alice"
+    )]
+    Alter {
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Topic name.
+        topic: String,
+        #[command(flatten)]
+        schema: SchemaPolicyArgs,
     },
     /// List the topics this principal may see, one per line with its partition count.
     #[command(after_help = "Example:\n  qwire topics list -s 127.0.0.1:7878 --certs certs --client alice")]
@@ -47,12 +62,38 @@ pub(crate) enum TopicsCommand {
     },
 }
 
+/// A topic's schema validation policy flags.
+#[derive(clap::Args)]
+pub(crate) struct SchemaPolicyArgs {
+    /// Schema validation: none (store anything), warn (store, but log and count records
+    /// without a schema id registered under `{topic}-value`), enforce (refuse them).
+    #[arg(long, value_name = "none|warn|enforce")]
+    schema_validation: Option<SchemaPolicy>,
+    /// Under enforce, the broker also validates each value against its schema (costs CPU
+    /// on the broker; off by default).
+    #[arg(long, requires = "schema_validation")]
+    validate_payload: bool,
+}
+
+impl SchemaPolicyArgs {
+    /// Applies the policy when one was given.
+    async fn apply(&self, client: &mut qwire::client::Client, topic: &str, out: &mut Out) -> Result<(), Failure> {
+        let Some(policy) = self.schema_validation else { return Ok(()) };
+        let (p, v) =
+            client.set_topic_schema_policy(topic, policy, self.validate_payload).await.map_err(transport_failure)?;
+        let payload = if v { " (with payload validation)" } else { "" };
+        out.line(&format!("topic '{topic}' schema validation: {p}{payload}"))?;
+        Ok(())
+    }
+}
+
 /// Runs a `topics` subcommand.
 pub(crate) async fn topics(args: TopicsArgs) -> Result<(), Failure> {
     let conn = match &args.command {
-        TopicsCommand::Create { conn, .. } | TopicsCommand::List { conn } | TopicsCommand::Describe { conn, .. } => {
-            conn
-        }
+        TopicsCommand::Create { conn, .. }
+        | TopicsCommand::Alter { conn, .. }
+        | TopicsCommand::List { conn }
+        | TopicsCommand::Describe { conn, .. } => conn,
     };
     let mut client = connect(conn).await?;
     let r = run(&mut client, args.command).await;
@@ -64,7 +105,13 @@ pub(crate) async fn topics(args: TopicsArgs) -> Result<(), Failure> {
 async fn run(client: &mut qwire::client::Client, command: TopicsCommand) -> Result<(), Failure> {
     let mut out = Out::new();
     match command {
-        TopicsCommand::Create { topic, partitions, if_not_exists, .. } => {
+        TopicsCommand::Alter { topic, schema, .. } => {
+            if schema.schema_validation.is_none() {
+                return Err(Failure::new(crate::clients::EXIT_INVALID, "nothing to change: give --schema-validation"));
+            }
+            schema.apply(client, &topic, &mut out).await?;
+        }
+        TopicsCommand::Create { topic, partitions, if_not_exists, schema, .. } => {
             match client.create_topic(&topic, partitions).await {
                 Ok(n) => {
                     out.line(&format!("created topic '{topic}' with {n} partitions"))?;
@@ -74,6 +121,7 @@ async fn run(client: &mut qwire::client::Client, command: TopicsCommand) -> Resu
                 }
                 Err(e) => return Err(transport_failure(e)),
             }
+            schema.apply(client, &topic, &mut out).await?;
         }
         TopicsCommand::List { .. } => {
             let mut topics = client.list_topics().await.map_err(transport_failure)?;

@@ -1,19 +1,23 @@
-//! The per-connection loop: a completed handshake becomes a principal, every stream the
-//! client opens gets a reader (framing + dispatch) and a response writer.
+//! The per-connection loop: a completed handshake becomes a principal (from the client
+//! certificate, or later from SASL for a client without one), every stream the client
+//! opens gets a reader (framing + dispatch) and a response writer.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use super::admission::Admitted;
-use super::context::{ConnCtx, Shared};
+use super::auth::{watch_session, SessionState};
+use super::context::{ConnCtx, Principal, Shared};
 use super::framing::{FrameReader, ReadEvent, STOP_BAD_FRAMING};
 use super::metrics::inc;
 use super::requests::dispatch;
 use super::telemetry::GaugeGuard;
 use super::writer::{write_responses, Pending, Queued, RESPONSE_QUEUE};
+use crate::auth::server::session::ConnectionAuth;
 use crate::protocol::frame::ErrorFrame;
 use crate::protocol::{ErrorCode, Frame, Payload};
 use crate::transport::certs::{principal_of, CertError};
@@ -47,8 +51,11 @@ pub(crate) async fn serve_connection(
         }
     };
     drop(handshake);
-    let principal = match peer_principal(&conn) {
-        Ok(p) => p,
+    // With client auth `optional` TLS lets a client in without a certificate; one that
+    // presented a certificate had it verified and is authenticated by it.
+    let (principal, auth) = match peer_principal(&conn) {
+        Ok(Some(p)) => (Principal::fixed(&p), ConnectionAuth::by_certificate(p, remote.ip())),
+        Ok(None) => (Principal::default(), ConnectionAuth::unauthenticated(remote.ip())),
         Err(e) => {
             inc(&shared.metrics.handshake_failures);
             tracing::warn!(%remote, error = %e, "client certificate has no usable principal");
@@ -57,12 +64,22 @@ pub(crate) async fn serve_connection(
         }
     };
     inc(&shared.metrics.connections_accepted);
-    tracing::Span::current().record("principal", principal.as_str());
-    tracing::info!(%remote, %principal, "client connected");
+    let (session, session_rx) = watch::channel(SessionState::Pending);
+    if principal.is_set() {
+        tracing::Span::current().record("principal", &*principal);
+        tracing::info!(%remote, %principal, "client connected");
+    } else {
+        tracing::info!(%remote, "client connected without a certificate: it must authenticate with SASL");
+        let deadline = Duration::from_millis(shared.config.auth.auth_timeout_ms);
+        tokio::spawn(watch_session(conn.clone(), session_rx, deadline, shared.metrics.clone(), remote));
+    }
     let budget = shared.config.max_buffered_bytes_per_connection.clamp(1, u64::from(u32::MAX)) as usize;
     let ctx = Arc::new(ConnCtx {
         shared: shared.clone(),
-        principal: Arc::from(principal.as_str()),
+        principal,
+        span: tracing::Span::current(),
+        auth: Arc::new(Mutex::new(auth)),
+        session,
         remote,
         frame_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
         responses: shared.response_budget.connection(shared.config.max_response_bytes_per_connection),
@@ -87,7 +104,7 @@ pub(crate) async fn serve_connection(
                 );
             }
             Err(e) => {
-                tracing::info!(%remote, %principal, reason = %e, "client disconnected");
+                tracing::info!(%remote, principal = %ctx.principal, reason = %e, "client disconnected");
                 break;
             }
         }
@@ -99,13 +116,15 @@ pub(crate) async fn serve_connection(
     }
 }
 
-fn peer_principal(conn: &quinn::Connection) -> Result<String, CertError> {
-    let certs = conn
-        .peer_identity()
-        .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
-        .ok_or(CertError::NoPrincipal)?;
-    let leaf = certs.first().ok_or(CertError::NoPrincipal)?;
-    principal_of(leaf)
+/// The principal of the client certificate; `None` when the client presented none (only
+/// possible with client auth `optional`).
+fn peer_principal(conn: &quinn::Connection) -> Result<Option<String>, CertError> {
+    let Some(identity) = conn.peer_identity() else { return Ok(None) };
+    let certs = identity.downcast::<Vec<CertificateDer<'static>>>().map_err(|_| CertError::NoPrincipal)?;
+    match certs.first() {
+        None => Ok(None),
+        Some(leaf) => principal_of(leaf).map(Some),
+    }
 }
 
 fn error_frame(correlation_id: u32, code: ErrorCode, message: String) -> Pending {

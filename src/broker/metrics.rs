@@ -97,6 +97,29 @@ counters! {
     frame_bytes_reserved,
     /// Batch bytes served by fetches.
     fetch_bytes,
+    /// Certificate-less connections that authenticated with SASL (first time).
+    sasl_authentications,
+    /// Successful re-authentications of SASL sessions.
+    sasl_reauthentications,
+    /// Failed SASL credential checks (`AUTHENTICATION_FAILED`): wrong password, unknown
+    /// user, bad proof, bad or expired token, a refused re-authentication.
+    sasl_failures,
+    /// SASL attempts refused unchecked because their source address failed too often.
+    sasl_throttled,
+    /// Requests refused `AUTHENTICATION_REQUIRED` (sent before authenticating).
+    sasl_unauthenticated_requests,
+    /// Certificate-less connections closed for not authenticating in time.
+    sasl_deadline_closes,
+    /// Connections closed because their SASL session expired without re-authentication.
+    sasl_sessions_expired,
+    /// Records stored on a `warn` topic although they carry no schema id registered under
+    /// the topic's subject (or, with payload validation, do not match their schema).
+    schema_policy_warnings,
+    /// Batches refused by an `enforce` topic's schema policy.
+    schema_policy_refusals,
+    /// Schema registry requests served (frames; the REST API is counted by the admin
+    /// listener).
+    schema_requests,
 }
 
 /// Adds `n` to a counter.

@@ -3,7 +3,7 @@
 //! latency histograms of [`Detail`](crate::broker::telemetry::Detail), and one series per
 //! partition read from the topic registry.
 //!
-//! A per-partition gauge is one entry of [`PARTITION_GAUGES`]; the cluster's replication
+//! A per-partition gauge is one entry of `PARTITION_GAUGES`; the cluster's replication
 //! lag and in-sync replica count go there.
 
 use std::fmt;
@@ -20,7 +20,7 @@ use crate::broker::metrics::BrokerMetrics;
 use crate::broker::partition::Partition;
 use crate::broker::server::BrokerHandle;
 use crate::broker::telemetry::PartitionCounters;
-use crate::prometheus::{MetricWriter, PARTITION, REASON, TOPIC};
+use crate::prometheus::{MetricWriter, PARTITION, REASON, RESULT, TOPIC};
 
 /// The registry `/metrics` renders. Cheap to clone; clones share it. Register metrics or
 /// collectors at any time (before or after the listener starts) with
@@ -217,6 +217,21 @@ impl Collector for BrokerCollector {
             s.authorization_failures,
         )?;
 
+        // Schema registry.
+        w.counter(
+            "qwire_broker_schema_policy_warnings",
+            "Records stored on a warn topic without a schema id registered under the topic's subject.",
+            None,
+            s.schema_policy_warnings,
+        )?;
+        w.counter(
+            "qwire_broker_schema_policy_refusals",
+            "Batches refused by an enforce topic's schema policy.",
+            None,
+            s.schema_policy_refusals,
+        )?;
+        w.counter("qwire_broker_schema_requests", "Schema registry frames served.", None, s.schema_requests)?;
+
         // Produce, storage.
         w.metric(
             "qwire_broker_produce_requests",
@@ -270,6 +285,33 @@ impl Collector for BrokerCollector {
             s.producers_expired,
         )?;
         w.counter("qwire_broker_fetch_requests", "Fetch requests served.", None, s.fetch_requests)?;
+
+        w.counter_family(
+            "qwire_broker_sasl_authentications",
+            "SASL authentications of connections without a client certificate, by result: success (first \
+             authentication), reauthentication, failure (credentials refused), throttled (refused unchecked: too \
+             many failures from the address).",
+            None,
+            [
+                ([(RESULT, "success")], s.sasl_authentications),
+                ([(RESULT, "reauthentication")], s.sasl_reauthentications),
+                ([(RESULT, "failure")], s.sasl_failures),
+                ([(RESULT, "throttled")], s.sasl_throttled),
+            ],
+        )?;
+        w.counter(
+            "qwire_broker_unauthenticated_requests",
+            "Requests refused AUTHENTICATION_REQUIRED: sent by a certificate-less connection before it authenticated.",
+            None,
+            s.sasl_unauthenticated_requests,
+        )?;
+        w.counter_family(
+            "qwire_broker_sasl_connections_closed",
+            "Certificate-less connections closed by the broker, by reason: deadline (not authenticated in time), \
+             expired (session ended without re-authentication).",
+            None,
+            [([(REASON, "deadline")], s.sasl_deadline_closes), ([(REASON, "expired")], s.sasl_sessions_expired)],
+        )?;
 
         // Broker state: topics, partitions, producer ids.
         let Some(shared) = src.shared.upgrade() else { return Ok(()) };

@@ -66,6 +66,11 @@ pub(super) async fn produce(ctx: &ConnCtx, corr: u32, p: Produce) -> Option<Pend
             format!("batch of {} bytes exceeds this broker's max_batch_bytes ({limit})", p.batch.len()),
         );
     }
+    // The topic's schema policy (none, warn, enforce): refused batches are never looked up
+    // for dedup nor appended.
+    if let Err((code, message)) = super::schema::check_policy(ctx, &p.topic, &p.batch).await {
+        return fail(code, message);
+    }
     let now = now_ms();
     // An idempotent batch must carry an id issued to this principal, at an epoch no newer
     // than its current one: otherwise a client could stamp the id the broker will issue

@@ -25,7 +25,7 @@ pub(super) async fn init_producer_id(ctx: &ConnCtx, corr: u32, req: InitProducer
             format!("principal '{}' may not write any topic, so it gets no producer id", ctx.principal),
         );
     }
-    let principal: Arc<str> = ctx.principal.clone();
+    let principal: Arc<str> = ctx.principal.arc();
     let shared2 = ctx.shared.clone();
     // The answer is fsync'd before it is sent: off the async runtime.
     let issued = tokio::task::spawn_blocking(move || {

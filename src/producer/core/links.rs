@@ -447,7 +447,16 @@ impl super::Core {
         if !self.links.is_current(conn) {
             return;
         }
-        let tls = matches!(error, crate::transport::TransportError::TlsRejected { .. });
+        // Refusals that retrying soon cannot heal: a certificate or SASL credentials. (A
+        // token provider that failed may recover at once: that is retried as usual.)
+        use crate::auth::client::SaslError;
+        use crate::transport::TransportError as T;
+        let tls = match &error {
+            T::Sasl { source: SaslError::Token(_), .. } => false,
+            T::TlsRejected { .. } | T::Sasl { .. } => true,
+            T::Broker { code, .. } => code.is_authentication() && !code.is_retriable(),
+            _ => false,
+        };
         let msg = error.to_string();
         let refused = tls.then(|| ProduceError::transport(error, Persistence::NotPersisted));
         self.connect_failed(now, conn, msg, refused);
@@ -458,7 +467,7 @@ impl super::Core {
     pub(crate) fn give_up_connects(&mut self, now: Tick) {
         for conn in self.links.connects_overdue(now) {
             let msg = format!(
-                "connection attempt to {} not done within {:?} (resolve, handshake, Hello, data streams)",
+                "connection attempt to {} not done within {:?} (resolve, handshake, Hello, authentication, data streams)",
                 self.links.list[conn.link].name,
                 self.links.connect_allowance()
             );

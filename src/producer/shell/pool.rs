@@ -17,6 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::auth::client::SaslCredentials;
 use crate::producer::config::TlsConfig;
 use crate::producer::core::{ConnId, StreamId};
 use crate::protocol::{Frame, Payload};
@@ -150,6 +151,8 @@ pub(crate) struct ConnectSpec {
     pub addr: String,
     pub server_name: String,
     pub client_id: String,
+    /// SASL credentials when the producer has no client certificate.
+    pub sasl: Option<SaslCredentials>,
     pub conn: ConnId,
     pub streams: usize,
     /// The whole attempt (resolve, TLS files, handshake, Hello, data streams) must be
@@ -176,6 +179,13 @@ pub(crate) fn spawn_connect(spec: ConnectSpec, events: Events) {
                 Some(cfg) => spec.endpoint.connect_with(cfg, addr, &spec.server_name, &spec.client_id).await?,
                 None => spec.endpoint.connect(addr, &spec.server_name, &spec.client_id).await?,
             };
+            let mut c = c;
+            // Without a certificate: SASL before anything else (and re-authentication,
+            // on its own stream, for as long as the connection lives).
+            if let Err(e) = c.authenticate(spec.sasl.as_ref()).await {
+                c.close("authentication failed");
+                return Err(e);
+            }
             // Every stream is open before any task starts: an attempt given up half-way
             // leaves nothing behind (dropping the last handle closes the connection).
             let mut opened = Vec::with_capacity(spec.streams);
