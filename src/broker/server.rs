@@ -214,8 +214,9 @@ pub async fn start(config: BrokerConfig, tls: BrokerTls) -> Result<BrokerHandle,
             );
         }
     }
-    let producer_ids = ProducerIdAllocator::open(&config.data_dir, config.max_producer_ids_per_principal)
-        .map_err(|e| storage(e.to_string()))?;
+    let producer_ids =
+        ProducerIdAllocator::open(&config.data_dir, config.max_producer_ids_per_principal, config.syncer.clone())
+            .map_err(|e| storage(e.to_string()))?;
     // The schema registry: its event log in data_dir/schemas, replayed here.
     let schemas = {
         let dir = config.data_dir.join("schemas");

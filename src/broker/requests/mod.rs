@@ -87,12 +87,8 @@ async fn other(ctx: &ConnCtx, corr: u32, payload: Payload) -> Option<Pending> {
     match payload {
         Payload::Hello(h) => hello::hello(ctx, corr, h),
         Payload::InitProducerId(req) => producer_id::init_producer_id(ctx, corr, req).await,
-        Payload::Metadata(m) => {
-            let f = Frame { correlation_id: corr, payload: Payload::MetadataOk(metadata::metadata(ctx, m).await) };
-            // A listing of many topics can be large: it counts against the response budget.
-            let charge = ctx.responses.charge(f.encoded_len()).await;
-            Some(Pending::Charged(f, charge))
-        }
+        // Charged to the response budget before it is built, and bounded.
+        Payload::Metadata(m) => metadata::metadata(ctx, corr, m).await,
         Payload::CreateTopic(c) => admin::create_topic(ctx, corr, c).await,
         Payload::Sasl(p @ (SaslPayload::Start(_) | SaslPayload::Continue(_))) => sasl::sasl(ctx, corr, p).await,
         Payload::Schema(req) if req.kind() < 0x80 => schema::schema(ctx, corr, req).await,
