@@ -14,7 +14,7 @@ use super::{Core, Outcome, StreamId, Tick, Transmit};
 use crate::producer::delivery::Delivery;
 use crate::producer::error::{ErrorKind, Persistence, ProduceError};
 use crate::producer::metrics::{us, ProducerMetrics};
-use crate::protocol::batch::{restamp, BATCH_HEADER_LEN};
+use crate::protocol::batch::{restamp_owned, BATCH_HEADER_LEN};
 use crate::protocol::frame::encode_produce_head;
 use crate::protocol::{Acks, BatchBuilder, ProducerStamp, Record, RecordBatch};
 
@@ -358,7 +358,10 @@ impl Core {
                         ProducerStamp { producer_id, producer_epoch, base_sequence }
                     });
                     if slot.payload.stamp != want {
-                        slot.payload.bytes = restamp(&slot.payload.bytes, want);
+                        // In place at the first send (the window holds the only handle
+                        // to the sealed bytes): no copy, and the CRC is updated from the
+                        // changed fields alone.
+                        slot.payload.bytes = restamp_owned(std::mem::take(&mut slot.payload.bytes), want);
                         slot.payload.stamp = want;
                     }
                     let span = &slot.payload.span;
