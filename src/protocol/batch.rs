@@ -401,14 +401,36 @@ impl BatchBuilder {
 
     /// Encodes a record at the end of the batch.
     pub fn push(&mut self, record: &Record) {
+        let (ts_delta, body) = self.measure(record);
+        self.append(record, ts_delta, body);
+    }
+
+    /// Encodes a record at the end of the batch if the batch stays within `limit` bytes
+    /// with it (or is empty: a batch holds at least one record, however large). Returns
+    /// whether it was appended. Same result as [`record_size`](Self::record_size) then
+    /// [`push`](Self::push), with the record measured once.
+    pub fn push_within(&mut self, record: &Record, limit: usize) -> bool {
+        let (ts_delta, body) = self.measure(record);
+        if self.count > 0 && self.buf.len() + varint_len(body as i32) + body > limit {
+            return false;
+        }
+        self.append(record, ts_delta, body);
+        true
+    }
+
+    /// The record's timestamp delta and body length if appended next.
+    fn measure(&self, record: &Record) -> (i64, usize) {
+        let ts_delta = if self.count == 0 { 0 } else { record.timestamp.wrapping_sub(self.base_timestamp) };
+        (ts_delta, record_body_len(record, ts_delta, self.count as i32))
+    }
+
+    fn append(&mut self, record: &Record, ts_delta: i64, body: usize) {
         if self.count == 0 {
             self.base_timestamp = record.timestamp;
             self.max_timestamp = record.timestamp;
         }
         self.max_timestamp = self.max_timestamp.max(record.timestamp);
-        let ts_delta = record.timestamp.wrapping_sub(self.base_timestamp);
         let offset_delta = self.count as i32;
-        let body = record_body_len(record, ts_delta, offset_delta);
         let b = &mut self.buf;
         b.reserve(varint_len(body as i32) + body);
         put_varint(b, body as i32);
@@ -780,6 +802,27 @@ mod tests {
                 let again = restamp_owned(owned, ProducerStamp::NONE);
                 prop_assert_eq!(&again[..], &sealed[..]);
             }
+        }
+
+        /// `push_within` appends exactly when `record_size` says the record fits.
+        #[test]
+        fn push_within_agrees_with_record_size_and_push(
+            records in proptest::collection::vec(arb_record(), 1..30),
+            limit in 0usize..4096,
+        ) {
+            let (mut a, mut b) = (BatchBuilder::new(), BatchBuilder::new());
+            for r in &records {
+                let fits = a.is_empty() || a.size_bytes() + a.record_size(r) <= limit;
+                if fits {
+                    a.push(r);
+                }
+                prop_assert_eq!(b.push_within(r, limit), fits);
+            }
+            prop_assert_eq!(a.len(), b.len());
+            prop_assert_eq!(
+                a.seal(Compression::None, None, ProducerStamp::NONE),
+                b.seal(Compression::None, None, ProducerStamp::NONE)
+            );
         }
 
         #[test]

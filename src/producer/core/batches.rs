@@ -169,11 +169,11 @@ impl Core {
                     None => break,
                 },
             };
-            if !builder.is_empty() && builder.size_bytes() + builder.record_size(&rec.record) > limit {
+            // Appended only if the batch stays within the limit (the record is measured once).
+            if !builder.push_within(&rec.record, limit) {
                 part.carry = Some(rec);
                 break;
             }
-            builder.push(&rec.record);
             memory += rec.charge;
             first_enqueued = first_enqueued.min(rec.enqueued);
             records.push(RecordEntry {
