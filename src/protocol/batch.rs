@@ -377,6 +377,14 @@ impl BatchBuilder {
         BatchBuilder { buf, base_timestamp: 0, max_timestamp: 0, count: 0 }
     }
 
+    /// A builder writing into `buf` (cleared first), e.g. the buffer of an earlier batch
+    /// that is no longer needed: no allocation while the batch fits its capacity.
+    pub fn with_buffer(mut buf: BytesMut) -> Self {
+        buf.clear();
+        buf.put_bytes(0, BATCH_HEADER_LEN);
+        BatchBuilder { buf, base_timestamp: 0, max_timestamp: 0, count: 0 }
+    }
+
     /// Number of records appended.
     pub fn len(&self) -> u32 {
         self.count
@@ -802,6 +810,24 @@ mod tests {
                 let again = restamp_owned(owned, ProducerStamp::NONE);
                 prop_assert_eq!(&again[..], &sealed[..]);
             }
+        }
+
+        /// A builder on a reused buffer (with old bytes in it) seals the same batch as a
+        /// fresh one.
+        #[test]
+        fn a_reused_buffer_seals_the_same_batch(
+            records in proptest::collection::vec(arb_record(), 1..20),
+            junk in proptest::collection::vec(any::<u8>(), 0..3000),
+        ) {
+            let (mut fresh, mut reused) = (BatchBuilder::new(), BatchBuilder::with_buffer(BytesMut::from(&junk[..])));
+            for r in &records {
+                fresh.push(r);
+                reused.push(r);
+            }
+            prop_assert_eq!(
+                fresh.seal(Compression::None, None, ProducerStamp::NONE),
+                reused.seal(Compression::None, None, ProducerStamp::NONE)
+            );
         }
 
         /// `push_within` appends exactly when `record_size` says the record fits.

@@ -151,7 +151,12 @@ impl Core {
         // Sized for what is queued, not for a full batch: a batch holds its buffer until
         // it is acknowledged, and buffer memory is charged for the records, not capacity.
         let queued = queue.counts.bytes.load(Ordering::Relaxed) + part.carry.as_ref().map_or(0, |c| c.size);
-        let mut builder = BatchBuilder::with_capacity(BATCH_HEADER_LEN + queued.min(limit));
+        let cap = BATCH_HEADER_LEN + queued.min(limit);
+        // An acknowledged batch's buffer if one fits (see `spare`), else a fresh one.
+        let mut builder = match self.spare.take(BATCH_HEADER_LEN + cap) {
+            Some(buf) => BatchBuilder::with_buffer(buf),
+            None => BatchBuilder::with_capacity(cap),
+        };
         // The carried record is the last one taken.
         let first_index = part.popped - u64::from(part.carry.is_some());
         let mut records = Vec::new();
@@ -444,6 +449,7 @@ impl Core {
             }
         }
         s.payload.span.in_scope(|| tracing::debug!(base_offset, "batch acknowledged"));
+        self.spare.give(s.payload.bytes);
         self.outcomes.push_back(Outcome::Acked { topic, partition, base_offset, records: s.payload.records });
     }
 }

@@ -27,6 +27,7 @@ mod metadata;
 mod outcomes;
 mod producer_id;
 mod retry;
+mod spare;
 mod timeouts;
 pub(crate) mod window;
 
@@ -96,6 +97,8 @@ pub(crate) struct Core {
     fatal: Option<ProduceError>,
     finished: bool,
     transmits: VecDeque<Transmit>,
+    /// Buffers of acknowledged batches, for the next batches.
+    spare: spare::SpareBuffers,
     /// Passes of `fail_link_pending` (each walks every partition), for a test of the work
     /// done per round.
     #[cfg(test)]
@@ -132,6 +135,7 @@ impl Core {
             fatal: None,
             finished: false,
             transmits: VecDeque::new(),
+            spare: spare::SpareBuffers::default(),
             #[cfg(test)]
             fail_link_calls: 0,
             actions: VecDeque::new(),
