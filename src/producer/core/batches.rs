@@ -13,7 +13,7 @@ use super::window::Slot;
 use super::{Core, Outcome, StreamId, Tick, Transmit};
 use crate::producer::delivery::Delivery;
 use crate::producer::error::{ErrorKind, Persistence, ProduceError};
-use crate::producer::metrics::{us, ProducerMetrics};
+use crate::producer::metrics::{record_runs, us, ProducerMetrics};
 use crate::protocol::batch::{restamp_owned, BATCH_HEADER_LEN};
 use crate::protocol::frame::encode_produce_head;
 use crate::protocol::{Acks, BatchBuilder, ProducerStamp, Record, RecordBatch};
@@ -202,9 +202,7 @@ impl Core {
         let bytes = builder.seal(self.cfg.compression, self.cfg.compression_level, ProducerStamp::NONE);
         {
             let mut h = self.metrics.histograms();
-            for r in &records {
-                let _ = h.queue.record(us(now.saturating_duration_since(r.enqueued)));
-            }
+            record_runs(&mut h.queue, records.iter().map(|r| us(now.saturating_duration_since(r.enqueued))));
         }
         ProducerMetrics::add(&self.metrics.batches_sealed, 1);
         ProducerMetrics::add(&self.metrics.records_sealed, u64::from(count));
@@ -444,9 +442,7 @@ impl Core {
             if let Some(w) = s.payload.written_at {
                 let _ = h.rtt.record(us(now.saturating_duration_since(w)));
             }
-            for r in &s.payload.records {
-                let _ = h.record.record(us(now.saturating_duration_since(r.enqueued)));
-            }
+            record_runs(&mut h.record, s.payload.records.iter().map(|r| us(now.saturating_duration_since(r.enqueued))));
         }
         s.payload.span.in_scope(|| tracing::debug!(base_offset, "batch acknowledged"));
         self.spare.give(s.payload.bytes);
