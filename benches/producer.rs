@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use qwire::broker::{self, BrokerConfig, BrokerTls};
-use qwire::producer::bench_support::LatencyRecorder;
+use qwire::producer::bench_support::{entry_list, LatencyRecorder};
 use qwire::producer::{Producer, ProducerRecord, TlsConfig};
 use qwire::protocol::batch::{restamp, restamp_owned};
 use qwire::protocol::{Acks, BatchBuilder, Compression, ProducerStamp, Record};
@@ -179,6 +179,17 @@ fn latency_histograms(c: &mut Criterion) {
     g.finish();
 }
 
+/// A sealed batch's record list (2 496 records of 100 B in 256 KiB): grown as records come
+/// (before issue 15) or sized from the first record.
+fn record_list(c: &mut Criterion) {
+    let mut g = c.benchmark_group("record_list");
+    let n = 256 * 1024 / 105;
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function("grown", |b| b.iter(|| entry_list(n, 256 * 1024, 121, false)));
+    g.bench_function("reserved", |b| b.iter(|| entry_list(n, 256 * 1024, 121, true)));
+    g.finish();
+}
+
 /// A sealed 256 KiB batch stamped for its first send.
 fn stamp(c: &mut Criterion) {
     let mut g = c.benchmark_group("restamp");
@@ -202,5 +213,5 @@ fn stamp(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, producer_send, seal, stamp, latency_histograms);
+criterion_group!(benches, producer_send, seal, stamp, latency_histograms, record_list);
 criterion_main!(benches);

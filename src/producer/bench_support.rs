@@ -107,3 +107,27 @@ impl LatencyRecorder {
         self.0.len()
     }
 }
+
+/// The record list of a sealed batch of `n` records, built as the driver builds it: with
+/// `reserve`, sized up front from the first record's size estimate (`size`, with `bytes`
+/// queued), else grown as records come. Returns its length.
+pub fn entry_list(n: usize, bytes: usize, size: usize, reserve: bool) -> usize {
+    let now = Tick::now();
+    let mut records = Vec::new();
+    for i in 0..n {
+        if reserve && records.is_empty() {
+            records.reserve(super::core::expected_records(bytes, size));
+        }
+        records.push(super::core::RecordEntry {
+            delivery: Delivery::callback(Box::new(|_| {})),
+            timestamp: i as i64,
+            enqueued: now,
+        });
+    }
+    records.shrink_to_fit();
+    let len = records.len();
+    for r in records {
+        r.delivery.disarm();
+    }
+    len
+}

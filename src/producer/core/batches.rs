@@ -73,6 +73,12 @@ pub(crate) fn batch_span(topic: &str, partition: usize, batch_id: u64, records: 
     )
 }
 
+/// Records a batch of `bytes` (at most) is expected to hold when a record's size estimate
+/// is `size`: a quarter more than `bytes / size`, at most 1 << 20.
+pub(crate) fn expected_records(bytes: usize, size: usize) -> usize {
+    (bytes / size.max(1)).saturating_add(bytes / size.max(1) / 4).clamp(1, 1 << 20)
+}
+
 /// Bytes of a produce frame other than the batch, for `topic`: length, kind, correlation
 /// id, topic, partition, acks, timeout. What `length` counts excludes its own 4 bytes.
 pub(crate) fn frame_overhead(topic: &str) -> usize {
@@ -178,6 +184,12 @@ impl Core {
             if !builder.push_within(&rec.record, limit) {
                 part.carry = Some(rec);
                 break;
+            }
+            if records.is_empty() {
+                // Room for as many records as the first one's size says fit, and a quarter
+                // more (estimates run above encoded sizes): the list is not regrown and
+                // copied while the batch fills (`shrink_to_fit` below trims the excess).
+                records.reserve(expected_records(queued.min(limit), rec.size));
             }
             memory += rec.charge;
             first_enqueued = first_enqueued.min(rec.enqueued);
@@ -447,5 +459,20 @@ impl Core {
         s.payload.span.in_scope(|| tracing::debug!(base_offset, "batch acknowledged"));
         self.spare.give(s.payload.bytes);
         self.outcomes.push_back(Outcome::Acked { topic, partition, base_offset, records: s.payload.records });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expected_records;
+
+    #[test]
+    fn the_record_list_is_sized_for_what_fits() {
+        // 100 B values: estimated 121 B each, encoded about 105 B: 2 496 fit in 256 KiB.
+        let n = expected_records(256 * 1024, 121);
+        assert!(n >= 256 * 1024 / 105, "{n}");
+        assert_eq!(expected_records(0, 121), 1);
+        assert_eq!(expected_records(100, 0), 125);
+        assert_eq!(expected_records(usize::MAX, 1), 1 << 20);
     }
 }

@@ -49,6 +49,7 @@ use super::metrics::ProducerMetrics;
 use crate::protocol::{Frame, Payload};
 use crate::transport::TransportError;
 
+pub(crate) use batches::{expected_records, RecordEntry};
 pub(crate) use io::{Action, ConnId, FlushReply, HelloInfo, MetadataReply, Outcome, StreamId, Transmit};
 use links::Links;
 use metadata::Topics;
