@@ -74,9 +74,10 @@ pub(crate) fn batch_span(topic: &str, partition: usize, batch_id: u64, records: 
 }
 
 /// Records a batch of `bytes` (at most) is expected to hold when a record's size estimate
-/// is `size`: a quarter more than `bytes / size`, at most 1 << 20.
+/// is `size`: a quarter more than `bytes / size`, at most 65 536 (a first record much
+/// smaller than the rest does not reserve a large list; past it the list grows).
 pub(crate) fn expected_records(bytes: usize, size: usize) -> usize {
-    (bytes / size.max(1)).saturating_add(bytes / size.max(1) / 4).clamp(1, 1 << 20)
+    (bytes / size.max(1)).saturating_add(bytes / size.max(1) / 4).clamp(1, 1 << 16)
 }
 
 /// Bytes of a produce frame other than the batch, for `topic`: length, kind, correlation
@@ -473,6 +474,6 @@ mod tests {
         assert!(n >= 256 * 1024 / 105, "{n}");
         assert_eq!(expected_records(0, 121), 1);
         assert_eq!(expected_records(100, 0), 125);
-        assert_eq!(expected_records(usize::MAX, 1), 1 << 20);
+        assert_eq!(expected_records(usize::MAX, 1), 1 << 16);
     }
 }
