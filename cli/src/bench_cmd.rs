@@ -158,7 +158,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
     }
     let machine = crate::report::Machine::detect();
     let stats = Arc::new(Stats::default());
-    let report = crate::runtime(threads).block_on(async {
+    let report = bench::producer_runtime(threads).block_on(async {
         let progress = crate::progress::Progress::spawn(stats.clone(), &cfg);
         let r = bench::run(cfg, stats.clone()).await;
         progress.finish();
@@ -198,6 +198,17 @@ fn print_report(r: &BenchReport, json: bool) {
     }
     if let Some(p) = r.raw_rtt_paced_us {
         println!("raw round trip paced like this run: p50 {} µs, p99 {} µs.", p.p50, p.p99);
+    }
+    let c = &r.cpu;
+    match (c.broker_ns_per_record, c.broker_cores) {
+        (Some(b), Some(bc)) => println!(
+            "CPU per record: producer threads {:.0} ns ({:.2} cores), broker {b:.0} ns ({bc:.2} cores), whole process {:.0} ns.",
+            c.producer_ns_per_record, c.producer_cores, c.process_ns_per_record
+        ),
+        _ => println!(
+            "CPU per record: producer threads {:.0} ns ({:.2} cores), whole process {:.0} ns.",
+            c.producer_ns_per_record, c.producer_cores, c.process_ns_per_record
+        ),
     }
     let p = &r.producer;
     println!(

@@ -5,7 +5,6 @@
 
 use std::collections::VecDeque;
 use std::io::IsTerminal;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -107,7 +106,7 @@ impl Progress {
                         continue;
                     }
                     let since = *measuring_since.get_or_insert(now);
-                    let acked = stats.acked.load(Relaxed);
+                    let acked = stats.acked();
                     recent.push_back((now, acked));
                     while recent.len() > 2 && now.duration_since(recent[0].0) > RATE_WINDOW {
                         recent.pop_front();

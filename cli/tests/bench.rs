@@ -29,6 +29,15 @@ fn a_short_bench_against_the_embedded_broker_acks_every_record() {
     assert!(v["ratio"].as_f64().unwrap() > 0.0);
     assert!(v["raw_rtt_us"]["p99"].as_u64().unwrap() > 0);
     assert_eq!(v["config"]["partitions"], 3);
+    // CPU time per record: the producer threads and the embedded broker both worked, and
+    // neither exceeds the whole process.
+    let c = &v["cpu"];
+    let f = |k: &str| c[k].as_f64().unwrap_or_else(|| panic!("cpu.{k} missing: {c}"));
+    assert!(f("producer_ns_per_record") > 0.0, "{c}");
+    assert!(f("broker_ns_per_record") > 0.0, "{c}");
+    assert!(f("producer_ns_per_record") <= f("process_ns_per_record"), "{c}");
+    assert!(f("broker_ns_per_record") <= f("process_ns_per_record"), "{c}");
+    assert!(c["threads_ms"]["harness"].as_f64().unwrap() > 0.0, "{c}");
 }
 
 #[test]
@@ -90,6 +99,8 @@ async fn a_rate_limited_run_keeps_its_rate_and_every_record_is_stored() {
     .unwrap();
     assert_eq!(v["mode"], "external");
     assert_eq!(v["acked"], 3000);
+    assert!(v["cpu"]["broker_ns_per_record"].is_null(), "no broker CPU figure for an external broker");
+    assert!(v["cpu"]["producer_ns_per_record"].as_f64().unwrap() > 0.0);
     assert_eq!(v["config"]["rate"], 1000, "the rate reached the harness");
     let rate = v["records_per_sec"].as_f64().unwrap();
     assert!(rate > 0.0 && rate <= 1000.0 * 1.05, "asked for 1000 records/s, measured {rate:.0}");

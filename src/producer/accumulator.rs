@@ -113,6 +113,11 @@ pub(crate) struct TopicQueues {
 /// The state shared by producer handles and the driver.
 pub(crate) struct Accumulator {
     topics: ArcSwap<FxHashMap<Arc<str>, Arc<TopicQueues>>>,
+    /// Identifies this accumulator in the threads' topic caches ([`Accumulator::with_topic`]).
+    id: u64,
+    /// Bumped after every [`Accumulator::publish`]: a cached topic handle read at the same
+    /// generation is current.
+    generation: AtomicU64,
     /// Partitions that need the driver's attention: (topic id, partition).
     pub ready: SegQueue<(u32, u32)>,
     /// Wakes the driver.
@@ -135,6 +140,8 @@ impl Accumulator {
     pub(crate) fn new(buffer_memory: usize, batch_size: usize) -> Self {
         Accumulator {
             topics: ArcSwap::from_pointee(FxHashMap::default()),
+            id: NEXT_ACCUMULATOR.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
             ready: SegQueue::new(),
             wake: Notify::new(),
             memory: Semaphore::new(buffer_memory),
@@ -231,6 +238,51 @@ impl Accumulator {
             m.insert(t.name.clone(), t.clone());
             m
         });
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Runs `f` with `item` and the queues of the topic `name(&item)` names, if its
+    /// metadata is known; otherwise hands `item` back.
+    ///
+    /// The per-record fast path of `send`: each thread keeps the handles of the last
+    /// [`CACHED_TOPICS`] topics it sent to, so sending to one of them again takes no
+    /// `ArcSwap` load, no hash of the name and no reference count. A handle is used only
+    /// while no topic was published since it was read (the generation), so a topic whose
+    /// partition count grew is seen at once; a handle read just before such a publish is
+    /// as good as one a sender got from [`Accumulator::topic`] at that moment (the queues
+    /// of existing partitions are kept). Called again from within `f` on the same thread
+    /// (user code sending from a partitioner or callback), it reads the table instead.
+    pub(crate) fn with_topic<T, R>(
+        &self,
+        item: T,
+        name: impl Fn(&T) -> &str,
+        f: impl FnOnce(&TopicQueues, T) -> R,
+    ) -> Result<R, T> {
+        let generation = self.generation.load(Ordering::Acquire);
+        TOPIC_CACHE.with(|cell| {
+            let Ok(mut cache) = cell.try_borrow_mut() else {
+                return match self.topic(name(&item)) {
+                    Some(t) => Ok(f(&t, item)),
+                    None => Err(item),
+                };
+            };
+            let wanted = name(&item);
+            let hit = cache.slots.iter().position(|c| {
+                c.as_ref().is_some_and(|c| c.acc == self.id && c.generation == generation && *c.queues.name == *wanted)
+            });
+            let i = match hit {
+                Some(i) => i,
+                None => {
+                    let Some(queues) = self.topic(wanted) else { return Err(item) };
+                    let i = cache.next;
+                    cache.next = (i + 1) % CACHED_TOPICS;
+                    cache.slots[i] = Some(CachedTopic { acc: self.id, generation, queues });
+                    i
+                }
+            };
+            let queues = &cache.slots[i].as_ref().expect("hit or filled").queues;
+            Ok(f(queues, item))
+        })
     }
 
     /// Appends a record to its partition's queue and wakes the driver when needed. If the
@@ -261,6 +313,30 @@ impl Accumulator {
             self.memory.add_permits(bytes);
         }
     }
+}
+
+/// Topic handles each thread keeps (see [`Accumulator::with_topic`]).
+pub(crate) const CACHED_TOPICS: usize = 4;
+
+/// Ids of accumulators (a cached topic handle belongs to one).
+static NEXT_ACCUMULATOR: AtomicU64 = AtomicU64::new(0);
+
+/// A topic handle a thread read, and when.
+struct CachedTopic {
+    acc: u64,
+    generation: u64,
+    queues: Arc<TopicQueues>,
+}
+
+/// A thread's topic handles, replaced in turn.
+#[derive(Default)]
+struct TopicCache {
+    slots: [Option<CachedTopic>; CACHED_TOPICS],
+    next: usize,
+}
+
+thread_local! {
+    static TOPIC_CACHE: std::cell::RefCell<TopicCache> = std::cell::RefCell::new(TopicCache::default());
 }
 
 /// Encoded-size estimate charged for a record: its body plus varint and header overhead.
@@ -322,6 +398,41 @@ mod tests {
         acc.push(&t, 0, r);
         assert_eq!(rx.try_recv().unwrap().unwrap_err().kind(), super::super::error::ErrorKind::Fenced);
         assert_eq!(t.partitions[0].counts.bytes.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn cached_topic_handles_follow_publishes_and_accumulators() {
+        fn name<'a>(s: &'a &str) -> &'a str {
+            s
+        }
+        let acc = Accumulator::new(1 << 20, 100);
+        assert_eq!(acc.with_topic("t", name, |_, _| ()), Err("t"), "unknown topic");
+        let t = Arc::new(TopicQueues { id: 0, name: "t".into(), partitions: vec![Arc::default()] });
+        acc.publish(t);
+        assert_eq!(acc.with_topic("t", name, |q, _| q.partitions.len()), Ok(1));
+        assert_eq!(acc.with_topic("t", name, |q, _| q.partitions.len()), Ok(1), "from the cache");
+        // The partition count grows: the next send sees the new handle.
+        acc.publish(Arc::new(TopicQueues { id: 0, name: "t".into(), partitions: vec![Arc::default(); 3] }));
+        assert_eq!(acc.with_topic("t", name, |q, _| q.partitions.len()), Ok(3));
+        // Another accumulator's topic of the same name is its own.
+        let other = Accumulator::new(1 << 20, 100);
+        assert_eq!(other.with_topic("t", name, |_, _| ()), Err("t"));
+        other.publish(Arc::new(TopicQueues { id: 5, name: "t".into(), partitions: vec![Arc::default(); 2] }));
+        assert_eq!(other.with_topic("t", name, |q, _| (q.id, q.partitions.len())), Ok((5, 2)));
+        assert_eq!(acc.with_topic("t", name, |q, _| (q.id, q.partitions.len())), Ok((0, 3)));
+        // More topics than slots, and a call from within a call (the table is read).
+        for i in 0..CACHED_TOPICS + 2 {
+            let n: Arc<str> = format!("u{i}").into();
+            acc.publish(Arc::new(TopicQueues { id: i as u32 + 1, name: n, partitions: vec![Arc::default()] }));
+        }
+        for i in 0..CACHED_TOPICS + 2 {
+            let n = format!("u{i}");
+            let got = acc.with_topic(n.as_str(), name, |q, _| {
+                let inner = acc.with_topic("t", name, |q, _| q.partitions.len());
+                (q.id, inner)
+            });
+            assert_eq!(got, Ok((i as u32 + 1, Ok(3))));
+        }
     }
 
     #[test]

@@ -83,3 +83,51 @@ pub fn window_cycle(batches: u32) -> u64 {
     }
     acked
 }
+
+/// A latency histogram written as the driver writes its per-batch figures.
+pub struct LatencyRecorder(hdrhistogram::Histogram<u64>);
+
+impl Default for LatencyRecorder {
+    fn default() -> Self {
+        LatencyRecorder(hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds"))
+    }
+}
+
+impl LatencyRecorder {
+    /// Records `values` (µs): `by_runs` as the driver does now (runs of equal values with
+    /// one call), else one call per value. Returns the count recorded so far.
+    pub fn record(&mut self, values: &[u64], by_runs: bool) -> u64 {
+        if by_runs {
+            super::metrics::record_runs(&mut self.0, values.iter().copied());
+        } else {
+            for v in values {
+                let _ = self.0.record(*v);
+            }
+        }
+        self.0.len()
+    }
+}
+
+/// The record list of a sealed batch of `n` records, built as the driver builds it: with
+/// `reserve`, sized up front from the first record's size estimate (`size`, with `bytes`
+/// queued), else grown as records come. Returns its length.
+pub fn entry_list(n: usize, bytes: usize, size: usize, reserve: bool) -> usize {
+    let now = Tick::now();
+    let mut records = Vec::new();
+    for i in 0..n {
+        if reserve && records.is_empty() {
+            records.reserve(super::core::expected_records(bytes, size));
+        }
+        records.push(super::core::RecordEntry {
+            delivery: Delivery::callback(Box::new(|_| {})),
+            timestamp: i as i64,
+            enqueued: now,
+        });
+    }
+    records.shrink_to_fit();
+    let len = records.len();
+    for r in records {
+        r.delivery.disarm();
+    }
+    len
+}

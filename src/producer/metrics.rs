@@ -91,6 +91,27 @@ pub(crate) struct Histograms {
     pub record: Histogram<u64>,
 }
 
+/// Records every value of `values` into `h`, each run of equal values with one call: a
+/// batch's records were enqueued in order, so their queue times and latencies (µs) come in
+/// runs at high rates. Same histogram as recording them one by one.
+pub(crate) fn record_runs(h: &mut Histogram<u64>, values: impl IntoIterator<Item = u64>) {
+    let mut run: Option<(u64, u64)> = None;
+    for v in values {
+        match &mut run {
+            Some((x, n)) if *x == v => *n += 1,
+            _ => {
+                if let Some((x, n)) = run {
+                    let _ = h.record_n(x, n);
+                }
+                run = Some((v, 1));
+            }
+        }
+    }
+    if let Some((x, n)) = run {
+        let _ = h.record_n(x, n);
+    }
+}
+
 fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
@@ -176,5 +197,25 @@ impl ProducerMetrics {
             round_trip: LatencySummary::of(&h.rtt),
             record_latency: LatencySummary::of(&h.record),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recording_runs_equals_recording_each_value() {
+        let values = [5u64, 5, 5, 4, 4, 9, 1, 1, 1, 1, 3_600_000_000, 5];
+        let mut each = hist();
+        for v in values {
+            let _ = each.record(v);
+        }
+        let mut runs = hist();
+        record_runs(&mut runs, values);
+        assert_eq!(runs, each);
+        let mut empty = hist();
+        record_runs(&mut empty, []);
+        assert_eq!(empty.len(), 0);
     }
 }

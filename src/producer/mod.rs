@@ -521,6 +521,11 @@ impl Producer {
 
     /// Enqueues `record` as it is (no schema step).
     async fn enqueue_raw(&self, record: ProducerRecord, delivery: Delivery) -> Result<(), (SendError, Delivery)> {
+        let (record, delivery) = match self.enqueue_now(record, delivery) {
+            Now::Done => return Ok(()),
+            Now::Refused(e, d) => return Err((e, d)),
+            Now::Wait(record, delivery) => (record, delivery),
+        };
         match self.try_enqueue(record).await {
             Ok((topic, partition, record, size, charge)) => {
                 self.push(&topic, partition, record, size, charge, delivery);
@@ -528,6 +533,41 @@ impl Producer {
             }
             Err(e) => Err((e, delivery)),
         }
+    }
+
+    /// The common case without waiting: the topic's metadata is known and buffer memory
+    /// is free. Synchronous, on the thread's cached topic handle
+    /// ([`Accumulator::with_topic`]). Anything that has to wait goes back to the caller
+    /// untouched for [`Producer::try_enqueue`] (which checks again, then waits); a refusal
+    /// is the one `try_enqueue` would give. Memory is taken before the partitioner runs
+    /// (and given back if the record is refused) so that a record never consults the
+    /// partitioner twice.
+    fn enqueue_now(&self, record: ProducerRecord, delivery: Delivery) -> Now {
+        let (record, size) = match self.prepare(record) {
+            Ok(r) => r,
+            Err(e) => return Now::Refused(e, delivery),
+        };
+        let charge = self.charge(size);
+        let queued = self.inner.acc.with_topic(
+            (record, delivery),
+            |(r, _)| &r.topic,
+            |topic, (record, delivery)| {
+                if self.inner.acc.memory.try_acquire_many(charge as u32).map(|p| p.forget()).is_err() {
+                    return Now::Wait(record, delivery);
+                }
+                match self.choose_partition(topic, &record) {
+                    Ok(partition) => {
+                        self.push(topic, partition, record, size, charge, delivery);
+                        Now::Done
+                    }
+                    Err(error) => {
+                        self.inner.acc.release(charge);
+                        Now::Refused(SendError { error, record }, delivery)
+                    }
+                }
+            },
+        );
+        queued.unwrap_or_else(|(record, delivery)| Now::Wait(record, delivery))
     }
 
     /// Everything `enqueue` does before the push: checks, metadata, partition, memory.
@@ -611,6 +651,16 @@ impl Producer {
         let q = QueuedRecord { record: Record { timestamp, key, value, headers }, size, charge, delivery, enqueued };
         self.inner.acc.push(topic, partition, q);
     }
+}
+
+/// What [`Producer::enqueue_now`] did with a record.
+enum Now {
+    /// Enqueued.
+    Done,
+    /// Refused (the caller gets the error; the delivery is disarmed).
+    Refused(SendError, Delivery),
+    /// Something has to wait: handed back untouched.
+    Wait(ProducerRecord, Delivery),
 }
 
 /// `max_block` from now, without overflow (`validate` caps it; this never panics anyway).

@@ -377,6 +377,14 @@ impl BatchBuilder {
         BatchBuilder { buf, base_timestamp: 0, max_timestamp: 0, count: 0 }
     }
 
+    /// A builder writing into `buf` (cleared first), e.g. the buffer of an earlier batch
+    /// that is no longer needed: no allocation while the batch fits its capacity.
+    pub fn with_buffer(mut buf: BytesMut) -> Self {
+        buf.clear();
+        buf.put_bytes(0, BATCH_HEADER_LEN);
+        BatchBuilder { buf, base_timestamp: 0, max_timestamp: 0, count: 0 }
+    }
+
     /// Number of records appended.
     pub fn len(&self) -> u32 {
         self.count
@@ -401,14 +409,36 @@ impl BatchBuilder {
 
     /// Encodes a record at the end of the batch.
     pub fn push(&mut self, record: &Record) {
+        let (ts_delta, body) = self.measure(record);
+        self.append(record, ts_delta, body);
+    }
+
+    /// Encodes a record at the end of the batch if the batch stays within `limit` bytes
+    /// with it (or is empty: a batch holds at least one record, however large). Returns
+    /// whether it was appended. Same result as [`record_size`](Self::record_size) then
+    /// [`push`](Self::push), with the record measured once.
+    pub fn push_within(&mut self, record: &Record, limit: usize) -> bool {
+        let (ts_delta, body) = self.measure(record);
+        if self.count > 0 && self.buf.len() + varint_len(body as i32) + body > limit {
+            return false;
+        }
+        self.append(record, ts_delta, body);
+        true
+    }
+
+    /// The record's timestamp delta and body length if appended next.
+    fn measure(&self, record: &Record) -> (i64, usize) {
+        let ts_delta = if self.count == 0 { 0 } else { record.timestamp.wrapping_sub(self.base_timestamp) };
+        (ts_delta, record_body_len(record, ts_delta, self.count as i32))
+    }
+
+    fn append(&mut self, record: &Record, ts_delta: i64, body: usize) {
         if self.count == 0 {
             self.base_timestamp = record.timestamp;
             self.max_timestamp = record.timestamp;
         }
         self.max_timestamp = self.max_timestamp.max(record.timestamp);
-        let ts_delta = record.timestamp.wrapping_sub(self.base_timestamp);
         let offset_delta = self.count as i32;
-        let body = record_body_len(record, ts_delta, offset_delta);
         let b = &mut self.buf;
         b.reserve(varint_len(body as i32) + body);
         put_varint(b, body as i32);
@@ -494,16 +524,56 @@ fn record_body_len(record: &Record, ts_delta: i64, offset_delta: i32) -> usize {
             .sum::<usize>()
 }
 
+/// Offsets of the producer fields (`producer_id`, `producer_epoch`, `base_sequence`).
+const STAMP_FIELDS: std::ops::Range<usize> = 39..53;
+
 /// Rewrites the producer fields of a sealed batch and recomputes its CRC: used when a
-/// producer bumps its epoch and must resend batches with new sequence numbers.
+/// producer bumps its epoch and must resend batches with new sequence numbers. Copies the
+/// batch; see [`restamp_owned`] for the in-place form.
 pub fn restamp(batch: &[u8], stamp: ProducerStamp) -> Bytes {
     let mut out = BytesMut::from(batch);
-    out[39..47].copy_from_slice(&stamp.producer_id.to_be_bytes());
-    out[47..49].copy_from_slice(&stamp.producer_epoch.to_be_bytes());
-    out[49..53].copy_from_slice(&stamp.base_sequence.to_be_bytes());
-    let crc = crc32c::crc32c(&out[CRC_START..]);
-    out[13..17].copy_from_slice(&crc.to_be_bytes());
+    restamp_mut(&mut out, stamp);
     out.freeze()
+}
+
+/// [`restamp`] without a copy when `batch` is the only handle to its bytes (a sealed
+/// batch at its first send): the fields are rewritten in place and the CRC updated from
+/// the 14 changed bytes alone, without reading the records. A shared batch (one still
+/// being written, say) is copied as [`restamp`] does.
+pub fn restamp_owned(batch: Bytes, stamp: ProducerStamp) -> Bytes {
+    match batch.try_into_mut() {
+        Ok(mut b) => {
+            restamp_mut(&mut b, stamp);
+            b.freeze()
+        }
+        Err(shared) => restamp(&shared, stamp),
+    }
+}
+
+/// Writes the stamp into a sealed batch and updates its CRC incrementally.
+///
+/// CRC-32C is affine over GF(2): for messages of one length, `crc(a) ^ crc(b) ^ crc(c) =
+/// crc(a ^ b ^ c)`. With `a` the old CRC-covered bytes, `b` the new ones and `c` all
+/// zeros, `a ^ b` is zero except the stamp fields, so `crc(new) = crc(old) ^ crc(a ^ b) ^
+/// crc(0…)`. Both of the last two are a 36-byte prefix followed by the same run of zeros;
+/// shifting by that run (`crc32c_combine` with an empty second part) is linear, so
+/// their XOR is the shift of the XOR of the two prefixes' CRCs.
+fn restamp_mut(batch: &mut [u8], stamp: ProducerStamp) {
+    let mut fresh = [0u8; STAMP_FIELDS.end - STAMP_FIELDS.start];
+    fresh[0..8].copy_from_slice(&stamp.producer_id.to_be_bytes());
+    fresh[8..10].copy_from_slice(&stamp.producer_epoch.to_be_bytes());
+    fresh[10..14].copy_from_slice(&stamp.base_sequence.to_be_bytes());
+    // The CRC-covered prefix up to the end of the stamp fields: zeros, then old ^ new.
+    let mut diff = [0u8; STAMP_FIELDS.end - CRC_START];
+    for (i, (old, new)) in batch[STAMP_FIELDS].iter().zip(fresh).enumerate() {
+        diff[STAMP_FIELDS.start - CRC_START + i] = old ^ new;
+    }
+    let zeros = [0u8; STAMP_FIELDS.end - CRC_START];
+    let rest = batch.len() - STAMP_FIELDS.end;
+    let delta = crc32c::crc32c_combine(crc32c::crc32c(&diff) ^ crc32c::crc32c(&zeros), 0, rest);
+    let old = u32::from_be_bytes(batch[13..17].try_into().expect("four bytes"));
+    batch[STAMP_FIELDS].copy_from_slice(&fresh);
+    batch[13..17].copy_from_slice(&(old ^ delta).to_be_bytes());
 }
 
 /// Writes `offset` into the `base_offset` field of a batch (outside the CRC).
@@ -711,6 +781,76 @@ mod tests {
     }
 
     proptest! {
+        /// The in-place restamp (incremental CRC) gives the same bytes as a fresh CRC,
+        /// for any batch and any stamp, owned or shared.
+        #[test]
+        fn restamp_in_place_equals_restamp_by_copy(
+            records in proptest::collection::vec(arb_record(), 1..20),
+            codec in proptest::sample::select(Compression::ALL.to_vec()),
+            first in (any::<i64>(), any::<i16>(), any::<i32>()),
+            second in (any::<i64>(), any::<i16>(), any::<i32>()),
+        ) {
+            let mut b = BatchBuilder::new();
+            for r in &records {
+                b.push(r);
+            }
+            let sealed = b.seal(codec, None, ProducerStamp::NONE);
+            for (producer_id, producer_epoch, base_sequence) in [first, second] {
+                let stamp = ProducerStamp { producer_id, producer_epoch, base_sequence };
+                let copied = restamp(&sealed, stamp);
+                let owned = restamp_owned(Bytes::copy_from_slice(&sealed), stamp);
+                let kept = sealed.clone();
+                let shared = restamp_owned(sealed.clone(), stamp);
+                drop(kept);
+                prop_assert_eq!(&owned, &copied);
+                prop_assert_eq!(&shared, &copied);
+                let h = check_batch(&owned).unwrap().unwrap();
+                prop_assert_eq!(h.producer, stamp);
+                // And again from a stamped batch (a later epoch bump).
+                let again = restamp_owned(owned, ProducerStamp::NONE);
+                prop_assert_eq!(&again[..], &sealed[..]);
+            }
+        }
+
+        /// A builder on a reused buffer (with old bytes in it) seals the same batch as a
+        /// fresh one.
+        #[test]
+        fn a_reused_buffer_seals_the_same_batch(
+            records in proptest::collection::vec(arb_record(), 1..20),
+            junk in proptest::collection::vec(any::<u8>(), 0..3000),
+        ) {
+            let (mut fresh, mut reused) = (BatchBuilder::new(), BatchBuilder::with_buffer(BytesMut::from(&junk[..])));
+            for r in &records {
+                fresh.push(r);
+                reused.push(r);
+            }
+            prop_assert_eq!(
+                fresh.seal(Compression::None, None, ProducerStamp::NONE),
+                reused.seal(Compression::None, None, ProducerStamp::NONE)
+            );
+        }
+
+        /// `push_within` appends exactly when `record_size` says the record fits.
+        #[test]
+        fn push_within_agrees_with_record_size_and_push(
+            records in proptest::collection::vec(arb_record(), 1..30),
+            limit in 0usize..4096,
+        ) {
+            let (mut a, mut b) = (BatchBuilder::new(), BatchBuilder::new());
+            for r in &records {
+                let fits = a.is_empty() || a.size_bytes() + a.record_size(r) <= limit;
+                if fits {
+                    a.push(r);
+                }
+                prop_assert_eq!(b.push_within(r, limit), fits);
+            }
+            prop_assert_eq!(a.len(), b.len());
+            prop_assert_eq!(
+                a.seal(Compression::None, None, ProducerStamp::NONE),
+                b.seal(Compression::None, None, ProducerStamp::NONE)
+            );
+        }
+
         #[test]
         fn batches_round_trip_with_every_codec(
             records in proptest::collection::vec(arb_record(), 1..20),

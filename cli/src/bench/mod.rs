@@ -6,24 +6,28 @@
 //! with the same TLS setup, so the producer's efficiency is a ratio measured on one
 //! machine in one run.
 
+pub mod cpu;
 pub mod embedded;
 pub mod raw;
 pub mod slow_link;
+mod stats;
 pub mod timeline;
 mod workload;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+pub use cpu::CpuReport;
 use qwire::client::{Client, ConnectConfig};
 use qwire::producer::{MetricsSnapshot, Producer, TlsConfig};
 use qwire::protocol::{Acks, Compression, ErrorCode};
 use qwire::transport::tls::QuicTuning;
+pub use stats::Stats;
 pub use workload::PayloadKind;
 
 /// An external broker to benchmark instead of the embedded one.
@@ -133,109 +137,6 @@ impl Default for BenchConfig {
     }
 }
 
-struct Window {
-    count: u64,
-    sum_us: u64,
-    max_us: u64,
-    started: Instant,
-}
-
-struct Latencies {
-    total: Histogram<u64>,
-    /// Since the timeline's last sample (see [`timeline`]).
-    interval: Histogram<u64>,
-    window: Window,
-}
-
-fn latency_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds")
-}
-
-/// Live counters, readable while the run goes on (for progress output).
-pub struct Stats {
-    /// Records handed to producers (measured phase).
-    pub sent: AtomicU64,
-    /// Records acknowledged (measured phase).
-    pub acked: AtomicU64,
-    /// Records failed (any phase).
-    pub failed: AtomicU64,
-    /// The total the run aims for (0 with a duration).
-    pub target: AtomicU64,
-    measuring: AtomicBool,
-    lat: Mutex<Latencies>,
-    first_error: Mutex<Option<String>>,
-}
-
-/// Latency and rate over the last reporting window.
-#[derive(Debug, Clone, Copy)]
-pub struct WindowStats {
-    /// Records acknowledged in the window.
-    pub records: u64,
-    /// Window length.
-    pub seconds: f64,
-    /// Mean latency (ms).
-    pub avg_ms: f64,
-    /// Largest latency (ms).
-    pub max_ms: f64,
-}
-
-impl Default for Stats {
-    fn default() -> Self {
-        Stats {
-            sent: AtomicU64::new(0),
-            acked: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            target: AtomicU64::new(0),
-            measuring: AtomicBool::new(false),
-            lat: Mutex::new(Latencies {
-                total: latency_histogram(),
-                interval: latency_histogram(),
-                window: Window { count: 0, sum_us: 0, max_us: 0, started: Instant::now() },
-            }),
-            first_error: Mutex::new(None),
-        }
-    }
-}
-
-impl Stats {
-    fn record(&self, us: u64) {
-        let mut l = self.lat.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = l.total.record(us);
-        let _ = l.interval.record(us);
-        l.window.count += 1;
-        l.window.sum_us += us;
-        l.window.max_us = l.window.max_us.max(us);
-    }
-
-    /// Takes the current window and starts a new one.
-    pub fn take_window(&self) -> WindowStats {
-        let mut l = self.lat.lock().unwrap_or_else(|p| p.into_inner());
-        let w = std::mem::replace(&mut l.window, Window { count: 0, sum_us: 0, max_us: 0, started: Instant::now() });
-        WindowStats {
-            records: w.count,
-            seconds: w.started.elapsed().as_secs_f64(),
-            avg_ms: if w.count == 0 { 0.0 } else { w.sum_us as f64 / w.count as f64 / 1000.0 },
-            max_ms: w.max_us as f64 / 1000.0,
-        }
-    }
-
-    /// Takes the latencies (µs) recorded since the last call and starts afresh.
-    pub fn take_interval(&self) -> Histogram<u64> {
-        let mut l = self.lat.lock().unwrap_or_else(|p| p.into_inner());
-        std::mem::replace(&mut l.interval, latency_histogram())
-    }
-
-    /// A copy of every measured latency so far (µs).
-    pub fn latencies(&self) -> Histogram<u64> {
-        self.lat.lock().unwrap_or_else(|p| p.into_inner()).total.clone()
-    }
-
-    /// Whether warm-up is over.
-    pub fn measuring(&self) -> bool {
-        self.measuring.load(Relaxed)
-    }
-}
-
 /// Latency summary in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct LatencyMs {
@@ -295,6 +196,9 @@ pub struct BenchReport {
     pub raw_rtt_us: Option<RawRtt>,
     /// Raw round trip paced like a rate-limited run (with `compare_raw` and `rate`).
     pub raw_rtt_paced_us: Option<RawRtt>,
+    /// CPU time of the measured phase per acknowledged record: the producer threads' and
+    /// the embedded broker's (see [`cpu`] for exactly what each covers).
+    pub cpu: CpuReport,
     /// Peak resident memory of this process, MiB (includes an embedded broker).
     pub peak_rss_mib: f64,
     /// The first producer's metrics at the end.
@@ -333,7 +237,22 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Runs the benchmark on the current tokio runtime. `stats` is updated live.
+/// The producers' runtime: single-threaded with `threads` ≤ 1 (measured fastest on two
+/// cores), else multi-threaded. Its threads are named [`cpu::PRODUCER_THREAD`] so that their
+/// CPU time is counted as the producer's.
+pub fn producer_runtime(threads: usize) -> tokio::runtime::Runtime {
+    let mut b = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    b.thread_name(cpu::PRODUCER_THREAD).enable_all().build().expect("tokio runtime")
+}
+
+/// Runs the benchmark on the current tokio runtime (built by [`producer_runtime`], for the
+/// CPU figures to mean what they say). `stats` is updated live.
 pub async fn run(cfg: BenchConfig, stats: Arc<Stats>) -> Result<BenchReport, String> {
     if cfg.producers == 0 || cfg.record_size == 0 {
         return Err("producers and record size must be at least 1".into());
@@ -418,16 +337,18 @@ pub async fn run(cfg: BenchConfig, stats: Arc<Stats>) -> Result<BenchReport, Str
     }
 
     stats.target.store(if cfg.duration_secs.is_some() { 0 } else { cfg.records }, Relaxed);
-    let plan = workload::Plan::new(&cfg);
+    let plan = Arc::new(workload::Plan::new(&cfg));
     let sampler = timeline::Sampler::spawn(stats.clone(), cfg.record_size, timeline::interval_for(&cfg));
-    let started = workload::drive(&cfg, &plan, &producers, &stats).await;
+    let (started, cpu_start) = workload::drive(&cfg, plan, &producers, &stats).await;
     for p in &producers {
         // Failures are counted per record (stats.failed).
         let _ = p.flush().await;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu_end = cpu::CpuSnapshot::take();
     let timeline = sampler.finish().await;
-    let (sent, acked, failed) = (stats.sent.load(Relaxed), stats.acked.load(Relaxed), stats.failed.load(Relaxed));
+    let (sent, acked, failed) = (stats.sent.load(Relaxed), stats.acked(), stats.failed.load(Relaxed));
+    let cpu = cpu::between(&cpu_start, &cpu_end, acked, seconds, embedded.is_some());
     let latencies = stats.latencies();
     let latency_ms = LatencyMs::of(&latencies);
     let producer = producers[0].metrics();
@@ -469,6 +390,7 @@ pub async fn run(cfg: BenchConfig, stats: Arc<Stats>) -> Result<BenchReport, Str
         ratio: raw.map(|r| mb_per_sec / r.mb_per_sec),
         raw_rtt_us: raw.map(|r| RawRtt { p50: r.rtt_p50_us, p99: r.rtt_p99_us }),
         raw_rtt_paced_us: raw.and_then(|r| r.paced_rtt_us).map(|(p50, p99)| RawRtt { p50, p99 }),
+        cpu,
         peak_rss_mib: peak_rss_mib(),
         producer,
         first_error,

@@ -46,7 +46,7 @@ impl SlowLink {
         let stats = Arc::new(LinkStats::default());
         let (stop, stopped) = oneshot::channel();
         let st = stats.clone();
-        let thread = std::thread::Builder::new().name("qwire-slow-link".into()).spawn(move || {
+        let thread = std::thread::Builder::new().name(super::cpu::SLOW_LINK_THREAD.into()).spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("relay runtime");
             rt.block_on(async move {
                 let front = Arc::new(UdpSocket::from_std(front).expect("relay socket"));

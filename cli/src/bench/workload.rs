@@ -9,6 +9,7 @@ use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+use super::cpu::CpuSnapshot;
 use super::{BenchConfig, Stats};
 use qwire::producer::{Producer, ProducerRecord};
 
@@ -86,31 +87,60 @@ const WORDS: &[&str] = &[
 
 /// Distinct values used round-robin by the generators.
 const DISTINCT_VALUES: usize = 256;
-/// Keys are pre-built up to this many; beyond, they are formatted per record.
-const PREBUILT_KEYS: u64 = 65_536;
+/// Keys are prepared up to this many; beyond, they are formatted per record.
+const PREBUILT_KEYS: u64 = 1 << 20;
+/// Generators publish their `sent` count to the shared counter every this many records.
+const PUBLISH_EVERY: u64 = 256;
 
+/// What the generators draw records from, prepared before the run (as
+/// kafka-producer-perf-test does): values and keys live in buffers leaked for the life of
+/// the process (one pool per run), so handing one to a record is a `Bytes::from_static`,
+/// with no allocation and no reference count.
 pub(crate) struct Plan {
     topic: Arc<str>,
     values: Vec<Bytes>,
-    keys: Vec<Bytes>,
+    keys: &'static [u8],
+    /// End of key `k` in `keys` (key `k` starts where key `k - 1` ends).
+    key_ends: Vec<u32>,
     key_space: u64,
 }
 
 impl Plan {
     pub(crate) fn new(cfg: &BenchConfig) -> Plan {
         let mut rng = rand::rngs::StdRng::seed_from_u64(0x9e37_79b9);
-        let values =
-            (0..DISTINCT_VALUES).map(|i| Bytes::from(value(cfg.payload, cfg.record_size, i, &mut rng))).collect();
-        let keys = (0..cfg.key_space.min(PREBUILT_KEYS)).map(|k| Bytes::from(format!("key-{k}"))).collect();
-        Plan { topic: Arc::from(cfg.topic.as_str()), values, keys, key_space: cfg.key_space }
+        let distinct = DISTINCT_VALUES.min((64 << 20) / cfg.record_size.max(1)).max(1);
+        let generated: Vec<Vec<u8>> = (0..distinct).map(|i| value(cfg.payload, cfg.record_size, i, &mut rng)).collect();
+        let pool: &'static [u8] = Vec::leak(generated.concat());
+        let mut at = 0;
+        let values = generated
+            .iter()
+            .map(|v| {
+                at += v.len();
+                Bytes::from_static(&pool[at - v.len()..at])
+            })
+            .collect();
+        let mut keys = Vec::new();
+        let mut key_ends = Vec::new();
+        for k in 0..cfg.key_space.min(PREBUILT_KEYS) {
+            use std::io::Write;
+            let _ = write!(keys, "key-{k}");
+            key_ends.push(keys.len() as u32);
+        }
+        let keys: &'static [u8] = Vec::leak(keys);
+        Plan { topic: Arc::from(cfg.topic.as_str()), values, keys, key_ends, key_space: cfg.key_space }
     }
 
     fn record(&self, n: u64) -> ProducerRecord {
         let mut r = ProducerRecord::new(self.topic.clone(), self.values[n as usize % self.values.len()].clone());
         if self.key_space > 0 {
             let k = n % self.key_space;
-            r.key =
-                Some(if k < PREBUILT_KEYS { self.keys[k as usize].clone() } else { Bytes::from(format!("key-{k}")) });
+            r.key = Some(match self.key_ends.get(k as usize) {
+                Some(&end) => {
+                    let start = if k == 0 { 0 } else { self.key_ends[k as usize - 1] };
+                    Bytes::from_static(&self.keys[start as usize..end as usize])
+                }
+                None => Bytes::from(format!("key-{k}")),
+            });
         }
         r
     }
@@ -171,19 +201,21 @@ fn value(kind: PayloadKind, size: usize, i: usize, rng: &mut impl Rng) -> Vec<u8
 }
 
 struct Phase {
-    measure_start: Mutex<Option<Instant>>,
+    measure_start: Mutex<Option<quanta::Instant>>,
 }
 
 /// Drives every producer until the record count or duration is reached (after the
-/// warm-up); returns when everything has been handed to the producers. The returned
-/// instant is the start of the measured phase.
-pub(crate) async fn drive(cfg: &BenchConfig, plan: &Plan, producers: &[Producer], stats: &Arc<Stats>) -> Instant {
-    let plan = Arc::new(Plan {
-        topic: plan.topic.clone(),
-        values: plan.values.clone(),
-        keys: plan.keys.clone(),
-        key_space: plan.key_space,
-    });
+/// warm-up); returns when everything has been handed to the producers. Returns the start
+/// of the measured phase and the CPU clocks read then.
+pub(crate) async fn drive(
+    cfg: &BenchConfig,
+    plan: Arc<Plan>,
+    producers: &[Producer],
+    stats: &Arc<Stats>,
+) -> (Instant, CpuSnapshot) {
+    // The callbacks hold a plain reference (no reference count per record): one `Arc`
+    // is kept alive for the rest of the process.
+    let st: &'static Stats = Box::leak(Box::new(stats.clone()));
     let phase = Arc::new(Phase { measure_start: Mutex::new(None) });
     let k = producers.len() as u64;
     let mut tasks = Vec::new();
@@ -191,93 +223,93 @@ pub(crate) async fn drive(cfg: &BenchConfig, plan: &Plan, producers: &[Producer]
         let share = cfg.records / k + u64::from((i as u64) < cfg.records % k);
         let rate = if cfg.rate == 0 { 0.0 } else { cfg.rate as f64 / k as f64 };
         let duration = cfg.duration_secs.map(Duration::from_secs_f64);
-        let (p, plan, stats, phase) = (p.clone(), plan.clone(), stats.clone(), phase.clone());
-        tasks.push(tokio::spawn(async move { generate(p, plan, stats, phase, share, rate, duration, i as u64).await }));
+        let (p, plan, phase) = (p.clone(), plan.clone(), phase.clone());
+        tasks.push(tokio::spawn(async move { generate(p, plan, st, phase, share, rate, duration, i as u64).await }));
     }
     let warmup = Duration::from_secs_f64(cfg.warmup_secs.max(0.0));
     if !warmup.is_zero() {
         tokio::time::sleep(warmup).await;
     }
+    let cpu = CpuSnapshot::take();
     let start = Instant::now();
-    *phase.measure_start.lock().unwrap_or_else(|p| p.into_inner()) = Some(start);
+    *phase.measure_start.lock().unwrap_or_else(|p| p.into_inner()) = Some(quanta::Instant::now());
     stats.take_window();
     stats.measuring.store(true, Relaxed);
     for t in tasks {
         let _ = t.await;
     }
-    start
+    (start, cpu)
 }
 
+/// One producer's generator. Per record: one clock read (the send instant, which also
+/// serves the pacing and the deadline), a record built from the prepared pool, and a
+/// completion callback holding that instant and a `&'static Stats` (the producer boxes
+/// it); the callback reads the clock once more and records the latency in its thread's
+/// shard. The `sent` counter is published in steps.
 #[allow(clippy::too_many_arguments)]
 async fn generate(
     p: Producer,
     plan: Arc<Plan>,
-    stats: Arc<Stats>,
+    stats: &'static Stats,
     phase: Arc<Phase>,
     share: u64,
     rate: f64,
     duration: Option<Duration>,
     seed: u64,
 ) {
-    let t0 = Instant::now();
+    let t0 = quanta::Instant::now();
     let mut n: u64 = seed * 7919;
     let mut total: u64 = 0;
     let mut measured: u64 = 0;
-    let mut deadline: Option<Instant> = None;
+    let mut unpublished: u64 = 0;
+    let mut deadline: Option<quanta::Instant> = None;
     loop {
+        let mut now = quanta::Instant::now();
         let measuring = stats.measuring.load(Relaxed);
         if measuring {
             if deadline.is_none() {
                 if let Some(d) = duration {
-                    let start =
-                        phase.measure_start.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or_else(Instant::now);
+                    let start = phase.measure_start.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or(now);
                     deadline = Some(start + d);
                 }
             }
             match (duration, deadline) {
-                (Some(_), Some(d)) if Instant::now() >= d => break,
+                (Some(_), Some(d)) if now >= d => break,
                 (None, _) if measured >= share => break,
                 _ => {}
             }
         }
         if rate > 0.0 {
             let due = t0 + Duration::from_secs_f64(total as f64 / rate);
-            if due > Instant::now() {
-                tokio::time::sleep_until(due.into()).await;
+            if due > now {
+                stats.sent.fetch_add(std::mem::take(&mut unpublished), Relaxed);
+                tokio::time::sleep(due - now).await;
+                now = quanta::Instant::now();
             }
-        } else if total % 256 == 255 {
+        } else if total % PUBLISH_EVERY == PUBLISH_EVERY - 1 {
+            stats.sent.fetch_add(std::mem::take(&mut unpublished), Relaxed);
             // Let the driver and connection tasks run between bursts.
             tokio::task::yield_now().await;
+            now = quanta::Instant::now();
         }
         let record = plan.record(n);
         n += 1;
         total += 1;
         if measuring {
             measured += 1;
-            stats.sent.fetch_add(1, Relaxed);
+            unpublished += 1;
         }
-        let st = stats.clone();
-        let sent_at = quanta::Instant::now();
+        let sent_at = now;
         let res = p
             .send_with_callback(record, move |r| match r {
-                Ok(_) if measuring => {
-                    st.acked.fetch_add(1, Relaxed);
-                    st.record((sent_at.elapsed().as_micros() as u64).max(1));
-                }
+                Ok(_) if measuring => stats.record_ack((sent_at.elapsed().as_micros() as u64).max(1)),
                 Ok(_) => {}
-                Err(e) => fail(&st, e.to_string()),
+                Err(e) => stats.fail(e.to_string()),
             })
             .await;
         if let Err(e) = res {
-            fail(&stats, e.to_string());
+            stats.fail(e.to_string());
         }
     }
-}
-
-fn fail(stats: &Stats, msg: String) {
-    stats.failed.fetch_add(1, Relaxed);
-    let mut first = stats.first_error.lock().unwrap_or_else(|p| p.into_inner());
-    if first.is_none() {
-        *first = Some(msg);
-    }
+    stats.sent.fetch_add(unpublished, Relaxed);
 }

@@ -13,8 +13,8 @@ use super::window::Slot;
 use super::{Core, Outcome, StreamId, Tick, Transmit};
 use crate::producer::delivery::Delivery;
 use crate::producer::error::{ErrorKind, Persistence, ProduceError};
-use crate::producer::metrics::{us, ProducerMetrics};
-use crate::protocol::batch::{restamp, BATCH_HEADER_LEN};
+use crate::producer::metrics::{record_runs, us, ProducerMetrics};
+use crate::protocol::batch::{restamp_owned, BATCH_HEADER_LEN};
 use crate::protocol::frame::encode_produce_head;
 use crate::protocol::{Acks, BatchBuilder, ProducerStamp, Record, RecordBatch};
 
@@ -71,6 +71,13 @@ pub(crate) fn batch_span(topic: &str, partition: usize, batch_id: u64, records: 
         correlation_id = Empty,
         attempt = Empty,
     )
+}
+
+/// Records a batch of `bytes` (at most) is expected to hold when a record's size estimate
+/// is `size`: a quarter more than `bytes / size`, at most 65 536 (a first record much
+/// smaller than the rest does not reserve a large list; past it the list grows).
+pub(crate) fn expected_records(bytes: usize, size: usize) -> usize {
+    (bytes / size.max(1)).saturating_add(bytes / size.max(1) / 4).clamp(1, 1 << 16)
 }
 
 /// Bytes of a produce frame other than the batch, for `topic`: length, kind, correlation
@@ -151,7 +158,12 @@ impl Core {
         // Sized for what is queued, not for a full batch: a batch holds its buffer until
         // it is acknowledged, and buffer memory is charged for the records, not capacity.
         let queued = queue.counts.bytes.load(Ordering::Relaxed) + part.carry.as_ref().map_or(0, |c| c.size);
-        let mut builder = BatchBuilder::with_capacity(BATCH_HEADER_LEN + queued.min(limit));
+        let cap = BATCH_HEADER_LEN + queued.min(limit);
+        // An acknowledged batch's buffer if one fits (see `spare`), else a fresh one.
+        let mut builder = match self.spare.take(BATCH_HEADER_LEN + cap) {
+            Some(buf) => BatchBuilder::with_buffer(buf),
+            None => BatchBuilder::with_capacity(cap),
+        };
         // The carried record is the last one taken.
         let first_index = part.popped - u64::from(part.carry.is_some());
         let mut records = Vec::new();
@@ -169,11 +181,17 @@ impl Core {
                     None => break,
                 },
             };
-            if !builder.is_empty() && builder.size_bytes() + builder.record_size(&rec.record) > limit {
+            // Appended only if the batch stays within the limit (the record is measured once).
+            if !builder.push_within(&rec.record, limit) {
                 part.carry = Some(rec);
                 break;
             }
-            builder.push(&rec.record);
+            if records.is_empty() {
+                // Room for as many records as the first one's size says fit, and a quarter
+                // more (estimates run above encoded sizes): the list is not regrown and
+                // copied while the batch fills (`shrink_to_fit` below trims the excess).
+                records.reserve(expected_records(queued.min(limit), rec.size));
+            }
             memory += rec.charge;
             first_enqueued = first_enqueued.min(rec.enqueued);
             records.push(RecordEntry {
@@ -197,9 +215,7 @@ impl Core {
         let bytes = builder.seal(self.cfg.compression, self.cfg.compression_level, ProducerStamp::NONE);
         {
             let mut h = self.metrics.histograms();
-            for r in &records {
-                let _ = h.queue.record(us(now.saturating_duration_since(r.enqueued)));
-            }
+            record_runs(&mut h.queue, records.iter().map(|r| us(now.saturating_duration_since(r.enqueued))));
         }
         ProducerMetrics::add(&self.metrics.batches_sealed, 1);
         ProducerMetrics::add(&self.metrics.records_sealed, u64::from(count));
@@ -358,7 +374,10 @@ impl Core {
                         ProducerStamp { producer_id, producer_epoch, base_sequence }
                     });
                     if slot.payload.stamp != want {
-                        slot.payload.bytes = restamp(&slot.payload.bytes, want);
+                        // In place at the first send (the window holds the only handle
+                        // to the sealed bytes): no copy, and the CRC is updated from the
+                        // changed fields alone.
+                        slot.payload.bytes = restamp_owned(std::mem::take(&mut slot.payload.bytes), want);
                         slot.payload.stamp = want;
                     }
                     let span = &slot.payload.span;
@@ -436,11 +455,25 @@ impl Core {
             if let Some(w) = s.payload.written_at {
                 let _ = h.rtt.record(us(now.saturating_duration_since(w)));
             }
-            for r in &s.payload.records {
-                let _ = h.record.record(us(now.saturating_duration_since(r.enqueued)));
-            }
+            record_runs(&mut h.record, s.payload.records.iter().map(|r| us(now.saturating_duration_since(r.enqueued))));
         }
         s.payload.span.in_scope(|| tracing::debug!(base_offset, "batch acknowledged"));
+        self.spare.give(s.payload.bytes);
         self.outcomes.push_back(Outcome::Acked { topic, partition, base_offset, records: s.payload.records });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expected_records;
+
+    #[test]
+    fn the_record_list_is_sized_for_what_fits() {
+        // 100 B values: estimated 121 B each, encoded about 105 B: 2 496 fit in 256 KiB.
+        let n = expected_records(256 * 1024, 121);
+        assert!(n >= 256 * 1024 / 105, "{n}");
+        assert_eq!(expected_records(0, 121), 1);
+        assert_eq!(expected_records(100, 0), 125);
+        assert_eq!(expected_records(usize::MAX, 1), 1 << 16);
     }
 }

@@ -27,6 +27,7 @@ mod metadata;
 mod outcomes;
 mod producer_id;
 mod retry;
+mod spare;
 mod timeouts;
 pub(crate) mod window;
 
@@ -48,6 +49,7 @@ use super::metrics::ProducerMetrics;
 use crate::protocol::{Frame, Payload};
 use crate::transport::TransportError;
 
+pub(crate) use batches::{expected_records, RecordEntry};
 pub(crate) use io::{Action, ConnId, FlushReply, HelloInfo, MetadataReply, Outcome, StreamId, Transmit};
 use links::Links;
 use metadata::Topics;
@@ -96,6 +98,8 @@ pub(crate) struct Core {
     fatal: Option<ProduceError>,
     finished: bool,
     transmits: VecDeque<Transmit>,
+    /// Buffers of acknowledged batches, for the next batches.
+    spare: spare::SpareBuffers,
     /// Passes of `fail_link_pending` (each walks every partition), for a test of the work
     /// done per round.
     #[cfg(test)]
@@ -132,6 +136,7 @@ impl Core {
             fatal: None,
             finished: false,
             transmits: VecDeque::new(),
+            spare: spare::SpareBuffers::default(),
             #[cfg(test)]
             fail_link_calls: 0,
             actions: VecDeque::new(),
