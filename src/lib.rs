@@ -37,6 +37,7 @@
 //! package in `cli/`: a service that links this crate for the producer compiles neither.
 #![warn(missing_docs)]
 
+pub mod auth;
 #[cfg(feature = "broker")]
 pub mod broker;
 pub mod client;

@@ -115,20 +115,43 @@ impl<'a> MetricWriter<'a> {
         Ok(())
     }
 
-    /// A latency histogram in seconds from an HDR histogram of microseconds, with the
-    /// shared [`LATENCY_BUCKETS_SECONDS`] (`_seconds` is appended to `name`).
-    pub fn latency_histogram(&mut self, name: &str, help: &str, micros: &Hdr<u64>) -> fmt::Result {
+    /// A latency histogram in seconds (`_seconds` is appended to `name`).
+    pub fn latency_histogram(&mut self, name: &str, help: &str, h: &Buckets) -> fmt::Result {
         let mut m = self.enc.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
-        let (sum, count, buckets) = hdr_buckets(micros);
-        m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, count, &buckets, None)
+        m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(h.sum, h.count, &h.buckets, None)
+    }
+
+    /// A latency histogram in seconds with one series per label set.
+    pub fn histogram_family<L: EncodeLabelSet>(
+        &mut self,
+        name: &str,
+        help: &str,
+        series: impl IntoIterator<Item = (L, Buckets)>,
+    ) -> fmt::Result {
+        let mut m = self.enc.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
+        for (labels, h) in series {
+            m.encode_family(&labels)?
+                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(h.sum, h.count, &h.buckets, None)?;
+        }
+        Ok(())
     }
 }
 
-/// Sum (seconds), count and per-bucket (not cumulative) counts of an HDR histogram of
-/// microseconds over [`LATENCY_BUCKETS_SECONDS`]. Values above the last bound are only in
-/// the count (the `+Inf` bucket). Bucket edges are exact to the HDR histogram's
-/// precision (3 significant digits).
-pub fn hdr_buckets(micros: &Hdr<u64>) -> (f64, u64, Vec<(f64, u64)>) {
+/// A histogram ready to encode: observations bucketed over [`LATENCY_BUCKETS_SECONDS`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Buckets {
+    /// Sum of the observations, in seconds.
+    pub sum: f64,
+    /// Number of observations (the `+Inf` bucket).
+    pub count: u64,
+    /// `(upper bound in seconds, observations in this bucket only)`, not cumulative.
+    pub buckets: Vec<(f64, u64)>,
+}
+
+/// Buckets an HDR histogram of microseconds over [`LATENCY_BUCKETS_SECONDS`]. Values above
+/// the last bound are only in the count (the `+Inf` bucket). Bucket edges are exact to
+/// the HDR histogram's precision (3 significant digits).
+pub fn hdr_buckets(micros: &Hdr<u64>) -> Buckets {
     let count = micros.len();
     let sum = if count == 0 { 0.0 } else { micros.mean() * count as f64 / 1e6 };
     let mut below = 0;
@@ -141,7 +164,7 @@ pub fn hdr_buckets(micros: &Hdr<u64>) -> (f64, u64, Vec<(f64, u64)>) {
             (le, in_bucket)
         })
         .collect();
-    (sum, count, buckets)
+    Buckets { sum, count, buckets }
 }
 
 #[cfg(test)]
@@ -154,7 +177,7 @@ mod tests {
         for us in [40, 90, 90, 2_000, 60_000_000] {
             h.record(us).unwrap();
         }
-        let (sum, count, buckets) = hdr_buckets(&h);
+        let Buckets { sum, count, buckets } = hdr_buckets(&h);
         assert_eq!(count, 5);
         // HDR keeps 3 significant digits: the 60 s sample is within 0.1 %.
         assert!((sum - 60.002_22).abs() < 0.06, "sum {sum}");

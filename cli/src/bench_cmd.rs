@@ -1,9 +1,8 @@
-//! `qwire bench`: flags, progress bar and printing; the harness is `crate::bench`.
+//! `qwire bench`: flags and printing; the harness is `crate::bench`, the live display
+//! `crate::progress`, the HTML report `crate::report`.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::bench::{self, BenchConfig, BenchReport, ExternalBroker, PayloadKind, Stats};
 use qwire::protocol::{Acks, Compression};
@@ -98,9 +97,11 @@ pub(crate) struct BenchArgs {
     /// Print a JSON summary as the last line.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    report: crate::report::ReportArgs,
 }
 
-fn config(a: BenchArgs) -> (BenchConfig, bool, usize) {
+fn config(a: BenchArgs) -> (BenchConfig, bool, usize, crate::report::ReportArgs) {
     let broker = a.broker.map(|addr| ExternalBroker { addr, certs: a.certs, client: a.client });
     let cfg = BenchConfig {
         broker,
@@ -127,59 +128,31 @@ fn config(a: BenchArgs) -> (BenchConfig, bool, usize) {
         streams_per_connection: a.streams,
         prewarm_mib: a.prewarm_mib,
     };
-    (cfg, a.json, a.threads)
+    (cfg, a.json, a.threads, a.report)
 }
 
 /// Runs the benchmark and prints kafka-producer-perf-test style lines.
 pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
-    let (cfg, json, threads) = config(args);
-    let size = cfg.record_size;
+    let (cfg, json, threads, report_args) = config(args);
+    if !report_args.compare.is_empty() {
+        let page = crate::report::compare(&report_args).map_err(|e| Failure::new(8, e))?;
+        println!("comparison written to {}", page.display());
+        return Ok(());
+    }
+    let machine = crate::report::Machine::detect();
     let stats = Arc::new(Stats::default());
     let report = crate::runtime(threads).block_on(async {
-        let bar = indicatif::ProgressBar::new(cfg.duration_secs.map_or(cfg.records, |_| 0));
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} records {msg}")
-                .expect("valid template"),
-        );
-        let progress = {
-            let (stats, bar) = (stats.clone(), bar.clone());
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(200));
-                let mut since_line = Duration::ZERO;
-                loop {
-                    tick.tick().await;
-                    if !stats.measuring() {
-                        bar.set_message("(warming up)");
-                        continue;
-                    }
-                    bar.set_message("");
-                    bar.set_position(stats.acked.load(Relaxed));
-                    since_line += Duration::from_millis(200);
-                    if since_line >= Duration::from_secs(5) {
-                        since_line = Duration::ZERO;
-                        let w = stats.take_window();
-                        let rps = w.records as f64 / w.seconds.max(1e-9);
-                        bar.suspend(|| {
-                            println!(
-                                "{} records sent, {:.1} records/sec ({:.2} MB/sec), {:.2} ms avg latency, {:.2} ms max latency.",
-                                w.records,
-                                rps,
-                                rps * size as f64 / 1e6,
-                                w.avg_ms,
-                                w.max_ms
-                            )
-                        });
-                    }
-                }
-            })
-        };
+        let progress = crate::progress::Progress::spawn(stats.clone(), &cfg);
         let r = bench::run(cfg, stats.clone()).await;
-        progress.abort();
-        bar.finish_and_clear();
+        progress.finish();
         r
     });
     let report = report.map_err(|e| Failure::new(1, format!("bench failed: {e}")))?;
     print_report(&report, json);
+    if report_args.report.is_some() {
+        let page = crate::report::write_run(&report_args, &report, &machine).map_err(|e| Failure::new(1, e))?;
+        println!("report written to {}", page.display());
+    }
     if report.failed > 0 {
         return Err(Failure::new(
             1,

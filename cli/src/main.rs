@@ -7,11 +7,17 @@ mod admin;
 mod bench;
 mod bench_cmd;
 mod clients;
+mod jwt;
+mod logging;
 mod produce;
+mod profile;
+mod progress;
+mod report;
 mod topics;
+mod users;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use qwire::broker::{self, BrokerConfig, BrokerTls};
 use qwire::protocol::ErrorCode;
 use qwire::transport::TransportError;
@@ -22,6 +28,13 @@ use qwire::transport::TransportError;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Connection profile from the config file (`qwire config path`); client commands take
+    /// --server, --certs, --client from it unless given as flags or QWIRE_* variables.
+    #[arg(long, global = true, env = profile::PROFILE_ENV, value_name = "NAME")]
+    profile: Option<String>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text, env = "QWIRE_LOG_FORMAT")]
+    log_format: logging::LogFormat,
 }
 
 const EXIT_CODES: &str = "Exit codes: 0 ok, 1 other error, 2 usage, 3 broker unreachable, 4 TLS handshake refused, \
@@ -86,6 +99,19 @@ enum Command {
     Topics(topics::TopicsArgs),
     /// Benchmark harness: produce a workload against an embedded or external broker.
     Bench(bench_cmd::BenchArgs),
+    /// Where connection settings come from: the config file's path, the settings in force.
+    Config(profile::ConfigArgs),
+    /// Print shell completions (e.g. `qwire completions bash > ~/.local/share/bash-completion/completions/qwire`).
+    Completions {
+        /// Shell.
+        shell: clap_complete::Shell,
+    },
+    /// Manage the SASL users file (salted SCRAM credentials; no passwords).
+    #[command(after_help = "Example:\n  qwire users add alice --mechanism SCRAM-SHA-256 --file users.toml")]
+    Users(users::UsersArgs),
+    /// Development token issuer for OAUTHBEARER: a signing key, its JWKS, signed JWTs.
+    #[command(after_help = "Example:\n  qwire jwt keygen --out jwt && qwire jwt token --subject alice > alice.jwt")]
+    Jwt(jwt::JwtArgs),
 }
 
 /// A failure with the exit code that classifies it.
@@ -118,17 +144,23 @@ impl From<TransportError> for Failure {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Connection settings: flag > QWIRE_* environment > profile > default (see `profile`).
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let profile = match profile::load(&argv) {
+        Ok(p) => p,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            return ExitCode::from(f.code);
+        }
+    };
+    let matches = profile::apply(Cli::command(), profile.as_ref()).get_matches_from(argv);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // The broker logs what it does; client commands and the benchmark print their own
     // output and only show warnings.
     let default_filter = if matches!(cli.command, Command::Broker { .. }) { "info,quinn=warn" } else { "warn" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(cli) {
+    logging::init(cli.log_format, default_filter);
+    let show = matches.subcommand_matches("config").and_then(|m| m.subcommand_matches("show"));
+    match run(cli, show, profile.as_ref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("error: {}", f.message);
@@ -148,7 +180,7 @@ pub(crate) fn runtime(threads: usize) -> tokio::runtime::Runtime {
     b.enable_all().build().expect("tokio runtime")
 }
 
-fn run(cli: Cli) -> Result<(), Failure> {
+fn run(cli: Cli, show: Option<&clap::ArgMatches>, profile: Option<&profile::Profile>) -> Result<(), Failure> {
     match cli.command {
         Command::Certs { out, clients, sans } => {
             let written = qwire::transport::certs::generate_dev_certs(&out, &clients, &sans)
@@ -200,6 +232,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Produce(args) => runtime(1).block_on(produce::produce(args)),
         Command::Topics(args) => runtime(1).block_on(topics::topics(args)),
         Command::Bench(args) => bench_cmd::run(args),
+        Command::Config(args) => profile::run(args, show, profile),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "qwire", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Users(args) => users::users(args),
+        Command::Jwt(args) => jwt::jwt(args),
     }
 }
 

@@ -14,9 +14,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::privileged::{fill_disk, skip, Mounts, NetNs};
 use common::relay::{Faults, Relay};
 use common::*;
 use qwire::client::Client;
@@ -96,12 +96,26 @@ fn cut_paths_and_rebinds_force_new_connections_without_loss_or_duplicates() {
         let p = producer_via(relay.addr(), b.certs.path()).connect_timeout(Duration::from_secs(3)).build().unwrap();
         let rounds = scale(2, 40);
         let period = Duration::from_millis(3800);
+        b.client("alice").await.create_topic("cuts-probe", 1).await.unwrap();
         // Each round: a cut longer than the idle timeout (both ends drop the connection,
-        // the producer reconnects), a short cut (QUIC retransmits through it) and a
-        // rebind (the broker sees the client move to a new port).
+        // the producer reconnects), a short cut (QUIC retransmits through it), then a
+        // rebind (the broker sees the client move to a new port), checked on its own: the
+        // path works before it; after it a record is acked over the new path by the same
+        // connection (QUIC migration, no reconnect).
         let chaos = {
             let relay = relay.clone();
+            let probe = p.clone();
             tokio::spawn(async move {
+                let acked = |phase: &'static str| {
+                    let probe = probe.clone();
+                    async move {
+                        let send = probe.send(ProducerRecord::new("cuts-probe", phase).partition(0));
+                        tokio::time::timeout(Duration::from_secs(20), send)
+                            .await
+                            .unwrap_or_else(|_| panic!("probe {phase}: not acked within 20 s"))
+                            .unwrap_or_else(|e| panic!("probe {phase}: {e}"));
+                    }
+                };
                 for _ in 0..rounds {
                     tokio::time::sleep(Duration::from_millis(300)).await;
                     relay.cut(true);
@@ -111,8 +125,21 @@ fn cut_paths_and_rebinds_force_new_connections_without_loss_or_duplicates() {
                     relay.cut(true);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     relay.cut(false);
-                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    acked("before the rebind").await;
+                    let connects = probe.metrics().connects;
                     relay.rebind();
+                    acked("after the rebind").await;
+                    let stats = relay.stats();
+                    assert_eq!(
+                        stats.replied_generation.load(std::sync::atomic::Ordering::Relaxed),
+                        stats.rebinds.load(std::sync::atomic::Ordering::Relaxed),
+                        "the broker never answered on the path made by the rebind"
+                    );
+                    assert_eq!(
+                        probe.metrics().connects,
+                        connects,
+                        "the rebind forced a new connection, not a migration"
+                    );
                     tokio::time::sleep(Duration::from_millis(300)).await;
                 }
             })
@@ -232,105 +259,11 @@ async fn hol_run(
 // Network namespaces
 // ---------------------------------------------------------------------------------------
 
-fn run(cmd: &[&str]) -> Result<(), String> {
-    let out = Command::new(cmd[0]).args(&cmd[1..]).output().map_err(|e| format!("{}: {e}", cmd.join(" ")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("{}: {}", cmd.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
-    }
-}
-
-/// A network namespace joined to this one by a veth pair; removed when dropped.
-struct NetNs {
-    name: String,
-    host_if: String,
-    host_ip: String,
-    ns_ip: String,
-    /// How loss (and delay) is applied.
-    impairment: String,
-}
-
-impl NetNs {
-    /// Creates the namespace with `loss_pct` loss on the broker side (both directions)
-    /// and, where `tc netem` exists, `delay_ms` of delay.
-    fn create(loss_pct: f64, delay_ms: u32) -> Result<NetNs, String> {
-        let id = std::process::id() % 100_000;
-        let net = 1 + std::process::id() % 250;
-        let ns = NetNs {
-            name: format!("qwire-fault-{id}"),
-            host_if: format!("qwh{id}"),
-            host_ip: format!("10.254.{net}.1"),
-            ns_ip: format!("10.254.{net}.2"),
-            impairment: String::new(),
-        };
-        run(&["ip", "netns", "add", &ns.name])?;
-        let mut ns = ns;
-        let ns_if = format!("qwn{id}");
-        run(&["ip", "link", "add", &ns.host_if, "type", "veth", "peer", "name", &ns_if, "netns", &ns.name])?;
-        run(&["ip", "addr", "add", &format!("{}/30", ns.host_ip), "dev", &ns.host_if])?;
-        run(&["ip", "link", "set", &ns.host_if, "up"])?;
-        run(&["ip", "-n", &ns.name, "addr", "add", &format!("{}/30", ns.ns_ip), "dev", &ns_if])?;
-        run(&["ip", "-n", &ns.name, "link", "set", &ns_if, "up"])?;
-        run(&["ip", "-n", &ns.name, "link", "set", "lo", "up"])?;
-        let loss = format!("{loss_pct}%");
-        let delay = format!("{delay_ms}ms");
-        let netem = run(&[
-            "ip", "netns", "exec", &ns.name, "tc", "qdisc", "add", "dev", &ns_if, "root", "netem", "loss", &loss,
-            "delay", &delay,
-        ]);
-        match netem {
-            Ok(()) => ns.impairment = format!("tc netem: {loss} loss, {delay} delay (broker side)"),
-            Err(netem_err) => {
-                let p = format!("{}", loss_pct / 100.0);
-                let rule = |chain: &str| {
-                    run(&[
-                        "ip",
-                        "netns",
-                        "exec",
-                        &ns.name,
-                        "iptables",
-                        "-A",
-                        chain,
-                        "-p",
-                        "udp",
-                        "-m",
-                        "statistic",
-                        "--mode",
-                        "random",
-                        "--probability",
-                        &p,
-                        "-j",
-                        "DROP",
-                    ])
-                };
-                rule("INPUT")
-                    .and_then(|_| rule("OUTPUT"))
-                    .map_err(|e| format!("neither tc netem ({netem_err}) nor iptables ({e}) can impair the veth"))?;
-                ns.impairment =
-                    format!("iptables statistic: {loss} loss each way; no delay (tc netem unavailable: {netem_err})");
-            }
-        }
-        Ok(ns)
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        // Deleting the namespace removes its end of the veth pair, and with it ours.
-        let _ = run(&["ip", "netns", "del", &self.name]);
-        let _ = run(&["ip", "link", "del", &self.host_if]);
-    }
-}
-
 #[test]
 fn packet_loss_between_network_namespaces_loses_nothing_and_duplicates_nothing() {
     let ns = match NetNs::create(3.0, 5) {
         Ok(ns) => ns,
-        Err(e) => {
-            println!("SKIPPED: network namespaces not usable here: {e}");
-            return;
-        }
+        Err(e) => return skip("the network-namespace test", &format!("network namespaces not usable here: {e}")),
     };
     println!("namespace {} ({}): {}", ns.name, ns.ns_ip, ns.impairment);
     runtime().block_on(async {
@@ -348,9 +281,15 @@ fn packet_loss_between_network_namespaces_loses_nothing_and_duplicates_nothing()
         let m = p.metrics();
         p.close(Duration::from_secs(10)).await;
         let v = ledger.verify(&mut c).await;
-        println!("netns: {v:?}\n  producer: retries {} connects {}; host {}", m.retries, m.connects, ns.host_ip);
+        // The fault fired: packets were really dropped on the way.
+        let dropped = ns.dropped().expect("reading the drop counters");
+        println!(
+            "netns: {v:?}\n  producer: retries {} connects {}; host {}; {dropped} packets dropped",
+            m.retries, m.connects, ns.host_ip
+        );
         v.assert_exactly_once();
         assert_eq!(v.acked, records);
+        assert!(dropped > 0, "the impairment dropped no packet: the test proved nothing");
     });
 }
 
@@ -471,61 +410,6 @@ fn a_flipped_bit_in_the_active_segment_is_reported_then_cut_at_restart() {
     });
 }
 
-/// Mounts made by a test; unmounted (newest first) when dropped.
-struct Mounts(Vec<PathBuf>);
-
-impl Mounts {
-    fn tmpfs(&mut self, dir: &Path, size: &str) -> Result<(), String> {
-        run(&["mount", "-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", &dir.display().to_string()])?;
-        self.0.push(dir.into());
-        Ok(())
-    }
-
-    fn ext4_image(&mut self, image: &Path, dir: &Path, size: &str) -> Result<(), String> {
-        run(&["truncate", "-s", size, &image.display().to_string()])?;
-        run(&[
-            "mkfs.ext4",
-            "-q",
-            "-F",
-            "-O",
-            "^has_journal",
-            "-E",
-            "lazy_itable_init=1,nodiscard",
-            &image.display().to_string(),
-        ])?;
-        run(&["mount", "-o", "loop,errors=continue", &image.display().to_string(), &dir.display().to_string()])?;
-        self.0.push(dir.into());
-        Ok(())
-    }
-}
-
-impl Drop for Mounts {
-    fn drop(&mut self) {
-        for dir in self.0.iter().rev() {
-            let d = dir.display().to_string();
-            if run(&["umount", &d]).is_err() {
-                let _ = run(&["umount", "-l", &d]);
-            }
-        }
-    }
-}
-
-/// Fills the file system holding `dir` with `path`, then frees `leave` bytes.
-fn fill_disk(path: &Path, leave: u64) {
-    use std::io::Write;
-    let mut f = std::fs::File::create(path).unwrap();
-    let chunk = vec![0u8; 64 * 1024];
-    loop {
-        match f.write(&chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-    }
-    let _ = f.sync_all();
-    let len = f.metadata().unwrap().len();
-    f.set_len(len.saturating_sub(leave)).unwrap();
-}
-
 /// Produces 8 KiB batches until the broker refuses one; returns (records acked, the
 /// refusal). Acked offsets must be contiguous.
 async fn produce_until_refused(c: &mut Client, topic: &str) -> (i64, qwire::protocol::frame::ProduceResult) {
@@ -549,8 +433,7 @@ fn a_full_disk_refuses_appends_with_storage_error_and_recovers_when_space_return
     let root = tempfile::tempdir().unwrap();
     let mut mounts = Mounts(Vec::new());
     if let Err(e) = mounts.tmpfs(root.path(), "4m") {
-        println!("SKIPPED: cannot mount a small tmpfs here: {e}");
-        return;
+        return skip("the full-disk test", &format!("cannot mount a small tmpfs here: {e}"));
     }
     runtime().block_on(async {
         let data = root.path().join("data");
@@ -605,8 +488,7 @@ fn a_failed_fsync_is_never_acked_and_the_partition_recovers_when_space_returns()
     std::fs::create_dir_all(&mnt).unwrap();
     let mut mounts = Mounts(Vec::new());
     if let Err(e) = mounts.tmpfs(&back, "24m").and_then(|_| mounts.ext4_image(&back.join("img"), &mnt, "256M")) {
-        println!("SKIPPED: cannot mount an ext4 image on a tmpfs here: {e}");
-        return;
+        return skip("the failed-fsync test", &format!("cannot mount an ext4 image on a tmpfs here: {e}"));
     }
     runtime().block_on(async {
         let mut b = TestBroker::start_with(|c| c.data_dir = mnt.join("data")).await;

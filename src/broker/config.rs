@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::disk::Syncer;
 use super::log::LogConfig;
+use super::partition::{PartitionConfig, DEFAULT_PRODUCER_EXPIRATION};
 use crate::protocol::MAX_FRAME_SIZE;
 
 /// Default listen address: loopback only, so a dev broker is not exposed by accident.
@@ -73,9 +75,20 @@ pub struct BrokerConfig {
     pub retention_check_secs: u64,
     /// Grace period for in-flight requests at shutdown, in ms. Default 5000.
     pub shutdown_grace_ms: u64,
+    /// Forget an idempotent producer's dedup state on a partition after this many ms
+    /// without an append there (Kafka's `producer.id.expiration.ms`). Default 86 400 000
+    /// (1 day): a retry never comes that late, and a broker serving many short-lived
+    /// producers does not keep their state forever. A producer that comes back after it
+    /// starts afresh at sequence 0 (another sequence is `UNKNOWN_PRODUCER_ID`).
+    pub producer_id_expiration_ms: u64,
     /// Benchmark mode: do every protocol step (decode, CRC, dedup, ack) but skip the disk
     /// append. Acks are then not durable: never for real data. Default false.
     pub sink: bool,
+    /// How storage makes data durable: the OS's fsync by default. Not read from TOML; a
+    /// test or an embedding program sets a [`Syncer::with_hook`] to delay or fail fsyncs
+    /// (fault injection).
+    #[serde(skip)]
+    pub syncer: Syncer,
 }
 
 impl Default for BrokerConfig {
@@ -101,7 +114,9 @@ impl Default for BrokerConfig {
             retention_secs: None,
             retention_check_secs: 60,
             shutdown_grace_ms: 5000,
+            producer_id_expiration_ms: DEFAULT_PRODUCER_EXPIRATION.as_millis() as u64,
             sink: false,
+            syncer: Syncer::os(),
         }
     }
 }
@@ -131,10 +146,22 @@ impl BrokerConfig {
         if self.max_connections == 0 || self.max_streams_per_connection == 0 {
             return Err("max_connections and max_streams_per_connection must be at least 1".into());
         }
+        if self.producer_id_expiration_ms == 0 {
+            return Err("producer_id_expiration_ms must be at least 1".into());
+        }
         if self.segment_bytes < 4096 {
             return Err(format!("segment_bytes must be at least 4096, got {}", self.segment_bytes));
         }
         Ok(())
+    }
+
+    /// The partition settings derived from this config.
+    pub fn partition_config(&self) -> PartitionConfig {
+        PartitionConfig {
+            log: self.log_config(),
+            producer_expiration: Duration::from_millis(self.producer_id_expiration_ms),
+            syncer: self.syncer.clone(),
+        }
     }
 
     /// The log settings derived from this config.

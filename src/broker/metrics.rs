@@ -52,8 +52,19 @@ counters! {
     authorization_failures,
     /// Fetch requests served.
     fetch_requests,
-    /// fsync calls made by group commit.
+    /// Group-commit rounds that fsync'd (each covers every batch appended before it).
     fsyncs,
+    /// Group-commit rounds whose fsync failed (the partition then refuses writes until
+    /// it has cut its log back to the durable end).
+    fsync_failures,
+    /// Offsets cut by in-place recovery after a failure (never acknowledged as durable,
+    /// never served to a consumer).
+    offsets_cut,
+    /// Segment rolls (their fsync is made by the next group-commit round).
+    segment_rolls,
+    /// Idempotent producers whose dedup state was forgotten after
+    /// `producer_id_expiration_ms` without an append.
+    producers_expired,
 }
 
 /// Adds `n` to a counter.

@@ -10,6 +10,7 @@
 //! - [`topics`] / [`partition`]: topics, partitions, group commit;
 //! - [`log`]: segmented on-disk log with sparse index and crash recovery;
 //! - [`producer_state`]: idempotent-producer dedup;
+//! - [`disk`]: the injectable fsync and the atomic replacement of small state files;
 //! - [`acl`], [`config`], [`producer_ids`], [`metrics`];
 //! - [`admin`]: the admin HTTP listener (`/health`, `/ready`, `/metrics`, mounted routers).
 
@@ -18,6 +19,7 @@ pub mod admin;
 pub mod config;
 mod connection;
 mod context;
+pub mod disk;
 mod framing;
 pub mod log;
 pub mod metrics;

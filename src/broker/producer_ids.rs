@@ -5,10 +5,10 @@
 //! crash skips at most the rest of a block.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use super::disk::{write_atomic, Syncer};
 use crate::protocol::ErrorCode;
 
 /// Ids reserved per write of the state file.
@@ -36,19 +36,12 @@ impl ProducerIdAllocator {
     }
 
     fn persist(&self, block_end: i64) -> std::io::Result<()> {
-        let tmp = self.path.with_extension("tmp");
-        let mut f = fs::File::create(&tmp)?;
-        writeln!(f, "{block_end}")?;
-        f.sync_all()?;
-        fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        write_atomic(&self.path, format!("{block_end}\n").as_bytes(), 0o644, &Syncer::os())
     }
 
     /// Answers `InitProducerId`: a new id with epoch 0 when `producer_id` is -1;
     /// otherwise the same id with the next epoch (a new id when the epoch would overflow).
+    /// Blocking when it persists a new block: call it off the async runtime.
     pub fn init(&self, producer_id: i64, epoch: i16) -> Result<(i64, i16), (ErrorCode, String)> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if producer_id >= 0 {

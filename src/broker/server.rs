@@ -15,6 +15,7 @@ use super::acl::Acl;
 use super::config::BrokerConfig;
 use super::connection::serve_connection;
 use super::context::Shared;
+use super::disk::{write_atomic, Syncer};
 use super::metrics::{inc, BrokerMetrics, MetricsSnapshot};
 use super::producer_ids::ProducerIdAllocator;
 use super::topics::TopicRegistry;
@@ -140,9 +141,15 @@ pub async fn start(config: BrokerConfig, tls: BrokerTls) -> Result<BrokerHandle,
     };
     let metrics = Arc::new(BrokerMetrics::default());
     let storage = |reason: String| BrokerError::Storage { path: config.data_dir.clone(), reason };
-    let (registry, recovered) =
-        TopicRegistry::open(&config.data_dir, config.log_config(), config.max_partitions, metrics.clone())
-            .map_err(storage)?;
+    // Recovery reads (and may fsync) every partition: on the blocking pool.
+    let (registry, recovered) = {
+        let (dir, partition_config, max) = (config.data_dir.clone(), config.partition_config(), config.max_partitions);
+        let m = metrics.clone();
+        tokio::task::spawn_blocking(move || TopicRegistry::open(&dir, partition_config, max, m))
+            .await
+            .map_err(|e| storage(format!("recovery task failed: {e}")))?
+            .map_err(storage)?
+    };
     for r in &recovered {
         if r.report.truncated_bytes > 0 {
             tracing::warn!(
@@ -215,7 +222,9 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>, _lock: fs::
     if tokio::time::timeout(grace, alive_rx.recv()).await.is_err() {
         tracing::warn!(?grace, "connections still busy after the grace period");
     }
-    for e in shared.registry.flush_all() {
+    let flushing = shared.clone();
+    let errors = tokio::task::spawn_blocking(move || flushing.registry.flush_all()).await.unwrap_or_default();
+    for e in errors {
         tracing::error!(error = %e, "final fsync failed");
     }
     endpoint.close(0u8.into(), b"broker shutting down");
@@ -227,8 +236,6 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>, _lock: fs::
 /// derived from a 32-byte secret created on first start in `DATA_DIR/reset_key` (mode
 /// 0600) and reused afterwards.
 fn endpoint_keys(data_dir: &Path) -> std::io::Result<(ring::hmac::Key, u64)> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = data_dir.join("reset_key");
     let secret = match fs::read(&path) {
         Ok(s) if s.len() == 32 => s,
@@ -241,12 +248,7 @@ fn endpoint_keys(data_dir: &Path) -> std::io::Result<(ring::hmac::Key, u64)> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut s = vec![0u8; 32];
             rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut s);
-            let tmp = path.with_extension("tmp");
-            let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-            f.write_all(&s)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            fs::File::open(data_dir)?.sync_all()?;
+            write_atomic(&path, &s, 0o600, &Syncer::os())?;
             s
         }
         Err(e) => return Err(e),
@@ -270,7 +272,7 @@ async fn retention_loop(shared: Arc<Shared>) {
             _ = shutdown.wait_for(|s| *s) => return,
         }
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        let deleted = shared.registry.apply_retention(now);
+        let deleted = shared.registry.apply_retention(now).await;
         if deleted > 0 {
             tracing::info!(deleted, "retention removed segments");
         }

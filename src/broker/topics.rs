@@ -12,9 +12,10 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use super::log::{LogConfig, RecoveryReport};
+use super::disk::{write_atomic, Syncer};
+use super::log::RecoveryReport;
 use super::metrics::BrokerMetrics;
-use super::partition::Partition;
+use super::partition::{Partition, PartitionConfig, ProducerStateReport};
 use crate::protocol::{validate_topic_name, ErrorCode};
 
 /// A topic and its partitions.
@@ -51,15 +52,17 @@ pub struct Recovered {
     pub topic: String,
     /// Partition index.
     pub partition: u32,
-    /// What recovery found.
+    /// What the log's recovery found.
     pub report: RecoveryReport,
+    /// How producer state was rebuilt.
+    pub producers: ProducerStateReport,
 }
 
 /// All topics of a broker.
 #[derive(Debug)]
 pub struct TopicRegistry {
     root: PathBuf,
-    log_config: LogConfig,
+    config: PartitionConfig,
     max_partitions: u32,
     metrics: Arc<BrokerMetrics>,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
@@ -70,7 +73,7 @@ impl TopicRegistry {
     /// Opens every topic under `data_dir/topics`, recovering each partition.
     pub fn open(
         data_dir: &Path,
-        log_config: LogConfig,
+        config: PartitionConfig,
         max_partitions: u32,
         metrics: Arc<BrokerMetrics>,
     ) -> Result<(TopicRegistry, Vec<Recovered>), String> {
@@ -78,7 +81,7 @@ impl TopicRegistry {
         fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
         let reg = TopicRegistry {
             root: root.clone(),
-            log_config,
+            config,
             max_partitions,
             metrics,
             topics: RwLock::new(BTreeMap::new()),
@@ -119,12 +122,17 @@ impl TopicRegistry {
         let mut reports = Vec::new();
         for i in 0..partitions {
             let dir = self.root.join(&*name).join(i.to_string());
-            let (p, report) = Partition::open(&dir, name.clone(), i, self.log_config.clone())
+            let (p, report) = Partition::open(&dir, name.clone(), i, self.config.clone(), self.metrics.clone())
                 .map_err(|e| format!("opening {name}-{i}: {e}"))?;
             let p = Arc::new(p);
-            p.spawn_flusher(self.metrics.clone());
+            p.spawn_flusher();
             parts.push(p);
-            reports.push(Recovered { topic: name.to_string(), partition: i, report });
+            reports.push(Recovered {
+                topic: name.to_string(),
+                partition: i,
+                report: report.log,
+                producers: report.producers,
+            });
         }
         Ok((Arc::new(Topic { name, partitions: parts }), reports))
     }
@@ -159,7 +167,8 @@ impl TopicRegistry {
         // The metadata file is written last and atomically: a crash before it leaves a
         // directory that the next start ignores.
         let meta = serde_json::to_vec(&TopicMeta { partitions }).expect("serialisable");
-        write_atomic(&dir.join("topic.json"), &meta).map_err(|e| storage(format!("writing topic.json: {e}")))?;
+        write_atomic(&dir.join("topic.json"), &meta, 0o644, &Syncer::os())
+            .map_err(|e| storage(format!("writing topic.json: {e}")))?;
         self.write_topics().insert(name.to_owned(), topic.clone());
         tracing::info!(topic = name, partitions, "topic created");
         Ok(topic)
@@ -178,7 +187,8 @@ impl TopicRegistry {
         }
     }
 
-    /// fsyncs every partition (shutdown).
+    /// fsyncs every partition and writes its producer-state snapshot (shutdown).
+    /// Blocking: call it off the async runtime.
     pub fn flush_all(&self) -> Vec<String> {
         let mut errors = Vec::new();
         for t in self.list() {
@@ -191,12 +201,13 @@ impl TopicRegistry {
         errors
     }
 
-    /// Runs retention on every partition; returns segments deleted.
-    pub fn apply_retention(&self, now_ms: i64) -> usize {
+    /// Runs retention on every partition (each on its owner, off the runtime); returns
+    /// segments deleted.
+    pub async fn apply_retention(&self, now_ms: i64) -> usize {
         let mut deleted = 0;
         for t in self.list() {
             for p in &t.partitions {
-                match p.apply_retention(now_ms) {
+                match p.apply_retention(now_ms).await {
                     Ok(n) => deleted += n,
                     Err(e) => tracing::warn!(topic = %t.name, partition = p.index(), error = %e, "retention failed"),
                 }
@@ -204,17 +215,4 @@ impl TopicRegistry {
         }
         deleted
     }
-}
-
-fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }

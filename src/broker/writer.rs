@@ -25,8 +25,16 @@ const WRITE_COALESCE: usize = 64 * 1024;
 pub(crate) enum Pending {
     /// Ready to write.
     Ready(Frame),
-    /// A produce answered once the partition is durable up to `end`.
-    Durable { partition: Arc<Partition>, end: i64, timeout: Duration, correlation_id: u32, result: ProduceResult },
+    /// A produce answered once the partition is durable up to `end` in `generation`
+    /// (from [`Appended`](super::partition::Appended)).
+    Durable {
+        partition: Arc<Partition>,
+        end: i64,
+        generation: u64,
+        timeout: Duration,
+        correlation_id: u32,
+        result: ProduceResult,
+    },
 }
 
 /// Writes the responses received on `rx` to `send`, in order, until the channel closes
@@ -38,7 +46,7 @@ pub(crate) async fn write_responses(mut send: quinn::SendStream, mut rx: mpsc::R
         while let Some(p) = next.take() {
             match p {
                 Pending::Ready(f) => f.encode(&mut out),
-                Pending::Durable { partition, end, timeout, correlation_id, result } => {
+                Pending::Durable { partition, end, generation, timeout, correlation_id, result } => {
                     if partition.durable_end() < end && !out.is_empty() {
                         // Do not hold finished responses back behind an fsync.
                         if send.write_all(&out).await.is_err() {
@@ -46,7 +54,7 @@ pub(crate) async fn write_responses(mut send: quinn::SendStream, mut rx: mpsc::R
                         }
                         out.clear();
                     }
-                    let result = wait_durable(&partition, end, timeout, result).await;
+                    let result = wait_durable(&partition, end, generation, timeout, result).await;
                     Frame { correlation_id, payload: Payload::ProduceResult(result) }.encode(&mut out);
                 }
             }
@@ -64,10 +72,16 @@ pub(crate) async fn write_responses(mut send: quinn::SendStream, mut rx: mpsc::R
 }
 
 /// The group-commit wait of an acks=all produce: `result` when the partition became
-/// durable up to `end` in time, otherwise an error that keeps the base offset, so the
-/// client knows the batch may be stored.
-async fn wait_durable(partition: &Partition, end: i64, timeout: Duration, result: ProduceResult) -> ProduceResult {
-    match tokio::time::timeout(timeout, partition.wait_durable(end)).await {
+/// durable up to `end` in time (in the batch's generation), otherwise an error that keeps
+/// the base offset, so the client knows the batch may be stored.
+async fn wait_durable(
+    partition: &Partition,
+    end: i64,
+    generation: u64,
+    timeout: Duration,
+    result: ProduceResult,
+) -> ProduceResult {
+    match tokio::time::timeout(timeout, partition.wait_durable(end, generation)).await {
         Ok(Ok(())) => result,
         Ok(Err(msg)) => ProduceResult {
             error: ErrorCode::StorageError,

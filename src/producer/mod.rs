@@ -34,6 +34,8 @@ mod driver;
 pub mod error;
 pub mod metrics;
 pub mod partitioner;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 pub mod record;
 mod window;
 

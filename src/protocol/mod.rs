@@ -17,6 +17,7 @@ pub mod compression;
 pub mod error;
 pub mod frame;
 pub mod record;
+pub mod sasl;
 
 pub use batch::{BatchBuilder, BatchHeader, ProducerStamp, RecordBatch, StoredRecord};
 pub use compression::Compression;

@@ -49,6 +49,10 @@ pub struct RelayStats {
     pub duplicated: AtomicU64,
     pub reordered: AtomicU64,
     pub rebinds: AtomicU64,
+    /// The newest rebind generation whose upstream socket has received a datagram from
+    /// the broker: equal to `rebinds` once the broker answers on the path made by the
+    /// latest rebind (the older sockets are closed by then).
+    pub replied_generation: AtomicU64,
 }
 
 impl RelayStats {
@@ -222,7 +226,7 @@ async fn front_loop(front: Arc<UdpSocket>, broker: SocketAddr, shared: Arc<Share
             let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
             socket.connect(broker).await.unwrap();
             let down = DelayLine::new(Out::Client(front.clone(), client));
-            let down_task = tokio::spawn(back_loop(socket.clone(), down, shared.clone()));
+            let down_task = tokio::spawn(back_loop(socket.clone(), down, shared.clone(), generation));
             let up = DelayLine::new(Out::Broker(socket));
             upstreams.insert(client, Upstream { generation, up, down_task });
         }
@@ -232,7 +236,7 @@ async fn front_loop(front: Arc<UdpSocket>, broker: SocketAddr, shared: Arc<Share
     }
 }
 
-async fn back_loop(upstream: Arc<UdpSocket>, down: DelayLine, shared: Arc<Shared>) {
+async fn back_loop(upstream: Arc<UdpSocket>, down: DelayLine, shared: Arc<Shared>, generation: u64) {
     // Stops the delay line's task when this one is aborted.
     struct Stop(JoinHandle<()>);
     impl Drop for Stop {
@@ -248,6 +252,7 @@ async fn back_loop(upstream: Arc<UdpSocket>, down: DelayLine, shared: Arc<Shared
             tokio::time::sleep(Duration::from_millis(1)).await;
             continue;
         };
+        shared.stats.replied_generation.fetch_max(generation, Relaxed);
         for delay in plan(&shared, n) {
             let _ = down.tx.send((Instant::now() + delay, buf[..n].to_vec()));
         }

@@ -8,6 +8,7 @@
 
 pub mod embedded;
 pub mod raw;
+pub mod timeline;
 mod workload;
 
 use std::path::PathBuf;
@@ -132,7 +133,13 @@ struct Window {
 
 struct Latencies {
     total: Histogram<u64>,
+    /// Since the timeline's last sample (see [`timeline`]).
+    interval: Histogram<u64>,
     window: Window,
+}
+
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds")
 }
 
 /// Live counters, readable while the run goes on (for progress output).
@@ -172,7 +179,8 @@ impl Default for Stats {
             target: AtomicU64::new(0),
             measuring: AtomicBool::new(false),
             lat: Mutex::new(Latencies {
-                total: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds"),
+                total: latency_histogram(),
+                interval: latency_histogram(),
                 window: Window { count: 0, sum_us: 0, max_us: 0, started: Instant::now() },
             }),
             first_error: Mutex::new(None),
@@ -184,6 +192,7 @@ impl Stats {
     fn record(&self, us: u64) {
         let mut l = self.lat.lock().unwrap_or_else(|p| p.into_inner());
         let _ = l.total.record(us);
+        let _ = l.interval.record(us);
         l.window.count += 1;
         l.window.sum_us += us;
         l.window.max_us = l.window.max_us.max(us);
@@ -201,6 +210,17 @@ impl Stats {
         }
     }
 
+    /// Takes the latencies (µs) recorded since the last call and starts afresh.
+    pub fn take_interval(&self) -> Histogram<u64> {
+        let mut l = self.lat.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut l.interval, latency_histogram())
+    }
+
+    /// A copy of every measured latency so far (µs).
+    pub fn latencies(&self) -> Histogram<u64> {
+        self.lat.lock().unwrap_or_else(|p| p.into_inner()).total.clone()
+    }
+
     /// Whether warm-up is over.
     pub fn measuring(&self) -> bool {
         self.measuring.load(Relaxed)
@@ -208,7 +228,7 @@ impl Stats {
 }
 
 /// Latency summary in milliseconds.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct LatencyMs {
     /// Mean.
     pub avg: f64,
@@ -222,6 +242,21 @@ pub struct LatencyMs {
     pub p999: f64,
     /// Largest.
     pub max: f64,
+}
+
+impl LatencyMs {
+    /// Mean, percentiles and maximum of a histogram of microseconds (zeros when empty).
+    pub fn of(h: &Histogram<u64>) -> LatencyMs {
+        let q = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
+        LatencyMs {
+            avg: h.mean() / 1000.0,
+            p50: q(0.5),
+            p95: q(0.95),
+            p99: q(0.99),
+            p999: q(0.999),
+            max: h.max() as f64 / 1000.0,
+        }
+    }
 }
 
 /// The outcome of a run.
@@ -259,6 +294,13 @@ pub struct BenchReport {
     pub first_error: Option<String>,
     /// The settings.
     pub config: BenchConfig,
+    /// Throughput and latency per interval of the measured phase (in `report.json`, not
+    /// in the `--json` summary line).
+    #[serde(skip_serializing)]
+    pub timeline: timeline::Timeline,
+    /// Every measured latency (µs), for the percentile distribution.
+    #[serde(skip_serializing)]
+    pub latencies: Histogram<u64>,
 }
 
 /// Raw round-trip percentiles.
@@ -351,24 +393,16 @@ pub async fn run(cfg: BenchConfig, stats: Arc<Stats>) -> Result<BenchReport, Str
 
     stats.target.store(if cfg.duration_secs.is_some() { 0 } else { cfg.records }, Relaxed);
     let plan = workload::Plan::new(&cfg);
+    let sampler = timeline::Sampler::spawn(stats.clone(), cfg.record_size, timeline::interval_for(&cfg));
     let started = workload::drive(&cfg, &plan, &producers, &stats).await;
     for p in &producers {
         p.flush().await;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let timeline = sampler.finish().await;
     let (sent, acked, failed) = (stats.sent.load(Relaxed), stats.acked.load(Relaxed), stats.failed.load(Relaxed));
-    let latency_ms = {
-        let l = stats.lat.lock().unwrap_or_else(|p| p.into_inner());
-        let q = |p: f64| l.total.value_at_quantile(p) as f64 / 1000.0;
-        LatencyMs {
-            avg: l.total.mean() / 1000.0,
-            p50: q(0.5),
-            p95: q(0.95),
-            p99: q(0.99),
-            p999: q(0.999),
-            max: l.total.max() as f64 / 1000.0,
-        }
-    };
+    let latencies = stats.latencies();
+    let latency_ms = LatencyMs::of(&latencies);
     let producer = producers[0].metrics();
     for p in &producers {
         p.close(Duration::from_secs(10)).await;
@@ -408,5 +442,7 @@ pub async fn run(cfg: BenchConfig, stats: Arc<Stats>) -> Result<BenchReport, Str
         producer,
         first_error,
         config: cfg,
+        timeline,
+        latencies,
     })
 }

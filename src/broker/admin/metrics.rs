@@ -132,6 +132,30 @@ impl Collector for BrokerCollector {
             s.authorization_failures,
         )?;
         w.counter("qwire_broker_fetch_requests", "Fetch requests served.", None, s.fetch_requests)?;
-        w.counter("qwire_broker_fsyncs", "fsync calls made by group commit.", None, s.fsyncs)
+        w.counter(
+            "qwire_broker_fsyncs",
+            "Group-commit rounds that fsync'd (each covers every batch appended before it).",
+            None,
+            s.fsyncs,
+        )?;
+        w.counter(
+            "qwire_broker_fsync_failures",
+            "Group-commit rounds whose fsync failed (the partition refuses writes until it has cut its log back).",
+            None,
+            s.fsync_failures,
+        )?;
+        w.counter(
+            "qwire_broker_offsets_cut",
+            "Offsets cut by in-place recovery after a failure (never acknowledged as durable, never served).",
+            None,
+            s.offsets_cut,
+        )?;
+        w.counter("qwire_broker_segment_rolls", "Log segments rolled.", None, s.segment_rolls)?;
+        w.counter(
+            "qwire_broker_producers_expired",
+            "Idempotent producers whose dedup state was forgotten after producer_id_expiration_ms idle.",
+            None,
+            s.producers_expired,
+        )
     }
 }

@@ -13,51 +13,70 @@
 //!
 //! # Durability
 //!
-//! [`PartitionLog::append`] writes into the page cache (one `writev`, no fsync).
-//! Durability comes from [`PartitionLog::flush`] or from fsyncing the file returned by
-//! [`PartitionLog::sync_target`] outside the caller's lock. A segment roll fsyncs the
-//! segment it closes (and the directory after creating the next), so syncing the active
-//! segment makes every offset below the returned end offset durable.
+//! [`PartitionLog::append`] writes into the page cache (one `writev`, no fsync), and a
+//! segment roll only closes the full segment and creates the next one: neither fsyncs.
+//! Durability comes from a *sync round*: [`PartitionLog::sync_plan`] lists what must be
+//! fsync'd — the sealed segments not fsync'd yet (oldest first), the directory when a
+//! segment was created, then the active segment — the owner runs the plan outside its
+//! lock ([`SyncPlan::run`]) and reports success with [`PartitionLog::synced`], which
+//! moves the *durable point* ([`PartitionLog::durable_offset`]). Because a plan always
+//! covers every unsynced sealed segment before the active one, the durable point never
+//! passes a sealed segment that is not fsync'd. [`PartitionLog::flush`] does a round in
+//! place. After a failed fsync the log refuses writes until it is cut back to the durable
+//! point ([`PartitionLog::cut_to_durable`]) and reopened.
+//!
+//! A round that fsyncs sealed segments also replaces the `recovery-point` file (with
+//! [`write_atomic`](crate::broker::disk::write_atomic)): every offset below the number it
+//! holds is fsync'd.
 //!
 //! # Recovery
 //!
-//! [`PartitionLog::open`] scans the newest segment in full (structure, CRC, offset
-//! contiguity) and truncates it at the first invalid batch: only bytes after the last
-//! valid batch are cut. Older segments, fsync'd at roll, have every header checked
-//! (structure and contiguity, not the CRC); a fault there fails the open with
+//! [`PartitionLog::open`] trusts a sealed segment when the next segment starts at or
+//! below the recovery point (it was fsync'd): those get every header checked (structure
+//! and contiguity, not the CRC) and a fault there fails the open with
 //! [`LogError::Corrupt`] or [`LogError::OffsetMismatch`] instead of dropping data that
-//! was acknowledged. Opening therefore reads every header of the partition once.
+//! was acknowledged. Every other segment — always the newest — is scanned in full
+//! (structure, CRC, offset contiguity), and the first invalid batch (or a segment that
+//! does not follow) ends the log there: that segment is cut and the segments after it are
+//! removed. What recovery keeps is then fsync'd, so that what it declares durable is
+//! (a crash keeps the page cache but not what was never written back), and the recovery
+//! point moves to the end. Opening therefore reads every header of the partition once.
 //!
 //! # Reads
 //!
-//! [`PartitionLog::read`] returns whole batches from a single segment: a read that
-//! reaches the end of a segment stops there and the caller fetches again from the next
-//! offset. Every batch returned has its CRC checked again: one damaged on disk since it
-//! was written is never served; a read that starts at it fails with
-//! [`LogError::Corrupt`].
+//! [`PartitionLog::read_plan`] finds, under the owner's lock, where a read starts and how
+//! far it may go (up to the end, or only up to the durable point); [`ReadPlan::read`]
+//! then reads the file outside the lock. A read returns whole batches from a single
+//! segment: one that reaches the end of a segment stops there and the caller fetches
+//! again from the next offset. Every batch returned has its CRC checked again: one
+//! damaged on disk since it was written is never served; a read that starts at it fails
+//! with [`LogError::Corrupt`].
 
 mod index;
+mod read;
 mod recovery;
 mod scan;
 mod segment;
+mod sync;
 #[cfg(test)]
 mod tests;
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::broker::disk::Syncer;
 use crate::protocol::batch::{BatchHeader, BATCH_HEADER_LEN};
 use crate::protocol::DecodeError;
-use recovery::{recover_segment, stop_to_error, sync_dir};
+pub use read::{ReadBound, ReadPlan};
+use recovery::{stop_to_error, sync_dir};
 use scan::{scan_segment, Verify};
 use segment::Segment;
+pub use sync::{DurablePoint, SyncPlan};
 
 /// Default [`LogConfig::segment_bytes`]: 256 MiB, few enough files for a busy partition
 /// and small enough that retention frees space in reasonable steps.
@@ -175,7 +194,7 @@ pub enum LogError {
 
 impl LogError {
     /// Maps an `io::Error` from `op` on `path`.
-    fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> LogError + 'a {
+    pub(crate) fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> LogError + 'a {
         move |source| LogError::Io { op, path: path.to_path_buf(), source }
     }
 }
@@ -187,12 +206,17 @@ pub struct RecoveryReport {
     pub segments: usize,
     /// Valid batches found in all segments.
     pub batches: u64,
-    /// Bytes cut from the end of the newest segment.
+    /// Bytes cut from the segment where the log ends (a torn or damaged tail).
     pub truncated_bytes: u64,
+    /// Segments removed because they followed a cut or a gap in segments that were not
+    /// known to be fsync'd.
+    pub segments_removed: usize,
     /// Why the tail was cut (problem, position, file and next offset), when it was.
     pub reason: Option<String>,
     /// Index files rewritten because they were missing or did not match the log.
     pub indexes_rebuilt: usize,
+    /// Segments scanned with CRCs and fsync'd because they were not known to be fsync'd.
+    pub segments_synced: usize,
 }
 
 /// Where [`PartitionLog::append`] put a batch.
@@ -211,17 +235,25 @@ pub struct AppendInfo {
 }
 
 /// The log of one partition. Not internally synchronised: the owner serialises `&mut`
-/// calls (appends, retention) and may read through `&self` meanwhile.
+/// calls (appends, retention, sync bookkeeping) and may read through `&self` meanwhile.
 pub struct PartitionLog {
     dir: PathBuf,
     config: LogConfig,
-    /// Read-only, fsync'd segments, oldest first.
+    syncer: Syncer,
+    /// Read-only segments, oldest first; those that end after the durable point are not
+    /// fsync'd yet.
     sealed: VecDeque<Segment>,
     /// The segment appends go to (the newest).
     active: Segment,
     size_bytes: u64,
     /// Set by a failure after which appends and fsyncs are refused.
     failed: Option<&'static str>,
+    /// Everything below this point is fsync'd.
+    durable: DurablePoint,
+    /// Base offset of the newest segment whose directory entry is fsync'd.
+    dir_synced_base: i64,
+    /// The value in the `recovery-point` file.
+    recovery_point: i64,
 }
 
 impl fmt::Debug for PartitionLog {
@@ -240,37 +272,56 @@ impl PartitionLog {
     /// Opens the log in `dir` (creating the directory and a first segment if needed) and
     /// recovers it: see the [module docs](self) for what is checked and cut.
     pub fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, RecoveryReport), LogError> {
+        Self::open_with(dir, config, Syncer::os())
+    }
+
+    /// [`Self::open`] with every fsync going through `syncer`.
+    pub fn open_with(
+        dir: &Path,
+        config: LogConfig,
+        syncer: Syncer,
+    ) -> Result<(PartitionLog, RecoveryReport), LogError> {
         let config = LogConfig { segment_bytes: config.segment_bytes.min(MAX_SEGMENT_BYTES), ..config };
         std::fs::create_dir_all(dir).map_err(LogError::io("create partition directory", dir))?;
-        let bases = recovery::list_segments(dir)?;
+        let recovery_point = sync::read_recovery_point(dir);
         let mut report = RecoveryReport::default();
-        let mut segments: VecDeque<Segment> = VecDeque::with_capacity(bases.len());
-        for (i, &base) in bases.iter().enumerate() {
-            if let Some(prev) = segments.back() {
-                if base != prev.next_offset() {
-                    return Err(LogError::OffsetMismatch {
-                        path: segment::segment_path(dir, base, segment::LOG_SUFFIX),
-                        position: 0,
-                        expected: prev.next_offset(),
-                        found: base,
-                    });
-                }
-            }
-            let newest = i + 1 == bases.len();
-            segments.push_back(recover_segment(dir, base, &config, newest, &mut report)?);
-        }
+        let mut segments = recovery::recover_segments(dir, &config, recovery_point, &syncer, &mut report)?;
         let active = match segments.pop_back() {
             Some(s) => s,
             None => {
                 let s = Segment::create(dir, 0, config.index_interval_bytes)?;
-                sync_dir(dir)?;
+                sync_dir(&syncer, dir)?;
                 s
             }
         };
         report.segments = segments.len() + 1;
         let size_bytes = segments.iter().map(Segment::size).sum::<u64>() + active.size();
-        let log = PartitionLog { dir: dir.to_path_buf(), config, sealed: segments, active, size_bytes, failed: None };
-        tracing::debug!(dir = %dir.display(), start = log.log_start_offset(), end = log.end_offset(),
+        let durable = DurablePoint::end_of(&active);
+        let mut log = PartitionLog {
+            dir: dir.to_path_buf(),
+            config,
+            syncer,
+            sealed: segments,
+            dir_synced_base: active.base_offset(),
+            active,
+            size_bytes,
+            failed: None,
+            durable,
+            recovery_point,
+        };
+        // Everything is fsync'd now: move the recovery point to the end. It must not stay
+        // above the end (after a cut), or segments written later would be trusted unsynced.
+        let end = log.end_offset();
+        if end != recovery_point {
+            match sync::write_recovery_point(&log.dir, end, &log.syncer) {
+                Ok(()) => log.recovery_point = end,
+                Err(e) if recovery_point <= end => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot update the recovery point; the next open checks more")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        tracing::debug!(dir = %dir.display(), start = log.log_start_offset(), end,
             segments = report.segments, truncated = report.truncated_bytes, "partition log opened");
         Ok((log, report))
     }
@@ -314,7 +365,8 @@ impl PartitionLog {
     }
 
     /// Seals the active segment and starts a new one at `base_offset` when a batch of
-    /// `len` bytes would overflow the active segment's size or relative offsets.
+    /// `len` bytes would overflow the active segment's size or relative offsets. Nothing
+    /// is fsync'd here: the next sync round fsyncs the sealed segment and the directory.
     fn roll_if_needed(&mut self, base_offset: i64, len: u64) -> Result<bool, LogError> {
         let active = &self.active;
         let full = active.size() > 0 && active.size() + len > self.config.segment_bytes;
@@ -322,12 +374,11 @@ impl PartitionLog {
         if !full && !rel_overflow {
             return Ok(false);
         }
-        self.fail_on_error(|log| log.active.seal(), "a failed fsync")?;
         let next = Segment::create(&self.dir, base_offset, self.config.index_interval_bytes)?;
-        let old = std::mem::replace(&mut self.active, next);
+        let mut old = std::mem::replace(&mut self.active, next);
+        old.close_index();
         tracing::debug!(dir = %self.dir.display(), closed = old.base_offset(), new = base_offset, "rolled segment");
         self.sealed.push_back(old);
-        self.fail_on_error(|log| sync_dir(&log.dir), "a failed directory fsync")?;
         Ok(true)
     }
 
@@ -336,20 +387,6 @@ impl PartitionLog {
             None => Ok(()),
             Some(cause) => Err(LogError::Unwritable { path: self.active.log_path().to_path_buf(), cause }),
         }
-    }
-
-    /// Runs `op`; when it fails, refuses further writes with `cause`.
-    fn fail_on_error(
-        &mut self,
-        op: impl FnOnce(&mut Self) -> Result<(), LogError>,
-        cause: &'static str,
-    ) -> Result<(), LogError> {
-        let res = op(self);
-        if let Err(e) = &res {
-            tracing::error!(dir = %self.dir.display(), error = %e, "the log refuses writes until reopened");
-            self.failed = Some(cause);
-        }
-        res
     }
 
     /// The first offset still stored.
@@ -381,15 +418,13 @@ impl PartitionLog {
     /// fit in `max_bytes`, but always at least that one. Stops at the end of a segment
     /// (fetch again from the next offset to continue). Empty when `offset` is the end
     /// offset; [`LogError::OffsetOutOfRange`] outside `[log_start_offset, end_offset]`.
+    /// Reads up to the end, durable or not; see [`Self::read_plan`] to read outside a lock
+    /// or only what is durable.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, LogError> {
-        let (start, end) = (self.log_start_offset(), self.end_offset());
-        if offset < start || offset > end {
-            return Err(LogError::OffsetOutOfRange { requested: offset, start, end });
+        match self.read_plan(offset, max_bytes, ReadBound::End)? {
+            Some(plan) => plan.read(),
+            None => Ok(Bytes::new()),
         }
-        if offset == end {
-            return Ok(Bytes::new());
-        }
-        self.segment_for(offset).read(offset, max_bytes)
     }
 
     /// The segment holding `offset`, which is in `[log_start_offset, end_offset)`.
@@ -413,46 +448,11 @@ impl PartitionLog {
         &self.config
     }
 
-    /// The first step out of a failure ([`Self::is_failed`]): cuts the active segment
-    /// back to `durable_end` (known fsync'd; or to the segment's start when that is later,
-    /// since a roll fsyncs what it seals) and fsyncs the cut and the directory. The bytes
-    /// after that point are in doubt: a failed fsync may have left them only in the page
-    /// cache, where a later fsync would not write them again. Returns the offset cut to;
-    /// the log stays failed: reopen it ([`Self::open`]) to use it again. Fails, changing
-    /// nothing else, when the cut cannot be made durable (e.g. the disk is still full).
-    pub fn cut_to_durable(&mut self, durable_end: i64) -> Result<i64, LogError> {
-        let cut = durable_end.clamp(self.active.base_offset(), self.end_offset());
-        let pos = self.active.position_of(cut)?;
-        let path = self.active.log_path().to_path_buf();
-        let file = self.active.log_file();
-        file.set_len(pos).map_err(LogError::io("truncate segment", &path))?;
-        file.sync_all().map_err(LogError::io("fsync truncated segment", &path))?;
-        sync_dir(&self.dir)?;
-        Ok(cut)
-    }
-
-    /// Marks the log failed after an fsync done outside it (via [`PartitionLog::sync_target`])
-    /// failed: appends and flushes are refused until the log is reopened, reads still work.
+    /// Marks the log failed after an fsync done outside it (a [`SyncPlan`]) failed:
+    /// appends and flushes are refused until the log is cut back and reopened, reads
+    /// still work.
     pub fn mark_failed(&mut self, cause: &'static str) {
         self.failed.get_or_insert(cause);
-    }
-
-    /// The active segment's file and the end offset it covers: once `file.sync_data()`
-    /// returns, every offset below that end offset is durable (a roll fsyncs the segment
-    /// it closes). Lets the owner fsync outside its lock, e.g. in `spawn_blocking`.
-    ///
-    /// If that fsync fails, do not retry it and report success: the kernel may have
-    /// dropped the dirty pages. Treat the partition as failed and reopen it.
-    pub fn sync_target(&self) -> (Arc<File>, i64) {
-        (Arc::clone(self.active.log_file()), self.end_offset())
-    }
-
-    /// fsyncs the active segment now, making every offset below [`Self::end_offset`]
-    /// durable. After a failed fsync the log refuses appends and flushes
-    /// ([`LogError::Unwritable`]) until reopened.
-    pub fn flush(&mut self) -> Result<(), LogError> {
-        self.check_writable()?;
-        self.fail_on_error(|log| log.active.sync(), "a failed fsync")
     }
 
     /// Deletes whole segments from the oldest, never the active one: first those whose
@@ -494,15 +494,32 @@ impl PartitionLog {
 
     /// Calls `f` with the header of every stored batch (its `base_offset` is the assigned
     /// one), oldest first. Reads headers only; for rebuilding producer state at startup.
-    pub fn for_each_header(&self, mut f: impl FnMut(&BatchHeader)) -> Result<(), LogError> {
+    pub fn for_each_header(&self, f: impl FnMut(&BatchHeader)) -> Result<u64, LogError> {
+        self.for_each_header_from(self.log_start_offset(), f)
+    }
+
+    /// Like [`Self::for_each_header`], from the batch that starts at `offset` (a batch
+    /// boundary, e.g. a segment base or an earlier end offset; [`LogError::OffsetMismatch`]
+    /// otherwise). Returns how many headers were visited.
+    pub fn for_each_header_from(&self, offset: i64, mut f: impl FnMut(&BatchHeader)) -> Result<u64, LogError> {
+        let mut visited = 0;
         for seg in self.sealed.iter().chain(std::iter::once(&self.active)) {
+            if seg.next_offset() <= offset {
+                continue;
+            }
+            let (pos, from) =
+                if offset <= seg.base_offset() { (0, seg.base_offset()) } else { (seg.position_of(offset)?, offset) };
             let path = seg.log_path();
-            let end = scan_segment(seg.log_file(), seg.size(), seg.base_offset(), Verify::Headers, |_, h| f(h))
-                .map_err(LogError::io("scan segment", path))?;
+            let from = scan::Start { position: pos, offset: from, segment_base: seg.base_offset() };
+            let end = scan_segment(seg.log_file(), seg.size(), from, Verify::Headers, |_, h| {
+                visited += 1;
+                f(h)
+            })
+            .map_err(LogError::io("scan segment", path))?;
             if let Some(stop) = end.stop {
                 return Err(stop_to_error(path, stop));
             }
         }
-        Ok(())
+        Ok(visited)
     }
 }

@@ -1,19 +1,31 @@
 //! Opening a partition directory: finding the segments, checking them, cutting a torn
-//! tail off the newest one and rebuilding indexes.
+//! tail, rebuilding indexes, and fsyncing what is kept.
 //!
-//! Only the newest segment can hold unsynced bytes: a roll fsyncs the segment it closes
-//! before the next one is created. So the newest segment is scanned in full (structure,
-//! CRC, offset contiguity) and truncated at its first invalid batch, while older segments
-//! have their headers checked (structure, contiguity) and any fault there is an error:
-//! those bytes were acknowledged as durable, so nothing is cut from them automatically.
+//! A sealed segment is known fsync'd when the segment after it starts at or below the
+//! recovery point (see [`super::sync`]): such segments have their headers checked
+//! (structure, contiguity) and any fault there is an error, since those bytes may have
+//! been acknowledged as durable and nothing is cut from them automatically. Every other
+//! segment — the newest always, and sealed segments a crash may have caught before their
+//! fsync — is scanned in full (structure, CRC, offset contiguity). The first invalid batch
+//! there ends the log: the segment is truncated before it and the segments after it are
+//! removed (the durable point never passed an unsynced segment, so nothing acknowledged
+//! as durable is lost). Then every such segment is fsync'd, with the directory: a process
+//! crash leaves unwritten data in the page cache, where the scan finds it intact, and the
+//! log is about to declare it durable.
 
-use std::fs::{self, File, OpenOptions};
+use std::collections::VecDeque;
+use std::fs::{self, OpenOptions};
 use std::path::Path;
 
 use super::index::{OffsetIndex, Reconciled};
-use super::scan::{scan_segment, Problem, ScanStop, Verify};
-use super::segment::{parse_log_name, segment_path, Segment, INDEX_SUFFIX, LOG_SUFFIX};
+use super::scan::{scan_segment, Problem, ScanStop, Start, Verify};
+use super::segment::{parse_log_name, remove_segment_files, segment_path, Segment, INDEX_SUFFIX, LOG_SUFFIX};
 use super::{LogConfig, LogError, RecoveryReport};
+use crate::broker::disk::{SyncKind, Syncer};
+
+/// Files of the partition directory that are not segments but belong there: the
+/// recovery point and the producer-state snapshot (and their temporary files).
+const STATE_FILES: &[&str] = &["recovery-point", "recovery-point.tmp", "producer-state", "producer-state.tmp"];
 
 /// Base offsets of the segments in `dir`, ascending. Files that are not ours are left
 /// alone and logged.
@@ -29,7 +41,7 @@ pub(super) fn list_segments(dir: &Path) -> Result<Vec<i64>, LogError> {
         };
         if let Some(base) = parse_log_name(name) {
             bases.push(base);
-        } else if !name.ends_with(INDEX_SUFFIX) {
+        } else if !name.ends_with(INDEX_SUFFIX) && !STATE_FILES.contains(&name) {
             // Index files are checked with their segment; an orphan one is harmless.
             tracing::warn!(dir = %dir.display(), name, "ignoring file that is not a segment");
         }
@@ -38,27 +50,101 @@ pub(super) fn list_segments(dir: &Path) -> Result<Vec<i64>, LogError> {
     Ok(bases)
 }
 
-/// Opens segment `base_offset` and checks it: fully when `newest` (truncating a bad tail
-/// and recording it in `report`), by headers otherwise (failing on any fault).
-pub(super) fn recover_segment(
+/// Opens and checks every segment of `dir` (see the module docs), oldest first. The
+/// returned segments are contiguous; the last one keeps its index writer open (it becomes
+/// the active segment).
+pub(super) fn recover_segments(
+    dir: &Path,
+    config: &LogConfig,
+    recovery_point: i64,
+    syncer: &Syncer,
+    report: &mut RecoveryReport,
+) -> Result<VecDeque<Segment>, LogError> {
+    let bases = list_segments(dir)?;
+    let mut segments: VecDeque<Segment> = VecDeque::with_capacity(bases.len());
+    // Index in `segments` of the first segment not known fsync'd.
+    let mut first_unsynced: Option<usize> = None;
+    let mut removed_from: Option<usize> = None;
+    for (i, &base) in bases.iter().enumerate() {
+        let trusted = bases.get(i + 1).is_some_and(|&next| next <= recovery_point);
+        if let Some(prev) = segments.back() {
+            if base != prev.next_offset() {
+                let mismatch = LogError::OffsetMismatch {
+                    path: segment_path(dir, base, LOG_SUFFIX),
+                    position: 0,
+                    expected: prev.next_offset(),
+                    found: base,
+                };
+                if first_unsynced.is_none() {
+                    return Err(mismatch);
+                }
+                // The segment before was not known fsync'd: its lost tail explains the gap.
+                report.reason = Some(format!("{mismatch}; removed the segments from here"));
+                removed_from = Some(i);
+                break;
+            }
+        }
+        let (segment, cut) = recover_segment(dir, base, config, trusted, report)?;
+        if !trusted && first_unsynced.is_none() {
+            first_unsynced = Some(segments.len());
+        }
+        segments.push_back(segment);
+        if cut && i + 1 < bases.len() {
+            removed_from = Some(i + 1);
+            break;
+        }
+    }
+    if let Some(from) = removed_from {
+        // Newest first, so that an interrupted removal leaves a contiguous log.
+        for &base in bases[from..].iter().rev() {
+            remove_segment_files(dir, base)?;
+        }
+        report.segments_removed += bases.len() - from;
+        tracing::warn!(dir = %dir.display(), removed = bases.len() - from,
+            "removed segments that followed a torn tail or a gap in segments not known fsync'd");
+    }
+    let last = segments.len().saturating_sub(1);
+    for (i, seg) in segments.iter_mut().enumerate() {
+        if i != last {
+            seg.close_index();
+        }
+        if first_unsynced.is_some_and(|f| i >= f) {
+            let path = seg.log_path().to_path_buf();
+            syncer
+                .sync(seg.log_file(), &path, SyncKind::Data)
+                .map_err(LogError::io("fsync recovered segment", &path))?;
+            report.segments_synced += 1;
+        }
+    }
+    if !segments.is_empty() {
+        sync_dir(syncer, dir)?;
+    }
+    Ok(segments)
+}
+
+/// Opens segment `base_offset` and checks it: by headers when `trusted` (failing on any
+/// fault), fully otherwise (truncating at the first invalid batch and recording it in
+/// `report`). Returns the segment, with an open index writer unless trusted, and whether
+/// it was cut.
+fn recover_segment(
     dir: &Path,
     base_offset: i64,
     config: &LogConfig,
-    newest: bool,
+    trusted: bool,
     report: &mut RecoveryReport,
-) -> Result<Segment, LogError> {
+) -> Result<(Segment, bool), LogError> {
     let path = segment_path(dir, base_offset, LOG_SUFFIX);
     let mut options = OpenOptions::new();
     options.read(true);
-    if newest {
+    if !trusted {
         options.append(true);
     }
     let file = options.open(&path).map_err(LogError::io("open segment", &path))?;
     let len = file.metadata().map_err(LogError::io("stat segment", &path))?.len();
-    let verify = if newest { Verify::Crc } else { Verify::Headers };
+    let verify = if trusted { Verify::Headers } else { Verify::Crc };
     let mut index = OffsetIndex::new(config.index_interval_bytes);
     let mut max_timestamp: Option<i64> = None;
-    let scan = scan_segment(&file, len, base_offset, verify, |pos, h| {
+    let scan = scan_segment(&file, len, Start::segment(base_offset), verify, |pos, h| {
         // scan_segment stops before a batch whose position or relative offset overflows.
         let rel = u32::try_from(h.base_offset - base_offset).unwrap_or(u32::MAX);
         let pos32 = u32::try_from(pos).unwrap_or(u32::MAX);
@@ -67,8 +153,9 @@ pub(super) fn recover_segment(
     })
     .map_err(LogError::io("scan segment", &path))?;
     report.batches += scan.batches;
+    let cut = scan.stop.is_some();
     if let Some(stop) = scan.stop {
-        if !newest {
+        if trusted {
             return Err(stop_to_error(&path, stop));
         }
         let cut = len - scan.valid_len;
@@ -80,25 +167,18 @@ pub(super) fn recover_segment(
             scan.next_offset
         );
         tracing::warn!(path = %path.display(), position = stop.position, cut_bytes = cut,
-            problem = %stop.problem, "truncating the torn tail of the newest segment");
-        truncate(&file, &path, scan.valid_len)?;
+            problem = %stop.problem, "truncating a torn tail");
+        file.set_len(scan.valid_len).map_err(LogError::io("truncate segment", &path))?;
         report.truncated_bytes += cut;
         report.reason = Some(reason);
     }
     let (segment, reconciled) =
-        Segment::recovered(dir, base_offset, scan.next_offset, scan.valid_len, max_timestamp, file, index, newest)?;
+        Segment::recovered(dir, base_offset, scan.next_offset, scan.valid_len, max_timestamp, file, index, !trusted)?;
     if reconciled != Reconciled::Unchanged {
         tracing::info!(path = %path.display(), ?reconciled, "rebuilt segment index from the log");
         report.indexes_rebuilt += 1;
     }
-    Ok(segment)
-}
-
-/// Cuts `file` to `len` bytes and makes that durable, so a later append cannot leave
-/// garbage between batches.
-fn truncate(file: &File, path: &Path, len: u64) -> Result<(), LogError> {
-    file.set_len(len).map_err(LogError::io("truncate segment", path))?;
-    file.sync_all().map_err(LogError::io("fsync truncated segment", path))
+    Ok((segment, cut))
 }
 
 pub(super) fn stop_to_error(path: &Path, stop: ScanStop) -> LogError {
@@ -111,6 +191,6 @@ pub(super) fn stop_to_error(path: &Path, stop: ScanStop) -> LogError {
 }
 
 /// fsyncs a directory so that files created in (or removed from) it stay so.
-pub(super) fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(LogError::io("fsync partition directory", dir))
+pub(super) fn sync_dir(syncer: &Syncer, dir: &Path) -> Result<(), LogError> {
+    syncer.sync_dir(dir).map_err(LogError::io("fsync partition directory", dir))
 }

@@ -95,7 +95,7 @@ pub(super) struct ScanStop {
 /// The result of scanning a segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct ScanEnd {
-    /// Bytes of valid batches from the start of the file.
+    /// Bytes of valid batches from the start of the file (the scan's start included).
     pub valid_len: u64,
     /// Offset after the last valid batch (the segment's base offset when none).
     pub next_offset: i64,
@@ -105,9 +105,27 @@ pub(super) struct ScanEnd {
     pub stop: Option<ScanStop>,
 }
 
-/// Walks the batches of a segment whose first batch must have base offset `base_offset`,
-/// calling `on_batch(position, header)` for each valid one, in order, until the end of the
-/// first `len` bytes or the first invalid batch.
+/// Where a scan starts: a batch boundary of a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Start {
+    /// Byte position of the first batch to visit.
+    pub position: u64,
+    /// Its base offset.
+    pub offset: i64,
+    /// The segment's base offset (relative offsets are counted from it).
+    pub segment_base: i64,
+}
+
+impl Start {
+    /// The beginning of the segment whose base offset is `base`.
+    pub fn segment(base: i64) -> Start {
+        Start { position: 0, offset: base, segment_base: base }
+    }
+}
+
+/// Walks the batches of a segment from `start` (whose batch must have base offset
+/// `start.offset`), calling `on_batch(position, header)` for each valid one, in order,
+/// until the end of the first `len` bytes or the first invalid batch.
 ///
 /// Invalid: a header that does not parse, a batch cut short by the end of the file, a CRC
 /// mismatch ([`Verify::Crc`] only), a base offset that does not continue the previous
@@ -116,12 +134,12 @@ pub(super) struct ScanEnd {
 pub(super) fn scan_segment(
     file: &File,
     len: u64,
-    base_offset: i64,
+    start: Start,
     verify: Verify,
     mut on_batch: impl FnMut(u64, &BatchHeader),
 ) -> io::Result<ScanEnd> {
     let mut reader = ChunkReader::new(file, len, SCAN_CHUNK_BYTES);
-    let mut end = ScanEnd { valid_len: 0, next_offset: base_offset, batches: 0, stop: None };
+    let mut end = ScanEnd { valid_len: start.position, next_offset: start.offset, batches: 0, stop: None };
     while end.valid_len < len {
         let pos = end.valid_len;
         match check_at(&mut reader, pos, len, verify)? {
@@ -135,7 +153,7 @@ pub(super) fn scan_segment(
                     end.stop = Some(ScanStop { position: pos, problem });
                     break;
                 }
-                if let Some(e) = index_overflow(pos, h.base_offset - base_offset) {
+                if let Some(e) = index_overflow(pos, h.base_offset - start.segment_base) {
                     end.stop = Some(ScanStop { position: pos, problem: Problem::Decode(e) });
                     break;
                 }

@@ -3,16 +3,13 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, ErrorKind, IoSlice, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-use bytes::{Bytes, BytesMut};
 
 use super::index::{self, OffsetIndex};
 use super::scan::ChunkReader;
 use super::LogError;
-use crate::protocol::batch::{check_batch, BatchHeader, BATCH_HEADER_LEN};
+use crate::protocol::batch::{BatchHeader, BATCH_HEADER_LEN};
 use crate::protocol::DecodeError;
 
 /// Suffix of segment data files.
@@ -199,70 +196,18 @@ impl Segment {
         }
     }
 
-    /// fsyncs the `.log` file.
-    pub fn sync(&mut self) -> Result<(), LogError> {
+    /// Makes this segment read-only: flushes and closes its index writer. The log file is
+    /// fsync'd later, by a sync round.
+    pub fn close_index(&mut self) {
         self.flush_index();
-        self.log.sync_data().map_err(LogError::io("fsync segment", &self.log_path))
-    }
-
-    /// Makes this segment read-only: flushes and closes its index writer and fsyncs the
-    /// log, so that syncing later segments covers everything before them.
-    pub fn seal(&mut self) -> Result<(), LogError> {
-        self.sync()?;
         self.index_writer = None;
-        Ok(())
     }
 
-    /// Whole batches starting with the one that contains `offset` (which must be in
-    /// `[base_offset, next_offset)`), up to `max_bytes` but at least that one batch, never
-    /// past the end of this segment.
-    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes, LogError> {
+    /// Where a scan for `offset` (in `[base_offset, next_offset)`) starts: the position
+    /// of the last indexed batch at or below it.
+    pub fn index_position(&self, offset: i64) -> u64 {
         let rel = u32::try_from(offset - self.base_offset).unwrap_or(u32::MAX);
-        let mut pos = u64::from(self.index.lookup(rel));
-        // Index entries are at most ~index_interval_bytes apart: a small chunk suffices.
-        let mut reader = ChunkReader::new(&self.log, self.size, 16 * 1024);
-        let header = loop {
-            let head = reader.bytes_at(pos, BATCH_HEADER_LEN).map_err(LogError::io("read segment", &self.log_path))?;
-            let h = self.parse_stored(head, pos)?;
-            if h.last_offset() >= offset {
-                break h;
-            }
-            pos += h.total_len() as u64;
-        };
-        let first = header.total_len();
-        let want = if first >= max_bytes {
-            first
-        } else {
-            usize::try_from(self.size - pos).unwrap_or(usize::MAX).min(max_bytes)
-        };
-        let mut buf = BytesMut::zeroed(want);
-        self.log.read_exact_at(&mut buf, pos).map_err(LogError::io("read segment", &self.log_path))?;
-        // Keep whole batches only, and only those whose CRC still matches: bytes damaged
-        // on disk after they were validated (sealed segments are not CRC-checked at open)
-        // are reported, never served. A bad first batch is an error; a later one ends the
-        // read before it, so the next read from its offset reports it.
-        let mut end = 0;
-        while buf.len() - end >= BATCH_HEADER_LEN {
-            let at = pos + end as u64;
-            let h = match self.parse_stored(&buf[end..], at) {
-                Ok(h) => h,
-                Err(e) if end == 0 => return Err(e),
-                Err(_) => break,
-            };
-            if h.total_len() > buf.len() - end {
-                break;
-            }
-            if let Err(source) = check_batch(&buf[end..end + h.total_len()]) {
-                if end == 0 {
-                    return Err(LogError::Corrupt { path: self.log_path.clone(), position: at, source });
-                }
-                break;
-            }
-            end += h.total_len();
-        }
-        debug_assert!(end >= first, "the first batch is whole and valid here");
-        buf.truncate(end);
-        Ok(buf.freeze())
+        u64::from(self.index.lookup(rel))
     }
 
     /// Byte position of the batch starting at `offset` (the file size for
@@ -271,12 +216,11 @@ impl Segment {
         if offset == self.next_offset {
             return Ok(self.size);
         }
-        let rel = u32::try_from(offset - self.base_offset).unwrap_or(u32::MAX);
-        let mut pos = u64::from(self.index.lookup(rel));
+        let mut pos = self.index_position(offset);
         let mut reader = ChunkReader::new(&self.log, self.size, 16 * 1024);
         loop {
             let head = reader.bytes_at(pos, BATCH_HEADER_LEN).map_err(LogError::io("read segment", &self.log_path))?;
-            let h = self.parse_stored(head, pos)?;
+            let h = parse_stored(&self.log_path, self.size, head, pos)?;
             if h.base_offset >= offset {
                 if h.base_offset != offset {
                     let found = h.base_offset;
@@ -293,28 +237,38 @@ impl Segment {
         }
     }
 
-    /// Parses the header of a batch at `pos`, which recovery or append validated: a
-    /// failure means the file changed under us.
-    fn parse_stored(&self, head: &[u8], pos: u64) -> Result<BatchHeader, LogError> {
-        let corrupt = |source| LogError::Corrupt { path: self.log_path.clone(), position: pos, source };
-        match BatchHeader::parse(head) {
-            Ok(Some(h)) if pos + h.total_len() as u64 <= self.size => Ok(h),
-            Ok(_) => Err(corrupt(DecodeError::UnexpectedEof {
-                field: "record_batch",
-                offset: usize::try_from(pos).unwrap_or(usize::MAX),
-                need: BATCH_HEADER_LEN,
-                have: usize::try_from(self.size.saturating_sub(pos)).unwrap_or(usize::MAX),
-            })),
-            Err(e) => Err(corrupt(e)),
-        }
-    }
-
     /// Removes the segment's files (index first: an index without its log would be stale,
     /// a log without its index is rebuilt).
     pub fn delete_files(&self) -> Result<(), LogError> {
         remove_if_exists(&self.index_path).map_err(LogError::io("delete index", &self.index_path))?;
         fs::remove_file(&self.log_path).map_err(LogError::io("delete segment", &self.log_path))
     }
+}
+
+/// Parses the header of a batch at `pos` of the segment file `path`, whose first `size`
+/// bytes recovery or append validated: a failure means the file changed under us.
+pub(super) fn parse_stored(path: &Path, size: u64, head: &[u8], pos: u64) -> Result<BatchHeader, LogError> {
+    let corrupt = |source| LogError::Corrupt { path: path.to_path_buf(), position: pos, source };
+    match BatchHeader::parse(head) {
+        Ok(Some(h)) if pos + h.total_len() as u64 <= size => Ok(h),
+        Ok(_) => Err(corrupt(DecodeError::UnexpectedEof {
+            field: "record_batch",
+            offset: usize::try_from(pos).unwrap_or(usize::MAX),
+            need: BATCH_HEADER_LEN,
+            have: usize::try_from(size.saturating_sub(pos)).unwrap_or(usize::MAX),
+        })),
+        Err(e) => Err(corrupt(e)),
+    }
+}
+
+/// Removes the `.index` then the `.log` file of segment `base_offset` in `dir`, if they
+/// exist.
+pub(super) fn remove_segment_files(dir: &Path, base_offset: i64) -> Result<(), LogError> {
+    for suffix in [INDEX_SUFFIX, LOG_SUFFIX] {
+        let path = segment_path(dir, base_offset, suffix);
+        remove_if_exists(&path).map_err(LogError::io("remove segment", &path))?;
+    }
+    Ok(())
 }
 
 fn remove_if_exists(path: &Path) -> io::Result<()> {

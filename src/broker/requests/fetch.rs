@@ -5,12 +5,13 @@ use crate::broker::acl::Permission;
 use crate::broker::context::ConnCtx;
 use crate::broker::log::LogError;
 use crate::broker::metrics::inc;
+use crate::broker::partition::{Fetched, READ_DURABLE_WAIT};
 use crate::broker::writer::Pending;
 use crate::protocol::frame::{Fetch, FetchOk};
 use crate::protocol::{ErrorCode, Payload};
 
 /// Answers `FetchOk` with the batches from `req.offset`, or why there are none.
-pub(super) fn fetch(ctx: &ConnCtx, corr: u32, req: Fetch) -> Option<Pending> {
+pub(super) async fn fetch(ctx: &ConnCtx, corr: u32, req: Fetch) -> Option<Pending> {
     inc(&ctx.shared.metrics.fetch_requests);
     if !ctx.shared.acl.allows(&ctx.principal, &req.topic, Permission::Read) {
         return denied(ctx, corr, &req.topic, Permission::Read);
@@ -33,11 +34,13 @@ pub(super) fn fetch(ctx: &ConnCtx, corr: u32, req: Fetch) -> Option<Pending> {
     // Leave room for the frame header and the two offsets.
     let limit = (ctx.shared.config.max_frame_size as usize).saturating_sub(64);
     let max_bytes = (req.max_bytes as usize).clamp(1, limit);
-    match partition.read(req.offset, max_bytes) {
-        Ok((batches, high_watermark, log_start_offset)) if batches.len() <= limit => {
+    // Only durable offsets are served; at a stored but not yet durable offset the read
+    // asks for the group commit and waits for it (up to READ_DURABLE_WAIT).
+    match partition.read(req.offset, max_bytes, READ_DURABLE_WAIT).await {
+        Ok(Fetched { batches, high_watermark, log_start_offset, .. }) if batches.len() <= limit => {
             frame(corr, Payload::FetchOk(FetchOk { high_watermark, log_start_offset, batches }))
         }
-        Ok((batches, ..)) => {
+        Ok(Fetched { batches, .. }) => {
             error(corr, ErrorCode::Unknown, format!("stored batch of {} bytes exceeds the frame limit", batches.len()))
         }
         Err(LogError::OffsetOutOfRange { requested, start, end }) => {

@@ -28,12 +28,12 @@ use crate::protocol::{ErrorCode, Frame, Payload};
 pub(crate) async fn dispatch(ctx: &ConnCtx, f: Frame) -> Option<Pending> {
     let corr = f.correlation_id;
     match f.payload {
-        Payload::Produce(p) => produce::produce(ctx, corr, p),
+        Payload::Produce(p) => produce::produce(ctx, corr, p).await,
         Payload::Hello(h) => hello::hello(ctx, corr, h),
-        Payload::InitProducerId(req) => producer_id::init_producer_id(ctx, corr, req),
+        Payload::InitProducerId(req) => producer_id::init_producer_id(ctx, corr, req).await,
         Payload::Metadata(m) => frame(corr, Payload::MetadataOk(metadata::metadata(ctx, m))),
         Payload::CreateTopic(c) => admin::create_topic(ctx, corr, c),
-        Payload::Fetch(req) => fetch::fetch(ctx, corr, req),
+        Payload::Fetch(req) => fetch::fetch(ctx, corr, req).await,
         other => {
             inc(&ctx.shared.metrics.bad_frames);
             error(corr, ErrorCode::InvalidRequest, format!("{:?} is a response kind, not a request", other.kind()))

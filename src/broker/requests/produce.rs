@@ -3,20 +3,23 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use super::{frame, now_ms};
 use crate::broker::acl::Permission;
 use crate::broker::context::ConnCtx;
 use crate::broker::metrics::{add, inc};
+use crate::broker::partition::AppendError;
 use crate::broker::writer::Pending;
 use crate::protocol::frame::{Produce, ProduceResult};
-use crate::protocol::{Acks, ErrorCode, Payload, RecordBatch};
+use crate::protocol::{Acks, BatchHeader, ErrorCode, Payload, RecordBatch};
 
 /// Largest decompressed records section the broker accepts when validating a batch.
 pub(crate) const MAX_DECOMPRESSED: usize = 32 * 1024 * 1024;
 
 /// Appends the batch and answers `ProduceResult` (at once, or after the group commit
 /// for acks=all); nothing for acks=0.
-pub(super) fn produce(ctx: &ConnCtx, corr: u32, p: Produce) -> Option<Pending> {
+pub(super) async fn produce(ctx: &ConnCtx, corr: u32, p: Produce) -> Option<Pending> {
     let shared = &ctx.shared;
     inc(&shared.metrics.produce_requests);
     let fail = |code: ErrorCode, message: String| {
@@ -54,29 +57,26 @@ pub(super) fn produce(ctx: &ConnCtx, corr: u32, p: Produce) -> Option<Pending> {
             format!("topic '{}' has {} partitions; {} does not exist", p.topic, topic.partitions.len(), p.partition),
         );
     };
-    // One pass checks structure and CRC; then the records are walked once, because the
-    // log stores batches without decoding them and a header that lied about its record
-    // count would move offsets arbitrarily.
-    let batch =
-        match RecordBatch::from_bytes(p.batch.clone()).and_then(|b| b.validate_records(MAX_DECOMPRESSED).map(|_| b)) {
-            Ok(b) => b,
-            Err(e) => {
-                inc(&shared.metrics.corrupt_batches);
-                return fail(ErrorCode::CorruptBatch, e.to_string());
-            }
-        };
-    let header = *batch.header();
-    let now = now_ms();
-    let appended = match partition.append(&p.batch, &header, now, shared.config.sink) {
+    // The check (which decodes the records) and the append run on the partition's
+    // owner, off the async runtime; the next frame is read once the batch is appended.
+    let batch_len = p.batch.len() as u64;
+    // No epoch fence yet: the request layer passes the registry's current epoch here
+    // once it answers stale epochs per partition.
+    let appended = match partition.append(p.batch.clone(), now_ms(), shared.config.sink, check_batch, None).await {
         Ok(a) => a,
-        Err(e) => return fail(e.code, e.message),
+        Err(e) => {
+            if e.code == ErrorCode::CorruptBatch {
+                inc(&shared.metrics.corrupt_batches);
+            }
+            return fail(e.code, e.message);
+        }
     };
     if appended.duplicate {
         inc(&shared.metrics.duplicates);
     } else {
         inc(&shared.metrics.batches_appended);
-        add(&shared.metrics.records_appended, u64::from(header.record_count));
-        add(&shared.metrics.bytes_appended, p.batch.len() as u64);
+        add(&shared.metrics.records_appended, (appended.end_offset - appended.base_offset) as u64);
+        add(&shared.metrics.bytes_appended, batch_len);
     }
     let result = ProduceResult {
         error: ErrorCode::None,
@@ -94,10 +94,20 @@ pub(super) fn produce(ctx: &ConnCtx, corr: u32, p: Produce) -> Option<Pending> {
             Some(Pending::Durable {
                 partition: partition.clone(),
                 end: appended.end_offset,
+                generation: appended.generation,
                 timeout: Duration::from_millis(u64::from(ms)),
                 correlation_id: corr,
                 result,
             })
         }
     }
+}
+
+/// What a produced batch must pass before it is appended: one pass checks structure and
+/// CRC; then the records are walked once, because the log stores batches without decoding
+/// them and a header that lied about its record count would move offsets arbitrarily.
+fn check_batch(batch: &Bytes) -> Result<BatchHeader, AppendError> {
+    RecordBatch::from_bytes(batch.clone())
+        .and_then(|b| b.validate_records(MAX_DECOMPRESSED).map(|_| *b.header()))
+        .map_err(|e| AppendError { code: ErrorCode::CorruptBatch, message: e.to_string() })
 }

@@ -217,15 +217,55 @@ fn for_each_header_visits_all_batches_in_order() {
 }
 
 #[test]
-fn sync_target_covers_the_end_offset() {
+fn a_sync_plan_covers_unsynced_sealed_segments_then_the_active_one() {
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _) = open(dir.path(), config(500));
+    assert!(log.sync_plan().is_none(), "a freshly opened log is durable");
     fill(&mut log, 20, 0);
-    let (file, end) = log.sync_target();
-    assert_eq!(end, log.end_offset());
-    file.sync_data().unwrap();
-    assert_eq!(file.metadata().unwrap().len(), log.active.size());
+    assert!(log.segment_count() >= 3);
+    assert_eq!(log.durable_offset(), 0, "rolls do not fsync");
+    // Reads bounded by durability see nothing yet.
+    assert!(log.read_plan(0, 1 << 20, ReadBound::Durable).unwrap().is_none());
+    let plan = log.sync_plan().unwrap();
+    assert!(plan.includes_sealed());
+    assert_eq!(plan.end(), log.end_offset());
+    // More appends while the plan runs outside the lock are not covered by it.
+    fill(&mut log, 3, 0);
+    let done = plan.run().unwrap();
+    log.synced(&done);
+    assert_eq!(log.durable_offset(), done.end());
+    assert!(log.durable_offset() < log.end_offset());
+    assert_eq!(log.recovery_point(), done.end());
+    let f = log.read_plan(log.durable_offset() - 1, 1 << 20, ReadBound::Durable).unwrap().unwrap().read().unwrap();
+    let last = RecordBatch::split_all(f).unwrap().last().unwrap().header().last_offset();
+    assert_eq!(last + 1, log.durable_offset(), "a durable read stops at the durable point");
+    let next = log.sync_plan().unwrap();
+    assert!(!next.includes_sealed() || log.segment_count() > 3);
     log.flush().unwrap();
+    assert!(log.sync_plan().is_none());
+    assert_eq!(log.durable_offset(), log.end_offset());
+}
+
+#[test]
+fn a_cut_to_the_durable_point_removes_the_segments_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), config(500));
+    let mut appended = fill(&mut log, 10, 0);
+    log.flush().unwrap();
+    let durable = log.end_offset();
+    fill(&mut log, 20, 0);
+    let segments = log.segment_count();
+    assert!(segments >= 4);
+    log.mark_failed("a failed fsync");
+    assert_eq!(log.cut_to_durable().unwrap(), durable);
+    drop(log);
+    let (mut log, report) = open(dir.path(), config(500));
+    assert_eq!(report.truncated_bytes, 0);
+    assert!(log.segment_count() < segments);
+    assert_eq!(log.end_offset(), durable);
+    assert_batches(&log, &appended);
+    appended.extend(fill(&mut log, 2, 0));
+    assert_batches(&log, &appended);
 }
 
 #[test]
@@ -302,4 +342,25 @@ fn a_batch_damaged_on_disk_is_never_served() {
     // Batches between the two are served.
     let after = appended[2].0;
     assert!(!log.read(after, 1 << 20).unwrap().is_empty());
+}
+
+/// Finding 3: a roll used to fsync the segment it closed (and the directory) inside the
+/// append, i.e. in the request path. The next sync round does it now.
+#[test]
+fn appends_and_rolls_make_no_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
+    let syncer = crate::broker::disk::Syncer::with_hook(move |_, _| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    });
+    let (mut log, _) = PartitionLog::open_with(dir.path(), config(500), syncer).unwrap();
+    let before = calls.load(std::sync::atomic::Ordering::SeqCst);
+    let appended = fill(&mut log, 30, 0);
+    assert!(log.segment_count() >= 4);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), before, "an append or a roll fsync'd");
+    log.flush().unwrap();
+    assert!(calls.load(std::sync::atomic::Ordering::SeqCst) > before);
+    assert_batches(&log, &appended);
 }
