@@ -40,6 +40,7 @@ impl Partition {
     /// fsync outside it, publish the new durable end. Returns whether a round ran and
     /// succeeded (a failure is counted in `fsync_failures` and fails the log).
     pub fn sync_round(&self) -> bool {
+        let _round = self.rounds.lock().unwrap_or_else(|p| p.into_inner());
         let (plan, snapshot, generation) = {
             let mut st = self.lock();
             let plan = st.log.sync_plan();

@@ -38,6 +38,7 @@
 mod durability;
 mod flusher;
 mod owner;
+mod replica;
 mod snapshot;
 #[cfg(test)]
 mod tests;
@@ -177,6 +178,9 @@ pub struct Partition {
     durable: watch::Sender<Durability>,
     sync_wanted: Notify,
     shape: Shape,
+    /// Held by each sync round and by a replica's truncation, so a round's producer-state
+    /// snapshot is never written for a log that was cut meanwhile.
+    rounds: Mutex<()>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -222,6 +226,7 @@ impl Partition {
             jobs: Mutex::new(owner::Jobs::default()),
             durable: watch::Sender::new(Durability::new(end)),
             sync_wanted: Notify::new(),
+            rounds: Mutex::new(()),
         };
         partition.publish_shape(&partition.lock());
         Ok((partition, OpenReport { log: log_report, producers: producer_report }))

@@ -28,6 +28,11 @@ pub(super) enum Job {
         now_ms: i64,
         reply: oneshot::Sender<Result<usize, LogError>>,
     },
+    /// A follower's verbatim append of a batch its leader stored (cluster mode).
+    Replica {
+        batch: Bytes,
+        reply: oneshot::Sender<Result<Appended, AppendError>>,
+    },
 }
 
 /// The queue, and whether a drain task is running.
@@ -97,7 +102,7 @@ impl Partition {
         })
     }
 
-    fn submit(self: &Arc<Self>, job: Job) {
+    pub(super) fn submit(self: &Arc<Self>, job: Job) {
         let mut q = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
         q.queue.push_back(job);
         if !q.running {
@@ -128,6 +133,10 @@ impl Partition {
                         let header = check(batch);
                         (job, Some(header))
                     }
+                    Job::Replica { batch, .. } => {
+                        let header = super::replica::check_replica_batch(batch);
+                        (job, Some(header))
+                    }
                     Job::Retention { .. } => (job, None),
                 })
                 .collect();
@@ -148,6 +157,15 @@ impl Partition {
                         }
                         Job::Retention { now_ms, reply } => {
                             answers.push(Answer::Retention(reply, st.log.apply_retention(now_ms)));
+                        }
+                        Job::Replica { batch, reply } => {
+                            let res = header.expect("checked").and_then(|h| {
+                                self.append_replica_locked(&mut st, &batch, &h).map(|(a, r)| {
+                                    rolled |= r;
+                                    a
+                                })
+                            });
+                            answers.push(Answer::Append(reply, res));
                         }
                     }
                 }
