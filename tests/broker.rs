@@ -334,3 +334,151 @@ async fn a_batch_whose_header_lies_about_its_record_count_is_refused() {
     let ok = c.produce("liar", 0, Acks::Leader, batch("y", 1, ProducerStamp::NONE, Compression::None)).await.unwrap();
     assert_eq!(ok.base_offset, 0);
 }
+
+#[tokio::test]
+async fn one_request_auto_creates_a_bounded_number_of_topics_and_the_broker_holds_at_most_max_topics() {
+    let b = TestBroker::start_with(|c| {
+        c.max_topics = 12;
+        c.max_auto_create_per_request = 5;
+    })
+    .await;
+    let mut c = b.client("alice").await;
+    let names: Vec<String> = (0..40).map(|i| format!("auto-{i:02}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    // One Metadata request naming 40 missing topics creates 5; the rest are answered
+    // RESOURCE_LIMIT (retriable: the next request creates the next ones).
+    let md = c.metadata(&refs).await.unwrap();
+    let created = md.topics.iter().filter(|t| t.error == ErrorCode::None).count();
+    let limited = md.topics.iter().filter(|t| t.error == ErrorCode::ResourceLimit).count();
+    assert_eq!((created, limited), (5, 35), "{md:?}");
+    assert_eq!(c.list_topics().await.unwrap().len(), 5);
+    let md = c.metadata(&refs).await.unwrap();
+    assert_eq!(md.topics.iter().filter(|t| t.error == ErrorCode::None).count(), 10);
+    // The broker-wide limit: 12 topics, then TOPIC_LIMIT_REACHED (not retriable) for
+    // auto-create by metadata or produce, and for CreateTopic.
+    let md = c.metadata(&refs).await.unwrap();
+    assert_eq!(md.topics.iter().filter(|t| t.error == ErrorCode::None).count(), 12);
+    assert!(md.topics.iter().any(|t| t.error == ErrorCode::TopicLimitReached), "{md:?}");
+    let r =
+        c.produce("one-more", 0, Acks::Leader, batch("x", 1, ProducerStamp::NONE, Compression::None)).await.unwrap();
+    assert_eq!(r.error, ErrorCode::TopicLimitReached, "{}", r.message);
+    let e = c.create_topic("one-more", 1).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::TopicLimitReached), "{e}");
+    assert!(!ErrorCode::TopicLimitReached.is_retriable());
+    assert_eq!(c.list_topics().await.unwrap().len(), 12);
+    // Existing topics keep working.
+    let r = c.produce("auto-00", 0, Acks::All, batch("x", 1, ProducerStamp::NONE, Compression::None)).await.unwrap();
+    assert_eq!(r.error, ErrorCode::None, "{}", r.message);
+}
+
+/// A one-record batch of exactly `size` bytes.
+fn batch_of_size(size: usize) -> bytes::Bytes {
+    let mut value = size.saturating_sub(100);
+    loop {
+        let mut b = qwire::protocol::BatchBuilder::new();
+        b.push(&qwire::protocol::Record {
+            timestamp: 1,
+            key: None,
+            value: Some(bytes::Bytes::from(vec![b'v'; value])),
+            headers: vec![],
+        });
+        let sealed = b.seal(Compression::None, None, ProducerStamp::NONE);
+        match sealed.len().cmp(&size) {
+            std::cmp::Ordering::Equal => return sealed,
+            std::cmp::Ordering::Less => value += 1,
+            std::cmp::Ordering::Greater => value -= 1,
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_batch_the_broker_stores_can_be_fetched_and_hello_ok_says_how_large_they_may_be() {
+    let b = TestBroker::start_with(|c| c.max_frame_size = 1 << 20).await;
+    let mut c = b.client("alice").await;
+    let hello = c.connection().hello().clone();
+    let limit = hello.max_batch_bytes as usize;
+    assert_eq!(limit, b.config.batch_limit() as usize);
+    assert!(hello.max_fetch_bytes as usize >= limit && hello.max_fetch_bytes <= hello.max_frame_size);
+    assert_eq!(hello.max_in_flight_per_partition, 5);
+    assert_eq!(u64::from(hello.max_unfinished_frame_bytes), b.config.max_buffered_bytes_per_connection);
+    assert_eq!(u64::from(hello.max_response_bytes), b.config.max_response_bytes_per_connection);
+    // A batch that fits a produce frame but is larger than the limit: refused, not stored
+    // (it could never be fetched: a fetch response frame has more around its batches).
+    let too_large = batch_of_size((hello.max_frame_size - 40) as usize);
+    let r = c.produce("b", 0, Acks::All, too_large).await.unwrap();
+    assert_eq!((r.error, r.base_offset), (ErrorCode::BatchTooLarge, -1), "{}", r.message);
+    assert!(!ErrorCode::BatchTooLarge.is_retriable());
+    // The largest allowed batch is stored, and fetched whole even when less is asked for.
+    for _ in 0..3 {
+        let r = c.produce("b", 0, Acks::All, batch_of_size(limit)).await.unwrap();
+        assert_eq!(r.error, ErrorCode::None, "{}", r.message);
+    }
+    let f = c.fetch("b", 0, 1, 1).await.unwrap();
+    assert_eq!(f.batches.len(), limit);
+    // However much is asked for, a response stays within max_fetch_bytes.
+    let f = c.fetch("b", 0, 0, u32::MAX).await.unwrap();
+    assert!(!f.batches.is_empty() && f.batches.len() <= hello.max_fetch_bytes as usize, "{}", f.batches.len());
+    assert_eq!(c.fetch_all("b", 0, 0).await.unwrap().len(), 3);
+}
+
+/// `batch` with its records section recompressed as a zstd frame whose header carries no
+/// content size, the CRC fixed.
+fn zstd_without_content_size(batch: &[u8]) -> bytes::Bytes {
+    let section = &batch[57..];
+    let mut z = zstd::bulk::Compressor::new(3).unwrap();
+    z.set_parameter(zstd::stream::raw::CParameter::ContentSizeFlag(false)).unwrap();
+    let compressed = z.compress(section).unwrap();
+    assert!(matches!(zstd::zstd_safe::get_frame_content_size(&compressed), Ok(None)));
+    let mut b = BytesMut::from(&batch[..57]);
+    b[8..12].copy_from_slice(&((45 + compressed.len()) as u32).to_be_bytes());
+    b[17..19].copy_from_slice(&4u16.to_be_bytes());
+    b.put_slice(&compressed);
+    let crc = crc32c::crc32c(&b[17..]);
+    b[13..17].copy_from_slice(&crc.to_be_bytes());
+    b.freeze()
+}
+
+#[tokio::test]
+async fn a_batch_that_can_never_be_stored_is_refused_as_not_retriable_and_the_stream_goes_on() {
+    let b = TestBroker::start().await;
+    let mut c = b.client("alice").await;
+    let good = batch("g", 3, ProducerStamp::NONE, Compression::None);
+    let mut bad_crc = BytesMut::from(&good[..]);
+    let last = bad_crc.len() - 1;
+    bad_crc[last] ^= 1;
+    let mut trailing = BytesMut::from(&good[..]);
+    trailing.put_u8(0);
+    let cases = [
+        ("a record byte changed after sealing (CRC mismatch)", bad_crc.freeze()),
+        ("a byte after the batch", trailing.freeze()),
+        ("a zstd frame without its content size", zstd_without_content_size(&good)),
+    ];
+    for (what, bytes) in cases {
+        let r = c.produce("never", 0, Acks::All, bytes).await.unwrap();
+        assert_eq!((r.error, r.base_offset), (ErrorCode::CorruptBatch, -1), "{what}: {}", r.message);
+        // Resending the same bytes can only fail again (QUIC delivers them unaltered).
+        assert!(!r.error.is_retriable(), "{what}");
+    }
+    let r = c.produce("never", 0, Acks::All, good).await.unwrap();
+    assert_eq!((r.error, r.base_offset), (ErrorCode::None, 0), "{}", r.message);
+    assert_eq!(c.fetch_all("never", 0, 0).await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn unsupported_version_is_answered_and_the_stream_stays_usable() {
+    let b = TestBroker::start().await;
+    let c = b.client("alice").await;
+    let mut s = c.open_stream().await.unwrap();
+    let hello = |version, correlation_id| Frame {
+        correlation_id,
+        payload: Payload::Hello(qwire::protocol::frame::Hello { version, client_id: "v".into() }),
+    };
+    s.send(&hello(99, 1)).await.unwrap();
+    let f = s.recv().await.unwrap().unwrap();
+    assert!(matches!(f.payload, Payload::Error(ref e) if e.code == ErrorCode::UnsupportedVersion), "{f:?}");
+    assert_eq!(f.correlation_id, 1);
+    s.send(&hello(qwire::protocol::PROTOCOL_VERSION, 2)).await.unwrap();
+    let f = s.recv().await.unwrap().unwrap();
+    assert!(matches!(f.payload, Payload::HelloOk(_)), "{f:?}");
+    assert_eq!(f.correlation_id, 2);
+}

@@ -10,6 +10,7 @@
 
 mod common;
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -242,23 +243,44 @@ fn many_streams_opened_and_never_finished_cost_little_and_block_no_one() {
             }
             conns.push(evil);
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let m = b.handle.as_ref().unwrap().metrics();
-        assert!(m.streams_opened as usize >= 4 * (limit - 1), "{m:?}");
-        // One more stream on a full connection waits for the stream limit (QUIC flow
-        // control), it is not refused and does not grow anything.
-        let extra = tokio::time::timeout(Duration::from_millis(300), conns[0].connection().quinn().open_bi()).await;
-        assert!(extra.is_err(), "the connection's stream limit holds");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while (b.handle.as_ref().unwrap().metrics().streams_opened as usize) < 4 * (limit - 1) {
+            assert!(Instant::now() < deadline, "{:?}", b.handle.as_ref().unwrap().metrics());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // One more stream on a full connection waits for the stream limit: its first poll
+        // finds no stream credit (the client holds `limit` streams, the broker's limit)...
+        let quinn = conns[0].connection().quinn().clone();
+        let mut extra = std::pin::pin!(quinn.open_bi());
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(extra.as_mut().poll(cx))).await;
+        assert!(first.is_pending(), "a stream beyond the broker's limit was opened at once");
         let grown = rss_mib() - before;
         let latency = well_behaved(&mut good, "g").await;
         println!("{} idle streams over 4 connections: RSS +{grown:.1} MiB; a produce took {latency:?}", held.len());
         assert!(grown < 256.0, "RSS grew {grown:.0} MiB");
+        // ...and is not refused: once streams of the connection end, the broker grants
+        // credit and the waiting open completes. (quinn announces new stream credit once
+        // more than an eighth of the limit is free: end that many.)
+        let mut ended = Vec::new();
+        for _ in 0..limit / 8 + 1 {
+            let (mut send, recv) = held.remove(0);
+            send.finish().unwrap();
+            ended.push((send, recv));
+        }
+        let (mut s, _r) = tokio::time::timeout(Duration::from_secs(30), extra)
+            .await
+            .expect("the waiting stream opens once another ends")
+            .unwrap();
+        s.write_all(&[0, 0]).await.unwrap();
         drop(held);
         for c in &conns {
             c.close();
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(b.handle.as_ref().unwrap().metrics().connections_open, 1);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while b.handle.as_ref().unwrap().metrics().connections_open > 1 {
+            assert!(Instant::now() < deadline, "{:?}", b.handle.as_ref().unwrap().metrics());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     });
 }
 
@@ -275,6 +297,7 @@ fn a_client_that_never_reads_its_responses_is_held_back_by_flow_control() {
         cfg.tuning.conn_window = 256 * 1024;
         let rude = Client::connect(&cfg).await.unwrap();
         let (mut send, recv) = rude.connection().quinn().open_bi().await.unwrap();
+        let frame_len = produce_frame(1, "rude", Acks::Leader, 100).len() as u64;
         let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let writer = {
             let written = written.clone();
@@ -294,24 +317,33 @@ fn a_client_that_never_reads_its_responses_is_held_back_by_flow_control() {
             })
         };
         let before = rss_mib();
-        // The writer runs until the broker stops reading its stream.
-        let mut last = 0;
-        let stalled_at = loop {
-            tokio::time::sleep(Duration::from_millis(1000)).await;
-            let now = written.load(std::sync::atomic::Ordering::Relaxed);
-            if now == last {
-                break now;
-            }
-            assert!(now < 512 << 20, "the rude client wrote {now} bytes without being held back");
-            last = now;
-        };
-        let appended = b.handle.as_ref().unwrap().metrics().batches_appended;
-        let grown = rss_mib() - before;
+        // Proof that QUIC flow control holds the writer: its stack reports, with a
+        // STREAM_DATA_BLOCKED frame, that it has data to send and no credit from the broker.
+        let blocked = || rude.connection().quinn().stats().frame_tx.stream_data_blocked;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while blocked() == 0 {
+            assert!(Instant::now() < deadline, "the rude client was never blocked by flow control");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let at_block = written.load(std::sync::atomic::Ordering::Relaxed);
+        // What the broker took is bounded by its own buffers, not by time: responses queued
+        // per stream (1024), responses the client's 64 KiB window and the writer's 64 KiB
+        // coalescing buffer hold (about 30 bytes each), and what the broker's 8 MiB stream
+        // window admits unread. (The broker may still be working through what it had
+        // received when the client first reported being blocked, so both bounds are
+        // checked against what it has appended by the end.)
+        let held = 1024 + 2 * (64 * 1024 / 30 + 1) + 256;
         let latency = well_behaved(&mut good, "g").await;
+        // Still held: the other client's produce moved nothing for the rude one.
+        let m = b.handle.as_ref().unwrap().metrics();
+        let appended = m.batches_appended;
+        assert!(appended <= held + 1, "{appended} batches taken from a client that reads nothing: {m:?}");
+        assert!(at_block <= (appended + 64) * frame_len + (8 << 20), "{at_block} bytes written, {appended} appended");
+        let grown = rss_mib() - before;
         println!(
-            "a client that never reads was held back after writing {:.1} MiB ({appended} batches appended); \
-             RSS +{grown:.1} MiB; a well-behaved produce took {latency:?}",
-            stalled_at as f64 / 1048576.0
+            "a client that never reads was blocked by flow control after writing {:.1} MiB ({appended} batches \
+             appended, at most {held} possible); RSS +{grown:.1} MiB; a well-behaved produce took {latency:?}",
+            at_block as f64 / 1048576.0
         );
         assert!(grown < 256.0, "RSS grew {grown:.0} MiB");
         writer.abort();
@@ -507,4 +539,235 @@ fn every_refusal_is_logged_by_the_broker_and_counted() {
 fn quic(cfg: &qwire::client::ConnectConfig, tls: Option<rustls::ClientConfig>) -> quinn::ClientConfig {
     let tls = tls.unwrap_or_else(|| qwire::transport::tls::client_tls(cfg.identity.as_ref(), &cfg.ca).unwrap());
     qwire::transport::tls::quinn_client_config(tls, &cfg.tuning).unwrap()
+}
+
+/// One connection pipelines `streams` × `per_stream` Fetch frames of a whole partition and
+/// never reads a byte of the answers. Returns the rude client's streams (keep them open).
+async fn never_reading_fetcher(
+    b: &TestBroker,
+    topic: &str,
+    streams: usize,
+    per_stream: usize,
+) -> (Client, Vec<(quinn::SendStream, quinn::RecvStream)>) {
+    let mut cfg = b.client_config("alice");
+    // Small receive windows: the broker cannot push much into the client either.
+    cfg.tuning.stream_window = 64 * 1024;
+    cfg.tuning.conn_window = 256 * 1024;
+    let rude = Client::connect(&cfg).await.unwrap();
+    let mut held = Vec::new();
+    for s in 0..streams {
+        let (mut send, recv) = rude.connection().quinn().open_bi().await.unwrap();
+        let mut frames = BytesMut::new();
+        for i in 0..per_stream {
+            Frame {
+                correlation_id: (s * per_stream + i) as u32,
+                payload: Payload::Fetch(qwire::protocol::frame::Fetch {
+                    topic: topic.into(),
+                    partition: 0,
+                    offset: 0,
+                    max_bytes: u32::MAX,
+                }),
+            }
+            .encode(&mut frames);
+        }
+        send.write_all(&frames).await.unwrap();
+        held.push((send, recv));
+    }
+    (rude, held)
+}
+
+#[test]
+fn a_client_that_never_reads_its_fetches_holds_a_bounded_budget_and_slows_no_one() {
+    let _serial = one_at_a_time();
+    runtime().block_on(async {
+        let b = TestBroker::start().await;
+        let mut good = b.client("bob").await;
+        // A partition holding 8 MiB in 1 MiB batches.
+        for i in 0..8 {
+            let r = good
+                .produce("big", 0, Acks::Leader, batch(&"v".repeat(1 << 20), 1, ProducerStamp::NONE, Compression::None))
+                .await
+                .unwrap();
+            assert_eq!(r.error, ErrorCode::None, "batch {i}: {}", r.message);
+        }
+        well_behaved(&mut good, "g").await;
+        let before = rss_mib();
+        let metrics = || b.handle.as_ref().unwrap().metrics();
+        let fetches_before = metrics().fetch_requests;
+        let (rude, held) = never_reading_fetcher(&b, "big", 4, 16).await;
+        // The broker works through the rude client's requests until it is held back; the
+        // other client probes all along and is always answered.
+        let mut probes = 0;
+        let mut last = (u64::MAX, 0);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let f = tokio::time::timeout(Duration::from_secs(10), good.fetch("big", 0, 0, 64 * 1024))
+                .await
+                .expect("another client's fetch is answered")
+                .unwrap();
+            assert!(!f.batches.is_empty());
+            well_behaved(&mut good, "g").await;
+            probes += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let m = metrics();
+            let rude_fetches = m.fetch_requests - fetches_before - probes;
+            // Stable for 20 probes in a row: the broker has stopped taking the rude requests.
+            if rude_fetches == last.0 {
+                last.1 += 1;
+            } else {
+                last = (rude_fetches, 0);
+            }
+            if last.1 >= 20 || rude_fetches == 64 && last.1 >= 5 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the broker kept taking requests for 60 s: {m:?}");
+        }
+        let grown = rss_mib() - before;
+        let m = metrics();
+        let budget = b.config.max_response_bytes_per_connection;
+        println!(
+            "a connection pipelining 4 x 16 whole-partition fetches (8 MiB each) and reading nothing: the broker \
+             took {} of them, RSS +{grown:.0} MiB, at most {:.1} MiB of responses queued (budget {} MiB per \
+             connection, {} waits); {probes} probes of another client all answered",
+            last.0,
+            m.response_bytes_queued_peak as f64 / 1048576.0,
+            budget >> 20,
+            m.response_budget_waits,
+        );
+        assert!(m.response_budget_waits >= 1, "the rude client was never held back: {m:?}");
+        // The rude connection's budget plus the probes' small responses.
+        assert!(m.response_bytes_queued_peak <= budget + (1 << 20), "{m:?}");
+        assert!(last.0 < 64, "the broker took every request");
+        assert!(grown < 128.0, "RSS grew {grown:.0} MiB");
+        drop(held);
+        rude.close();
+        well_behaved(&mut good, "g").await;
+        // Everything the rude client held is given back once it is gone.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while metrics().response_bytes_queued > 0 {
+            assert!(Instant::now() < deadline, "responses still charged: {:?}", metrics());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
+
+#[test]
+fn never_reading_clients_together_hold_at_most_the_broker_budget_until_their_streams_stall() {
+    let _serial = one_at_a_time();
+    runtime().block_on(async {
+        let b = TestBroker::start_with(|c| {
+            c.max_response_bytes = 24 << 20;
+            c.response_stall_timeout_secs = 2;
+        })
+        .await;
+        let mut good = b.client("bob").await;
+        for _ in 0..8 {
+            let r = good
+                .produce("big", 0, Acks::Leader, batch(&"v".repeat(1 << 20), 1, ProducerStamp::NONE, Compression::None))
+                .await
+                .unwrap();
+            assert_eq!(r.error, ErrorCode::None, "{}", r.message);
+        }
+        let metrics = || b.handle.as_ref().unwrap().metrics();
+        let before = rss_mib();
+        let mut rude = Vec::new();
+        for _ in 0..3 {
+            rude.push(never_reading_fetcher(&b, "big", 4, 8).await);
+        }
+        // Three connections whose budgets (16 MiB each) add up to twice the broker's: the
+        // broker-wide budget holds, and the streams that take nothing are reset after the
+        // stall timeout, which gives the budget back to everyone else.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while metrics().streams_stalled < 4 {
+            assert!(Instant::now() < deadline, "no stream was reset as stalled: {:?}", metrics());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let f = tokio::time::timeout(Duration::from_secs(30), good.fetch("big", 0, 0, u32::MAX))
+            .await
+            .expect("another client's fetch is answered")
+            .unwrap();
+        assert!(f.batches.len() > 4 << 20);
+        let m = metrics();
+        let grown = rss_mib() - before;
+        println!(
+            "3 connections x 4 streams x 8 whole-partition fetches, reading nothing: at most {:.1} MiB of \
+             responses queued (broker budget {} MiB), {} streams reset as stalled, RSS +{grown:.0} MiB",
+            m.response_bytes_queued_peak as f64 / 1048576.0,
+            b.config.max_response_bytes >> 20,
+            m.streams_stalled
+        );
+        assert!(m.response_bytes_queued_peak <= b.config.max_response_bytes + (1 << 20), "{m:?}");
+        assert!(grown < 160.0, "RSS grew {grown:.0} MiB");
+        // A reset stream is an error on that stream only: the rude connections still work.
+        for (c, _) in &mut rude {
+            assert_eq!(c.metadata(&[]).await.unwrap().brokers.len(), 1);
+        }
+        drop(rude);
+    });
+}
+
+/// Sends `n` QUIC Initial packets (each a ClientHello of a new connection, offering no
+/// client certificate) to `server` from one UDP socket, and never answers anything the
+/// server sends back: abandoned handshakes.
+fn abandoned_handshakes(server: std::net::SocketAddr, ca: &[rustls_pki_types::CertificateDer<'static>], n: usize) {
+    let tls = qwire::transport::tls::client_tls(None, ca).unwrap();
+    let config = qwire::transport::tls::quinn_client_config(tls, &Default::default()).unwrap();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut endpoint = quinn_proto::Endpoint::new(Arc::new(quinn_proto::EndpointConfig::default()), None, false, None);
+    let mut buf = Vec::with_capacity(1500);
+    for i in 0..n {
+        if i % 50 == 49 {
+            // Paced (about 500 a second), so that the broker's socket buffer takes them all.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let now = std::time::Instant::now();
+        let (_, mut conn) = endpoint.connect(now, config.clone(), server, "localhost").unwrap();
+        buf.clear();
+        let t = conn.poll_transmit(now, 1, &mut buf).expect("an Initial to send");
+        socket.send_to(&buf[..t.size], server).unwrap();
+    }
+}
+
+#[test]
+fn a_flood_of_abandoned_handshakes_does_not_lock_out_a_valid_client() {
+    let _serial = one_at_a_time();
+    runtime().block_on(async {
+        let b = TestBroker::start().await;
+        let metrics = || b.handle.as_ref().unwrap().metrics();
+        let n = b.config.max_connections as usize + 76;
+        let (addr, ca) = (b.addr(), b.client_config("alice").ca);
+        tokio::task::spawn_blocking(move || abandoned_handshakes(addr, &ca, n)).await.unwrap();
+        // Until the broker has seen most of them (loopback may drop a few datagrams).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let seen = |m: &qwire::broker::metrics::MetricsSnapshot| {
+            m.handshakes_retried + m.connections_open + m.handshake_timeouts + m.handshakes_refused
+        };
+        while seen(&metrics()) < n as u64 / 2 {
+            assert!(Instant::now() < deadline, "the broker did not see the flood: {:?}", metrics());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // A valid client gets in at its first try while the abandoned handshakes are held.
+        let mut good = Client::connect(&b.client_config("bob")).await.expect("a valid client is not locked out");
+        well_behaved(&mut good, "g").await;
+        let m = metrics();
+        println!(
+            "{n} abandoned handshakes: {} held a slot, {} were sent a Retry, {} refused; a valid client got in",
+            m.connections_open - 1,
+            m.handshakes_retried,
+            m.connections_refused + m.handshakes_refused
+        );
+        assert!(m.connections_open - 1 <= u64::from(b.config.max_handshakes), "{m:?}");
+        assert!(m.handshakes_retried > 0, "{m:?}");
+        assert_eq!(m.connections_refused, 0, "{m:?}");
+        // The abandoned ones are dropped by the handshake timeout, not the idle timeout.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while metrics().connections_open > 1 {
+            assert!(Instant::now() < deadline, "abandoned handshakes still hold slots: {:?}", metrics());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let after = metrics();
+        assert!(after.handshake_timeouts >= m.connections_open - 1, "{after:?}");
+        assert!(after.handshake_timeouts >= 1 && after.handshake_failures == 0, "{after:?}");
+        well_behaved(&mut good, "g").await;
+    });
 }

@@ -41,6 +41,22 @@ const EXIT_CODES: &str = "Exit codes: 0 ok, 1 other error, 2 usage, 3 broker unr
 5 not authorized (ACL), 6 unknown topic or partition, 7 record or frame too large, 8 invalid input or configuration. \
 `produce` exits with the code of its first failed record.";
 
+/// `qwire broker --help` on `--acl`: the ACL file format.
+const ACL_HELP: &str = "ACL file (TOML); without one every authenticated client may do everything.
+
+The file is a list of [[allow]] rules, read at start-up (changes need a restart):
+
+  [[allow]]
+  principal = \"alice\"              # a client certificate's principal (its CN), or \"*\"
+  topics = [\"orders\", \"logs.*\"]    # exact names, \"*\", or prefixes ending in \"*\"
+  permissions = [\"read\", \"write\"]  # any of read, write, admin
+
+Rules only grant; whatever no rule grants is denied. read: Fetch. write: Produce,
+auto-creating the topic, and (write on any topic) getting a producer id. admin:
+CreateTopic. Metadata lists a topic to a principal holding any permission on it.
+An empty file (no [[allow]] rule) denies everything. An unknown key or permission
+is an error and the broker does not start.";
+
 #[derive(Subcommand)]
 enum Command {
     /// Generate a development CA, a broker certificate and client certificates.
@@ -69,7 +85,7 @@ enum Command {
         #[arg(long, default_value = "certs")]
         certs: PathBuf,
         /// ACL file (TOML); without one every authenticated client may do everything.
-        #[arg(long)]
+        #[arg(long, long_help = ACL_HELP)]
         acl: Option<PathBuf>,
         /// Broker config file (TOML); flags override it.
         #[arg(long)]

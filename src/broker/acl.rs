@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Without an ACL file every authenticated principal may do everything. With one, what
-//! is not allowed is denied.
+//! is not allowed is denied: an empty file denies everything.
 
 use std::path::Path;
 
@@ -91,6 +91,11 @@ impl Acl {
         Acl::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
+    /// True for an ACL file with no rule: it denies everything.
+    pub fn denies_everything(&self) -> bool {
+        self.rules.as_ref().is_some_and(|r| r.is_empty())
+    }
+
     /// Whether `principal` holds `perm` on `topic`.
     pub fn allows(&self, principal: &str, topic: &str, perm: Permission) -> bool {
         let Some(rules) = &self.rules else { return true };
@@ -98,6 +103,17 @@ impl Acl {
             (r.principal == "*" || r.principal == principal)
                 && r.permissions.contains(&perm)
                 && r.topics.iter().any(|p| topic_matches(p, topic))
+        })
+    }
+
+    /// Whether `principal` may write at least one topic: what `InitProducerId` requires
+    /// (like Kafka's `IdempotentWrite`). True without an ACL file.
+    pub fn may_write_some_topic(&self, principal: &str) -> bool {
+        let Some(rules) = &self.rules else { return true };
+        rules.iter().any(|r| {
+            (r.principal == "*" || r.principal == principal)
+                && r.permissions.contains(&Permission::Write)
+                && !r.topics.is_empty()
         })
     }
 
@@ -145,6 +161,10 @@ mod tests {
         assert!(!acl.allows("bob", "public", Permission::Write));
         assert!(acl.allows("ops", "anything", Permission::Admin));
         assert!(!acl.sees("bob", "orders"));
+        assert!(acl.may_write_some_topic("alice"));
+        assert!(!acl.may_write_some_topic("bob"));
+        assert!(!acl.may_write_some_topic("ops"));
+        assert!(Acl::allow_all().may_write_some_topic("anyone"));
         assert!(Acl::allow_all().allows("x", "y", Permission::Admin));
     }
 

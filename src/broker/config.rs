@@ -18,6 +18,16 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 /// Default largest frame: 8 MiB, room for a 1 MiB batch (Kafka's default max request)
 /// many times over while bounding per-stream buffering.
 pub const DEFAULT_MAX_FRAME_SIZE: u32 = 8 * 1024 * 1024;
+/// Bytes of a `FetchOk` frame besides its batches, rounded up: length prefix, kind,
+/// correlation id, high watermark and log start offset take 25.
+pub const FETCH_OVERHEAD: u32 = 64;
+/// Default [`BrokerConfig::max_response_bytes_per_connection`]: 16 MiB, two fetch
+/// responses of the largest default size; a consumer that reads what it asked for never
+/// waits on it.
+pub const DEFAULT_MAX_RESPONSE_BYTES_PER_CONNECTION: u64 = 16 * 1024 * 1024;
+/// Default [`BrokerConfig::max_response_bytes`]: 256 MiB, the per-connection budget of
+/// 16 connections at once.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 256 * 1024 * 1024;
 /// Default [`BrokerConfig::max_buffered_bytes_per_connection`]: 32 MiB, four frames of
 /// the largest default size at once; a producer's batches (up to 1 MiB) on all its
 /// streams fit many times over.
@@ -44,10 +54,35 @@ pub struct BrokerConfig {
     pub default_partitions: u32,
     /// Most partitions one topic may have. Default 1024.
     pub max_partitions: u32,
+    /// Most topics the broker holds. Creating one more (explicitly or by auto-create) is
+    /// refused with `TOPIC_LIMIT_REACHED` (not retriable). Each topic costs files and a
+    /// task per partition, so one authorised client must not create them without bound.
+    /// Topics already on disk at start-up are all opened, even beyond it. Default 10 000.
+    pub max_topics: u32,
+    /// Most topics one `Metadata` request may auto-create; the further missing topics it
+    /// names are answered `RESOURCE_LIMIT` (retriable: the next request creates the next
+    /// ones). Default 100.
+    pub max_auto_create_per_request: u32,
     /// Largest frame accepted (length prefix value). Default 8 MiB, at most 16 MiB.
     pub max_frame_size: u32,
+    /// Largest record batch a produce may carry; larger ones are answered
+    /// `BATCH_TOO_LARGE`. It is also the largest fetch response, so every stored batch can
+    /// be fetched. 0 (the default) means `max_frame_size` − [`FETCH_OVERHEAD`]; a value set
+    /// must lie between 1024 and that.
+    pub max_batch_bytes: u32,
     /// Most concurrent connections; further ones are refused. Default 1024.
     pub max_connections: u32,
+    /// Most TLS handshakes in progress at once; each also holds a connection slot. A
+    /// further connection is refused (QUIC `CONNECTION_REFUSED`), and once half of them are
+    /// in progress, a peer whose address is not yet validated is first sent a QUIC Retry
+    /// (one extra round trip; the broker keeps no state until the peer answers it). Peers
+    /// that start handshakes and never finish them therefore hold at most this many slots,
+    /// for at most `handshake_timeout_ms`. Default 128.
+    pub max_handshakes: u32,
+    /// A handshake not completed within this many ms is dropped and its slot freed.
+    /// Default 5000 (a full mTLS handshake takes about 1 ms on loopback; this leaves room
+    /// for slow, lossy paths).
+    pub handshake_timeout_ms: u64,
     /// Most concurrent bidirectional streams per connection. Default 256.
     pub max_streams_per_connection: u32,
     /// Bytes of partly received large frames (over 64 KiB) one connection may hold at
@@ -57,6 +92,30 @@ pub struct BrokerConfig {
     /// memory by `max_streams_per_connection` × `max_frame_size`. Default 32 MiB;
     /// values below `max_frame_size` let only one large frame in at a time.
     pub max_buffered_bytes_per_connection: u64,
+    /// Bytes of responses (fetched batches, metadata listings) one connection may have
+    /// waiting to be sent, summed over its streams. A fetch is charged before the broker
+    /// reads the log and released once its bytes are handed to QUIC; a fetch that does not
+    /// fit waits, and so does the rest of its stream, so a client that never reads its
+    /// responses holds at most this much. A single response larger than the budget takes
+    /// the whole budget. Default 16 MiB.
+    pub max_response_bytes_per_connection: u64,
+    /// Bytes of responses waiting to be sent over all connections: the broker-wide bound
+    /// behind [`Self::max_response_bytes_per_connection`]. A connection takes its own
+    /// budget first, so it waits on this one only when many connections hold responses
+    /// their clients do not read. Default 256 MiB.
+    pub max_response_bytes: u64,
+    /// Seconds a stream's client may take none of the response bytes the broker has for it
+    /// before the broker resets the stream (QUIC `RESET_STREAM`, application code 2) and
+    /// drops its queued responses, giving their budget back: without it, clients that
+    /// keep their connection alive but never read would hold the broker-wide budget for
+    /// ever. The client's connection and other streams are untouched. 0 never resets.
+    /// Default 30 (the default request timeout).
+    pub response_stall_timeout_secs: u64,
+    /// Most producer ids one principal holds at once. Issuing one more forgets the
+    /// principal's least recently used id (its producer then gets `INVALID_PRODUCER_ID`
+    /// and asks for a new id), so one client cannot grow the broker's id table without
+    /// bound. Default 10 000.
+    pub max_producer_ids_per_principal: usize,
     /// Idle timeout for connections, in seconds. Default 30.
     pub idle_timeout_secs: u64,
     /// How long an acks=all produce may wait for its fsync when the request carries no
@@ -102,10 +161,19 @@ impl Default for BrokerConfig {
             auto_create_topics: true,
             default_partitions: 1,
             max_partitions: 1024,
+            max_topics: 10_000,
+            max_auto_create_per_request: 100,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            max_batch_bytes: 0,
             max_connections: 1024,
+            max_handshakes: 128,
+            handshake_timeout_ms: 5000,
             max_streams_per_connection: 256,
             max_buffered_bytes_per_connection: DEFAULT_MAX_BUFFERED_BYTES_PER_CONNECTION,
+            max_response_bytes_per_connection: DEFAULT_MAX_RESPONSE_BYTES_PER_CONNECTION,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            response_stall_timeout_secs: 30,
+            max_producer_ids_per_principal: super::producer_ids::DEFAULT_MAX_PER_PRINCIPAL,
             idle_timeout_secs: 30,
             default_produce_timeout_ms: 30_000,
             segment_bytes: 256 * 1024 * 1024,
@@ -137,14 +205,27 @@ impl BrokerConfig {
                 self.max_frame_size
             ));
         }
+        let largest = self.max_frame_size - FETCH_OVERHEAD;
+        if self.max_batch_bytes != 0 && !(1024..=largest).contains(&self.max_batch_bytes) {
+            return Err(format!(
+                "max_batch_bytes must be 0 (max_frame_size - {FETCH_OVERHEAD}) or between 1024 and {largest}, got {}",
+                self.max_batch_bytes
+            ));
+        }
         if self.default_partitions == 0 || self.default_partitions > self.max_partitions {
             return Err(format!(
                 "default_partitions must be between 1 and max_partitions ({}), got {}",
                 self.max_partitions, self.default_partitions
             ));
         }
-        if self.max_connections == 0 || self.max_streams_per_connection == 0 {
-            return Err("max_connections and max_streams_per_connection must be at least 1".into());
+        if self.max_connections == 0 || self.max_streams_per_connection == 0 || self.max_handshakes == 0 {
+            return Err("max_connections, max_handshakes and max_streams_per_connection must be at least 1".into());
+        }
+        if self.handshake_timeout_ms == 0 {
+            return Err("handshake_timeout_ms must be at least 1".into());
+        }
+        if self.max_response_bytes_per_connection == 0 || self.max_response_bytes == 0 {
+            return Err("max_response_bytes_per_connection and max_response_bytes must be at least 1".into());
         }
         if self.producer_id_expiration_ms == 0 {
             return Err("producer_id_expiration_ms must be at least 1".into());
@@ -161,6 +242,15 @@ impl BrokerConfig {
             log: self.log_config(),
             producer_expiration: Duration::from_millis(self.producer_id_expiration_ms),
             syncer: self.syncer.clone(),
+        }
+    }
+
+    /// The largest batch a produce may carry, and the largest fetch response
+    /// ([`Self::max_batch_bytes`] with 0 resolved).
+    pub fn batch_limit(&self) -> u32 {
+        match self.max_batch_bytes {
+            0 => self.max_frame_size - FETCH_OVERHEAD,
+            n => n,
         }
     }
 

@@ -6,36 +6,43 @@ use std::sync::Arc;
 use rustls_pki_types::CertificateDer;
 use tokio::sync::mpsc;
 
+use super::admission::Admitted;
 use super::context::{ConnCtx, Shared};
 use super::framing::{FrameReader, ReadEvent, STOP_BAD_FRAMING};
-use super::metrics::{dec, inc, BrokerMetrics};
+use super::metrics::inc;
 use super::requests::dispatch;
 use super::writer::{write_responses, Pending, RESPONSE_QUEUE};
 use crate::protocol::frame::ErrorFrame;
 use crate::protocol::{ErrorCode, Frame, Payload};
 use crate::transport::certs::{principal_of, CertError};
 
-struct OpenGuard(Arc<BrokerMetrics>);
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        dec(&self.0.connections_open);
-    }
-}
-
-/// Completes the handshake of `incoming`, then serves its streams until the client goes
-/// away or the broker shuts down. `_alive` is held until every stream has finished.
-pub(crate) async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>, _alive: mpsc::Sender<()>) {
+/// Completes the handshake of `incoming` (within the handshake timeout), then serves its
+/// streams until the client goes away or the broker shuts down. The connection's slot is
+/// held until then; `_alive` until every stream has finished.
+pub(crate) async fn serve_connection(
+    incoming: quinn::Incoming,
+    admitted: Admitted,
+    shared: Arc<Shared>,
+    _alive: mpsc::Sender<()>,
+) {
     let remote = incoming.remote_address();
-    inc(&shared.metrics.connections_open);
-    let _guard = OpenGuard(shared.metrics.clone());
-    let conn = match incoming.await {
-        Ok(c) => c,
-        Err(e) => {
+    let Admitted { slot: _slot, handshake } = admitted;
+    let timeout = std::time::Duration::from_millis(shared.config.handshake_timeout_ms);
+    let conn = match tokio::time::timeout(timeout, incoming).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
             inc(&shared.metrics.handshake_failures);
             tracing::warn!(%remote, error = %e, "handshake failed");
             return;
         }
+        Err(_) => {
+            // Dropping the unfinished handshake closes it.
+            inc(&shared.metrics.handshake_timeouts);
+            tracing::warn!(%remote, ?timeout, "handshake failed: not completed within the handshake timeout");
+            return;
+        }
     };
+    drop(handshake);
     let principal = match peer_principal(&conn) {
         Ok(p) => p,
         Err(e) => {
@@ -53,6 +60,7 @@ pub(crate) async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shar
         principal: Arc::from(principal.as_str()),
         remote,
         frame_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
+        responses: shared.response_budget.connection(shared.config.max_response_bytes_per_connection),
     });
     let (streams_tx, mut streams_rx) = mpsc::channel::<()>(1);
     let mut shutdown = shared.shutdown.clone();
@@ -103,7 +111,11 @@ async fn serve_stream(ctx: Arc<ConnCtx>, send: quinn::SendStream, recv: quinn::R
     let shared = &ctx.shared;
     inc(&shared.metrics.streams_opened);
     let (tx, rx) = mpsc::channel::<Pending>(RESPONSE_QUEUE);
-    let writer = tokio::spawn(write_responses(send, rx));
+    let stall = match shared.config.response_stall_timeout_secs {
+        0 => None,
+        s => Some(std::time::Duration::from_secs(s)),
+    };
+    let writer = tokio::spawn(write_responses(send, rx, stall, shared.metrics.clone()));
     let mut shutdown = shared.shutdown.clone();
     let mut reader = FrameReader::new(
         recv,

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio::sync::{watch, Semaphore};
 
 use super::acl::Acl;
+use super::budget::{BrokerBudget, ResponseBudget};
 use super::config::BrokerConfig;
 use super::metrics::BrokerMetrics;
 use super::producer_ids::ProducerIdAllocator;
@@ -23,13 +24,16 @@ pub(crate) struct Shared {
     pub(crate) registry: TopicRegistry,
     pub(crate) producer_ids: ProducerIdAllocator,
     pub(crate) metrics: Arc<BrokerMetrics>,
+    /// Bytes of responses waiting to be sent, over all connections.
+    pub(crate) response_budget: BrokerBudget,
     pub(crate) local_addr: SocketAddr,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
 
 impl Shared {
-    /// The topic for a produce: existing, or auto-created when enabled.
-    pub(crate) fn topic_for_write(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
+    /// The topic for a write: existing, or auto-created when enabled (off the async
+    /// runtime: creating makes directories and files and fsyncs them).
+    pub(crate) async fn topic_for_write(self: &Arc<Self>, name: &str) -> Result<Arc<Topic>, TopicError> {
         if let Some(t) = self.registry.get(name) {
             return Ok(t);
         }
@@ -39,7 +43,25 @@ impl Shared {
                 message: format!("topic '{name}' does not exist and auto-create is off"),
             });
         }
-        self.registry.get_or_create(name, self.config.default_partitions)
+        let partitions = self.config.default_partitions;
+        self.blocking(name, move |registry, name| registry.get_or_create(name, partitions)).await
+    }
+
+    /// Creates a topic (`CreateTopic`), off the async runtime.
+    pub(crate) async fn create_topic(self: &Arc<Self>, name: &str, partitions: u32) -> Result<Arc<Topic>, TopicError> {
+        self.blocking(name, move |registry, name| registry.create(name, partitions)).await
+    }
+
+    async fn blocking(
+        self: &Arc<Self>,
+        name: &str,
+        f: impl FnOnce(&TopicRegistry, &str) -> Result<Arc<Topic>, TopicError> + Send + 'static,
+    ) -> Result<Arc<Topic>, TopicError> {
+        let me = self.clone();
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || f(&me.registry, &name)).await.unwrap_or_else(|e| {
+            Err(TopicError { code: ErrorCode::Unknown, message: format!("topic creation task failed: {e}") })
+        })
     }
 }
 
@@ -51,4 +73,7 @@ pub(crate) struct ConnCtx {
     /// Bytes of partly received large frames this connection may still buffer
     /// ([`BrokerConfig::max_buffered_bytes_per_connection`]).
     pub(crate) frame_budget: Arc<Semaphore>,
+    /// Bytes of responses this connection may have waiting to be sent
+    /// ([`BrokerConfig::max_response_bytes_per_connection`]).
+    pub(crate) responses: ResponseBudget,
 }

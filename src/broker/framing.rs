@@ -46,6 +46,9 @@ pub(crate) enum ReadEvent {
     End,
 }
 
+/// Most bytes taken from QUIC per read (see [`FrameReader::next`]).
+const READ_CHUNK: usize = 64 * 1024;
+
 /// Reads frames from one receive stream.
 pub(crate) struct FrameReader {
     recv: quinn::RecvStream,
@@ -82,6 +85,11 @@ impl FrameReader {
     }
 
     /// The next frame or event. Cancel-safe: the only await is QUIC's `read_chunk`.
+    ///
+    /// Reads at most [`READ_CHUNK`] bytes at a time: QUIC grants the client new credit for
+    /// what is read, so reading whatever QUIC holds (it may merge a window's worth of
+    /// received data into one chunk) would let a client that sends faster than its frames
+    /// are served park up to a second receive window in this buffer.
     pub(crate) async fn next(&mut self) -> ReadEvent {
         if self.ended {
             return ReadEvent::End;
@@ -105,7 +113,7 @@ impl FrameReader {
             if let Some(refused) = self.reserve() {
                 return refused;
             }
-            match self.recv.read_chunk(usize::MAX, true).await {
+            match self.recv.read_chunk(READ_CHUNK, true).await {
                 Ok(Some(c)) => {
                     let thrown = self.skip.min(c.bytes.len());
                     self.skip -= thrown;

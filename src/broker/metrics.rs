@@ -26,8 +26,14 @@ counters! {
     connections_accepted,
     /// Connections refused because of the connection limit.
     connections_refused,
-    /// Handshakes that failed (certificate refused, wrong ALPN, timeout).
+    /// Handshakes that failed (certificate refused, wrong ALPN).
     handshake_failures,
+    /// Handshakes dropped because they did not complete within `handshake_timeout_ms`.
+    handshake_timeouts,
+    /// Connections refused because `max_handshakes` handshakes were in progress.
+    handshakes_refused,
+    /// QUIC Retry packets sent (address validation under load).
+    handshakes_retried,
     /// Connections currently open.
     connections_open,
     /// Streams opened by clients.
@@ -65,6 +71,16 @@ counters! {
     /// Idempotent producers whose dedup state was forgotten after
     /// `producer_id_expiration_ms` without an append.
     producers_expired,
+    /// Gauge: bytes of responses charged to the response budgets and not yet handed to
+    /// QUIC, over all connections.
+    response_bytes_queued,
+    /// The highest value `response_bytes_queued` has reached.
+    response_bytes_queued_peak,
+    /// Responses that had to wait for room in a response budget.
+    response_budget_waits,
+    /// Streams reset because their client took no response bytes for
+    /// `response_stall_timeout_secs`.
+    streams_stalled,
 }
 
 /// Adds `n` to a counter.

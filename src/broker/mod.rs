@@ -1,7 +1,9 @@
 //! The qwire broker: a QUIC server that requires client certificates, checks a per-topic
 //! ACL, and appends produced batches to durable partition logs.
 //!
-//! - [`server`]: start-up, endpoint, connection limits, retention, graceful shutdown;
+//! - [`server`]: start-up, endpoint, retention, graceful shutdown;
+//! - `admission`: connection slots, the handshake budget and timeout, QUIC Retry under load;
+//! - `budget`: the per-connection and broker-wide budgets for queued response bytes;
 //! - `connection`: the per-connection loop (principal from the client certificate, one
 //!   reader per stream) over `framing` (bytes to frames, the unfinished-frame budget) and
 //!   `writer` (in-order responses, the group-commit wait);
@@ -10,12 +12,15 @@
 //! - [`topics`] / [`partition`]: topics, partitions, group commit;
 //! - [`log`]: segmented on-disk log with sparse index and crash recovery;
 //! - [`producer_state`]: idempotent-producer dedup;
+//! - [`producer_ids`]: issued producer ids, their principal and current epoch;
 //! - [`disk`]: the injectable fsync and the atomic replacement of small state files;
-//! - [`acl`], [`config`], [`producer_ids`], [`metrics`];
+//! - [`acl`], [`config`], [`metrics`];
 //! - [`admin`]: the admin HTTP listener (`/health`, `/ready`, `/metrics`, mounted routers).
 
 pub mod acl;
 pub mod admin;
+mod admission;
+mod budget;
 pub mod config;
 mod connection;
 mod context;

@@ -1,90 +1,409 @@
-//! Producer id allocation, persisted so ids are never handed out twice across restarts.
+//! Producer ids: allocation, epochs, and which principal each id belongs to.
 //!
-//! Ids are reserved in blocks of [`ID_BLOCK`]: the end of the current block is written
-//! and fsync'd to `DATA_DIR/producer_ids` before any id of the block is given out, so a
-//! crash skips at most the rest of a block.
+//! An id is only valid once issued: the broker refuses idempotent batches and epoch bumps
+//! for an id it never handed out (including ids reserved in a block but not yet issued),
+//! for an id issued to another principal, and for any epoch other than the id's current
+//! one. So a client cannot stamp batches with an id the broker is about to give someone
+//! else, and two producers that share an id fence each other by epoch.
+//!
+//! Persistence, both files written before an answer leaves the broker:
+//!
+//! ```text
+//! DATA_DIR/producer_ids       end of the reserved id block (one decimal line)
+//! DATA_DIR/producer_ids.log   one JSON line per issue or bump: {"id","epoch","principal"}
+//! ```
+//!
+//! Ids are reserved in blocks of [`ID_BLOCK`] (the block end is fsync'd before any id of
+//! the block is given out, so a crash skips at most the rest of a block). Every issue and
+//! bump is appended to the log and fsync'd; the latest line of an id wins. A torn last
+//! line (a crash mid-write, never answered) is ignored. The log is rewritten compacted at
+//! start-up and when it holds many superseded lines.
+//!
+//! Each principal keeps at most `max_per_principal` ids: issuing one more forgets its
+//! least recently used id, whose producer then gets `INVALID_PRODUCER_ID` and asks for a
+//! new one. The blocking methods do file I/O: call them off the async runtime.
 
+use std::collections::HashMap;
 use std::fs;
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::{Deserialize, Serialize};
 
 use super::disk::{write_atomic, Syncer};
 use crate::protocol::ErrorCode;
 
-/// Ids reserved per write of the state file.
+/// Ids reserved per write of the block file.
 pub const ID_BLOCK: i64 = 1000;
+/// Default most ids one principal holds at once.
+pub const DEFAULT_MAX_PER_PRINCIPAL: usize = 10_000;
 
-/// Allocates producer ids and bumps epochs.
+/// Why a producer id or epoch was refused: the wire code and a message.
+pub type IdError = (ErrorCode, String);
+
+#[derive(Debug)]
+struct Issued {
+    principal: Arc<str>,
+    epoch: i16,
+    /// Last InitProducerId or batch (ms): the least recently used id is forgotten first.
+    last_used: AtomicI64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Line {
+    id: i64,
+    epoch: i16,
+    principal: String,
+}
+
+/// The file side, one writer at a time (issues and bumps are serialised by its lock).
+#[derive(Debug)]
+struct Files {
+    block_path: PathBuf,
+    log_path: PathBuf,
+    log: fs::File,
+    /// Lines in the log (superseded ones included).
+    lines: usize,
+    next: i64,
+    block_end: i64,
+}
+
+/// Allocates producer ids, bumps epochs and checks the ids stamped on batches.
 #[derive(Debug)]
 pub struct ProducerIdAllocator {
-    path: PathBuf,
-    state: Mutex<(i64, i64)>, // (next id, end of reserved block)
+    ids: RwLock<HashMap<i64, Issued>>,
+    files: Mutex<Files>,
+    max_per_principal: usize,
+}
+
+fn invalid_id(producer_id: i64, why: &str) -> IdError {
+    (ErrorCode::InvalidProducerId, format!("producer id {producer_id} {why}; ask for a new id"))
 }
 
 impl ProducerIdAllocator {
-    /// Opens (or starts) the allocator state in `data_dir`.
-    pub fn open(data_dir: &Path) -> std::io::Result<Self> {
-        let path = data_dir.join("producer_ids");
-        let start = match fs::read_to_string(&path) {
-            Ok(s) => s.trim().parse::<i64>().map_err(|e| {
-                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))
-            })?,
+    /// Opens (or starts) the allocator state in `data_dir`. Blocking.
+    pub fn open(data_dir: &Path, max_per_principal: usize) -> std::io::Result<Self> {
+        let bad = |path: &Path, e: String| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))
+        };
+        let block_path = data_dir.join("producer_ids");
+        let start = match fs::read_to_string(&block_path) {
+            Ok(s) => s.trim().parse::<i64>().map_err(|e| bad(&block_path, e.to_string()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(e),
         };
-        Ok(ProducerIdAllocator { path, state: Mutex::new((start, start)) })
+        let log_path = data_dir.join("producer_ids.log");
+        let mut latest: HashMap<i64, (usize, Line)> = HashMap::new();
+        match fs::File::open(&log_path) {
+            Ok(f) => {
+                let lines: Vec<String> = std::io::BufReader::new(f).lines().collect::<Result<_, _>>()?;
+                for (n, text) in lines.iter().enumerate() {
+                    match serde_json::from_str::<Line>(text) {
+                        Ok(l) if l.id >= 0 && l.id < start && l.epoch >= 0 => {
+                            latest.insert(l.id, (n, l));
+                        }
+                        // A crash while appending the last line: it was never answered.
+                        Err(_) if n + 1 == lines.len() => {
+                            tracing::warn!(path = %log_path.display(), "ignoring a torn last line")
+                        }
+                        _ => return Err(bad(&log_path, format!("line {}: not a valid producer id entry", n + 1))),
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        // In log order, so that the cap keeps each principal's newest ids.
+        let mut entries: Vec<(usize, Line)> = latest.into_values().collect();
+        entries.sort_by_key(|(n, _)| *n);
+        let mut ids = HashMap::new();
+        let mut principals: HashMap<String, Arc<str>> = HashMap::new();
+        for (n, l) in entries {
+            let principal = principals.entry(l.principal.clone()).or_insert_with(|| Arc::from(l.principal.as_str()));
+            ids.insert(
+                l.id,
+                Issued { principal: principal.clone(), epoch: l.epoch, last_used: AtomicI64::new(n as i64) },
+            );
+        }
+        let mut me = ProducerIdAllocator {
+            ids: RwLock::new(ids),
+            files: Mutex::new(Files {
+                block_path,
+                log_path: log_path.clone(),
+                // Replaced by the compaction below.
+                log: fs::OpenOptions::new().create(true).append(true).open(&log_path)?,
+                lines: 0,
+                next: start,
+                block_end: start,
+            }),
+            max_per_principal: max_per_principal.max(1),
+        };
+        let names: Vec<Arc<str>> = principals.into_values().collect();
+        for p in names {
+            me.enforce_cap(&p, -1);
+        }
+        let files = me.files.get_mut().unwrap_or_else(|p| p.into_inner());
+        let ids = me.ids.get_mut().unwrap_or_else(|p| p.into_inner());
+        compact(files, ids)?;
+        Ok(me)
     }
 
-    fn persist(&self, block_end: i64) -> std::io::Result<()> {
-        write_atomic(&self.path, format!("{block_end}\n").as_bytes(), 0o644, &Syncer::os())
+    fn read_ids(&self) -> std::sync::RwLockReadGuard<'_, HashMap<i64, Issued>> {
+        self.ids.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Answers `InitProducerId`: a new id with epoch 0 when `producer_id` is -1;
-    /// otherwise the same id with the next epoch (a new id when the epoch would overflow).
-    /// Blocking when it persists a new block: call it off the async runtime.
-    pub fn init(&self, producer_id: i64, epoch: i16) -> Result<(i64, i16), (ErrorCode, String)> {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if producer_id >= 0 {
-            if producer_id >= st.1 || epoch < 0 {
+    fn write_ids(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<i64, Issued>> {
+        self.ids.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checks the id stamped on an idempotent batch from `principal` and answers the id's
+    /// current epoch. The id must have been issued to that principal, and the batch's
+    /// epoch may not be newer than the current one. An *older* epoch is for the partition
+    /// to judge (`Partition::append`'s fence): a retry of a batch it remembers for that
+    /// epoch is a duplicate, anything else is fenced with `INVALID_PRODUCER_EPOCH`.
+    /// Takes a read lock only (no I/O): call it on the request path.
+    pub fn check_stamp(&self, principal: &str, producer_id: i64, epoch: i16, now_ms: i64) -> Result<i16, IdError> {
+        let ids = self.read_ids();
+        let Some(issued) = ids.get(&producer_id) else {
+            return Err(invalid_id(producer_id, "was not issued by this broker (or was forgotten)"));
+        };
+        if *issued.principal != *principal {
+            return Err(invalid_id(producer_id, "was issued to another principal"));
+        }
+        if epoch > issued.epoch {
+            return Err((
+                ErrorCode::InvalidProducerEpoch,
+                format!("producer {producer_id}: epoch {epoch} was not issued; the current is epoch {}", issued.epoch),
+            ));
+        }
+        issued.last_used.store(now_ms, Relaxed);
+        Ok(issued.epoch)
+    }
+
+    /// Checks an epoch bump's id and epoch: the id must be `principal`'s and `epoch` its
+    /// current one.
+    fn check(&self, principal: &str, producer_id: i64, epoch: i16, now_ms: i64) -> Result<(), IdError> {
+        let current = self.check_stamp(principal, producer_id, epoch, now_ms)?;
+        if epoch < current {
+            return Err((
+                ErrorCode::InvalidProducerEpoch,
+                format!("producer {producer_id}: epoch {epoch} is older than epoch {current}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Answers `InitProducerId` for `principal`: a new id with epoch 0 when `producer_id`
+    /// is -1 (and `epoch` -1); otherwise the next epoch of `producer_id`, which must be
+    /// this principal's and presented with its current epoch (a new id when the epoch
+    /// would overflow). Blocking: the answer is fsync'd first.
+    pub fn init_blocking(
+        &self,
+        principal: &str,
+        producer_id: i64,
+        epoch: i16,
+        now_ms: i64,
+    ) -> Result<(i64, i16), IdError> {
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        // Inits are serialised by `files`: what is checked here still holds when applied.
+        let bump = match (producer_id, epoch) {
+            (-1, -1) => false,
+            (id, _) if id < 0 => {
                 return Err((
                     ErrorCode::InvalidRequest,
-                    format!("producer id {producer_id} epoch {epoch} was not issued by this broker"),
-                ));
+                    format!("producer id {id} epoch {epoch}: use -1, -1 for a new id"),
+                ))
             }
-            if epoch < i16::MAX {
-                return Ok((producer_id, epoch + 1));
+            (id, e) => {
+                self.check(principal, id, e, now_ms)?;
+                e < i16::MAX
             }
-        } else if producer_id != -1 {
-            return Err((ErrorCode::InvalidRequest, format!("producer id {producer_id} is invalid")));
+        };
+        let (id, new_epoch, principal): (i64, i16, Arc<str>) = if bump {
+            let ids = self.read_ids();
+            (producer_id, epoch + 1, ids[&producer_id].principal.clone())
+        } else {
+            if files.next == files.block_end {
+                let end = files.block_end + ID_BLOCK;
+                write_atomic(&files.block_path, format!("{end}\n").as_bytes(), 0o644, &Syncer::os())
+                    .map_err(|e| (ErrorCode::StorageError, format!("persisting producer ids: {e}")))?;
+                files.block_end = end;
+            }
+            let id = files.next;
+            files.next += 1;
+            (id, 0, Arc::from(principal))
+        };
+        let line = Line { id, epoch: new_epoch, principal: principal.to_string() };
+        append_line(&mut files, &line)
+            .map_err(|e| (ErrorCode::StorageError, format!("persisting producer ids: {e}")))?;
+        {
+            let mut ids = self.write_ids();
+            ids.insert(
+                id,
+                Issued { principal: principal.clone(), epoch: new_epoch, last_used: AtomicI64::new(now_ms) },
+            );
         }
-        if st.0 == st.1 {
-            let end = st.1 + ID_BLOCK;
-            self.persist(end).map_err(|e| (ErrorCode::StorageError, format!("persisting producer ids: {e}")))?;
-            st.1 = end;
+        self.enforce_cap(&principal, id);
+        let live = self.read_ids().len();
+        if files.lines > 2 * live + 1024 {
+            let ids = self.read_ids();
+            if let Err(e) = compact(&mut files, &ids) {
+                tracing::warn!(error = %e, "compacting the producer id log failed; it keeps growing until the next try");
+            }
         }
-        let id = st.0;
-        st.0 += 1;
-        Ok((id, 0))
+        Ok((id, new_epoch))
     }
+
+    /// Forgets the least recently used ids of `principal` beyond the cap, never `keep`.
+    fn enforce_cap(&self, principal: &Arc<str>, keep: i64) {
+        let mut ids = self.write_ids();
+        let mut mine: Vec<(i64, i64)> = ids
+            .iter()
+            .filter(|(_, i)| *i.principal == **principal)
+            .map(|(id, i)| (i.last_used.load(Relaxed), *id))
+            .collect();
+        if mine.len() <= self.max_per_principal {
+            return;
+        }
+        mine.sort_unstable();
+        let excess = mine.len() - self.max_per_principal;
+        for (_, id) in mine.into_iter().filter(|(_, id)| *id != keep).take(excess) {
+            ids.remove(&id);
+            tracing::info!(producer_id = id, %principal, "producer id forgotten: its principal holds too many");
+        }
+    }
+
+    /// Ids currently issued.
+    pub fn len(&self) -> usize {
+        self.read_ids().len()
+    }
+
+    /// True when no id is issued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn append_line(files: &mut Files, line: &Line) -> std::io::Result<()> {
+    let mut text = serde_json::to_vec(line).map_err(std::io::Error::other)?;
+    text.push(b'\n');
+    files.log.write_all(&text)?;
+    files.log.sync_data()?;
+    files.lines += 1;
+    Ok(())
+}
+
+/// Rewrites the log with one line per issued id and reopens it for appending.
+fn compact(files: &mut Files, ids: &HashMap<i64, Issued>) -> std::io::Result<()> {
+    let mut sorted: Vec<(&i64, &Issued)> = ids.iter().collect();
+    sorted.sort_by_key(|(id, _)| **id);
+    let mut text = Vec::new();
+    for (id, i) in &sorted {
+        serde_json::to_writer(&mut text, &Line { id: **id, epoch: i.epoch, principal: i.principal.to_string() })
+            .map_err(std::io::Error::other)?;
+        text.push(b'\n');
+    }
+    write_atomic(&files.log_path, &text, 0o644, &Syncer::os())?;
+    files.log = fs::OpenOptions::new().append(true).open(&files.log_path)?;
+    files.lines = sorted.len();
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn code<T: std::fmt::Debug>(r: Result<T, IdError>) -> ErrorCode {
+        r.unwrap_err().0
+    }
+
     #[test]
     fn ids_are_unique_across_restarts_and_epochs_bump() {
         let dir = tempfile::tempdir().unwrap();
-        let a = ProducerIdAllocator::open(dir.path()).unwrap();
-        let (id0, e0) = a.init(-1, -1).unwrap();
-        let (id1, _) = a.init(-1, -1).unwrap();
+        let a = ProducerIdAllocator::open(dir.path(), 10).unwrap();
+        let (id0, e0) = a.init_blocking("p", -1, -1, 0).unwrap();
+        let (id1, _) = a.init_blocking("p", -1, -1, 0).unwrap();
         assert_eq!((id0, e0, id1), (0, 0, 1));
-        assert_eq!(a.init(id0, 0).unwrap(), (id0, 1));
-        assert!(a.init(5000, 0).is_err());
+        assert_eq!(a.init_blocking("p", id0, 0, 0).unwrap(), (id0, 1));
         drop(a);
-        let b = ProducerIdAllocator::open(dir.path()).unwrap();
-        let (id2, _) = b.init(-1, -1).unwrap();
+        let b = ProducerIdAllocator::open(dir.path(), 10).unwrap();
+        // What was issued survives, with its epoch and principal.
+        b.check("p", id0, 1, 0).unwrap();
+        b.check("p", id1, 0, 0).unwrap();
+        let (id2, _) = b.init_blocking("p", -1, -1, 0).unwrap();
         assert!(id2 >= ID_BLOCK, "id {id2} may repeat one issued before the restart");
-        assert_ne!(b.init(id2, i16::MAX).unwrap().0, id2);
+    }
+
+    #[test]
+    fn only_issued_ids_at_their_current_epoch_and_principal_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = ProducerIdAllocator::open(dir.path(), 10).unwrap();
+        let (id, _) = a.init_blocking("alice", -1, -1, 0).unwrap();
+        // Reserved in the block but not issued yet; and far beyond it.
+        assert_eq!(code(a.check("alice", id + 1, 0, 0)), ErrorCode::InvalidProducerId);
+        assert_eq!(code(a.init_blocking("alice", id + 1, 0, 0)), ErrorCode::InvalidProducerId);
+        assert_eq!(code(a.check("alice", 5000, 0, 0)), ErrorCode::InvalidProducerId);
+        // Another principal may neither stamp nor bump it.
+        assert_eq!(code(a.check("bob", id, 0, 0)), ErrorCode::InvalidProducerId);
+        assert_eq!(code(a.init_blocking("bob", id, 0, 0)), ErrorCode::InvalidProducerId);
+        // Epochs: only the current one.
+        assert_eq!(code(a.check("alice", id, 1, 0)), ErrorCode::InvalidProducerEpoch);
+        assert_eq!(a.init_blocking("alice", id, 0, 0).unwrap(), (id, 1));
+        assert_eq!(a.init_blocking("alice", id, 1, 0).unwrap(), (id, 2));
+        assert_eq!(code(a.check("alice", id, 1, 0)), ErrorCode::InvalidProducerEpoch);
+        // A bump presenting an older epoch (the fenced producer's) is refused.
+        assert_eq!(code(a.init_blocking("alice", id, 0, 0)), ErrorCode::InvalidProducerEpoch);
+        assert_eq!(code(a.init_blocking("alice", id, 3, 0)), ErrorCode::InvalidProducerEpoch);
+        assert_eq!(code(a.init_blocking("alice", -2, -1, 0)), ErrorCode::InvalidRequest);
+        a.check("alice", id, 2, 0).unwrap();
+    }
+
+    #[test]
+    fn an_exhausted_epoch_gets_a_new_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = ProducerIdAllocator::open(dir.path(), 10).unwrap();
+        let (id, _) = a.init_blocking("p", -1, -1, 0).unwrap();
+        a.write_ids().get_mut(&id).unwrap().epoch = i16::MAX;
+        let (new, epoch) = a.init_blocking("p", id, i16::MAX, 0).unwrap();
+        assert_ne!(new, id);
+        assert_eq!(epoch, 0);
+    }
+
+    #[test]
+    fn a_principal_keeps_its_most_recently_used_ids_up_to_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = ProducerIdAllocator::open(dir.path(), 3).unwrap();
+        let ids: Vec<i64> = (0..3).map(|t| a.init_blocking("p", -1, -1, t).unwrap().0).collect();
+        a.init_blocking("q", -1, -1, 0).unwrap();
+        // The oldest id is used again: the second one is now the least recently used.
+        a.check("p", ids[0], 0, 10).unwrap();
+        let fourth = a.init_blocking("p", -1, -1, 11).unwrap().0;
+        assert_eq!(code(a.check("p", ids[1], 0, 12)), ErrorCode::InvalidProducerId);
+        for id in [ids[0], ids[2], fourth] {
+            a.check("p", id, 0, 12).unwrap();
+        }
+        assert_eq!(a.len(), 4, "another principal's ids are untouched");
+        drop(a);
+        let b = ProducerIdAllocator::open(dir.path(), 3).unwrap();
+        assert_eq!(b.len(), 4);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_ignored_and_other_damage_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = ProducerIdAllocator::open(dir.path(), 10).unwrap();
+        let (id, _) = a.init_blocking("p", -1, -1, 0).unwrap();
+        drop(a);
+        let log = dir.path().join("producer_ids.log");
+        let mut text = fs::read_to_string(&log).unwrap();
+        text.push_str("{\"id\":1,\"ep");
+        fs::write(&log, &text).unwrap();
+        let b = ProducerIdAllocator::open(dir.path(), 10).unwrap();
+        b.check("p", id, 0, 0).unwrap();
+        drop(b);
+        fs::write(&log, format!("garbage\n{text}\n")).unwrap();
+        assert!(ProducerIdAllocator::open(dir.path(), 10).is_err());
     }
 }

@@ -1,6 +1,6 @@
 //! The listener: start-up (data directory lock, recovery, endpoint keys), the QUIC
 //! endpoint with mandatory client certificates, the connection limit, retention, and
-//! graceful shutdown. Each accepted connection is served by [`super::connection`].
+//! graceful shutdown. Each accepted connection is served by the `connection` module.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -12,11 +12,13 @@ use rustls_pki_types::CertificateDer;
 use tokio::sync::{mpsc, watch};
 
 use super::acl::Acl;
+use super::admission::Admission;
+use super::budget::BrokerBudget;
 use super::config::BrokerConfig;
 use super::connection::serve_connection;
 use super::context::Shared;
 use super::disk::{write_atomic, Syncer};
-use super::metrics::{inc, BrokerMetrics, MetricsSnapshot};
+use super::metrics::{BrokerMetrics, MetricsSnapshot};
 use super::producer_ids::ProducerIdAllocator;
 use super::topics::TopicRegistry;
 use crate::transport::certs::{load_certs, CertError, Identity};
@@ -139,6 +141,9 @@ pub async fn start(config: BrokerConfig, tls: BrokerTls) -> Result<BrokerHandle,
         Some(p) => Acl::load(p).map_err(BrokerError::Config)?,
         None => Acl::allow_all(),
     };
+    if acl.denies_everything() {
+        tracing::warn!(acl = ?config.acl_file, "the ACL file has no [[allow]] rule: every request that needs a permission is denied");
+    }
     let metrics = Arc::new(BrokerMetrics::default());
     let storage = |reason: String| BrokerError::Storage { path: config.data_dir.clone(), reason };
     // Recovery reads (and may fsync) every partition: on the blocking pool.
@@ -150,6 +155,7 @@ pub async fn start(config: BrokerConfig, tls: BrokerTls) -> Result<BrokerHandle,
             .map_err(|e| storage(format!("recovery task failed: {e}")))?
             .map_err(storage)?
     };
+    let registry = registry.with_max_topics(config.max_topics as usize);
     for r in &recovered {
         if r.report.truncated_bytes > 0 {
             tracing::warn!(
@@ -158,7 +164,8 @@ pub async fn start(config: BrokerConfig, tls: BrokerTls) -> Result<BrokerHandle,
             );
         }
     }
-    let producer_ids = ProducerIdAllocator::open(&config.data_dir).map_err(|e| storage(e.to_string()))?;
+    let producer_ids = ProducerIdAllocator::open(&config.data_dir, config.max_producer_ids_per_principal)
+        .map_err(|e| storage(e.to_string()))?;
 
     let tuning = QuicTuning {
         idle_timeout: Duration::from_secs(config.idle_timeout_secs),
@@ -182,11 +189,13 @@ pub async fn start(config: BrokerConfig, tls: BrokerTls) -> Result<BrokerHandle,
     let local_addr = endpoint.local_addr().map_err(|source| BrokerError::Bind { addr: config.listen, source })?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let response_budget = BrokerBudget::new(config.max_response_bytes, metrics.clone());
     let shared = Arc::new(Shared {
         config,
         acl,
         registry,
         producer_ids,
+        response_budget,
         metrics: metrics.clone(),
         local_addr,
         shutdown: shutdown_rx,
@@ -201,20 +210,16 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>, _lock: fs::
     let mut shutdown = shared.shutdown.clone();
     // Every connection task holds a clone; when all are gone, recv() yields None.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    let admission = Admission::new(shared.config.max_connections, shared.config.max_handshakes, shared.metrics.clone());
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => i,
             _ = shutdown.wait_for(|s| *s) => break,
         };
         let Some(incoming) = incoming else { break };
-        let open = shared.metrics.connections_open.load(std::sync::atomic::Ordering::Relaxed);
-        if open >= u64::from(shared.config.max_connections) {
-            inc(&shared.metrics.connections_refused);
-            tracing::warn!(remote = %incoming.remote_address(), open, "connection limit reached; refusing");
-            incoming.refuse();
-            continue;
+        if let Some((incoming, admitted)) = admission.admit(incoming) {
+            tokio::spawn(serve_connection(incoming, admitted, shared.clone(), alive_tx.clone()));
         }
-        tokio::spawn(serve_connection(incoming, shared.clone(), alive_tx.clone()));
     }
     tracing::info!("shutting down: no new connections");
     drop(alive_tx);

@@ -64,6 +64,8 @@ pub struct TopicRegistry {
     root: PathBuf,
     config: PartitionConfig,
     max_partitions: u32,
+    /// Most topics; creating one more is refused `TOPIC_LIMIT_REACHED`.
+    max_topics: usize,
     metrics: Arc<BrokerMetrics>,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     create_lock: std::sync::Mutex<()>,
@@ -83,6 +85,7 @@ impl TopicRegistry {
             root: root.clone(),
             config,
             max_partitions,
+            max_topics: usize::MAX,
             metrics,
             topics: RwLock::new(BTreeMap::new()),
             create_lock: std::sync::Mutex::new(()),
@@ -106,6 +109,23 @@ impl TopicRegistry {
             reg.write_topics().insert(name, topic);
         }
         Ok((reg, reports))
+    }
+
+    /// Sets the most topics the registry creates (topics found at start-up are all
+    /// opened, even beyond it). Default: no limit.
+    pub fn with_max_topics(mut self, max_topics: usize) -> TopicRegistry {
+        self.max_topics = max_topics;
+        self
+    }
+
+    /// Number of topics.
+    pub fn len(&self) -> usize {
+        self.read_topics().len()
+    }
+
+    /// True when there is no topic.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     fn write_topics(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Topic>>> {
@@ -147,7 +167,8 @@ impl TopicRegistry {
         self.read_topics().values().cloned().collect()
     }
 
-    /// Creates a topic; fails if it exists or the arguments are invalid.
+    /// Creates a topic; fails if it exists, the arguments are invalid or the topic limit
+    /// is reached. Blocking (directories, files, fsyncs): call it off the async runtime.
     pub fn create(&self, name: &str, partitions: u32) -> Result<Arc<Topic>, TopicError> {
         validate_topic_name(name).map_err(|m| terr(ErrorCode::InvalidTopicName, m))?;
         if partitions == 0 || partitions > self.max_partitions {
@@ -159,6 +180,12 @@ impl TopicRegistry {
         let _guard = self.create_lock.lock().unwrap_or_else(|p| p.into_inner());
         if self.get(name).is_some() {
             return Err(terr(ErrorCode::TopicAlreadyExists, format!("topic '{name}' already exists")));
+        }
+        if self.len() >= self.max_topics {
+            return Err(terr(
+                ErrorCode::TopicLimitReached,
+                format!("the broker holds {} topics, its limit (max_topics); '{name}' was not created", self.len()),
+            ));
         }
         let dir = self.root.join(name);
         let storage = |e: String| terr(ErrorCode::StorageError, e);
@@ -175,6 +202,7 @@ impl TopicRegistry {
     }
 
     /// The topic, created with `default_partitions` when missing (auto-create).
+    /// Blocking when it creates: call it off the async runtime.
     pub fn get_or_create(&self, name: &str, default_partitions: u32) -> Result<Arc<Topic>, TopicError> {
         if let Some(t) = self.get(name) {
             return Ok(t);

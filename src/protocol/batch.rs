@@ -732,23 +732,9 @@ mod tests {
                 prop_assert_eq!(&g.headers, &r.headers);
             }
         }
-
-        #[test]
-        fn validate_records_agrees_with_records(data in proptest::collection::vec(any::<u8>(), 0..256), n in 1u32..4) {
-            // A valid header over arbitrary record bytes: both checks must agree.
-            let mut v = vec![0u8; BATCH_HEADER_LEN];
-            v.extend_from_slice(&data);
-            write_header(&mut v, Compression::None, n, 0, 0, ProducerStamp::NONE);
-            let batch = RecordBatch::from_bytes(Bytes::from(v)).unwrap();
-            prop_assert_eq!(batch.validate_records(1 << 20).is_ok(), batch.records(1 << 20).is_ok());
-        }
-
-        #[test]
-        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
-            if let Ok(b) = RecordBatch::from_bytes(Bytes::from(data.clone())) {
-                let _ = b.records(1 << 20);
-            }
-            let _ = RecordBatch::split_all(Bytes::from(data));
-        }
     }
 }
+
+#[cfg(test)]
+#[path = "batch_mutation_tests.rs"]
+mod mutation_tests;

@@ -139,12 +139,17 @@ impl Compression {
                 lz4_flex::decompress_size_prepended(input).map_err(|e| err(e.to_string()))
             }
             Compression::Zstd => {
-                match zstd::zstd_safe::get_frame_content_size(input) {
+                let size = match zstd::zstd_safe::get_frame_content_size(input) {
                     Ok(Some(n)) if n > limit as u64 => return Err(DecodeError::DecompressedTooLarge { limit }),
+                    Ok(Some(n)) => n as usize,
+                    Ok(None) => return Err(err("the zstd frame header has no content size (required)".into())),
                     Err(_) => return Err(err("not a zstd frame".into())),
-                    _ => {}
+                };
+                let out = zstd::bulk::decompress(input, size).map_err(|e| err(e.to_string()))?;
+                if out.len() != size {
+                    return Err(err(format!("the frame holds {} bytes, its header says {size}", out.len())));
                 }
-                zstd::bulk::decompress(input, limit).map_err(|e| err(e.to_string()))
+                Ok(out)
             }
         }
     }
@@ -193,6 +198,23 @@ mod tests {
                 "{c} not bounded"
             );
         }
+    }
+
+    #[test]
+    fn a_zstd_frame_must_state_its_content_size() {
+        let data = vec![b'z'; 1000];
+        let mut z = zstd::bulk::Compressor::new(3).unwrap();
+        z.set_parameter(zstd::stream::raw::CParameter::ContentSizeFlag(false)).unwrap();
+        let without = z.compress(&data).unwrap();
+        let e = Compression::Zstd.decompress(&without, 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("content size"), "{e}");
+        let mut with = Vec::new();
+        Compression::Zstd.compress(&data, None, &mut with);
+        assert_eq!(Compression::Zstd.decompress(&with, 1 << 20).unwrap(), data);
+        // Two frames back to back are not one frame.
+        let mut two = with.clone();
+        two.extend_from_slice(&with);
+        assert!(Compression::Zstd.decompress(&two, 1 << 20).is_err());
     }
 
     #[test]

@@ -132,7 +132,9 @@ pub enum ErrorCode {
     UnknownFrameKind = 4,
     /// The protocol version in `Hello` is not supported. Not retriable.
     UnsupportedVersion = 5,
-    /// The record batch failed its CRC or structural check. Retriable (corruption in transit).
+    /// The record batch failed its CRC, structural or record check. Not retriable: QUIC
+    /// delivers bytes unaltered (AEAD), so the same batch would fail again; the sender's
+    /// encoder is at fault.
     CorruptBatch = 6,
     /// The topic or partition does not exist. Retriable (metadata may be stale).
     UnknownTopicOrPartition = 7,
@@ -147,8 +149,9 @@ pub enum ErrorCode {
     /// The batch's sequence does not follow the last one acked for its producer. The
     /// producer must drain and bump its epoch.
     OutOfOrderSequence = 12,
-    /// The producer epoch is older than one the broker has seen: this producer was
-    /// fenced. Fatal for the producer instance.
+    /// The producer epoch is not the current epoch of its producer id: older (this
+    /// producer was fenced by a newer epoch) or never issued. Fatal for the producer
+    /// instance; a bump (`InitProducerId`) must present the current epoch.
     InvalidProducerEpoch = 13,
     /// The broker holds no state for this producer id on the partition and the batch
     /// does not start at sequence 0. The producer must bump its epoch.
@@ -171,7 +174,14 @@ pub enum ErrorCode {
     OffsetOutOfRange = 21,
     /// A stored batch failed its CRC when read back. Not retriable.
     CorruptStoredData = 22,
-    // 23..=29 are reserved for the broker (issue 9).
+    /// An idempotent batch or an epoch bump names a producer id this broker did not issue
+    /// (never handed out, including ids reserved but not yet issued), issued to another
+    /// principal, or no longer remembers. Not retriable: get a new id with
+    /// `InitProducerId(-1, -1)`.
+    InvalidProducerId = 23,
+    /// Creating the topic would exceed the broker's topic limit (`max_topics`). Not
+    /// retriable.
+    TopicLimitReached = 24,
     /// Cluster: this broker does not lead the partition. Retriable after a metadata
     /// refresh; the `NotLeader` frame names the leader when known (KIP-951).
     NotLeader = 30,
@@ -198,7 +208,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every defined code, in numeric order.
-    pub const ALL: [ErrorCode; 30] = [
+    pub const ALL: [ErrorCode; 32] = [
         ErrorCode::None,
         ErrorCode::Unknown,
         ErrorCode::MalformedFrame,
@@ -222,6 +232,8 @@ impl ErrorCode {
         ErrorCode::ResourceLimit,
         ErrorCode::OffsetOutOfRange,
         ErrorCode::CorruptStoredData,
+        ErrorCode::InvalidProducerId,
+        ErrorCode::TopicLimitReached,
         ErrorCode::NotLeader,
         ErrorCode::NotEnoughReplicas,
         ErrorCode::NotEnoughReplicasAfterAppend,
@@ -250,8 +262,7 @@ impl ErrorCode {
     pub fn is_retriable(self) -> bool {
         matches!(
             self,
-            ErrorCode::CorruptBatch
-                | ErrorCode::UnknownTopicOrPartition
+            ErrorCode::UnknownTopicOrPartition
                 | ErrorCode::StorageError
                 | ErrorCode::RequestTimedOut
                 | ErrorCode::BrokerShuttingDown
@@ -290,6 +301,8 @@ impl ErrorCode {
             ErrorCode::ResourceLimit => "RESOURCE_LIMIT",
             ErrorCode::OffsetOutOfRange => "OFFSET_OUT_OF_RANGE",
             ErrorCode::CorruptStoredData => "CORRUPT_STORED_DATA",
+            ErrorCode::InvalidProducerId => "INVALID_PRODUCER_ID",
+            ErrorCode::TopicLimitReached => "TOPIC_LIMIT_REACHED",
             ErrorCode::NotLeader => "NOT_LEADER",
             ErrorCode::NotEnoughReplicas => "NOT_ENOUGH_REPLICAS",
             ErrorCode::NotEnoughReplicasAfterAppend => "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
@@ -310,6 +323,33 @@ impl fmt::Display for ErrorCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// PROTOCOL.md's table of error codes says what the code does: every code, its name,
+    /// and whether it is retriable. (Rows for codes defined outside [`ErrorCode`], such as
+    /// the authentication codes of `protocol::sasl`, are not checked here.)
+    #[test]
+    fn the_protocol_document_lists_every_code_as_the_code_defines_it() {
+        let doc = include_str!("../../PROTOCOL.md");
+        let start = doc.find("\n## 12. Error codes").expect("section 12");
+        let end = start + doc[start..].find("\n## 13.").expect("section 13");
+        let rows: Vec<(u16, &str, bool)> = doc[start..end]
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                // | code | `NAME` | meaning | retriable |
+                let code = cells.get(1)?.parse::<u16>().ok()?;
+                let name = cells.get(2)?.strip_prefix('`')?.strip_suffix('`')?;
+                Some((code, name, cells.get(4)?.starts_with("yes")))
+            })
+            .collect();
+        for c in ErrorCode::ALL {
+            let row = rows.iter().find(|r| r.0 == c.as_u16());
+            let Some(&(_, name, retriable)) = row else { panic!("PROTOCOL.md has no row for {c}") };
+            assert_eq!(c.name(), name, "code {}", c.as_u16());
+            assert_eq!(c.is_retriable(), retriable, "{c}: PROTOCOL.md says retriable = {retriable}");
+        }
+        assert_eq!(rows.iter().filter(|r| r.0 < 50).count(), ErrorCode::ALL.len(), "{rows:?}");
+    }
 
     #[test]
     fn codes_are_ascending_unique_and_round_trip() {

@@ -197,7 +197,36 @@ pub struct HelloOk {
     pub principal: String,
     /// Largest frame (length prefix value) the broker accepts.
     pub max_frame_size: u32,
+    /// Largest record batch a `Produce` may carry (bytes); a larger one is answered
+    /// `BATCH_TOO_LARGE`. Every stored batch is at most this large, so each can be fetched.
+    pub max_batch_bytes: u32,
+    /// Largest batches section of a `FetchOk`: a `Fetch` asking for more gets at most this
+    /// much. At least [`Self::max_batch_bytes`], so one whole batch always fits.
+    pub max_fetch_bytes: u32,
+    /// Most idempotent batches one producer may have unanswered per partition: the
+    /// broker recognises a retry only among the last this many batches.
+    pub max_in_flight_per_partition: u16,
+    /// Bytes of unfinished frames larger than 64 KiB one connection may be sending at
+    /// once (summed over its streams); a frame beyond it is answered `RESOURCE_LIMIT`.
+    pub max_unfinished_frame_bytes: u32,
+    /// Bytes of responses (fetched batches, metadata) the broker holds for one
+    /// connection; requests beyond it wait until the client reads its responses.
+    pub max_response_bytes: u32,
+    /// Behaviours the broker implements, one bit each ([`HelloOk::PER_PARTITION_EPOCHS`]);
+    /// unknown bits are to be ignored.
+    pub features: u32,
 }
+
+impl HelloOk {
+    /// `features` bit: a batch whose epoch is older than its producer id's current epoch
+    /// is first looked up among the partition's remembered batches (a retry is answered
+    /// `duplicate` with its original offset) and only otherwise refused
+    /// `INVALID_PRODUCER_EPOCH`, so a producer may switch epochs partition by partition.
+    pub const PER_PARTITION_EPOCHS: u32 = 1;
+}
+
+/// Bytes of the `HelloOk` fields after `max_frame_size`.
+const HELLO_OK_LIMITS_LEN: usize = 4 + 4 + 2 + 4 + 4 + 4;
 
 /// `InitProducerId`: allocate a producer id, or bump the epoch of an existing one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -511,6 +540,24 @@ pub fn encode_produce_head(
     buf.put_u32(timeout_ms);
 }
 
+/// Encodes everything of a `FetchOk` frame except the batches: writing these bytes and
+/// then the `batches_len` batch bytes gives exactly what [`Frame::encode`] would, so a
+/// large fetch response is sent without copying its batches.
+pub fn encode_fetch_ok_head(
+    buf: &mut BytesMut,
+    correlation_id: u32,
+    high_watermark: i64,
+    log_start_offset: i64,
+    batches_len: usize,
+) {
+    buf.reserve(FRAME_HEADER_LEN + 16);
+    buf.put_u32((MIN_FRAME_LENGTH + 16 + batches_len) as u32);
+    buf.put_u8(FrameKind::FetchOk as u8);
+    buf.put_u32(correlation_id);
+    buf.put_i64(high_watermark);
+    buf.put_i64(log_start_offset);
+}
+
 fn put_error(buf: &mut BytesMut, code: ErrorCode) {
     buf.put_u16(code.as_u16());
 }
@@ -544,7 +591,7 @@ impl Payload {
             Payload::CreateTopic(c) | Payload::CreateTopicOk(c) => str16_len(&c.topic) + 4,
             Payload::Produce(p) => str16_len(&p.topic) + 4 + 1 + 4 + p.batch.len(),
             Payload::Fetch(f) => str16_len(&f.topic) + 4 + 8 + 4,
-            Payload::HelloOk(h) => 2 + 4 + str16_len(&h.principal) + 4,
+            Payload::HelloOk(h) => 2 + 4 + str16_len(&h.principal) + 4 + HELLO_OK_LIMITS_LEN,
             Payload::MetadataOk(m) => {
                 2 + m.brokers.iter().map(|b| 4 + str16_len(&b.host) + 2).sum::<usize>()
                     + 2
@@ -596,6 +643,12 @@ impl Payload {
                 buf.put_u32(h.broker_id);
                 put_str16(buf, &h.principal);
                 buf.put_u32(h.max_frame_size);
+                buf.put_u32(h.max_batch_bytes);
+                buf.put_u32(h.max_fetch_bytes);
+                buf.put_u16(h.max_in_flight_per_partition);
+                buf.put_u32(h.max_unfinished_frame_bytes);
+                buf.put_u32(h.max_response_bytes);
+                buf.put_u32(h.features);
             }
             Payload::MetadataOk(m) => {
                 buf.put_u16(m.brokers.len() as u16);
@@ -678,12 +731,22 @@ impl Payload {
                 offset: r.i64("offset")?,
                 max_bytes: r.u32("max_bytes")?,
             }),
-            FrameKind::HelloOk => Payload::HelloOk(HelloOk {
-                version: r.u16("version")?,
-                broker_id: r.u32("broker_id")?,
-                principal: r.str16("principal")?,
-                max_frame_size: r.u32("max_frame_size")?,
-            }),
+            FrameKind::HelloOk => {
+                let hello = HelloOk {
+                    version: r.u16("version")?,
+                    broker_id: r.u32("broker_id")?,
+                    principal: r.str16("principal")?,
+                    max_frame_size: r.u32("max_frame_size")?,
+                    max_batch_bytes: r.u32("max_batch_bytes")?,
+                    max_fetch_bytes: r.u32("max_fetch_bytes")?,
+                    max_in_flight_per_partition: r.u16("max_in_flight_per_partition")?,
+                    max_unfinished_frame_bytes: r.u32("max_unfinished_frame_bytes")?,
+                    max_response_bytes: r.u32("max_response_bytes")?,
+                    features: r.u32("features")?,
+                };
+                // Later versions append fields: bytes after the known ones are ignored.
+                return Ok(Payload::HelloOk(hello));
+            }
             FrameKind::MetadataOk => {
                 let nb = r.u16("broker_count")?;
                 let brokers = (0..nb)

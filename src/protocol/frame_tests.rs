@@ -128,10 +128,26 @@ fn fetch() -> (Frame, Vec<u8>) {
 fn hello_ok() -> (Frame, Vec<u8>) {
     let f = frame(
         0x0102_0304,
-        Payload::HelloOk(HelloOk { version: 1, broker_id: 7, principal: "cn".into(), max_frame_size: 16 << 20 }),
+        Payload::HelloOk(HelloOk {
+            version: 1,
+            broker_id: 7,
+            principal: "cn".into(),
+            max_frame_size: 16 << 20,
+            max_batch_bytes: 0x00ff_ffc0,
+            max_fetch_bytes: 0x00ff_ffc0,
+            max_in_flight_per_partition: 5,
+            max_unfinished_frame_bytes: 32 << 20,
+            max_response_bytes: 16 << 20,
+            features: HelloOk::PER_PARTITION_EPOCHS,
+        }),
     );
-    // length 19 = 5 + version 2 + broker_id 4 + "cn" 4 + max_frame_size 4
-    let b = hex("00000013 | 81 | 01020304 | 0001 | 00000007 | 0002 636e | 01000000");
+    // length 41 = 5 + version 2 + broker_id 4 + "cn" 4 + max_frame_size 4 + max_batch_bytes 4
+    //   + max_fetch_bytes 4 + max_in_flight_per_partition 2 + max_unfinished_frame_bytes 4
+    //   + max_response_bytes 4 + features 4
+    let b = hex(
+        "00000029 | 81 | 01020304 | 0001 | 00000007 | 0002 636e | 01000000 | 00ffffc0 | 00ffffc0 | 0005 | 02000000 \
+         | 01000000 | 00000001",
+    );
     (f, b)
 }
 
@@ -255,6 +271,12 @@ fn vectors() -> Vec<(Frame, Vec<u8>)> {
 /// end are part of the payload rather than trailing garbage.
 fn has_opaque_tail(kind: FrameKind) -> bool {
     matches!(kind, FrameKind::Produce | FrameKind::FetchOk | FrameKind::ReplicaFetchOk)
+}
+
+/// Kinds that later versions may extend by appending fields: a decoder ignores bytes after
+/// the fields it knows.
+fn is_extensible(kind: FrameKind) -> bool {
+    kind == FrameKind::HelloOk
 }
 
 const ALL_KINDS: [FrameKind; 26] = [
@@ -615,6 +637,12 @@ fn trailing_bytes_in_a_body_are_rejected() {
             assert_eq!(encode(&got), bytes);
             continue;
         }
+        if is_extensible(kind) {
+            // Fields a later version appended: ignored.
+            let got = Frame::decode(&mut BytesMut::from(&bytes[..]), MAX_FRAME_SIZE).unwrap().unwrap();
+            assert_eq!(got, f);
+            continue;
+        }
         let err = decode_bad_then_sentinel(&bytes, f.correlation_id);
         assert_eq!(err.error, DecodeError::TrailingBytes { what: "frame body", extra: 1 }, "{kind:?}");
         assert_eq!(err.code(), ErrorCode::MalformedFrame);
@@ -748,11 +776,36 @@ fn arb_payload() -> impl Strategy<Value = Payload> {
         (arb_string(), any::<u32>(), any::<i64>(), any::<u32>()).prop_map(|(topic, partition, offset, max_bytes)| {
             Payload::Fetch(Fetch { topic, partition, offset, max_bytes })
         }),
-        (any::<u16>(), any::<u32>(), arb_string(), any::<u32>()).prop_map(
-            |(version, broker_id, principal, max_frame_size)| {
-                Payload::HelloOk(HelloOk { version, broker_id, principal, max_frame_size })
-            }
-        ),
+        (
+            (any::<u16>(), any::<u32>(), arb_string(), any::<u32>()),
+            (any::<u32>(), any::<u32>(), any::<u16>(), any::<u32>(), any::<u32>(), any::<u32>())
+        )
+            .prop_map(
+                |(
+                    (version, broker_id, principal, max_frame_size),
+                    (
+                        max_batch_bytes,
+                        max_fetch_bytes,
+                        max_in_flight_per_partition,
+                        max_unfinished,
+                        max_response,
+                        features,
+                    ),
+                )| {
+                    Payload::HelloOk(HelloOk {
+                        version,
+                        broker_id,
+                        principal,
+                        max_frame_size,
+                        max_batch_bytes,
+                        max_fetch_bytes,
+                        max_in_flight_per_partition,
+                        max_unfinished_frame_bytes: max_unfinished,
+                        max_response_bytes: max_response,
+                        features,
+                    })
+                }
+            ),
         (any::<i64>(), any::<i16>()).prop_map(|(producer_id, producer_epoch)| {
             Payload::InitProducerIdOk(InitProducerIdOk { producer_id, producer_epoch })
         }),
@@ -811,6 +864,23 @@ proptest! {
         let mut buf = BytesMut::new();
         encode_produce_head(&mut buf, correlation_id, &topic, partition, acks, timeout_ms, batch.len());
         buf.extend_from_slice(&batch);
+        prop_assert_eq!(&buf[..], &encode(&f)[..]);
+    }
+
+    #[test]
+    fn fetch_ok_head_plus_batches_equals_encode(
+        correlation_id in any::<u32>(),
+        high_watermark in any::<i64>(),
+        log_start_offset in any::<i64>(),
+        batches in arb_bytes(),
+    ) {
+        let f = Frame {
+            correlation_id,
+            payload: Payload::FetchOk(FetchOk { high_watermark, log_start_offset, batches: batches.clone() }),
+        };
+        let mut buf = BytesMut::new();
+        encode_fetch_ok_head(&mut buf, correlation_id, high_watermark, log_start_offset, batches.len());
+        buf.extend_from_slice(&batches);
         prop_assert_eq!(&buf[..], &encode(&f)[..]);
     }
 

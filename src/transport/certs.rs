@@ -246,7 +246,8 @@ pub fn write_pem(dir: &Path, name: &str, contents: &str) -> Result<PathBuf, Cert
 
 /// What `qwire certs` writes: `ca.crt`/`ca.key`, `broker.crt`/`broker.key`, and
 /// `NAME.crt`/`NAME.key` per client. An existing CA in `dir` is reused so new clients
-/// can be added; otherwise a new one is made.
+/// can be added; otherwise a new one is made, named `qwire dev CA <12 random hex digits>`
+/// so that no two runs make CAs with the same subject.
 pub fn generate_dev_certs(dir: &Path, clients: &[String], broker_sans: &[String]) -> Result<Vec<PathBuf>, CertError> {
     fs::create_dir_all(dir).map_err(|source| CertError::Io { op: "create", path: dir.into(), source })?;
     let (ca_crt, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
@@ -254,7 +255,13 @@ pub fn generate_dev_certs(dir: &Path, clients: &[String], broker_sans: &[String]
     let ca = if ca_crt.exists() && ca_key.exists() {
         DevCa::load(&ca_crt, &ca_key)?
     } else {
-        let ca = DevCa::generate("qwire dev CA", DEV_CERT_VALIDITY_DAYS)?;
+        // A unique subject per CA: a verifier looks a certificate's issuer up by name, so
+        // with one shared name a client of another `qwire certs` CA would be checked against
+        // this CA's key and refused as a bad signature (decrypt_error) instead of unknown_ca.
+        let mut id = [0u8; 6];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
+        let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let ca = DevCa::generate(&format!("qwire dev CA {id}"), DEV_CERT_VALIDITY_DAYS)?;
         written.push(write_pem(dir, "ca.crt", ca.cert_pem())?);
         written.push(write_pem(dir, "ca.key", ca.key_pem())?);
         ca

@@ -1,14 +1,14 @@
 //! `Fetch`: whole stored batches from an offset, as stored.
 
-use super::{denied, error, frame};
+use super::{denied, error};
 use crate::broker::acl::Permission;
 use crate::broker::context::ConnCtx;
 use crate::broker::log::LogError;
 use crate::broker::metrics::inc;
 use crate::broker::partition::{Fetched, READ_DURABLE_WAIT};
 use crate::broker::writer::Pending;
-use crate::protocol::frame::{Fetch, FetchOk};
-use crate::protocol::{ErrorCode, Payload};
+use crate::protocol::frame::{Fetch, FetchOk, MIN_FRAME_LENGTH};
+use crate::protocol::{ErrorCode, Frame, Payload};
 
 /// Answers `FetchOk` with the batches from `req.offset`, or why there are none.
 pub(super) async fn fetch(ctx: &ConnCtx, corr: u32, req: Fetch) -> Option<Pending> {
@@ -31,25 +31,65 @@ pub(super) async fn fetch(ctx: &ConnCtx, corr: u32, req: Fetch) -> Option<Pendin
             ),
         );
     };
-    // Leave room for the frame header and the two offsets.
-    let limit = (ctx.shared.config.max_frame_size as usize).saturating_sub(64);
+    // No stored batch is larger than the batch limit, and a response holds whole batches
+    // up to max_bytes (or the first alone, if larger): clamped to the batch limit, every
+    // response fits a frame.
+    let limit = ctx.shared.config.batch_limit() as usize;
     let max_bytes = (req.max_bytes as usize).clamp(1, limit);
-    // Only durable offsets are served; at a stored but not yet durable offset the read
-    // asks for the group commit and waits for it (up to READ_DURABLE_WAIT).
-    match partition.read(req.offset, max_bytes, READ_DURABLE_WAIT).await {
-        Ok(Fetched { batches, high_watermark, log_start_offset, .. }) if batches.len() <= limit => {
-            frame(corr, Payload::FetchOk(FetchOk { high_watermark, log_start_offset, batches }))
+    // Charge the response before reading: a client that does not read its responses
+    // waits here once its connection's budget is used, holding no more than that.
+    let mut want = max_bytes;
+    let (batches, high_watermark, log_start_offset, charge) = loop {
+        let mut charge = ctx.responses.charge(want).await;
+        // Only durable offsets are served; at a stored but not yet durable offset the
+        // read asks for the group commit and waits for it (up to READ_DURABLE_WAIT).
+        let Fetched { batches, high_watermark, log_start_offset, .. } =
+            match partition.read(req.offset, max_bytes, READ_DURABLE_WAIT).await {
+                Ok(r) => r,
+            Err(LogError::OffsetOutOfRange { requested, start, end }) => {
+                return error(
+                    corr,
+                    ErrorCode::OffsetOutOfRange,
+                    format!("offset {requested} is outside [{start}, {end}]"),
+                )
+            }
+            Err(e @ LogError::Corrupt { .. }) => {
+                tracing::error!(topic = %req.topic, partition = req.partition, error = %e, "stored data failed its check");
+                return error(corr, ErrorCode::CorruptStoredData, e.to_string());
+            }
+            Err(e) => return error(corr, ErrorCode::StorageError, e.to_string()),
+        };
+        // The first batch alone may exceed what was asked for (and charged).
+        if batches.len() > charge.bytes() && charge.bytes() < ctx.responses.largest() {
+            match ctx.responses.try_charge(batches.len() - charge.bytes()) {
+                Some(more) => charge.merge(more),
+                None => {
+                    // Never hold uncharged bytes while waiting: drop them, wait for room
+                    // for the whole size, read again.
+                    want = batches.len();
+                    continue;
+                }
+            }
         }
-        Ok(Fetched { batches, .. }) => {
-            error(corr, ErrorCode::Unknown, format!("stored batch of {} bytes exceeds the frame limit", batches.len()))
-        }
-        Err(LogError::OffsetOutOfRange { requested, start, end }) => {
-            error(corr, ErrorCode::OffsetOutOfRange, format!("offset {requested} is outside [{start}, {end}]"))
-        }
-        Err(e @ LogError::Corrupt { .. }) => {
-            tracing::error!(topic = %req.topic, partition = req.partition, error = %e, "stored data failed its check");
-            error(corr, ErrorCode::CorruptStoredData, e.to_string())
-        }
-        Err(e) => error(corr, ErrorCode::StorageError, e.to_string()),
+        charge.shrink_to(batches.len());
+        break (batches, high_watermark, log_start_offset, charge);
+    };
+    // Only a batch stored under a larger max_frame_size than today's can be too large.
+    // The length prefix counts kind, correlation id and the two offsets besides batches.
+    let room = ctx.shared.config.max_frame_size as usize - MIN_FRAME_LENGTH - 16;
+    if batches.len() > room {
+        return error(
+            corr,
+            ErrorCode::BatchTooLarge,
+            format!(
+                "the stored batch at offset {} is {} bytes, more than a frame of this broker holds \
+                 (max_frame_size {}); it was stored under a larger limit",
+                req.offset,
+                batches.len(),
+                ctx.shared.config.max_frame_size
+            ),
+        );
     }
+    let ok = FetchOk { high_watermark, log_start_offset, batches };
+    Some(Pending::Charged(Frame { correlation_id: corr, payload: Payload::FetchOk(ok) }, charge))
 }

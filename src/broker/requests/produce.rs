@@ -47,7 +47,7 @@ pub(super) async fn produce(ctx: &ConnCtx, corr: u32, p: Produce) -> Option<Pend
             format!("principal '{}' may not write topic '{}'", ctx.principal, p.topic),
         );
     }
-    let topic = match shared.topic_for_write(&p.topic) {
+    let topic = match shared.topic_for_write(&p.topic).await {
         Ok(t) => t,
         Err(e) => return fail(e.code, e.message),
     };
@@ -57,12 +57,35 @@ pub(super) async fn produce(ctx: &ConnCtx, corr: u32, p: Produce) -> Option<Pend
             format!("topic '{}' has {} partitions; {} does not exist", p.topic, topic.partitions.len(), p.partition),
         );
     };
+    let limit = shared.config.batch_limit() as usize;
+    if p.batch.len() > limit {
+        return fail(
+            ErrorCode::BatchTooLarge,
+            format!("batch of {} bytes exceeds this broker's max_batch_bytes ({limit})", p.batch.len()),
+        );
+    }
+    let now = now_ms();
+    // An idempotent batch must carry an id issued to this principal, at an epoch no newer
+    // than its current one: otherwise a client could stamp the id the broker will issue
+    // next, and its batches would later be taken for that producer's. The header is read
+    // here without its CRC (cheap); `check_batch` verifies the CRC on the partition's
+    // owner, so a batch whose header lied is refused there as corrupt.
+    let fence = match BatchHeader::parse(&p.batch) {
+        Ok(Some(header)) if header.is_idempotent() => {
+            let stamp = header.producer;
+            match shared.producer_ids.check_stamp(&ctx.principal, stamp.producer_id, stamp.producer_epoch, now) {
+                Ok(current) => Some(current),
+                Err((code, message)) => return fail(code, message),
+            }
+        }
+        _ => None,
+    };
     // The check (which decodes the records) and the append run on the partition's
     // owner, off the async runtime; the next frame is read once the batch is appended.
+    // With a fence, an older epoch gets the dedup lookup first (a remembered retry is a
+    // duplicate), then INVALID_PRODUCER_EPOCH: per-partition epochs (HelloOk feature bit).
     let batch_len = p.batch.len() as u64;
-    // No epoch fence yet: the request layer passes the registry's current epoch here
-    // once it answers stale epochs per partition.
-    let appended = match partition.append(p.batch.clone(), now_ms(), shared.config.sink, check_batch, None).await {
+    let appended = match partition.append(p.batch.clone(), now, shared.config.sink, check_batch, fence).await {
         Ok(a) => a,
         Err(e) => {
             if e.code == ErrorCode::CorruptBatch {

@@ -1,23 +1,47 @@
 //! `InitProducerId`: a new producer id, or the next epoch of an existing one.
+//!
+//! Needs write permission on at least one topic (like Kafka's `IdempotentWrite`): a
+//! principal that may not produce anywhere has no use for an id. Ids are bound to the
+//! principal that got them; a bump must present the id's current epoch.
 
-use super::{error, frame};
+use std::sync::Arc;
+
+use super::{error, frame, now_ms};
 use crate::broker::context::ConnCtx;
+use crate::broker::metrics::inc;
 use crate::broker::writer::Pending;
 use crate::protocol::frame::{InitProducerId, InitProducerIdOk};
 use crate::protocol::{ErrorCode, Payload};
 
-/// Answers `InitProducerIdOk` or the allocator's error. The allocator may persist a new
-/// block of ids (an fsync): off the async runtime.
+/// Answers `InitProducerIdOk`, or why no id or epoch was issued.
 pub(super) async fn init_producer_id(ctx: &ConnCtx, corr: u32, req: InitProducerId) -> Option<Pending> {
-    let shared = ctx.shared.clone();
-    let issued = tokio::task::spawn_blocking(move || shared.producer_ids.init(req.producer_id, req.producer_epoch))
-        .await
-        .unwrap_or_else(|e| Err((ErrorCode::Unknown, format!("producer id task failed: {e}"))));
+    let shared = &ctx.shared;
+    if !shared.acl.may_write_some_topic(&ctx.principal) {
+        inc(&shared.metrics.authorization_failures);
+        tracing::warn!(principal = %ctx.principal, "InitProducerId denied by ACL: no write permission on any topic");
+        return error(
+            corr,
+            ErrorCode::AuthorizationFailed,
+            format!("principal '{}' may not write any topic, so it gets no producer id", ctx.principal),
+        );
+    }
+    let principal: Arc<str> = ctx.principal.clone();
+    let shared2 = ctx.shared.clone();
+    // The answer is fsync'd before it is sent: off the async runtime.
+    let issued = tokio::task::spawn_blocking(move || {
+        shared2.producer_ids.init_blocking(&principal, req.producer_id, req.producer_epoch, now_ms())
+    })
+    .await
+    .unwrap_or_else(|e| Err((ErrorCode::Unknown, format!("producer id task failed: {e}"))));
     match issued {
         Ok((producer_id, producer_epoch)) => {
             tracing::info!(principal = %ctx.principal, producer_id, producer_epoch, "producer id issued");
             frame(corr, Payload::InitProducerIdOk(InitProducerIdOk { producer_id, producer_epoch }))
         }
-        Err((code, msg)) => error(corr, code, msg),
+        Err((code, msg)) => {
+            tracing::info!(principal = %ctx.principal, producer_id = req.producer_id,
+                producer_epoch = req.producer_epoch, %code, %msg, "InitProducerId refused");
+            error(corr, code, msg)
+        }
     }
 }

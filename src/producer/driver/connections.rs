@@ -428,10 +428,27 @@ impl Driver {
             }
             other => {
                 let refused = matches!(&other, Err(TransportError::Broker { code, .. }) if !code.is_retriable());
+                // A new id refused for good (e.g. AUTHORIZATION_FAILED: no write permission
+                // anywhere): the records waiting for it fail now instead of at their delivery
+                // timeout; the id is asked for again after the back-off.
+                let denied = match (&other, &self.pid) {
+                    (Err(TransportError::Broker { code, message, .. }), PidState::Missing { .. }) if refused => {
+                        Some((*code, message.clone()))
+                    }
+                    _ => None,
+                };
                 let msg = match other {
                     Ok(p) => format!("unexpected answer {:?}", p.kind()),
                     Err(e) => e.to_string(),
                 };
+                if let Some((code, message)) = denied {
+                    let err = ProduceError::new(
+                        ErrorKind::Broker(code),
+                        Persistence::NotPersisted,
+                        format!("no producer id: broker answered {code}: {message}"),
+                    );
+                    self.fail_everything(err);
+                }
                 tracing::warn!(error = %msg, "InitProducerId failed; retrying");
                 self.pid_retry_at = Instant::now() + self.cfg.retry_backoff.delay(1, 0.5);
                 match &mut self.pid {

@@ -60,7 +60,9 @@ impl Driver {
                 self.pid = PidState::Fenced;
                 self.fail_everything(ProduceError::new(ErrorKind::Fenced, Persistence::NotPersisted, message));
             }
-            ErrorCode::OutOfOrderSequence | ErrorCode::UnknownProducerId if idempotent => {
+            ErrorCode::OutOfOrderSequence | ErrorCode::UnknownProducerId | ErrorCode::InvalidProducerId
+                if idempotent =>
+            {
                 let window = &mut self.topics[t].parts[pu].window;
                 let first = window.is_first(corr);
                 window.requeue_refused(corr, Duration::ZERO, now, false);
