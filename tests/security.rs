@@ -226,7 +226,8 @@ async fn two_producers_sharing_an_id_fence_each_other_by_epoch() {
 }
 
 #[tokio::test]
-async fn after_an_epoch_bump_a_retry_of_a_remembered_old_batch_is_a_duplicate_and_nothing_else_of_the_old_epoch_lands() {
+async fn after_an_epoch_bump_a_retry_of_a_remembered_old_batch_is_a_duplicate_and_nothing_else_of_the_old_epoch_lands()
+{
     // Per-partition epochs (HelloOk feature bit 0): the partition's dedup lookup runs
     // before the epoch fence, so an old epoch's retry of a stored batch is answered with its
     // original offset instead of being refused (the producer may still be resolving it).

@@ -11,6 +11,7 @@ use tokio::sync::{watch, Semaphore};
 
 use super::acl::Acl;
 use super::budget::{BrokerBudget, ResponseBudget};
+use super::cluster::NodeInner;
 use super::config::BrokerConfig;
 use super::metrics::BrokerMetrics;
 use super::producer_ids::ProducerIdAllocator;
@@ -21,13 +22,15 @@ use crate::protocol::ErrorCode;
 pub(crate) struct Shared {
     pub(crate) config: BrokerConfig,
     pub(crate) acl: Acl,
-    pub(crate) registry: TopicRegistry,
+    pub(crate) registry: Arc<TopicRegistry>,
     pub(crate) producer_ids: ProducerIdAllocator,
     pub(crate) metrics: Arc<BrokerMetrics>,
     /// Bytes of responses waiting to be sent, over all connections.
     pub(crate) response_budget: BrokerBudget,
     pub(crate) local_addr: SocketAddr,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// The cluster node in cluster mode; `None` for a single broker.
+    pub(crate) cluster: Option<Arc<NodeInner>>,
 }
 
 impl Shared {

@@ -15,12 +15,15 @@
 //! - [`producer_ids`]: issued producer ids, their principal and current epoch;
 //! - [`disk`]: the injectable fsync and the atomic replacement of small state files;
 //! - [`acl`], [`config`], [`metrics`];
-//! - [`admin`]: the admin HTTP listener (`/health`, `/ready`, `/metrics`, mounted routers).
+//! - [`admin`]: the admin HTTP listener (`/health`, `/ready`, `/metrics`, mounted routers);
+//! - `cluster`: the cluster node (`--metadata etcd://...`): session, controller, roles,
+//!   replicas, follower tasks, peer connections (CLUSTER.md).
 
 pub mod acl;
 pub mod admin;
 mod admission;
 mod budget;
+mod cluster;
 pub mod config;
 mod connection;
 mod context;

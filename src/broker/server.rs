@@ -188,7 +188,26 @@ pub async fn start(config: BrokerConfig, tls: BrokerTls) -> Result<BrokerHandle,
         .map_err(|source| BrokerError::Bind { addr: config.listen, source })?;
     let local_addr = endpoint.local_addr().map_err(|source| BrokerError::Bind { addr: config.listen, source })?;
 
+    let cluster = match config.cluster.clone() {
+        Some(c) => Some(
+            super::cluster::NodeInner::start(
+                c,
+                &config.data_dir,
+                local_addr,
+                &tls.identity,
+                &tls.client_ca,
+                config.batch_limit(),
+            )
+            .await
+            .map_err(BrokerError::Config)?,
+        ),
+        None => None,
+    };
+    let registry = Arc::new(registry);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    if let Some(node) = &cluster {
+        node.run(registry.clone(), shutdown_rx.clone());
+    }
     let response_budget = BrokerBudget::new(config.max_response_bytes, metrics.clone());
     let shared = Arc::new(Shared {
         config,
@@ -199,6 +218,7 @@ pub async fn start(config: BrokerConfig, tls: BrokerTls) -> Result<BrokerHandle,
         metrics: metrics.clone(),
         local_addr,
         shutdown: shutdown_rx,
+        cluster,
     });
     tokio::spawn(retention_loop(shared.clone()));
     let done = tokio::spawn(accept_loop(endpoint, shared, lock));
@@ -222,6 +242,10 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>, _lock: fs::
         }
     }
     tracing::info!("shutting down: no new connections");
+    if let Some(node) = &shared.cluster {
+        // Leave first: the partitions this broker leads fail over now, not after the TTL.
+        node.leave().await;
+    }
     drop(alive_tx);
     let grace = Duration::from_millis(shared.config.shutdown_grace_ms);
     if tokio::time::timeout(grace, alive_rx.recv()).await.is_err() {

@@ -6,6 +6,8 @@
 //! of this task, which stops the reader, which stops QUIC flow control: memory stays
 //! bounded.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +44,9 @@ pub(crate) enum Pending {
         correlation_id: u32,
         result: ProduceResult,
     },
+    /// A response computed later, in order: a cluster acks=all produce waiting for its
+    /// replicas, a follower's fetch waiting for new data (long poll).
+    Later(Pin<Box<dyn Future<Output = Frame> + Send>>),
 }
 
 /// Writes the responses received on `rx` to `send`, in order, until the channel closes
@@ -70,6 +75,11 @@ pub(crate) async fn write_responses(
                     let flushed = partition.durable_end() >= end || w.flush().await;
                     let result = wait_durable(&partition, end, generation, timeout, result).await;
                     flushed && w.add(Frame { correlation_id, payload: Payload::ProduceResult(result) }).await
+                }
+                Pending::Later(answer) => {
+                    // Do not hold finished responses back behind the wait.
+                    let flushed = w.flush().await;
+                    flushed && w.add(answer.await).await
                 }
             };
             if !written {

@@ -43,9 +43,11 @@ pub(super) async fn fetch(ctx: &ConnCtx, corr: u32, req: Fetch) -> Option<Pendin
         let mut charge = ctx.responses.charge(want).await;
         // Only durable offsets are served; at a stored but not yet durable offset the
         // read asks for the group commit and waits for it (up to READ_DURABLE_WAIT).
-        let Fetched { batches, high_watermark, log_start_offset, .. } =
-            match partition.read(req.offset, max_bytes, READ_DURABLE_WAIT).await {
-                Ok(r) => r,
+        let Fetched { batches, high_watermark, log_start_offset, .. } = match partition
+            .read(req.offset, max_bytes, READ_DURABLE_WAIT)
+            .await
+        {
+            Ok(r) => r,
             Err(LogError::OffsetOutOfRange { requested, start, end }) => {
                 return error(
                     corr,
