@@ -317,6 +317,21 @@ impl Replica {
         }
     }
 
+    /// Waits until the high watermark reaches `offset` or the leadership ends (a
+    /// consumer's fetch at the tail).
+    pub(crate) async fn wait_high_watermark(&self, offset: i64) {
+        let mut rx = self.subscribe();
+        loop {
+            let _ = rx.borrow_and_update();
+            if self.high_watermark() >= offset || self.leader_epoch().is_none() {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// KIP-101: the largest epoch ≤ `epoch` here and where it ends in this log.
     pub(crate) fn end_offset_for(&self, epoch: i32) -> (i32, i64) {
         lock(&self.epochs).end_offset_for(epoch, self.partition.log_end())
@@ -368,15 +383,6 @@ impl Replica {
     pub(crate) fn set_follower_hw(&self, leader_hw: i64) {
         if let RoleState::Follower { hw, .. } = &mut *lock(&self.role) {
             *hw = leader_hw.min(self.partition.log_end());
-        }
-    }
-
-    /// The ISR this leadership acts on, the minimum, and every follower's progress (for
-    /// describe and logs).
-    pub(crate) fn leader_isr(&self) -> Option<Vec<u32>> {
-        match &*lock(&self.role) {
-            RoleState::Leader(l) => Some(l.set.isr()),
-            _ => None,
         }
     }
 }

@@ -6,9 +6,11 @@
 //! - [`metadata`], `Metadata` (and auto-create of named topics);
 //! - [`admin`], `CreateTopic`;
 //! - [`produce`], `Produce` (batch checks, dedup, append, the acks level);
-//! - [`fetch`], `Fetch`.
+//! - [`fetch`], `Fetch`;
+//! - [`cluster`], the cluster frames (replication, describe, replicated topics).
 
 mod admin;
+mod cluster;
 mod fetch;
 mod hello;
 mod metadata;
@@ -39,6 +41,7 @@ pub(crate) async fn dispatch(ctx: &ConnCtx, f: Frame) -> Option<Pending> {
         }
         Payload::CreateTopic(c) => admin::create_topic(ctx, corr, c).await,
         Payload::Fetch(req) => fetch::fetch(ctx, corr, req).await,
+        Payload::Cluster(c) => cluster::dispatch(ctx, corr, c).await,
         other => {
             inc(&ctx.shared.metrics.bad_frames);
             error(corr, ErrorCode::InvalidRequest, format!("{:?} is a response kind, not a request", other.kind()))
