@@ -5,10 +5,12 @@
 //!
 //! - [`replica`]: one partition's replication state on this broker;
 //! - [`follower`]: the follower task (KIP-101 truncation, then fetch, append, fsync);
-//! - [`peers`]: connections to the other brokers.
+//! - [`peers`]: connections to the other brokers;
+//! - [`producer_ids`]: producer ids issued and checked cluster-wide.
 
 pub(crate) mod follower;
 pub(crate) mod peers;
+pub(crate) mod producer_ids;
 pub(crate) mod replica;
 
 use std::collections::HashMap;
@@ -50,6 +52,8 @@ pub(crate) struct NodeInner {
     replicas: RwLock<HashMap<(String, u32), Arc<Replica>>>,
     pub(crate) peers: Peers,
     pub(crate) max_fetch_bytes: u32,
+    /// Producer ids issued by any broker of the cluster.
+    pub(crate) producer_ids: producer_ids::ClusterProducerIds,
 }
 
 /// The metadata store named by the configuration.
@@ -133,6 +137,7 @@ impl NodeInner {
         Ok(Arc::new(NodeInner {
             me: config.broker_id,
             config,
+            producer_ids: producer_ids::ClusterProducerIds::new(meta.clone()),
             meta,
             registration,
             session: Mutex::new(Arc::new(session)),

@@ -94,7 +94,13 @@ pub(super) async fn produce(ctx: &ConnCtx, corr: u32, p: Produce) -> Option<Pend
     let fence = match BatchHeader::parse(&p.batch) {
         Ok(Some(header)) if header.is_idempotent() => {
             let stamp = header.producer;
-            match shared.producer_ids.check_stamp(&ctx.principal, stamp.producer_id, stamp.producer_epoch, now) {
+            let checked = match &shared.cluster {
+                Some(node) => {
+                    node.producer_ids.check_stamp(&ctx.principal, stamp.producer_id, stamp.producer_epoch).await
+                }
+                None => shared.producer_ids.check_stamp(&ctx.principal, stamp.producer_id, stamp.producer_epoch, now),
+            };
+            match checked {
                 Ok(current) => Some(current),
                 Err((code, message)) => return fail(code, message),
             }

@@ -27,12 +27,16 @@ pub(super) async fn init_producer_id(ctx: &ConnCtx, corr: u32, req: InitProducer
     }
     let principal: Arc<str> = ctx.principal.clone();
     let shared2 = ctx.shared.clone();
-    // The answer is fsync'd before it is sent: off the async runtime.
-    let issued = tokio::task::spawn_blocking(move || {
-        shared2.producer_ids.init_blocking(&principal, req.producer_id, req.producer_epoch, now_ms())
-    })
-    .await
-    .unwrap_or_else(|e| Err((ErrorCode::Unknown, format!("producer id task failed: {e}"))));
+    let issued = match &shared.cluster {
+        // In a cluster the ids live in the metadata store: any broker issues, every leader checks.
+        Some(node) => node.producer_ids.init(&principal, req.producer_id, req.producer_epoch).await,
+        // The answer is fsync'd before it is sent: off the async runtime.
+        None => tokio::task::spawn_blocking(move || {
+            shared2.producer_ids.init_blocking(&principal, req.producer_id, req.producer_epoch, now_ms())
+        })
+        .await
+        .unwrap_or_else(|e| Err((ErrorCode::Unknown, format!("producer id task failed: {e}")))),
+    };
     match issued {
         Ok((producer_id, producer_epoch)) => {
             tracing::info!(principal = %ctx.principal, producer_id, producer_epoch, "producer id issued");
