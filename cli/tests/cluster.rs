@@ -1,0 +1,170 @@
+//! Cluster mode with real processes: an etcd and three `qwire broker`s on loopback
+//! (CLUSTER.md). Needs `--features cluster` (the broker binary must support
+//! `--metadata`) and `etcd` on PATH.
+#![cfg(feature = "cluster")]
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::cluster::Cluster;
+use common::{batch, stamp};
+use qwire::client::Client;
+use qwire::protocol::{Acks, Compression, ErrorCode, ProducerStamp};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// A client connected to the current leader of `topic`/`partition`.
+async fn leader_client(c: &mut Cluster, topic: &str, partition: u32) -> (u32, Client) {
+    loop {
+        let leader = c.leader(topic, partition).await;
+        let i = c.index_of(leader);
+        if let Ok(client) = Client::connect(&c.client_config(i, "alice")).await {
+            return (leader, client);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends `b` acks=all to the leader until it is acknowledged (following leader changes);
+/// returns the base offset and whether it was a duplicate.
+async fn produce_until_acked(c: &mut Cluster, topic: &str, b: Bytes) -> (i64, bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "batch never acknowledged");
+        let (_, mut client) = leader_client(c, topic, 0).await;
+        match client.produce(topic, 0, Acks::All, b.clone()).await {
+            Ok(r) if r.error == ErrorCode::None => return (r.base_offset, r.duplicate),
+            Ok(r) => eprintln!("produce answered {}: {}", r.error, r.message),
+            Err(e) => eprintln!("produce failed: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Stops every node and checks that all replicas hold the same batches, byte for byte.
+fn assert_replicas_identical(c: &mut Cluster, topic: &str, partition: u32) -> Vec<Bytes> {
+    for i in 0..c.nodes.len() {
+        c.stop(i);
+    }
+    let logs: Vec<Vec<Bytes>> = (0..c.nodes.len()).map(|i| c.stored_batches(i, topic, partition)).collect();
+    for (i, l) in logs.iter().enumerate().skip(1) {
+        assert_eq!(
+            l.len(),
+            logs[0].len(),
+            "replica {} has {} batches, replica 1 has {}",
+            i + 1,
+            l.len(),
+            logs[0].len()
+        );
+        assert!(l == &logs[0], "replica {} differs from replica 1", i + 1);
+    }
+    logs.into_iter().next().unwrap()
+}
+
+#[test]
+fn followers_down_shrink_the_isr_then_acks_all_is_refused_and_they_catch_up_on_return() {
+    rt().block_on(async {
+        let mut c = Cluster::start(3);
+        let mut admin = c.any_client("alice").await;
+        admin.create_replicated_topic("f", 1, 3, 2).await.unwrap();
+        c.wait_for("all in sync", "f", |d| d.partitions.len() == 1 && d.partitions[0].isr.len() == 3).await;
+        let leader = c.leader("f", 0).await;
+        let followers: Vec<u32> = (1..=3).filter(|&b| b != leader).collect();
+        let none = ProducerStamp::NONE;
+        let mut sent = 0;
+        for _ in 0..5 {
+            produce_until_acked(&mut c, "f", batch("a", 10, none, Compression::None)).await;
+            sent += 10;
+        }
+        // One follower dies: the in-sync set shrinks, acks=all continues.
+        c.kill(c.index_of(followers[0]));
+        c.wait_for("isr shrunk to 2", "f", |d| d.partitions[0].isr.len() == 2).await;
+        for _ in 0..5 {
+            produce_until_acked(&mut c, "f", batch("b", 10, none, Compression::None)).await;
+            sent += 10;
+        }
+        // The second one dies too: below min.insync.replicas acks=all is refused, nothing
+        // is appended, the high watermark stays.
+        c.kill(c.index_of(followers[1]));
+        c.wait_for("isr is the leader alone", "f", |d| d.partitions[0].isr == vec![leader]).await;
+        let (_, mut lc) = leader_client(&mut c, "f", 0).await;
+        let end_before = lc.fetch("f", 0, 0, 1).await.unwrap().high_watermark;
+        for _ in 0..3 {
+            let r = lc.produce("f", 0, Acks::All, batch("refused", 10, none, Compression::None)).await.unwrap();
+            assert_eq!(r.error, ErrorCode::NotEnoughReplicas, "{}", r.message);
+            assert_eq!(r.base_offset, -1, "refused before the append");
+            assert!(r.error.is_retriable());
+        }
+        let meta = lc.metadata(&["f"]).await.unwrap();
+        assert_eq!(meta.topics[0].partitions[0].end_offset, end_before, "nothing appended");
+        assert_eq!(end_before, sent);
+        lc.close();
+        // They return: they truncate, catch up and rejoin the in-sync set.
+        c.start_node(c.index_of(followers[0]));
+        c.start_node(c.index_of(followers[1]));
+        c.wait_for("all back in sync", "f", |d| d.partitions[0].isr.len() == 3).await;
+        let (_, dup) = produce_until_acked(&mut c, "f", batch("c", 10, none, Compression::None)).await;
+        assert!(!dup);
+        sent += 10;
+        let batches = assert_replicas_identical(&mut c, "f", 0);
+        let records: i64 =
+            batches.iter().map(|b| qwire::protocol::BatchHeader::parse(b).unwrap().unwrap().record_count as i64).sum();
+        assert_eq!(records, sent, "every acknowledged record on every replica, nothing refused");
+    });
+}
+
+#[test]
+fn a_killed_leader_fails_over_within_the_isr_and_retries_are_duplicates_on_the_new_leader() {
+    rt().block_on(async {
+        let mut c = Cluster::start(3);
+        let mut admin = c.any_client("alice").await;
+        admin.create_replicated_topic("k", 1, 3, 2).await.unwrap();
+        c.wait_for("all in sync", "k", |d| d.partitions.len() == 1 && d.partitions[0].isr.len() == 3).await;
+        let (pid, epoch) = admin.init_producer_id(-1, -1).await.unwrap();
+        admin.close();
+        let mut seq = 0;
+        let mut acked = Vec::new();
+        for round in 0..3 {
+            for _ in 0..4 {
+                let b = batch(&format!("r{round}"), 5, stamp(pid, epoch, seq), Compression::None);
+                let (off, dup) = produce_until_acked(&mut c, "k", b.clone()).await;
+                assert!(!dup);
+                acked.push((b, off));
+                seq += 5;
+            }
+            // Kill the leader; the controller elects another in-sync replica at the next epoch.
+            let before = c.describe("k").await.partitions[0].clone();
+            let old = before.leader as u32;
+            c.kill(c.index_of(old));
+            let after = c
+                .wait_for("a new leader", "k", |d| d.partitions[0].leader >= 0 && d.partitions[0].leader as u32 != old)
+                .await;
+            let p = &after.partitions[0];
+            assert!(
+                before.isr.contains(&(p.leader as u32)),
+                "the new leader {} was in sync {:?}",
+                p.leader,
+                before.isr
+            );
+            assert!(p.leader_epoch > before.leader_epoch);
+            // The producer's retry of an acknowledged batch is a duplicate on the new leader,
+            // with its original offset.
+            let (b, off) = acked.last().unwrap().clone();
+            let (again, dup) = produce_until_acked(&mut c, "k", b).await;
+            assert_eq!((again, dup), (off, true));
+            c.start_node(c.index_of(old));
+            c.wait_for("the old leader back in sync", "k", |d| d.partitions[0].isr.len() == 3).await;
+        }
+        let batches = assert_replicas_identical(&mut c, "k", 0);
+        assert_eq!(batches.len(), acked.len(), "each acknowledged batch exactly once");
+        for (stored, (sent, off)) in batches.iter().zip(&acked) {
+            let h = qwire::protocol::BatchHeader::parse(stored).unwrap().unwrap();
+            assert_eq!(h.base_offset, *off);
+            assert_eq!(&stored[12..], &sent[12..], "the batch as produced");
+        }
+    });
+}

@@ -1,0 +1,295 @@
+//! A cluster for process tests: one etcd (private to the test) and N `qwire broker`
+//! processes on loopback ports chosen by the OS, sharing one dev CA, each with its own
+//! data directory kept across SIGKILLs and restarts.
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use qwire::client::{Client, ConnectConfig};
+use qwire::protocol::cluster::TopicReplicas;
+
+use super::etcd::Etcd;
+use super::Certs;
+
+/// Broker settings the cluster tests use: a short session TTL (fast failover) and lag.
+pub const TTL_MS: u64 = 2000;
+
+/// One broker process.
+pub struct Node {
+    pub id: u32,
+    pub addr: SocketAddr,
+    pub data: tempfile::TempDir,
+    logs: tempfile::TempDir,
+    child: Option<Child>,
+    /// Successful starts.
+    pub starts: u32,
+}
+
+/// The cluster.
+pub struct Cluster {
+    pub etcd: Etcd,
+    pub certs: Certs,
+    pub prefix: String,
+    pub nodes: Vec<Node>,
+    /// Extra `qwire broker` arguments for every node.
+    pub extra_args: Vec<String>,
+}
+
+fn free_udp_port() -> SocketAddr {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.local_addr().unwrap()
+}
+
+impl Cluster {
+    /// An etcd and `n` brokers (ids 1..=n), all started.
+    pub fn start(n: usize) -> Cluster {
+        Self::start_with(n, &[])
+    }
+
+    /// [`Cluster::start`] with extra broker arguments.
+    pub fn start_with(n: usize, extra: &[&str]) -> Cluster {
+        let etcd = Etcd::start();
+        let nodes = (1..=n as u32)
+            .map(|id| Node {
+                id,
+                addr: free_udp_port(),
+                data: tempfile::tempdir().unwrap(),
+                logs: tempfile::tempdir().unwrap(),
+                child: None,
+                starts: 0,
+            })
+            .collect();
+        let mut c = Cluster {
+            etcd,
+            certs: Certs::new(),
+            prefix: format!("/qwire-cluster-{}", std::process::id()),
+            nodes,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        for i in 0..n {
+            c.start_node(i);
+        }
+        c
+    }
+
+    /// `etcd://...` of this cluster.
+    pub fn metadata_url(&self) -> String {
+        format!("etcd://{}{}", self.etcd.endpoint, self.prefix)
+    }
+
+    /// Starts node `i` (again) and waits for its `listening` line.
+    pub fn start_node(&mut self, i: usize) {
+        let url = self.metadata_url();
+        let certs = self.certs.path().to_path_buf();
+        let extra = self.extra_args.clone();
+        let node = &mut self.nodes[i];
+        assert!(node.child.is_none(), "node {} already running", node.id);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match node.try_start(&url, &certs, &extra) {
+                Ok(child) => {
+                    node.child = Some(child);
+                    node.starts += 1;
+                    return;
+                }
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("broker {} start failed, retrying: {e}", node.id);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!("broker {} did not start: {e}\n{}", node.id, node.log()),
+            }
+        }
+    }
+
+    /// SIGKILLs node `i` (no shutdown, no final fsync, no lease revocation).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops node `i` gracefully (SIGTERM; it leaves the cluster and fsyncs).
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Whether node `i` runs.
+    pub fn running(&mut self, i: usize) -> bool {
+        self.nodes[i].child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Index of the node with broker id `id`.
+    pub fn index_of(&self, id: u32) -> usize {
+        self.nodes.iter().position(|n| n.id == id).expect("a broker of this cluster")
+    }
+
+    /// `host:port` of every node, comma-separated (a producer's bootstrap list).
+    pub fn bootstrap(&self) -> String {
+        self.nodes.iter().map(|n| n.addr.to_string()).collect::<Vec<_>>().join(",")
+    }
+
+    pub fn client_config(&self, i: usize, name: &str) -> ConnectConfig {
+        let mut c = self.certs.client(self.nodes[i].addr, name);
+        c.connect_timeout = Duration::from_secs(2);
+        c
+    }
+
+    /// A client connected to the first node that answers.
+    pub async fn any_client(&mut self, name: &str) -> Client {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            for i in 0..self.nodes.len() {
+                if !self.running(i) {
+                    continue;
+                }
+                if let Ok(c) = Client::connect(&self.client_config(i, name)).await {
+                    return c;
+                }
+            }
+            assert!(Instant::now() < deadline, "no broker of the cluster answers");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A producer builder bootstrapping from every node.
+    pub fn producer(&self, client: &str) -> qwire::producer::ProducerBuilder {
+        qwire::producer::Producer::builder()
+            .bootstrap(self.bootstrap())
+            .tls(qwire::producer::TlsConfig::from_dir(self.certs.path(), client).unwrap())
+    }
+
+    /// The topic's replication state, as the first answering broker describes it.
+    pub async fn describe(&mut self, topic: &str) -> TopicReplicas {
+        let mut c = self.any_client("alice").await;
+        let mut d = c.describe_topics(&[topic]).await.expect("describe");
+        c.close();
+        d.remove(0)
+    }
+
+    /// Polls the topic's description until `f` holds (60 s at most).
+    pub async fn wait_for(&mut self, what: &str, topic: &str, f: impl Fn(&TopicReplicas) -> bool) -> TopicReplicas {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let d = self.describe(topic).await;
+            if f(&d) {
+                return d;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for: {what}\nlast: {d:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The leader of a partition (waiting until it has one).
+    pub async fn leader(&mut self, topic: &str, partition: u32) -> u32 {
+        let d = self
+            .wait_for("a leader", topic, |d| d.partitions.iter().any(|p| p.partition == partition && p.leader >= 0))
+            .await;
+        d.partitions.iter().find(|p| p.partition == partition).unwrap().leader as u32
+    }
+
+    /// Every stored batch of a partition in node `i`'s data directory, as bytes. Only on
+    /// a stopped node (opening the log checks and may repair it).
+    pub fn stored_batches(&mut self, i: usize, topic: &str, partition: u32) -> Vec<Bytes> {
+        assert!(!self.running(i), "read a replica's log only while its broker is stopped");
+        read_log(&self.nodes[i].data.path().join("topics").join(topic).join(partition.to_string()))
+    }
+
+    /// Node `i`'s log (stderr).
+    pub fn log(&self, i: usize) -> String {
+        self.nodes[i].log()
+    }
+}
+
+/// Every batch of the partition log in `dir`.
+pub fn read_log(dir: &Path) -> Vec<Bytes> {
+    use qwire::broker::log::{LogConfig, PartitionLog};
+    let (log, _) = PartitionLog::open(dir, LogConfig::default()).expect("open a replica's log");
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.end_offset() {
+        let data = log.read(offset, 1 << 20).expect("read");
+        for b in qwire::protocol::RecordBatch::split_all(data).expect("whole batches") {
+            offset = b.header().last_offset() + 1;
+            out.push(b.as_bytes().clone());
+        }
+    }
+    out
+}
+
+impl Node {
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.logs.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    fn try_start(&mut self, url: &str, certs: &PathBuf, extra: &[String]) -> Result<Child, String> {
+        let bin = env!("CARGO_BIN_EXE_qwire");
+        let stderr =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.logs.path().join("stderr.log")).unwrap();
+        let mut child = Command::new(bin)
+            .arg("broker")
+            .args(["--broker-id", &self.id.to_string(), "--metadata", url])
+            .args(["--listen", &self.addr.to_string()])
+            .arg("--data-dir")
+            .arg(self.data.path())
+            .arg("--certs")
+            .arg(certs)
+            .args(["--session-ttl-ms", &TTL_MS.to_string(), "--replica-lag-max-ms", "4000"])
+            .args(extra)
+            .env("RUST_LOG", "info,quinn=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .map_err(|e| format!("spawn {bin}: {e}"))?;
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(line) if line.contains("qwire broker listening on") => return Ok(child),
+                Ok(_) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        return Err(format!("broker exited with {status}"));
+                    }
+                    if Instant::now() > deadline {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        return Err("no 'listening' line within 30 s".into());
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = child.wait().map_err(|e| e.to_string())?;
+                    return Err(format!("broker exited with {status}"));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
