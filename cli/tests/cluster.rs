@@ -168,3 +168,71 @@ fn a_killed_leader_fails_over_within_the_isr_and_retries_are_duplicates_on_the_n
         }
     });
 }
+
+/// Sends one acks=all batch straight to a broker's real address (not through its relay);
+/// `Ok(true)` when it was acknowledged.
+async fn produce_direct(c: &Cluster, i: usize, topic: &str, b: Bytes) -> Result<bool, String> {
+    let mut client = Client::connect(&c.client_config(i, "alice")).await.map_err(|e| e.to_string())?;
+    let r = client.produce(topic, 0, Acks::All, b).await.map_err(|e| e.to_string());
+    client.close();
+    r.map(|r| r.error == ErrorCode::None)
+}
+
+#[test]
+fn a_leader_cut_off_from_followers_and_etcd_acknowledges_nothing_and_truncates_when_it_returns() {
+    rt().block_on(async {
+        let (mut c, cuts) = Cluster::start_partitionable(3).await;
+        let mut admin = c.any_client("alice").await;
+        admin.create_replicated_topic("p", 1, 3, 2).await.unwrap();
+        admin.close();
+        c.wait_for("all in sync", "p", |d| d.partitions.len() == 1 && d.partitions[0].isr.len() == 3).await;
+        let none = ProducerStamp::NONE;
+        for _ in 0..5 {
+            produce_until_acked(&mut c, "p", batch("before", 10, none, Compression::None)).await;
+        }
+        let old = c.leader("p", 0).await;
+        let oi = c.index_of(old);
+        let epoch_before = c.describe("p").await.partitions[0].leader_epoch;
+        // Cut the leader off from its followers and from etcd. A client that still reaches
+        // it directly gets no acknowledgement for acks=all: its followers stop fetching,
+        // and its session runs out.
+        cuts[oi].set(true);
+        let started = std::time::Instant::now();
+        let mut attempts = 0;
+        while started.elapsed() < Duration::from_millis(3 * common::cluster::TTL_MS) {
+            attempts += 1;
+            match produce_direct(&c, oi, "p", batch("cut", 10, none, Compression::None)).await {
+                Ok(true) => panic!("the cut-off leader acknowledged an acks=all batch"),
+                Ok(false) | Err(_) => {}
+            }
+        }
+        assert!(attempts > 0);
+        // Another in-sync replica leads now, at a later epoch, and acknowledges.
+        let d = c
+            .wait_for("a new leader", "p", |d| d.partitions[0].leader >= 0 && d.partitions[0].leader as u32 != old)
+            .await;
+        assert!(d.partitions[0].leader_epoch > epoch_before);
+        for _ in 0..5 {
+            produce_until_acked(&mut c, "p", batch("after", 10, none, Compression::None)).await;
+        }
+        // Healed: the old leader returns as a follower, cuts the tail it appended alone,
+        // catches up and rejoins the in-sync set.
+        cuts[oi].set(false);
+        c.wait_for("the old leader back in sync", "p", |d| d.partitions[0].isr.len() == 3).await;
+        let batches = assert_replicas_identical(&mut c, "p", 0);
+        // The fault fired: the cut-off leader had appended batches of its own, and cut them.
+        assert!(c.log(oi).contains("replica log truncated"), "the old leader never truncated:\n{}", c.log(oi));
+        let values: Vec<String> = batches
+            .iter()
+            .flat_map(|b| {
+                qwire::protocol::RecordBatch::from_bytes(b.clone()).unwrap().records(1 << 20).unwrap().into_iter().map(
+                    |r| String::from_utf8(r.value.unwrap().to_vec()).unwrap().split('-').next().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert!(!values.iter().any(|v| v == "cut"), "a batch appended only by the cut-off leader survived");
+        assert_eq!(values.iter().filter(|v| *v == "before").count(), 50);
+        assert_eq!(values.iter().filter(|v| *v == "after").count(), 50);
+        drop(cuts);
+    });
+}

@@ -22,6 +22,11 @@ pub const TTL_MS: u64 = 2000;
 pub struct Node {
     pub id: u32,
     pub addr: SocketAddr,
+    /// The address it advertises (other brokers and producers reach it there): a UDP
+    /// relay in front of `addr` for partitionable clusters.
+    pub advertise: Option<SocketAddr>,
+    /// Its own path to etcd (a TCP relay) for partitionable clusters.
+    pub etcd_relay: Option<SocketAddr>,
     pub data: tempfile::TempDir,
     logs: tempfile::TempDir,
     child: Option<Child>,
@@ -57,6 +62,8 @@ impl Cluster {
             .map(|id| Node {
                 id,
                 addr: free_udp_port(),
+                advertise: None,
+                etcd_relay: None,
                 data: tempfile::tempdir().unwrap(),
                 logs: tempfile::tempdir().unwrap(),
                 child: None,
@@ -76,6 +83,41 @@ impl Cluster {
         c
     }
 
+    /// A cluster whose nodes can each be cut off from the others and from etcd: every
+    /// node advertises a UDP relay in front of it (followers and producers reach it only
+    /// through the relay; a test client may still talk to its real address) and reaches
+    /// etcd through a TCP relay of its own. Call inside a multi-threaded runtime.
+    pub async fn start_partitionable(n: usize) -> (Cluster, Vec<Cut>) {
+        let mut c = Cluster {
+            etcd: Etcd::start(),
+            certs: Certs::new(),
+            prefix: format!("/qwire-cluster-{}", std::process::id()),
+            nodes: Vec::new(),
+            extra_args: Vec::new(),
+        };
+        let mut cuts = Vec::new();
+        for id in 1..=n as u32 {
+            let addr = free_udp_port();
+            let udp = super::relay::Relay::start(addr).await;
+            let tcp = TcpRelay::start(c.etcd.endpoint.parse().unwrap()).await;
+            c.nodes.push(Node {
+                id,
+                addr,
+                advertise: Some(udp.addr()),
+                etcd_relay: Some(tcp.addr),
+                data: tempfile::tempdir().unwrap(),
+                logs: tempfile::tempdir().unwrap(),
+                child: None,
+                starts: 0,
+            });
+            cuts.push(Cut { udp, tcp });
+        }
+        for i in 0..n {
+            tokio::task::block_in_place(|| c.start_node(i));
+        }
+        (c, cuts)
+    }
+
     /// `etcd://...` of this cluster.
     pub fn metadata_url(&self) -> String {
         format!("etcd://{}{}", self.etcd.endpoint, self.prefix)
@@ -83,7 +125,10 @@ impl Cluster {
 
     /// Starts node `i` (again) and waits for its `listening` line.
     pub fn start_node(&mut self, i: usize) {
-        let url = self.metadata_url();
+        let url = match self.nodes[i].etcd_relay {
+            Some(r) => format!("etcd://{r}{}", self.prefix),
+            None => self.metadata_url(),
+        };
         let certs = self.certs.path().to_path_buf();
         let extra = self.extra_args.clone();
         let node = &mut self.nodes[i];
@@ -171,12 +216,25 @@ impl Cluster {
             .tls(qwire::producer::TlsConfig::from_dir(self.certs.path(), client).unwrap())
     }
 
-    /// The topic's replication state, as the first answering broker describes it.
+    /// The topic's replication state, as the first broker that answers describes it (a
+    /// broker cut off from etcd refuses: its view may be stale).
     pub async fn describe(&mut self, topic: &str) -> TopicReplicas {
-        let mut c = self.any_client("alice").await;
-        let mut d = c.describe_topics(&[topic]).await.expect("describe");
-        c.close();
-        d.remove(0)
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            for i in 0..self.nodes.len() {
+                if !self.running(i) {
+                    continue;
+                }
+                let Ok(mut c) = Client::connect(&self.client_config(i, "alice")).await else { continue };
+                let d = c.describe_topics(&[topic]).await;
+                c.close();
+                if let Ok(mut d) = d {
+                    return d.remove(0);
+                }
+            }
+            assert!(Instant::now() < deadline, "no broker of the cluster describes '{topic}'");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Polls the topic's description until `f` holds (60 s at most).
@@ -247,6 +305,7 @@ impl Node {
             .arg("--certs")
             .arg(certs)
             .args(["--session-ttl-ms", &TTL_MS.to_string(), "--replica-lag-max-ms", "4000"])
+            .args(self.advertise.iter().flat_map(|a| ["--advertise".to_string(), a.to_string()]))
             .args(extra)
             .env("RUST_LOG", "info,quinn=warn")
             .stdin(Stdio::null())
@@ -290,6 +349,73 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         for i in 0..self.nodes.len() {
             self.kill(i);
+        }
+    }
+}
+
+/// The two relays that can cut one node off: its advertised UDP path and its etcd path.
+pub struct Cut {
+    pub udp: super::relay::Relay,
+    pub tcp: TcpRelay,
+}
+
+impl Cut {
+    /// Cuts (or heals) the node's paths to the other brokers, producers and etcd.
+    pub fn set(&self, cut: bool) {
+        self.udp.cut(cut);
+        self.tcp.cut(cut);
+    }
+}
+
+/// A TCP relay (etcd's gRPC connections) that can be cut: existing connections are
+/// closed and new ones refused until healed.
+pub struct TcpRelay {
+    pub addr: SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl TcpRelay {
+    pub async fn start(upstream: SocketAddr) -> TcpRelay {
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Default::default();
+        let (c2, k2) = (cut.clone(), conns.clone());
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                if c2.load(SeqCst) {
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else { return };
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+                k2.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        TcpRelay { addr, cut, conns, accept }
+    }
+
+    /// Cuts (closing every connection) or heals.
+    pub fn cut(&self, on: bool) {
+        self.cut.store(on, std::sync::atomic::Ordering::SeqCst);
+        if on {
+            for c in self.conns.lock().unwrap().drain(..) {
+                c.abort();
+            }
+        }
+    }
+}
+
+impl Drop for TcpRelay {
+    fn drop(&mut self) {
+        self.accept.abort();
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
         }
     }
 }

@@ -33,6 +33,11 @@ pub(super) async fn dispatch(ctx: &ConnCtx, corr: u32, p: ClusterPayload) -> Opt
     match p {
         ClusterPayload::ReplicaFetch(r) => replica_fetch(ctx, corr, r).await,
         ClusterPayload::OffsetForLeaderEpoch(r) => offset_for_leader_epoch(ctx, corr, r),
+        ClusterPayload::DescribeCluster | ClusterPayload::DescribeTopics(_) if view_is_stale(ctx) => error(
+            corr,
+            ErrorCode::MetadataUnavailable,
+            "this broker cannot reach the metadata store: its view of the cluster may be out of date; ask another broker",
+        ),
         ClusterPayload::DescribeCluster => Some(Pending::Ready(cluster_frame(corr, describe(ctx)))),
         ClusterPayload::DescribeTopics(d) => describe_topics(ctx, corr, d),
         ClusterPayload::CreateReplicatedTopic(c) => create(ctx, corr, c).await,
@@ -41,6 +46,10 @@ pub(super) async fn dispatch(ctx: &ConnCtx, corr: u32, p: ClusterPayload) -> Opt
             error(corr, ErrorCode::InvalidRequest, format!("{:?} is a response kind, not a request", other.kind()))
         }
     }
+}
+
+fn view_is_stale(ctx: &ConnCtx) -> bool {
+    ctx.shared.cluster.as_ref().is_some_and(|n| n.view().stale_since.is_some())
 }
 
 fn cluster_frame(correlation_id: u32, p: ClusterPayload) -> Frame {
