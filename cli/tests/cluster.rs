@@ -236,3 +236,77 @@ fn a_leader_cut_off_from_followers_and_etcd_acknowledges_nothing_and_truncates_w
         drop(cuts);
     });
 }
+
+#[test]
+fn a_frozen_controller_is_replaced_and_none_of_its_writes_land_when_it_wakes() {
+    rt().block_on(async {
+        let mut c = Cluster::start(3);
+        let mut admin = c.any_client("alice").await;
+        admin.create_replicated_topic("ctl", 3, 3, 2).await.unwrap();
+        admin.close();
+        c.wait_for("all assigned, all in sync", "ctl", |d| {
+            d.partitions.len() == 3 && d.partitions.iter().all(|p| p.isr.len() == 3)
+        })
+        .await;
+        let controller = loop {
+            let mut a = c.any_client("alice").await;
+            let d = a.describe_cluster().await.unwrap();
+            a.close();
+            if d.controller >= 0 {
+                break d.controller as u32;
+            }
+        };
+        let ci = c.index_of(controller);
+        // Freeze the controller past its session TTL: another broker becomes controller,
+        // and the partitions the frozen broker led get new leaders from the ISR.
+        c.pause(ci);
+        let after = c
+            .wait_for("the frozen broker leads nothing", "ctl", |d| {
+                d.partitions.iter().all(|p| p.leader >= 0 && p.leader as u32 != controller)
+            })
+            .await;
+        let new_controller = loop {
+            let mut a = None;
+            for i in (0..3).filter(|&i| i != ci) {
+                if let Ok(cl) = Client::connect(&c.client_config(i, "alice")).await {
+                    a = Some(cl);
+                    break;
+                }
+            }
+            let mut a = a.expect("a live broker");
+            let d = a.describe_cluster().await;
+            a.close();
+            if let Ok(d) = d {
+                if d.controller >= 0 && d.controller as u32 != controller {
+                    break d.controller as u32;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_ne!(new_controller, controller);
+        // Wake it: it acted as controller until it froze and may try to write what its old
+        // view asks for; every such write is fenced by its lost election. The leaders and
+        // epochs the new controller wrote stay.
+        c.resume(ci);
+        tokio::time::sleep(Duration::from_millis(3 * common::cluster::TTL_MS)).await;
+        let later =
+            c.wait_for("the woken broker back in sync", "ctl", |d| d.partitions.iter().all(|p| p.isr.len() == 3)).await;
+        for (a, b) in after.partitions.iter().zip(&later.partitions) {
+            assert_eq!(
+                (a.leader, a.leader_epoch),
+                (b.leader, b.leader_epoch),
+                "partition {} changed hands",
+                a.partition
+            );
+        }
+        // And the data path works on every partition.
+        for p in 0..3u32 {
+            let leader = c.leader("ctl", p).await;
+            let mut cl = Client::connect(&c.client_config(c.index_of(leader), "alice")).await.unwrap();
+            let r =
+                cl.produce("ctl", p, Acks::All, batch("x", 3, ProducerStamp::NONE, Compression::None)).await.unwrap();
+            assert_eq!(r.error, ErrorCode::None, "{}", r.message);
+            cl.close();
+        }
+    });
+}

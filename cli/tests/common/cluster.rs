@@ -171,6 +171,22 @@ impl Cluster {
         }
     }
 
+    /// Freezes node `i` (SIGSTOP): it keeps its sockets but does nothing, as a process in
+    /// a long pause would; its session lease expires meanwhile.
+    pub fn pause(&self, i: usize) {
+        self.signal(i, "-STOP");
+    }
+
+    /// Unfreezes node `i` (SIGCONT).
+    pub fn resume(&self, i: usize) {
+        self.signal(i, "-CONT");
+    }
+
+    fn signal(&self, i: usize, sig: &str) {
+        let pid = self.nodes[i].child.as_ref().expect("running").id();
+        let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+    }
+
     /// Whether node `i` runs.
     pub fn running(&mut self, i: usize) -> bool {
         self.nodes[i].child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
