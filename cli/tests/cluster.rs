@@ -310,3 +310,57 @@ fn a_frozen_controller_is_replaced_and_none_of_its_writes_land_when_it_wakes() {
         }
     });
 }
+
+#[test]
+fn while_etcd_is_down_leaders_serve_only_within_their_lease_and_nothing_is_lost_when_it_returns() {
+    rt().block_on(async {
+        let mut c = Cluster::start(3);
+        let mut admin = c.any_client("alice").await;
+        admin.create_replicated_topic("e", 1, 3, 2).await.unwrap();
+        admin.close();
+        c.wait_for("all in sync", "e", |d| d.partitions.len() == 1 && d.partitions[0].isr.len() == 3).await;
+        let none = ProducerStamp::NONE;
+        let mut acked = 0;
+        for _ in 0..3 {
+            produce_until_acked(&mut c, "e", batch("up", 10, none, Compression::None)).await;
+            acked += 10;
+        }
+        let leader = c.leader("e", 0).await;
+        let li = c.index_of(leader);
+        // etcd stops answering. Within its lease the leader still serves; once the lease
+        // can no longer be certain, it stops leading: nothing is acknowledged on authority
+        // it may have lost. Every acknowledgement given is kept.
+        c.etcd.pause();
+        let started = std::time::Instant::now();
+        let mut during = 0;
+        let mut refused_at = None;
+        while started.elapsed() < Duration::from_millis(4 * common::cluster::TTL_MS) {
+            match produce_direct(&c, li, "e", batch("down", 10, none, Compression::None)).await {
+                Ok(true) => {
+                    assert!(
+                        refused_at.is_none(),
+                        "acknowledged again after refusing: the lease came back without etcd"
+                    );
+                    during += 10;
+                }
+                Ok(false) | Err(_) => {
+                    refused_at.get_or_insert(started.elapsed());
+                }
+            }
+        }
+        let refused_at = refused_at.expect("the leader kept serving without its lease");
+        assert!(refused_at < Duration::from_millis(3 * common::cluster::TTL_MS), "served for {refused_at:?}");
+        acked += during;
+        c.etcd.resume();
+        c.wait_for("a leader and all in sync again", "e", |d| {
+            d.partitions[0].leader >= 0 && d.partitions[0].isr.len() == 3
+        })
+        .await;
+        produce_until_acked(&mut c, "e", batch("back", 10, none, Compression::None)).await;
+        acked += 10;
+        let batches = assert_replicas_identical(&mut c, "e", 0);
+        let records: i64 =
+            batches.iter().map(|b| qwire::protocol::BatchHeader::parse(b).unwrap().unwrap().record_count as i64).sum();
+        assert!(records >= acked, "acknowledged {acked} records, {records} stored");
+    });
+}
