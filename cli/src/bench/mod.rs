@@ -6,7 +6,8 @@
 //! with the same TLS setup, so the producer's efficiency is a ratio measured on one
 //! machine in one run.
 
-pub mod embedded;
+pub mod cluster;
+mod embedded;
 pub mod raw;
 pub mod timeline;
 mod workload;
