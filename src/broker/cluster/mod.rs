@@ -404,6 +404,20 @@ async fn isr_loop(node: Arc<NodeInner>, mut shutdown: watch::Receiver<bool>) {
             continue;
         }
         for r in node.all_replicas() {
+            if let Some(state) = r.needs_abdication() {
+                let session = node.session();
+                match node.meta.abdicate(&session, &r.topic, r.index, &state).await {
+                    Ok(_) => {
+                        tracing::warn!(topic = %r.topic, partition = r.index, epoch = state.value.leader_epoch,
+                            "leadership given up: the log was cut after a failed fsync; a new epoch follows");
+                        r.become_waiting(state.value.leader_epoch + 1);
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic = %r.topic, partition = r.index, error = %e, "giving up the leadership failed; retrying")
+                    }
+                }
+                continue;
+            }
             let Some((state, isr)) = r.take_isr_proposal() else { continue };
             let session = node.session();
             match node.meta.write_isr(&session, &r.topic, r.index, &state, isr.clone()).await {

@@ -258,6 +258,16 @@ impl Replica {
         Some((l.state.clone(), isr))
     }
 
+    /// When this broker leads but its log was cut in place since the leadership started
+    /// (a failed fsync): the state to give up, fenced on. The leader must not append again
+    /// in this epoch.
+    pub(crate) fn needs_abdication(&self) -> Option<Versioned<PartitionState>> {
+        match &*lock(&self.role) {
+            RoleState::Leader(l) if self.partition.durability().generation != l.generation => Some(l.state.clone()),
+            _ => None,
+        }
+    }
+
     /// The proposal was not written.
     pub(crate) fn isr_proposal_failed(&self) {
         if let RoleState::Leader(l) = &mut *lock(&self.role) {
