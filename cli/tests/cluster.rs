@@ -364,3 +364,112 @@ fn while_etcd_is_down_leaders_serve_only_within_their_lease_and_nothing_is_lost_
         assert!(records >= acked, "acknowledged {acked} records, {records} stored");
     });
 }
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The producer, idempotent with acks=all, rides through repeated SIGKILLs of the current
+/// leader of a partition: every acknowledged record is on every replica exactly once, in
+/// order, at its acknowledged offset; failures report a status the logs agree with.
+/// `QWIRE_SOAK=1` runs the long version (`QWIRE_SOAK_RECORDS`, `QWIRE_SOAK_KILLS`).
+#[test]
+fn producer_rides_through_leader_sigkills_losing_and_duplicating_nothing() {
+    let (records, kills, secs) = if common::soak() {
+        (env_or("QWIRE_SOAK_RECORDS", 1_000_000), env_or("QWIRE_SOAK_KILLS", 50), env_or("QWIRE_SOAK_SECS", 600))
+    } else {
+        (6_000, 3, 8)
+    };
+    rt().block_on(async {
+        let started = std::time::Instant::now();
+        let partitions = 3;
+        let c = std::sync::Arc::new(tokio::sync::Mutex::new(Cluster::start(3)));
+        {
+            let mut g = c.lock().await;
+            let mut admin = g.any_client("alice").await;
+            admin.create_replicated_topic("sk", partitions, 3, 2).await.unwrap();
+            admin.close();
+            g.wait_for("all in sync", "sk", |d| d.partitions.len() == 3 && d.partitions.iter().all(|p| p.isr.len() == 3))
+                .await;
+        }
+        let p = {
+            let g = c.lock().await;
+            common::fault_tolerant(g.producer("alice")).acks(Acks::All).idempotence(true).build().unwrap()
+        };
+        let over = Duration::from_secs(secs as u64);
+        // Kills on progress: the leader of a rotating partition, restarted after a pause.
+        let killer = {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let mut done = 0;
+                let slot = over / (kills as u32 + 1);
+                for k in 0..kills {
+                    tokio::time::sleep(slot).await;
+                    let mut g = c.lock().await;
+                    let leader = g.leader("sk", (k % partitions as usize) as u32).await;
+                    let i = g.index_of(leader);
+                    g.kill(i);
+                    drop(g);
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    let mut g = c.lock().await;
+                    tokio::task::block_in_place(|| g.start_node(i));
+                    done += 1;
+                }
+                done
+            })
+        };
+        let mut ledger = common::Ledger::new("sk", partitions);
+        ledger.produce(&p, records, over, 32).await;
+        let killed = killer.await.unwrap();
+        let m = p.metrics();
+        let _ = p.close(Duration::from_secs(30)).await;
+        let mut g = c.lock().await;
+        g.wait_for("all back in sync", "sk", |d| d.partitions.iter().all(|p| p.isr.len() == 3)).await;
+        let stored = g.stop_and_compare("sk", partitions);
+        let v = ledger.verify_records(stored);
+        println!(
+            "cluster sigkill: {records} records over {partitions} partitions, {killed} leader kills, {:?} in all\n  {v:?}\n  producer: retries {}",
+            started.elapsed(),
+            m.retries
+        );
+        v.assert_exactly_once();
+        assert_eq!(killed, kills);
+        assert_eq!(v.acked, records, "with unlimited retries and a long delivery timeout every record is acked");
+        assert!(m.retries > 0, "the kills hit records in flight: {m:?}");
+    });
+}
+
+/// The same producer code, unchanged, against a single broker and against a cluster.
+#[test]
+fn the_same_producer_code_works_against_a_single_broker_and_a_cluster() {
+    async fn workload(p: qwire::producer::Producer) -> Vec<(u32, i64)> {
+        let mut out = Vec::new();
+        for i in 0..200u32 {
+            let r = qwire::producer::ProducerRecord::new("same", format!("v{i}")).key(format!("k{}", i % 7));
+            let md = p.send(r).await.expect("acknowledged");
+            out.push((md.partition, md.offset.expect("an offset with acks=all")));
+        }
+        let _ = p.close(Duration::from_secs(10)).await;
+        out
+    }
+    rt().block_on(async {
+        let single = common::BrokerProcess::new("");
+        let mut single = single;
+        single.start();
+        let mut admin = Client::connect(&single.client_config("alice")).await.unwrap();
+        admin.create_topic("same", 4).await.unwrap();
+        admin.close();
+        let a = workload(single.producer("alice").acks(Acks::All).build().unwrap()).await;
+        let mut c = Cluster::start(3);
+        let mut admin = c.any_client("alice").await;
+        admin.create_replicated_topic("same", 4, 3, 2).await.unwrap();
+        admin.close();
+        c.wait_for("assigned", "same", |d| d.partitions.len() == 4 && d.partitions.iter().all(|p| p.leader >= 0)).await;
+        let b = workload(c.producer("alice").acks(Acks::All).build().unwrap()).await;
+        // Same keys → same partitions, offsets counting from 0 per partition in both.
+        assert_eq!(a, b);
+        let leaders: std::collections::BTreeSet<i32> =
+            c.describe("same").await.partitions.iter().map(|p| p.leader).collect();
+        assert!(leaders.len() > 1, "partitions are led by several brokers: {leaders:?}");
+    });
+}

@@ -227,9 +227,38 @@ impl Cluster {
 
     /// A producer builder bootstrapping from every node.
     pub fn producer(&self, client: &str) -> qwire::producer::ProducerBuilder {
-        qwire::producer::Producer::builder()
-            .bootstrap(self.bootstrap())
-            .tls(qwire::producer::TlsConfig::from_dir(self.certs.path(), client).unwrap())
+        let mut b = qwire::producer::Producer::builder();
+        for n in &self.nodes {
+            b = b.bootstrap(n.advertise.unwrap_or(n.addr).to_string());
+        }
+        b.tls(qwire::producer::TlsConfig::from_dir(self.certs.path(), client).unwrap())
+    }
+
+    /// Stops every node, checks that every replica of each partition holds the same
+    /// batches, byte for byte, and returns each partition's records.
+    pub fn stop_and_compare(&mut self, topic: &str, partitions: u32) -> Vec<Vec<qwire::protocol::StoredRecord>> {
+        for i in 0..self.nodes.len() {
+            self.stop(i);
+        }
+        let mut out = Vec::new();
+        for p in 0..partitions {
+            let logs: Vec<Vec<Bytes>> = (0..self.nodes.len()).map(|i| self.stored_batches(i, topic, p)).collect();
+            for (i, l) in logs.iter().enumerate().skip(1) {
+                assert!(
+                    l == &logs[0],
+                    "partition {p}: replica {} differs from replica 1 ({} and {} batches)",
+                    i + 1,
+                    l.len(),
+                    logs[0].len()
+                );
+            }
+            let records = logs[0]
+                .iter()
+                .flat_map(|b| qwire::protocol::RecordBatch::from_bytes(b.clone()).unwrap().records(64 << 20).unwrap())
+                .collect();
+            out.push(records);
+        }
+        out
     }
 
     /// The topic's replication state, as the first broker that answers describes it (a
