@@ -82,20 +82,15 @@ fn fenced(node: &NodeInner, corr: u32, topic: &str, partition: u32, theirs: i32,
     Some(not_leader_frame(node, corr, topic, partition, code))
 }
 
-fn cluster_node<'a>(ctx: &'a ConnCtx, corr: u32) -> Result<&'a Arc<NodeInner>, Option<Pending>> {
-    ctx.shared.cluster.as_ref().ok_or_else(|| {
-        error(corr, ErrorCode::InvalidRequest, "this broker is not part of a cluster (started without --metadata)")
-    })
+fn not_a_cluster(corr: u32) -> Option<Pending> {
+    error(corr, ErrorCode::InvalidRequest, "this broker is not part of a cluster (started without --metadata)")
 }
 
 async fn replica_fetch(ctx: &ConnCtx, corr: u32, r: ReplicaFetch) -> Option<Pending> {
     if !ctx.shared.acl.allows(&ctx.principal, &r.topic, Permission::Cluster) {
         return denied(ctx, corr, &r.topic, Permission::Cluster);
     }
-    let node = match cluster_node(ctx, corr) {
-        Ok(n) => n,
-        Err(p) => return p,
-    };
+    let Some(node) = ctx.shared.cluster.as_ref() else { return not_a_cluster(corr) };
     let (replica, epoch) = match leading(node, corr, &r.topic, r.partition) {
         Ok(x) => x,
         Err(f) => return Some(Pending::Ready(f)),
@@ -166,10 +161,7 @@ fn offset_for_leader_epoch(ctx: &ConnCtx, corr: u32, r: OffsetForLeaderEpoch) ->
     if !ctx.shared.acl.allows(&ctx.principal, &r.topic, Permission::Cluster) {
         return denied(ctx, corr, &r.topic, Permission::Cluster);
     }
-    let node = match cluster_node(ctx, corr) {
-        Ok(n) => n,
-        Err(p) => return p,
-    };
+    let Some(node) = ctx.shared.cluster.as_ref() else { return not_a_cluster(corr) };
     let (replica, epoch) = match leading(node, corr, &r.topic, r.partition) {
         Ok(x) => x,
         Err(f) => return Some(Pending::Ready(f)),
