@@ -69,6 +69,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         m.record_latency.p50_us,
         m.record_latency.p99_us
     );
-    producer.close(Duration::from_secs(10)).await;
+    producer.close(Duration::from_secs(10)).await?;
     Ok(())
 }

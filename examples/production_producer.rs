@@ -102,7 +102,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let _ = t.await;
     }
     reporter.abort();
-    producer.close(Duration::from_secs(10)).await;
+    producer.close(Duration::from_secs(10)).await?;
     println!(
         "done: {} acked, {} failed (not persisted), {} failed (possibly persisted)",
         outcomes.ok.load(Ordering::Relaxed),

@@ -50,6 +50,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(e) => println!("mallory: refused as expected: {e}"),
     }
     std::fs::remove_dir_all(&dir)?;
-    alice.close(Duration::from_secs(5)).await;
+    alice.close(Duration::from_secs(5)).await?;
     Ok(())
 }

@@ -30,6 +30,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let md = producer.send(record).await?;
         println!("record {i} -> {}-{} @ offset {:?}", md.topic, md.partition, md.offset);
     }
-    producer.close(Duration::from_secs(5)).await;
+    producer.close(Duration::from_secs(5)).await?;
     Ok(())
 }

@@ -14,6 +14,11 @@
 //!   certificate, and client connections that are only "ready" after an application
 //!   `Hello` → `HelloOk` exchange (QUIC's `connect()` completes before the server has
 //!   checked the client certificate).
+//! - The **producer** takes records through lock-free per-partition queues; its decisions
+//!   (sealing, sending, retries, timeouts, reconnects, epoch bumps) are a sans-IO state
+//!   machine (`producer::core`, `handle_*` in, `poll_*` out) under one async task that owns
+//!   the sockets and the timer; every record gets exactly one outcome, saying whether it
+//!   may be stored.
 //! - The **broker** accepts QUIC connections, derives the principal from the client
 //!   certificate, checks a per-topic ACL, and serves pipelined requests per stream with
 //!   responses in request order. Batches are stored as received (still compressed) in a
@@ -25,7 +30,8 @@
 //! - [`protocol`]: frames, record batches, compression codecs, error codes;
 //! - [`transport`]: certificates, rustls/quinn configuration, client connections;
 //! - [`client`]: a plain request/response client (admin, metadata, fetch);
-//! - [`producer`]: the producer engine;
+//! - [`producer`]: the producer engine (record → partitioner → accumulator → core: batches,
+//!   window, retry, timeouts, links, metadata, producer id → shell);
 //! - `prometheus` (cargo feature `prometheus`, on with `broker`): metric names, labels and
 //!   helpers shared by the broker's `/metrics` and the producer's exporter;
 //! - `broker` (cargo feature `broker`, off by default): server, connection loop, framing,

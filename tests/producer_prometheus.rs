@@ -71,11 +71,11 @@ async fn producer_metrics_export_counts_what_was_sent() {
     );
 
     // A dropped producer's series disappear; the other's stay.
-    c.close(std::time::Duration::from_secs(5)).await;
+    c.close(std::time::Duration::from_secs(5)).await.unwrap();
     drop(c);
     let samples = scrape(&registry);
     assert_eq!(value(&samples, "qwire_producer_records_sent_total", "svc-b"), None);
     assert_eq!(value(&samples, "qwire_producer_records_sent_total", "svc-a"), Some(25.0));
     assert_eq!(collector.client_ids(), vec!["svc-a".to_string()]);
-    a.close(std::time::Duration::from_secs(5)).await;
+    a.close(std::time::Duration::from_secs(5)).await.unwrap();
 }

@@ -219,7 +219,7 @@ async fn a_failed_fsync_is_retried_into_the_log_exactly_once() {
     let mut ledger = Ledger::new("flaky", 2);
     ledger.produce(&p, 400, Duration::from_millis(500), 50).await;
     let m = p.metrics();
-    p.close(Duration::from_secs(10)).await;
+    let _ = p.close(Duration::from_secs(10)).await;
     let v = ledger.verify(&mut b.client("alice").await).await;
     let bm = b.handle.as_ref().unwrap().metrics();
     println!(

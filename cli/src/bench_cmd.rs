@@ -90,6 +90,10 @@ pub(crate) struct BenchArgs {
     /// touch of a page is several times slower than a reuse).
     #[arg(long, default_value_t = 0)]
     prewarm_mib: usize,
+    /// Send through a loopback relay that forwards at most this many MB/s to the broker
+    /// (a slow broker: the producer's memory then stays within its buffer; PERF.md).
+    #[arg(long)]
+    link_mbps: Option<f64>,
     /// Worker threads of the producers' runtime (1: one single-threaded runtime; the
     /// embedded broker always has its own thread).
     #[arg(long, default_value_t = 1)]
@@ -137,6 +141,7 @@ fn config(a: BenchArgs) -> (BenchConfig, bool, usize, crate::report::ReportArgs)
         mtu: a.mtu,
         streams_per_connection: a.streams,
         prewarm_mib: a.prewarm_mib,
+        link_mbps: a.link_mbps,
     };
     (cfg, a.json, a.threads, a.report)
 }
@@ -202,6 +207,16 @@ fn print_report(r: &BenchReport, json: bool) {
         "mode {}: {:.0} records/batch, {:.0} bytes/batch, compression ratio {:.2}, retries {}, peak RSS {:.0} MiB.",
         r.mode, p.avg_records_per_batch, p.avg_batch_bytes, p.compression_ratio, p.retries, r.peak_rss_mib
     );
+    if let Some(mbps) = r.config.link_mbps {
+        let buffer = (r.config.buffer_memory * r.config.producers) as f64 / (1 << 20) as f64;
+        let within = r.peak_rss_mib <= buffer + 64.0;
+        println!(
+            "slow link {mbps} MB/s: peak RSS {:.0} MiB against buffer_memory {buffer:.0} MiB + 64 MiB: {}{}.",
+            r.peak_rss_mib,
+            if within { "within" } else { "EXCEEDED" },
+            if r.mode == "external" { "" } else { " (includes the embedded broker: use --broker for the figure)" }
+        );
+    }
     if json {
         println!("{}", serde_json::to_string(r).expect("serialisable report"));
     }

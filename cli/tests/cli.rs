@@ -179,13 +179,12 @@ async fn produce_lines_from_stdin_explicit_partition_acks_and_compression() {
 async fn quiet_pipelined_produce_of_many_records_prints_one_summary_line() {
     let b = TestBroker::start().await;
     let c = conn(&b, "alice");
-    let t = Instant::now();
     let out = ok(run(&["produce"], &c, &["-t", "bulk", "-m", "record {i}", "-c", "50000", "-i", "0", "--quiet"]));
-    let took = t.elapsed();
     assert_eq!(out.lines().count(), 1, "{out}");
     assert!(out.starts_with("sent 50000 of 50000 records to 'bulk' in "), "{out}");
-    // One acks=all round trip (an fsync) per record would take far longer than this.
-    assert!(took < Duration::from_secs(15), "{took:?}");
+    // Pipelined: the records went out in batches, not one acks=all round trip each.
+    let m = b.handle.as_ref().unwrap().metrics();
+    assert!(m.batches_appended * 20 < 50_000, "{} batches for 50000 records", m.batches_appended);
     let describe = ok(run(&["topics", "describe"], &c, &["bulk"]));
     let row: Vec<&str> = describe.lines().nth(2).unwrap().split_whitespace().collect();
     assert_eq!(row[..4], ["0", "0", "0", "50000"], "{describe}");
@@ -285,12 +284,11 @@ async fn an_unreachable_broker_is_named_with_exit_code_3() {
     let certs = Certs::new();
     let addr = dead_addr();
     let c = conn_at(&addr, certs.path(), "alice", 300);
-    let t = Instant::now();
+    // The message names the connect timeout in force: the short one given.
     let msg = format!("no broker answered at {addr} within 300ms");
     fails(run(&["produce"], &c, &["-t", "x", "-m", "hi"]), 3, &[&msg, "is a broker listening there?"]);
     fails(run(&["consume"], &c, &["-t", "x"]), 3, &[&msg]);
     fails(run(&["topics", "list"], &c, &[]), 3, &[&msg]);
-    assert!(t.elapsed() < Duration::from_secs(5), "the short connect timeout is used: {:?}", t.elapsed());
     // Several servers: each is tried and named.
     let other = dead_addr();
     let c = conn_at(&format!("{addr},{other}"), certs.path(), "alice", 300);
@@ -405,14 +403,15 @@ async fn records_too_large_give_size_and_limit_with_exit_code_7() {
         7,
         &["record 0 failed", "exceeds max_record_size 1000", "bytes"],
     );
-    // Larger than the broker's frame limit: the broker's refusal is reported.
+    // Larger than the broker's frame limit (from its HelloOk): refused before it is sent,
+    // naming the limit.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("big.bin");
     std::fs::write(&file, vec![7u8; 200_000]).unwrap();
     fails(
         run(&["produce"], &c, &["-t", "sizes", "--file", file.to_str().unwrap()]),
         7,
-        &["FRAME_TOO_LARGE", "exceeds the maximum of 65536 bytes"],
+        &["a record of 200", "exceeds the largest batch the broker accepts", "not persisted"],
     );
     // Only the large line fails; the others are sent, and the index is named.
     let input = format!("small\n{big}\nsmall again\n");

@@ -71,7 +71,7 @@ fn loss_delay_duplication_and_reordering_lose_nothing_and_duplicate_nothing() {
         let records = scale(8000, 300_000);
         ledger.produce(&p, records, Duration::from_secs(scale(4, 180) as u64), 200).await;
         let m = p.metrics();
-        p.close(Duration::from_secs(10)).await;
+        p.close(Duration::from_secs(10)).await.unwrap();
         let v = ledger.verify(&mut b.client("alice").await).await;
         println!(
             "relay faults: {}\n  {v:?}\n  producer: retries {} connects {}",
@@ -148,7 +148,7 @@ fn cut_paths_and_rebinds_force_new_connections_without_loss_or_duplicates() {
         ledger.produce(&p, scale(6000, 200_000), period * rounds as u32, 100).await;
         chaos.await.unwrap();
         let m = p.metrics();
-        p.close(Duration::from_secs(10)).await;
+        p.close(Duration::from_secs(10)).await.unwrap();
         let v = ledger.verify(&mut b.client("alice").await).await;
         println!(
             "relay cuts: {}\n  {v:?}\n  producer: retries {} connects {}",
@@ -249,7 +249,7 @@ async fn hol_run(
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let kb_s = bulk.await.unwrap();
-    p.close(Duration::from_secs(10)).await;
+    let _ = p.close(Duration::from_secs(10)).await;
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let q = |f: f64| lat[((lat.len() as f64 * f) as usize).min(lat.len() - 1)];
     ([q(0.5), q(0.9), q(0.99), *lat.last().unwrap()], lat.len(), kb_s)
@@ -279,7 +279,7 @@ fn packet_loss_between_network_namespaces_loses_nothing_and_duplicates_nothing()
         let records = scale(6000, 300_000);
         ledger.produce(&p, records, Duration::from_secs(scale(3, 180) as u64), 200).await;
         let m = p.metrics();
-        p.close(Duration::from_secs(10)).await;
+        p.close(Duration::from_secs(10)).await.unwrap();
         let v = ledger.verify(&mut c).await;
         // The fault fired: packets were really dropped on the way.
         let dropped = ns.dropped().expect("reading the drop counters");
@@ -468,7 +468,7 @@ fn a_full_disk_refuses_appends_with_storage_error_and_recovers_when_space_return
         assert_eq!(md.offset, Some(acked));
         let r = c.produce("full", 0, Acks::All, batch("after", 2, stamp(pid.0, pid.1, 0), Compression::None)).await;
         assert_eq!(r.unwrap().base_offset, acked + 1);
-        p.close(Duration::from_secs(5)).await;
+        p.close(Duration::from_secs(5)).await.unwrap();
         c.close();
         b.stop().await;
         b.restart_broker().await;

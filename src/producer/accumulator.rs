@@ -10,88 +10,49 @@
 //! Invariant: a record is pushed before its bytes are added to `queued_bytes`, and the
 //! driver pops a record before subtracting its bytes, so `queued_bytes > 0` whenever a
 //! record may be waiting, and a partition that was announced ready stays findable.
+//!
+//! Closing (the driver ends): no record may be left in a queue nobody drains. A pusher
+//! pushes, adds its bytes to `queued_bytes` (SeqCst), then reads `closed` (SeqCst); the
+//! driver sets `closed` (SeqCst), then reads each `queued_bytes` (SeqCst) and drains. In the
+//! single total order of those SeqCst operations either the driver's read comes after the
+//! pusher's add (the driver sees the record and fails it) or the pusher's read of `closed`
+//! comes after the driver's store (the pusher drains and fails it itself). Both may drain
+//! the same queue: each record is popped once.
+//!
+//! Buffer memory is charged per record as its encoded size plus [`RECORD_OVERHEAD`], the
+//! memory a queued record costs beyond its bytes (the queued record, its delivery and the
+//! bookkeeping that follows it into an in-flight batch).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use crossbeam_queue::SegQueue;
 use crossbeam_utils::CachePadded;
 use rustc_hash::FxHashMap;
-use tokio::sync::{oneshot, Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 
 use super::clock::Tick;
+use super::delivery::Delivery;
 use super::error::ProduceError;
-use super::record::RecordMetadata;
 use bytes::Bytes;
 
 use crate::protocol::Record;
 
-/// A completion callback.
-pub type Callback = Box<dyn FnOnce(Result<RecordMetadata, ProduceError>) + Send + 'static>;
-
-/// One record's outcome.
-pub(crate) type Outcome = Result<RecordMetadata, ProduceError>;
-
-/// Results of a batch send, one per record in the order given.
-pub(crate) struct BatchResults {
-    /// Outcomes so far and how many are still missing.
-    slots: Mutex<(Vec<Option<Outcome>>, usize)>,
-    done: Option<Mutex<Option<oneshot::Sender<Vec<Outcome>>>>>,
-}
-
-impl BatchResults {
-    pub(crate) fn new(n: usize) -> (Arc<Self>, oneshot::Receiver<Vec<Outcome>>) {
-        let (tx, rx) = oneshot::channel();
-        let me =
-            BatchResults { slots: Mutex::new(((0..n).map(|_| None).collect(), n)), done: Some(Mutex::new(Some(tx))) };
-        (Arc::new(me), rx)
-    }
-
-    fn set(&self, i: usize, r: Result<RecordMetadata, ProduceError>) {
-        let mut g = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        if g.0[i].is_none() {
-            g.0[i] = Some(r);
-            g.1 -= 1;
-        }
-        if g.1 == 0 {
-            let results = std::mem::take(&mut g.0).into_iter().map(|r| r.expect("all set")).collect();
-            drop(g);
-            if let Some(tx) = self.done.as_ref().and_then(|m| m.lock().unwrap_or_else(|p| p.into_inner()).take()) {
-                let _ = tx.send(results);
-            }
-        }
-    }
-}
-
-/// Where a record's outcome goes.
-pub(crate) enum Delivery {
-    /// A `send`/`enqueue` future.
-    Future(oneshot::Sender<Result<RecordMetadata, ProduceError>>),
-    /// A user callback (called on the driver task: keep it short).
-    Callback(Callback),
-    /// One slot of a batch send.
-    Batch(Arc<BatchResults>, usize),
-}
-
-impl Delivery {
-    /// Delivers the outcome exactly once.
-    pub(crate) fn complete(self, r: Result<RecordMetadata, ProduceError>) {
-        match self {
-            Delivery::Future(tx) => {
-                let _ = tx.send(r);
-            }
-            Delivery::Callback(cb) => cb(r),
-            Delivery::Batch(b, i) => b.set(i, r),
-        }
-    }
-}
+/// Buffer memory charged per record on top of its encoded size. While queued a record costs
+/// its queue slot (~160 bytes: the record's fields, its delivery handle, sizes, enqueue
+/// time) and its delivery's shared state (a oneshot, ~100 bytes, or a boxed callback);
+/// once sealed, its entry in the batch's record list (~40 bytes) and the delivery's state.
+/// The larger of the two, rounded.
+pub const RECORD_OVERHEAD: usize = 256;
 
 /// A record waiting in a partition queue.
 pub(crate) struct QueuedRecord {
     pub record: Record,
-    /// Bytes charged against buffer memory (its encoded size estimate).
+    /// Its encoded size estimate (what counts towards `batch_size`).
     pub size: usize,
+    /// Bytes charged against buffer memory (size plus overhead).
+    pub charge: usize,
     pub delivery: Delivery,
     pub enqueued: Tick,
 }
@@ -121,6 +82,10 @@ pub(crate) struct Accumulator {
     /// Buffer memory, in bytes.
     pub memory: Semaphore,
     batch_size: usize,
+    /// Set once when the driver ends; see the module docs.
+    closed: CachePadded<AtomicBool>,
+    /// Why it ended (the error queued and later records get).
+    close_reason: OnceLock<ProduceError>,
 }
 
 impl Accumulator {
@@ -131,7 +96,45 @@ impl Accumulator {
             wake: Notify::new(),
             memory: Semaphore::new(buffer_memory),
             batch_size,
+            closed: CachePadded::new(AtomicBool::new(false)),
+            close_reason: OnceLock::new(),
         }
+    }
+
+    /// The error records get once the driver has ended, if it has.
+    pub(crate) fn closed(&self) -> Option<ProduceError> {
+        if self.closed.load(Ordering::Acquire) {
+            self.close_reason.get().cloned()
+        } else {
+            None
+        }
+    }
+
+    /// The driver ends: from now on every record pushed fails with `reason`, waiters for
+    /// buffer memory are woken with an error, and the records still queued are returned
+    /// for the caller to fail.
+    pub(crate) fn close(&self, reason: ProduceError) -> Vec<QueuedRecord> {
+        let _ = self.close_reason.set(reason);
+        self.closed.store(true, Ordering::SeqCst);
+        self.memory.close();
+        let mut out = Vec::new();
+        for t in self.topics.load().values() {
+            for q in &t.partitions {
+                out.extend(Self::drain(q));
+            }
+        }
+        out
+    }
+
+    fn drain(q: &PartitionQueue) -> Vec<QueuedRecord> {
+        let mut out = Vec::new();
+        if q.queued_bytes.load(Ordering::SeqCst) > 0 {
+            while let Some(r) = q.queue.pop() {
+                q.queued_bytes.fetch_sub(r.size, Ordering::AcqRel);
+                out.push(r);
+            }
+        }
+        out
     }
 
     /// The topic's queues, if its metadata is known.
@@ -148,12 +151,20 @@ impl Accumulator {
         });
     }
 
-    /// Appends a record to its partition's queue and wakes the driver when needed.
+    /// Appends a record to its partition's queue and wakes the driver when needed. If the
+    /// driver has ended, the record (and anything else left in the queue) fails at once.
     pub(crate) fn push(&self, topic: &TopicQueues, partition: u32, rec: QueuedRecord) {
         let q = &topic.partitions[partition as usize];
         let size = rec.size;
         q.queue.push(rec);
-        let before = q.queued_bytes.fetch_add(size, Ordering::AcqRel);
+        let before = q.queued_bytes.fetch_add(size, Ordering::SeqCst);
+        if self.closed.load(Ordering::SeqCst) {
+            let err = self.close_reason.get().cloned().unwrap_or_else(super::delivery::stopped_error);
+            for r in Self::drain(q) {
+                r.delivery.complete(Err(err.clone().with_persistence(super::error::Persistence::NotPersisted)));
+            }
+            return;
+        }
         if before == 0 || (before < self.batch_size && before + size >= self.batch_size) {
             self.ready.push((topic.id, partition));
             self.wake.notify_one();
@@ -184,7 +195,8 @@ mod tests {
         QueuedRecord {
             record: Record { timestamp: 0, key: None, value: Some(Bytes::from(vec![0; n])), headers: vec![] },
             size: n,
-            delivery: Delivery::Callback(Box::new(|_| {})),
+            charge: n,
+            delivery: Delivery::callback(Box::new(|_| {})),
             enqueued: Tick::now(),
         }
     }
@@ -207,22 +219,25 @@ mod tests {
     }
 
     #[test]
-    fn batch_results_resolve_once_all_slots_are_set() {
-        let (b, mut rx) = BatchResults::new(2);
-        Delivery::Batch(b.clone(), 1).complete(Err(ProduceError::new(
-            super::super::error::ErrorKind::Closed,
+    fn records_pushed_after_close_fail_at_once_and_queued_ones_are_handed_back() {
+        let acc = Accumulator::new(1 << 20, 100);
+        let t = Arc::new(TopicQueues { id: 0, name: "t".into(), partitions: vec![Arc::default()] });
+        acc.publish(t.clone());
+        acc.push(&t, 0, rec(10));
+        let err = ProduceError::new(
+            super::super::error::ErrorKind::Fenced,
             super::super::error::Persistence::NotPersisted,
             "x",
-        )));
-        assert!(rx.try_recv().is_err());
-        Delivery::Batch(b, 0).complete(Ok(RecordMetadata {
-            topic: "t".into(),
-            partition: 0,
-            offset: Some(1),
-            timestamp: 0,
-        }));
-        let r = rx.try_recv().unwrap();
-        assert!(r[0].is_ok() && r[1].is_err());
+        );
+        let left = acc.close(err);
+        assert_eq!(left.len(), 1);
+        assert_eq!(acc.closed().unwrap().kind(), super::super::error::ErrorKind::Fenced);
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let mut r = rec(5);
+        r.delivery = Delivery::future(tx);
+        acc.push(&t, 0, r);
+        assert_eq!(rx.try_recv().unwrap().unwrap_err().kind(), super::super::error::ErrorKind::Fenced);
+        assert_eq!(t.partitions[0].queued_bytes.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Producer configuration: typed settings, documented defaults, and the checks `build`
 //! runs so invalid combinations fail early with a clear message.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
@@ -61,6 +61,11 @@ impl Backoff {
 
 /// TLS material for the producer: the CA that signed the broker certificate, and this
 /// client's certificate (mutual TLS is always on: qwire brokers require it).
+///
+/// Loaded with [`TlsConfig::from_dir`], the files are read again whenever a broker has
+/// refused the certificate and the producer tries once more (after
+/// `circuit_breaker_recovery`), so a rotated certificate is picked up without a new
+/// producer.
 #[derive(Debug, Clone)]
 pub struct TlsConfig {
     /// CA certificates trusted for the broker.
@@ -69,16 +74,34 @@ pub struct TlsConfig {
     pub identity: Identity,
     /// Name the broker certificate must carry. Default `localhost`.
     pub server_name: String,
+    /// Where the material was read from (directory, client name), to read it again.
+    source: Option<(PathBuf, String)>,
 }
 
 impl TlsConfig {
+    /// TLS material given in memory (never read again).
+    pub fn new(ca: Vec<CertificateDer<'static>>, identity: Identity) -> TlsConfig {
+        TlsConfig { ca, identity, server_name: "localhost".into(), source: None }
+    }
+
     /// Loads `ca.crt` and `NAME.crt`/`NAME.key` from a directory made by `qwire certs`.
     pub fn from_dir(dir: &Path, client_name: &str) -> Result<TlsConfig, CertError> {
         Ok(TlsConfig {
             ca: load_certs(&dir.join("ca.crt"))?,
             identity: Identity::load(dir, client_name)?,
             server_name: "localhost".into(),
+            source: Some((dir.to_path_buf(), client_name.to_owned())),
         })
+    }
+
+    /// The same material read again from its files (itself when it was given in memory).
+    pub fn reload(&self) -> Result<TlsConfig, CertError> {
+        match &self.source {
+            Some((dir, name)) => {
+                Ok(TlsConfig { server_name: self.server_name.clone(), ..TlsConfig::from_dir(dir, name)? })
+            }
+            None => Ok(self.clone()),
+        }
     }
 }
 
@@ -197,7 +220,9 @@ impl ProducerBuilder {
         idempotence: bool
     );
     setter!(
-        /// Seal a partition's batch when it reaches this many bytes. Default 64 KiB.
+        /// Seal a partition's batch when it reaches this many bytes. Default 64 KiB. A batch
+        /// is also kept within the frame limit its broker announces (`HelloOk`), and split
+        /// and resent if a broker refuses it as too large.
         batch_size: usize
     );
     setter!(
@@ -219,7 +244,14 @@ impl ProducerBuilder {
         max_in_flight: usize
     );
     setter!(
-        /// Bytes of records the producer may hold (queued or in flight). Default 64 MiB.
+        /// Memory the producer may hold for records, queued or in flight. Default 64 MiB.
+        /// Each record is charged its encoded size plus a fixed overhead
+        /// ([`RECORD_OVERHEAD`](crate::producer::RECORD_OVERHEAD): its queue entry, its
+        /// delivery and its bookkeeping until acknowledged); batch buffers are sized to
+        /// their records, and a partition whose in-flight window is full is not sealed at
+        /// linger (its records wait and make a fuller batch). So the process's resident
+        /// memory for a producer stays within about this much plus a fixed amount, even
+        /// against a slow broker (PERF.md).
         buffer_memory: usize
     );
     setter!(
@@ -228,13 +260,20 @@ impl ProducerBuilder {
         max_block: std::time::Duration
     );
     setter!(
-        /// How long one request may go unanswered before its connection is considered
-        /// broken. Default 30 s.
+        /// How long the broker may take to satisfy a produce request's acks (sent to it as
+        /// the request's `timeout_ms`; it answers `REQUEST_TIMED_OUT` itself when it cannot).
+        /// The producer gives a request this plus a margin (a fifth, at least 500 ms),
+        /// counted from when the request was written, before it takes the stream for stuck:
+        /// then that stream alone is reset and replaced and its batches resent; other
+        /// partitions' streams and the connection go on. Control requests (metadata,
+        /// producer id) get the same allowance, then are asked again. Default 30 s.
         request_timeout: std::time::Duration
     );
     setter!(
-        /// Upper bound on the time from `send` to success or failure, retries included.
-        /// Default 120 s. Must be ≥ `linger` + `request_timeout`.
+        /// Upper bound on the time from `send` to success or failure, retries included: a
+        /// record still queued, waiting to be resent or in flight when it is reached fails
+        /// with `DeliveryTimeout` (in flight: possibly persisted). Default 120 s. Must be ≥
+        /// `linger` + `request_timeout`.
         delivery_timeout: std::time::Duration
     );
     setter!(
@@ -281,13 +320,16 @@ impl ProducerBuilder {
     );
     setter!(
         /// Consecutive connection failures that open a broker's circuit breaker (waiting
-        /// batches then fail fast instead of waiting out the delivery timeout). Default 10:
+        /// batches then fail fast instead of waiting out the delivery timeout; a refused
+        /// certificate opens it at once). Default 10:
         /// with the default reconnect back-off that is about 9 s of a broker being
         /// unreachable, longer than a routine broker restart.
         circuit_breaker_threshold: u32
     );
     setter!(
-        /// How long an open breaker waits before one trial connection (half-open). Default 10 s.
+        /// How long an open breaker waits before one trial connection (half-open; after a
+        /// refused certificate the trial reads the certificate files again). A failed trial
+        /// opens it for another period. Default 10 s.
         circuit_breaker_recovery: std::time::Duration
     );
     setter!(

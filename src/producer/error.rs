@@ -9,14 +9,30 @@ use crate::protocol::ErrorCode;
 use crate::transport::TransportError;
 
 /// Whether a failed record may be in the log (librdkafka's message status).
+///
+/// The producer keeps, for every batch, whether any attempt may have stored it: an attempt
+/// sent without a definite answer (connection or stream lost, no answer in time) or
+/// answered "appended but not confirmed" may have; a refusal given before the broker's
+/// duplicate check says nothing about earlier attempts; only an answer given after that
+/// check (acknowledged, duplicate, out of order, unknown producer) settles it. With
+/// idempotence such a batch is resent until the broker settles it, so a record is reported
+/// failed with [`Persistence::PossiblyPersisted`] only when the producer had to give up on
+/// it (delivery timeout, close deadline, a refusal that retrying cannot cure, fencing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Persistence {
-    /// Certainly not written: never sent, or the broker refused it before appending.
+    /// Certainly not in the log: never sent, or every attempt was refused before it could
+    /// be appended (and a batch behind one known not to be stored cannot be stored either).
     NotPersisted,
-    /// Maybe written: sent, but no definite answer (connection lost, timed out in flight,
-    /// appended but not confirmed durable).
+    /// Maybe in the log: some attempt went out without a definite answer (connection lost,
+    /// no answer in time, delivery timeout while in flight), or was appended but not
+    /// confirmed (`REQUEST_TIMED_OUT` / `STORAGE_ERROR` with an offset). Read the partition
+    /// back (or send again with idempotence off and accept a duplicate) to find out.
     PossiblyPersisted,
-    /// Written, though the delivery is reported as failed.
+    /// In the log although the delivery is reported failed: an answer that the batch was
+    /// appended (and synced) but the requested acknowledgement could not be given, e.g.
+    /// replication falling short after the append in a cluster. A single qwire broker
+    /// never gives such an answer, so today's producer does not report this status; match
+    /// it anyway, it is part of the contract.
     Persisted,
 }
 
@@ -44,15 +60,20 @@ pub enum ErrorKind {
     Broker(ErrorCode),
     /// No broker could be reached, or the connection broke.
     Transport,
-    /// The TLS handshake was refused (certificate problems): not retriable.
+    /// The TLS handshake was refused (certificate problems). Records for that broker fail at
+    /// once; after `circuit_breaker_recovery` the producer tries once more with the
+    /// certificate files read again (a rotated certificate is picked up).
     Tls,
-    /// The per-broker circuit breaker is open: failing fast.
+    /// The per-broker circuit breaker is open: failing fast until one trial connection after
+    /// `circuit_breaker_recovery` succeeds.
     CircuitOpen,
-    /// The delivery timeout passed before the record was acknowledged.
+    /// The delivery timeout passed before the record was acknowledged (queued, waiting to
+    /// be resent, or in flight: see the persistence).
     DeliveryTimeout,
     /// The producer was closed or the record purged before delivery.
     Closed,
-    /// The producer id was fenced by a newer instance (fatal for this producer).
+    /// The producer id was fenced by a newer instance (fatal for this producer: everything
+    /// it held fails with this, and every later record is refused with it at once).
     Fenced,
     /// The configuration is invalid (from `build`).
     Config,

@@ -55,6 +55,9 @@ pub struct MetricsSnapshot {
     pub batches_sent: u64,
     /// Batch resend attempts.
     pub retries: u64,
+    /// Resent batches the broker recognised as already stored (answered from its dedup
+    /// state with their original offsets).
+    pub duplicates: u64,
     /// Records that failed.
     pub records_failed: u64,
     /// Epoch bumps after sequence errors.
@@ -73,7 +76,7 @@ pub struct MetricsSnapshot {
     pub in_flight_batches: u64,
     /// Enqueue → batch sealed, per record.
     pub queue_time: LatencySummary,
-    /// Batch sealed → written to its stream, per batch.
+    /// Batch sealed → written to its stream (the write completed), per attempt.
     pub send_time: LatencySummary,
     /// Written → acknowledged, per batch.
     pub round_trip: LatencySummary,
@@ -103,6 +106,7 @@ pub(crate) struct ProducerMetrics {
     pub sealed_bytes: AtomicU64,
     pub uncompressed_bytes: AtomicU64,
     pub retries: AtomicU64,
+    pub duplicates: AtomicU64,
     pub records_failed: AtomicU64,
     pub epoch_bumps: AtomicU64,
     pub connects: AtomicU64,
@@ -121,6 +125,7 @@ impl Default for ProducerMetrics {
             sealed_bytes: AtomicU64::new(0),
             uncompressed_bytes: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
             records_failed: AtomicU64::new(0),
             epoch_bumps: AtomicU64::new(0),
             connects: AtomicU64::new(0),
@@ -153,6 +158,7 @@ impl ProducerMetrics {
             bytes_sent: g(&self.bytes_sent),
             batches_sent: g(&self.batches_sent),
             retries: g(&self.retries),
+            duplicates: g(&self.duplicates),
             records_failed: g(&self.records_failed),
             epoch_bumps: g(&self.epoch_bumps),
             connects: g(&self.connects),

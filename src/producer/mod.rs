@@ -1,18 +1,32 @@
 //! The producer engine.
 //!
 //! ```text
-//! send() ──► partitioner ──► per-partition SegQueue ──► driver: seal batch (compress)
-//!                                                        ──► in-flight window (seq, retries)
-//!                                                        ──► partition's QUIC stream ──► broker
+//! record ──► partitioner ──► accumulator (per-partition SegQueue)
+//!        ──► core: batches (seal, compress) ─ window (sequences, in flight) ─ retry
+//!                  links (connections, breaker) ─ metadata (leaders) ─ producer id
+//!        ──► shell: sockets, timer, the partition's QUIC stream ──► broker
 //! ```
 //!
 //! - [`ProducerRecord`] in, [`RecordMetadata`] (or a [`ProduceError`] saying whether the
-//!   record may be stored) out;
+//!   record may be stored) out: every record gets exactly one outcome (see `delivery`);
 //! - enqueue takes no lock shared across partitions (see `accumulator`);
-//! - one driver task owns batches, windows and connections (see `driver`);
+//! - every decision (sealing, sending, retrying, timeouts, reconnects, epoch bumps) is made
+//!   by `core`, a deterministic state machine with no I/O and no clock, tested with a
+//!   scripted broker; `shell` is the one task that owns the sockets and the timer and
+//!   does what the core says;
 //! - a partition's batches always travel on the same long-lived stream, and different
 //!   partitions spread over several streams, so a lost packet on one partition's stream
 //!   does not block another's.
+//!
+//! # Outcomes
+//!
+//! Every record gets exactly one outcome: its future resolves (or its callback runs) once,
+//! whatever happens — a panicking callback or partitioner is caught and logged, records
+//! offered after `close`, after fencing or after the driver stopped fail at once with the
+//! reason, and a record whose delivery was lost track of reports
+//! [`Persistence::PossiblyPersisted`]. A failure says whether the record may be stored
+//! ([`Persistence`]). [`Producer::flush`] and [`Producer::close`] return `Ok(())` only when
+//! every record they covered was acknowledged.
 //!
 //! # Dropping a producer
 //!
@@ -28,40 +42,45 @@
 #![allow(clippy::result_large_err)]
 
 mod accumulator;
+#[doc(hidden)]
+pub mod bench_support;
 mod clock;
 pub mod config;
-mod driver;
+mod core;
+mod delivery;
 pub mod error;
 pub mod metrics;
 pub mod partitioner;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
 pub mod record;
-mod window;
+mod shell;
 
 use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use rand::SeedableRng;
 use tokio::sync::{mpsc, oneshot};
 
-use accumulator::{record_size, Accumulator, BatchResults, Delivery, QueuedRecord, TopicQueues};
+use accumulator::{record_size, Accumulator, QueuedRecord, TopicQueues};
 use clock::{Tick, WallClock};
-use driver::{Command, Driver, PidState};
+use delivery::{stopped_error, BatchResults, Delivery};
+use shell::{Command, Ended, Shell};
 
-pub use accumulator::Callback;
+pub use accumulator::RECORD_OVERHEAD;
 pub use config::{Backoff, ProducerBuilder, ProducerConfig, TlsConfig};
+pub use delivery::Callback;
 pub use error::{ErrorKind, Persistence, ProduceError, SendError};
 pub use metrics::{LatencySummary, MetricsSnapshot};
 pub use partitioner::{PartitionStrategy, Partitioner};
 pub use record::{ProducerRecord, RecordMetadata};
 
 use crate::protocol::Record;
-use crate::transport::tls::{client_tls, quinn_client_config, QuicTuning};
+use crate::transport::tls::QuicTuning;
 use crate::transport::ClientEndpoint;
 
 struct Inner {
@@ -70,7 +89,10 @@ struct Inner {
     cmd: mpsc::UnboundedSender<Command>,
     partitioner: Arc<dyn Partitioner>,
     metrics: Arc<metrics::ProducerMetrics>,
+    /// `close()` was called: new records are refused.
     closed: AtomicBool,
+    /// How the driver ended, once it has.
+    ended: Arc<Ended>,
     runtime: tokio::runtime::Handle,
     wall: Arc<WallClock>,
 }
@@ -96,15 +118,7 @@ pub struct DeliveryFuture {
 impl Future for DeliveryFuture {
     type Output = Result<RecordMetadata, ProduceError>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx).poll(cx).map(|r| {
-            r.unwrap_or_else(|_| {
-                Err(ProduceError::new(
-                    ErrorKind::Closed,
-                    Persistence::PossiblyPersisted,
-                    "the producer stopped before reporting this record",
-                ))
-            })
-        })
+        Pin::new(&mut self.rx).poll(cx).map(|r| r.unwrap_or_else(|_| Err(stopped_error())))
     }
 }
 
@@ -119,19 +133,7 @@ impl Future for BatchDelivery {
     type Output = Vec<Result<RecordMetadata, ProduceError>>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let n = self.n;
-        Pin::new(&mut self.rx).poll(cx).map(|r| {
-            r.unwrap_or_else(|_| {
-                (0..n)
-                    .map(|_| {
-                        Err(ProduceError::new(
-                            ErrorKind::Closed,
-                            Persistence::PossiblyPersisted,
-                            "the producer stopped before reporting this record",
-                        ))
-                    })
-                    .collect()
-            })
-        })
+        Pin::new(&mut self.rx).poll(cx).map(|r| r.unwrap_or_else(|_| (0..n).map(|_| Err(stopped_error())).collect()))
     }
 }
 
@@ -149,7 +151,7 @@ impl ProducerBuilder {
                 "build() must be called inside a tokio runtime",
             )
         })?;
-        let tls = cfg.tls.as_ref().expect("validated");
+        let tls = cfg.tls.clone().expect("validated");
         let tuning = QuicTuning {
             idle_timeout: cfg.idle_timeout,
             keep_alive: Some(cfg.keep_alive),
@@ -157,8 +159,7 @@ impl ProducerBuilder {
             ..QuicTuning::default()
         };
         let cfg_err = |e: String| ProduceError::new(ErrorKind::Config, Persistence::NotPersisted, e);
-        let rustls = client_tls(Some(&tls.identity), &tls.ca).map_err(|e| cfg_err(e.to_string()))?;
-        let quic = quinn_client_config(rustls, &tuning).map_err(|e| cfg_err(e.to_string()))?;
+        let quic = shell::quic_config(&tls, &tuning).map_err(cfg_err)?;
         let v6 = cfg.bootstrap.iter().all(|b| b.starts_with('['));
         let bind = if v6 { "[::]:0" } else { "0.0.0.0:0" }.parse().expect("literal");
         let endpoint = ClientEndpoint::new(bind, quic, cfg.connect_timeout)
@@ -168,37 +169,21 @@ impl ProducerBuilder {
         let metrics = Arc::new(metrics::ProducerMetrics::default());
         let partitioner = cfg.partitioner.build();
         let wall = Arc::new(WallClock::new());
+        let ended = Arc::new(Ended::default());
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-        let driver = Driver {
-            cfg: cfg.clone(),
-            acc: acc.clone(),
-            metrics: metrics.clone(),
-            partitioner: partitioner.clone(),
+        let core = core::Core::new(cfg.clone(), acc.clone(), metrics.clone(), rand::random(), Tick::now());
+        let shell = Shell::new(
+            core,
+            acc.clone(),
+            partitioner.clone(),
             cmd_rx,
-            cmd_closed: false,
-            ev_tx,
-            ev_rx,
             endpoint,
-            links: Vec::new(),
-            topics: Vec::new(),
-            topic_ids: Default::default(),
-            active: Vec::new(),
-            pid: if cfg.idempotence { PidState::Missing { requested: false } } else { PidState::Off },
-            pid_retry_at: Instant::now(),
-            next_batch_id: 0,
-            next_corr: 1,
-            next_tag: 0,
-            control: Default::default(),
-            metadata_waiters: Default::default(),
-            metadata_due: None,
-            flush_all_now: false,
-            flushes: Vec::new(),
-            closing: None,
-            rng: rand::rngs::StdRng::from_entropy(),
-            wall: wall.clone(),
-        };
-        runtime.spawn(driver.run());
+            tls,
+            tuning,
+            wall.clone(),
+            ended.clone(),
+        );
+        runtime.spawn(shell.run());
         Ok(Producer {
             inner: Arc::new(Inner {
                 cfg,
@@ -207,6 +192,7 @@ impl ProducerBuilder {
                 partitioner,
                 metrics,
                 closed: AtomicBool::new(false),
+                ended,
                 runtime,
                 wall,
             }),
@@ -235,18 +221,25 @@ impl Producer {
     /// order within a partition; await the futures later to pipeline.
     pub async fn enqueue(&self, record: ProducerRecord) -> Result<DeliveryFuture, SendError> {
         let (tx, rx) = oneshot::channel();
-        self.enqueue_with(record, Delivery::Future(tx)).await?;
+        self.enqueue_with(record, Delivery::future(tx)).await.map_err(|(e, d)| {
+            d.disarm();
+            e
+        })?;
         Ok(DeliveryFuture { rx })
     }
 
     /// Enqueues a record; `callback` is called once with its outcome (on the producer's
-    /// driver task: keep it short and non-blocking).
+    /// driver task: keep it short and non-blocking; a panic in it is caught and logged).
     pub async fn send_with_callback(
         &self,
         record: ProducerRecord,
         callback: impl FnOnce(Result<RecordMetadata, ProduceError>) + Send + 'static,
     ) -> Result<(), SendError> {
-        self.enqueue_with(record, Delivery::Callback(Box::new(callback))).await
+        // Refused before it was enqueued: the caller gets the error, the callback is not called.
+        self.enqueue_with(record, Delivery::callback(Box::new(callback))).await.map_err(|(e, d)| {
+            d.disarm();
+            e
+        })
     }
 
     /// Enqueues many records in order and returns one future for all their outcomes. A
@@ -257,8 +250,8 @@ impl Producer {
         let n = records.len();
         let (results, rx) = BatchResults::new(n);
         for (i, r) in records.into_iter().enumerate() {
-            if let Err(e) = self.enqueue_with(r, Delivery::Batch(results.clone(), i)).await {
-                Delivery::Batch(results.clone(), i).complete(Err(e.error));
+            if let Err((e, d)) = self.enqueue_with(r, Delivery::batch(results.clone(), i)).await {
+                d.complete(Err(e.error));
             }
         }
         if n == 0 {
@@ -280,8 +273,7 @@ impl Producer {
         let (tx, rx) = oneshot::channel();
         let (record, size) = self.prepare(record)?;
         let Some(topic) = self.inner.acc.topic(&record.topic) else {
-            let (reply, _) = oneshot::channel();
-            let _ = self.inner.cmd.send(Command::Metadata { topic: record.topic.clone(), reply });
+            let _ = self.inner.cmd.send(Command::Metadata { topic: record.topic.clone(), reply: None });
             return Err(SendError {
                 error: ProduceError::new(
                     ErrorKind::BufferFull,
@@ -295,20 +287,22 @@ impl Producer {
             Ok(p) => p,
             Err(error) => return Err(SendError { error, record }),
         };
-        match self.inner.acc.memory.try_acquire_many(size as u32) {
+        let charge = self.charge(size);
+        match self.inner.acc.memory.try_acquire_many(charge as u32) {
             Ok(permit) => permit.forget(),
-            Err(_) => {
-                return Err(SendError {
-                    error: ProduceError::new(
+            Err(e) => {
+                let error = match e {
+                    tokio::sync::TryAcquireError::Closed => self.ended_error(),
+                    tokio::sync::TryAcquireError::NoPermits => ProduceError::new(
                         ErrorKind::BufferFull,
                         Persistence::NotPersisted,
                         format!("buffer memory full ({} bytes)", self.inner.cfg.buffer_memory),
                     ),
-                    record,
-                })
+                };
+                return Err(SendError { error, record });
             }
         }
-        self.push(&topic, partition, record, size, Delivery::Future(tx));
+        self.push(&topic, partition, record, size, charge, Delivery::future(tx));
         Ok(DeliveryFuture { rx })
     }
 
@@ -318,28 +312,41 @@ impl Producer {
         self.inner.runtime.block_on(self.send(record))
     }
 
-    /// Blocking `flush` for code outside async contexts.
-    pub fn flush_blocking(&self) {
+    /// Blocking [`Producer::flush`] for code outside async contexts.
+    pub fn flush_blocking(&self) -> Result<(), ProduceError> {
         self.inner.runtime.block_on(self.flush())
     }
 
     /// Seals every partition's batch now (cutting linger short) and resolves when every
-    /// record enqueued before the call is acknowledged or failed.
-    pub async fn flush(&self) {
+    /// record still waiting for its outcome when it was called is acknowledged or failed.
+    ///
+    /// Returns `Ok(())` when every one of those records was acknowledged. Otherwise an
+    /// error: the first failure among them (its kind and persistence; the message says how
+    /// many failed; each record's own outcome says which), or, if the producer cannot
+    /// deliver any more (fenced, or its driver stopped), why. Records that had already
+    /// failed before the call were reported by their own futures or callbacks and do not
+    /// count. After a clean [`Producer::close`] there is nothing left to flush: `Ok(())`.
+    pub async fn flush(&self) -> Result<(), ProduceError> {
         let (reply, rx) = oneshot::channel();
-        if self.inner.cmd.send(Command::Flush { reply }).is_ok() {
-            let _ = rx.await;
+        if self.inner.cmd.send(Command::Flush { reply }).is_err() {
+            return self.after_end();
         }
+        rx.await.unwrap_or_else(|_| self.after_end())
     }
 
     /// Stops accepting records, flushes, and after `timeout` fails whatever is left with a
     /// `Closed` error; then the connections close.
-    pub async fn close(&self, timeout: Duration) {
+    ///
+    /// Returns `Ok(())` when every record enqueued before the call was acknowledged;
+    /// otherwise an error as [`Producer::flush`] describes (a record failed at the
+    /// deadline says `Closed`). Calling it again after a clean close returns `Ok(())`.
+    pub async fn close(&self, timeout: Duration) -> Result<(), ProduceError> {
         self.inner.closed.store(true, Ordering::Release);
         let (reply, rx) = oneshot::channel();
-        if self.inner.cmd.send(Command::Close { timeout, reply }).is_ok() {
-            let _ = rx.await;
+        if self.inner.cmd.send(Command::Close { timeout, reply }).is_err() {
+            return self.after_end();
         }
+        rx.await.unwrap_or_else(|_| self.after_end())
     }
 
     /// Fails every record not yet written to the network (queued or waiting for its first
@@ -364,11 +371,33 @@ impl Producer {
         self.inner.metrics.snapshot(self.inner.acc.memory.available_permits())
     }
 
-    /// Refuses records after close and records over `max_record_size`; returns the record
-    /// with the size charged against buffer memory.
+    /// What flush/close report once the driver has ended.
+    fn after_end(&self) -> Result<(), ProduceError> {
+        match self.inner.ended.get() {
+            Some(None) => Ok(()),
+            Some(Some(e)) => Err(e),
+            None => Err(stopped_error()),
+        }
+    }
+
+    /// The error for a record offered after the driver ended.
+    fn ended_error(&self) -> ProduceError {
+        self.inner.acc.closed().unwrap_or_else(core::closed_error).with_persistence(Persistence::NotPersisted)
+    }
+
+    /// Buffer memory a record of `size` encoded bytes is charged (never more than all of it).
+    fn charge(&self, size: usize) -> usize {
+        (size + RECORD_OVERHEAD).min(self.inner.cfg.buffer_memory)
+    }
+
+    /// Refuses records after close or a fatal error, and records over `max_record_size`;
+    /// returns the record with its encoded size.
     fn prepare(&self, record: ProducerRecord) -> Result<(ProducerRecord, usize), SendError> {
+        if let Some(e) = self.inner.acc.closed() {
+            return Err(SendError { error: e.with_persistence(Persistence::NotPersisted), record });
+        }
         if self.inner.closed.load(Ordering::Acquire) {
-            return Err(SendError { error: driver::closed_error(), record });
+            return Err(SendError { error: core::closed_error(), record });
         }
         let size = size_of(&record);
         if size > self.inner.cfg.max_record_size {
@@ -389,10 +418,13 @@ impl Producer {
             return Ok(t);
         }
         let (reply, rx) = oneshot::channel();
-        self.inner.cmd.send(Command::Metadata { topic: topic.clone(), reply }).map_err(|_| driver::closed_error())?;
+        let sent = self.inner.cmd.send(Command::Metadata { topic: topic.clone(), reply: Some(reply) });
+        if sent.is_err() {
+            return Err(self.ended_error());
+        }
         match tokio::time::timeout_at(deadline.into(), rx).await {
             Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(driver::closed_error()),
+            Ok(Err(_)) => Err(self.ended_error()),
             Err(_) => Err(ProduceError::new(
                 ErrorKind::Transport,
                 Persistence::NotPersisted,
@@ -403,22 +435,41 @@ impl Producer {
 
     fn choose_partition(&self, topic: &TopicQueues, record: &ProducerRecord) -> Result<u32, ProduceError> {
         let n = topic.partitions.len() as u32;
+        let invalid = |msg: String| ProduceError::new(ErrorKind::InvalidRecord, Persistence::NotPersisted, msg);
         match record.partition {
             Some(p) if p < n => Ok(p),
-            Some(p) => Err(ProduceError::new(
-                ErrorKind::InvalidRecord,
-                Persistence::NotPersisted,
-                format!("topic '{}' has {n} partitions; partition {p} does not exist", topic.name),
-            )),
-            None => self
-                .inner
-                .partitioner
-                .partition(&topic.name, record.key.as_deref(), n)
-                .map_err(|e| ProduceError::new(ErrorKind::InvalidRecord, Persistence::NotPersisted, e.to_string())),
+            Some(p) => Err(invalid(format!("topic '{}' has {n} partitions; partition {p} does not exist", topic.name))),
+            None => {
+                // User code: a panic there is the record's error, not the caller's crash.
+                let p = &self.inner.partitioner;
+                match catch_unwind(AssertUnwindSafe(|| p.partition(&topic.name, record.key.as_deref(), n))) {
+                    Ok(Ok(p)) if p < n => Ok(p),
+                    Ok(Ok(p)) => Err(invalid(format!("the partitioner chose partition {p} of {n}"))),
+                    Ok(Err(e)) => Err(invalid(e.to_string())),
+                    Err(_) => {
+                        Err(invalid(format!("the partitioner panicked choosing a partition of '{}'", topic.name)))
+                    }
+                }
+            }
         }
     }
 
-    async fn enqueue_with(&self, record: ProducerRecord, delivery: Delivery) -> Result<(), SendError> {
+    /// Enqueues `record`; on refusal the delivery comes back with the error.
+    async fn enqueue_with(&self, record: ProducerRecord, delivery: Delivery) -> Result<(), (SendError, Delivery)> {
+        match self.try_enqueue(record).await {
+            Ok((topic, partition, record, size, charge)) => {
+                self.push(&topic, partition, record, size, charge, delivery);
+                Ok(())
+            }
+            Err(e) => Err((e, delivery)),
+        }
+    }
+
+    /// Everything `enqueue` does before the push: checks, metadata, partition, memory.
+    async fn try_enqueue(
+        &self,
+        record: ProducerRecord,
+    ) -> Result<(Arc<TopicQueues>, u32, ProducerRecord, usize, usize), SendError> {
         let (record, size) = self.prepare(record)?;
         // The max_block deadline is only computed when something has to wait: the fast
         // path reads no clock here.
@@ -435,12 +486,15 @@ impl Producer {
             Ok(p) => p,
             Err(error) => return Err(SendError { error, record }),
         };
+        let charge = self.charge(size);
         let mem = &self.inner.acc.memory;
-        match mem.try_acquire_many(size as u32) {
+        match mem.try_acquire_many(charge as u32) {
             Ok(p) => p.forget(),
-            Err(_) => match tokio::time::timeout_at(deadline().into(), mem.acquire_many(size as u32)).await {
+            Err(_) => match tokio::time::timeout_at(deadline().into(), mem.acquire_many(charge as u32)).await {
                 Ok(Ok(p)) => p.forget(),
-                _ => {
+                // The driver ended while this sender waited.
+                Ok(Err(_)) => return Err(SendError { error: self.ended_error(), record }),
+                Err(_) => {
                     return Err(SendError {
                         error: ProduceError::new(
                             ErrorKind::BufferFull,
@@ -455,101 +509,28 @@ impl Producer {
                 }
             },
         }
-        self.push(&topic, partition, record, size, delivery);
-        Ok(())
+        Ok((topic, partition, record, size, charge))
     }
 
-    fn push(&self, topic: &TopicQueues, partition: u32, record: ProducerRecord, size: usize, delivery: Delivery) {
+    fn push(
+        &self,
+        topic: &TopicQueues,
+        partition: u32,
+        record: ProducerRecord,
+        size: usize,
+        charge: usize,
+        delivery: Delivery,
+    ) {
         // One clock read gives both the enqueue instant and, unless the record has one,
         // its timestamp.
         let enqueued = Tick::now();
         let ProducerRecord { key, value, headers, timestamp, .. } = record;
         let timestamp = timestamp.unwrap_or_else(|| self.inner.wall.ms_at(enqueued));
-        let q = QueuedRecord { record: Record { timestamp, key, value, headers }, size, delivery, enqueued };
+        let q = QueuedRecord { record: Record { timestamp, key, value, headers }, size, charge, delivery, enqueued };
         self.inner.acc.push(topic, partition, q);
     }
 }
 
 fn size_of(r: &ProducerRecord) -> usize {
     record_size(r.key.as_ref(), r.value.as_ref(), &r.headers)
-}
-
-/// Hooks for the criterion benches in `benches/` (not a stable API).
-#[doc(hidden)]
-pub mod bench_support {
-    use std::sync::Arc;
-
-    use super::accumulator::{Accumulator, Delivery, PartitionQueue, QueuedRecord, TopicQueues};
-    use super::clock::Tick;
-    use super::window::Window;
-    use crate::protocol::Record;
-
-    /// An accumulator with one topic of `partitions` partitions.
-    pub struct Queues {
-        acc: Accumulator,
-        topic: Arc<TopicQueues>,
-    }
-
-    impl Queues {
-        /// A new accumulator.
-        pub fn new(partitions: u32) -> Queues {
-            let topic = Arc::new(TopicQueues {
-                id: 0,
-                name: "bench".into(),
-                partitions: (0..partitions).map(|_| Arc::new(PartitionQueue::default())).collect(),
-            });
-            let acc = Accumulator::new(usize::MAX >> 4, 64 * 1024);
-            acc.publish(topic.clone());
-            Queues { acc, topic }
-        }
-
-        /// Enqueues like `send` does after partitioning (topic lookup included).
-        pub fn push(&self, partition: u32, record: Record) {
-            let t = self.acc.topic("bench").expect("published");
-            let size = super::accumulator::record_size(record.key.as_ref(), record.value.as_ref(), &record.headers);
-            let q =
-                QueuedRecord { record, size, delivery: Delivery::Callback(Box::new(|_| {})), enqueued: Tick::now() };
-            self.acc.push(&t, partition, q);
-        }
-
-        /// Pops everything queued (as the driver does when sealing); returns the count.
-        pub fn drain(&self) -> usize {
-            let mut n = 0;
-            while self.acc.ready.pop().is_some() {}
-            for q in &self.topic.partitions {
-                while let Some(r) = q.queue.pop() {
-                    q.queued_bytes.fetch_sub(r.size, std::sync::atomic::Ordering::AcqRel);
-                    n += 1;
-                }
-            }
-            n
-        }
-    }
-
-    /// One partition window's full cycle for `batches` batches: push, send, acknowledge
-    /// the oldest in-flight batch whenever five are in flight (as responses arrive in
-    /// order on a stream).
-    pub fn window_cycle(batches: u32) -> u64 {
-        let now = std::time::Instant::now();
-        let mut w = Window::new(true, 5);
-        let mut in_flight = std::collections::VecDeque::new();
-        let mut acked = 0u64;
-        let mut corr = 0u32;
-        for id in 0..batches {
-            w.push(u64::from(id), 100, id, now);
-            while let Some(i) = w.next_sendable(now, false) {
-                w.mark_sent(i, corr, 1, now);
-                in_flight.push_back(corr);
-                corr += 1;
-            }
-            if in_flight.len() == 5 {
-                let c = in_flight.pop_front().expect("five in flight");
-                acked += u64::from(w.complete(c).expect("in flight").records);
-            }
-        }
-        while let Some(c) = in_flight.pop_front() {
-            acked += u64::from(w.complete(c).expect("in flight").records);
-        }
-        acked
-    }
 }

@@ -132,6 +132,13 @@ impl Collector for ProducerCollector {
             |s| s.bytes_sent,
         )?;
         counter(&mut w, "qwire_producer_retries", "Batch resend attempts.", None, |s| s.retries)?;
+        counter(
+            &mut w,
+            "qwire_producer_duplicates",
+            "Resent batches the broker recognised as already stored.",
+            None,
+            |s| s.duplicates,
+        )?;
         counter(&mut w, "qwire_producer_epoch_bumps", "Producer epoch bumps after sequence errors.", None, |s| {
             s.epoch_bumps
         })?;

@@ -438,11 +438,18 @@ impl BatchBuilder {
             compression.compress(&self.buf[BATCH_HEADER_LEN..], level, &mut out);
             if out.len() < self.buf.len() {
                 write_header(&mut out, compression, count, base, max, stamp);
+                // A sealed batch lives until it is acknowledged: give back what the
+                // compressor's buffer over-allocated.
+                out.shrink_to_fit();
                 return Bytes::from(out);
             }
         }
         let mut buf = self.buf;
         write_header(&mut buf, Compression::None, count, base, max, stamp);
+        if buf.capacity() > buf.len() + buf.len() / 4 {
+            // The buffer grew past what the batch needs: keep an exact copy instead.
+            return Bytes::copy_from_slice(&buf);
+        }
         buf.freeze()
     }
 }

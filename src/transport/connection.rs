@@ -99,6 +99,14 @@ pub enum TransportError {
         /// What was expected and what came.
         detail: String,
     },
+    /// A broker name did not resolve to an address.
+    #[error("cannot resolve broker address '{name}': {reason}")]
+    Resolve {
+        /// The `host:port` given.
+        name: String,
+        /// Why.
+        reason: String,
+    },
     /// A request did not complete in time.
     #[error("request to {addr} timed out after {timeout:?}")]
     Timeout {
@@ -226,11 +234,34 @@ impl ClientEndpoint {
         server_name: &str,
         client_id: &str,
     ) -> Result<BrokerConnection, TransportError> {
+        self.connect_inner(None, addr, server_name, client_id).await
+    }
+
+    /// [`ClientEndpoint::connect`] with another client configuration (e.g. certificates
+    /// read again after a rotation) instead of the endpoint's.
+    pub async fn connect_with(
+        &self,
+        config: quinn::ClientConfig,
+        addr: SocketAddr,
+        server_name: &str,
+        client_id: &str,
+    ) -> Result<BrokerConnection, TransportError> {
+        self.connect_inner(Some(config), addr, server_name, client_id).await
+    }
+
+    async fn connect_inner(
+        &self,
+        config: Option<quinn::ClientConfig>,
+        addr: SocketAddr,
+        server_name: &str,
+        client_id: &str,
+    ) -> Result<BrokerConnection, TransportError> {
         let attempt = async {
-            let connecting = self
-                .endpoint
-                .connect(addr, server_name)
-                .map_err(|e| TransportError::Connect { addr, reason: e.to_string() })?;
+            let connecting = match config {
+                Some(c) => self.endpoint.connect_with(c, addr, server_name),
+                None => self.endpoint.connect(addr, server_name),
+            }
+            .map_err(|e| TransportError::Connect { addr, reason: e.to_string() })?;
             let conn = connecting.await.map_err(|e| match e {
                 quinn::ConnectionError::TimedOut => TransportError::Unreachable { addr, timeout: self.connect_timeout },
                 e => TransportError::from_connection(addr, e),
@@ -330,6 +361,12 @@ impl FrameWriter {
     pub fn finish(&mut self) {
         let _ = self.send.finish();
     }
+
+    /// Abandons the send side: the broker sees the stream reset with `code` and
+    /// discards what it had not read.
+    pub fn reset(&mut self, code: u32) {
+        let _ = self.send.reset(quinn::VarInt::from_u32(code));
+    }
 }
 
 /// Receiving half of a framed stream.
@@ -342,6 +379,11 @@ pub struct FrameReader {
 }
 
 impl FrameReader {
+    /// Stops reading: the broker is told (STOP_SENDING with `code`) to send nothing more.
+    pub fn stop(&mut self, code: u32) {
+        let _ = self.recv.stop(quinn::VarInt::from_u32(code));
+    }
+
     /// The next frame; `Ok(None)` when the broker finished the stream cleanly.
     pub async fn recv(&mut self) -> Result<Option<Frame>, TransportError> {
         loop {

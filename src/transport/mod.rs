@@ -7,7 +7,6 @@
 
 pub mod certs;
 pub mod connection;
-pub mod pool;
 pub mod tls;
 
 pub use certs::{CertError, Identity};

@@ -9,6 +9,7 @@
 pub mod cluster;
 mod embedded;
 pub mod raw;
+pub mod slow_link;
 pub mod timeline;
 mod workload;
 
@@ -89,6 +90,8 @@ pub struct BenchConfig {
     /// MiB written and deleted in the embedded broker's data directory before the run,
     /// so log writes reuse page-cache pages (0 = off).
     pub prewarm_mib: usize,
+    /// Producers send through a relay that forwards at most this many MB/s (a slow broker).
+    pub link_mbps: Option<f64>,
 }
 
 fn as_text<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -121,6 +124,7 @@ impl Default for BenchConfig {
             mtu: 1452,
             streams_per_connection: 8,
             prewarm_mib: 0,
+            link_mbps: None,
         }
     }
 }
@@ -369,11 +373,17 @@ pub async fn run(cfg: BenchConfig, stats: Arc<Stats>) -> Result<BenchReport, Str
     }
     admin.close();
 
+    // A slow broker: producers go through a bandwidth-limited relay.
+    let link = match cfg.link_mbps {
+        Some(mbps) => Some(slow_link::SlowLink::start(sock, mbps * 1e6).map_err(|e| format!("relay: {e}"))?),
+        None => None,
+    };
+    let bootstrap = link.as_ref().map_or_else(|| addr.clone(), |l| l.addr().to_string());
     let tls = TlsConfig::from_dir(&certs, &client).map_err(|e| e.to_string())?;
     let mut producers = Vec::with_capacity(cfg.producers);
     for i in 0..cfg.producers {
         let p = Producer::builder()
-            .bootstrap(addr.clone())
+            .bootstrap(bootstrap.clone())
             .tls(tls.clone())
             .client_id(format!("qwire-bench-{i}"))
             .acks(cfg.acks)
@@ -397,7 +407,8 @@ pub async fn run(cfg: BenchConfig, stats: Arc<Stats>) -> Result<BenchReport, Str
     let sampler = timeline::Sampler::spawn(stats.clone(), cfg.record_size, timeline::interval_for(&cfg));
     let started = workload::drive(&cfg, &plan, &producers, &stats).await;
     for p in &producers {
-        p.flush().await;
+        // Failures are counted per record (stats.failed).
+        let _ = p.flush().await;
     }
     let seconds = started.elapsed().as_secs_f64();
     let timeline = sampler.finish().await;
@@ -406,7 +417,7 @@ pub async fn run(cfg: BenchConfig, stats: Arc<Stats>) -> Result<BenchReport, Str
     let latency_ms = LatencyMs::of(&latencies);
     let producer = producers[0].metrics();
     for p in &producers {
-        p.close(Duration::from_secs(10)).await;
+        let _ = p.close(Duration::from_secs(10)).await;
     }
     let mb_per_sec = acked as f64 * cfg.record_size as f64 / seconds / 1e6;
     let raw = if cfg.compare_raw {
@@ -424,6 +435,10 @@ pub async fn run(cfg: BenchConfig, stats: Arc<Stats>) -> Result<BenchReport, Str
         (None, true) => "sink",
         (None, false) => "disk",
     };
+    if let Some(l) = link {
+        let (f, d) = (l.stats().forwarded.load(Relaxed), l.stats().dropped.load(Relaxed));
+        tracing::info!(forwarded = f, dropped = d, "slow link: datagrams towards the broker");
+    }
     drop(embedded);
     let first_error = stats.first_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
     Ok(BenchReport {

@@ -1,0 +1,446 @@
+//! Links to brokers: for each broker, `connections_per_broker` connection slots with
+//! reconnect back-off behind the broker's circuit breaker, and for each open connection
+//! its data streams with the responses they still owe, in order.
+//!
+//! A connection slot goes `Down → Connecting → Up → Down`; every connection attempt gets a
+//! new generation, so an event about an older attempt is recognised and ignored.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use super::breaker::{Breaker, BreakerState};
+use super::{ConnId, HelloInfo, StreamId, Tick};
+use crate::producer::config::ProducerConfig;
+use crate::producer::error::ProduceError;
+
+/// A request written (or being written) to a data stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Expected {
+    /// Its correlation id.
+    pub corr: u32,
+    /// Topic index in the topic table.
+    pub topic: u32,
+    /// Partition.
+    pub partition: u32,
+}
+
+/// One data stream of an open connection.
+#[derive(Debug)]
+pub(crate) struct DataStream {
+    /// Generation of the QUIC stream behind it (a reset stream is replaced by the next).
+    pub gen: u32,
+    /// False between a reset and the replacement's opening.
+    pub up: bool,
+    /// Requests whose responses are due, in the order the broker will answer them.
+    pub answers: VecDeque<Expected>,
+    /// Requests handed to the shell and not yet reported written, in order.
+    pub unwritten: VecDeque<Expected>,
+}
+
+impl DataStream {
+    fn new(gen: u32) -> Self {
+        DataStream { gen, up: true, answers: VecDeque::new(), unwritten: VecDeque::new() }
+    }
+}
+
+/// A connection slot's state.
+#[derive(Debug)]
+pub(crate) enum SlotState {
+    /// Not connected; the next attempt is due at `retry_at`.
+    Down { retry_at: Tick },
+    /// An attempt is running.
+    Connecting,
+    /// Open, with its data streams.
+    Up {
+        /// The data streams.
+        streams: Vec<DataStream>,
+    },
+}
+
+/// A connection slot.
+#[derive(Debug)]
+pub(crate) struct ConnSlot {
+    /// Generation of the current (or last) attempt.
+    pub gen: u64,
+    /// Where it stands.
+    pub state: SlotState,
+}
+
+/// One broker.
+#[derive(Debug)]
+pub(crate) struct Link {
+    /// `host:port`, resolved at every connection attempt.
+    pub name: String,
+    /// The broker's id, once it said it in `HelloOk`.
+    pub broker_id: Option<u32>,
+    /// Connection slots.
+    pub slots: Vec<ConnSlot>,
+    /// The circuit breaker.
+    pub breaker: Breaker,
+    /// The last failure, for error messages.
+    pub last_error: Option<String>,
+    /// Set while the broker refuses this client's certificate: batches for it fail with
+    /// this error until a trial connection succeeds.
+    pub refused: Option<ProduceError>,
+    /// The largest frame the broker accepts (from `HelloOk`).
+    pub max_frame: Option<usize>,
+    /// The largest batch the broker accepts (from `HelloOk`).
+    pub max_batch: Option<usize>,
+    /// Batches per partition the broker remembers for dedup (from `HelloOk`).
+    pub max_in_flight: Option<usize>,
+    /// The broker supports per-partition epochs (from `HelloOk`).
+    pub per_partition_epochs: bool,
+    /// The broker id a metadata answer gave for this link's address (until `HelloOk`).
+    pub advertised_id: Option<u32>,
+    /// The next attempt re-reads the TLS files (after a refused certificate).
+    reload_tls: bool,
+}
+
+impl Link {
+    /// The largest batch for `topic` this broker accepts, once known: its batch limit, and
+    /// its frame limit less the produce request around the batch.
+    pub(crate) fn batch_limit(&self, topic: &str) -> Option<usize> {
+        let frame = self.max_frame?.saturating_sub(super::batches::frame_overhead(topic));
+        Some(self.max_batch.map_or(frame, |b| b.min(frame)))
+    }
+
+    fn new(name: String, conns: usize, cfg: &ProducerConfig, now: Tick) -> Self {
+        Link {
+            name,
+            broker_id: None,
+            slots: (0..conns).map(|_| ConnSlot { gen: 0, state: SlotState::Down { retry_at: now } }).collect(),
+            breaker: Breaker::new(cfg.circuit_breaker_threshold, cfg.circuit_breaker_recovery),
+            last_error: None,
+            refused: None,
+            max_frame: None,
+            max_batch: None,
+            max_in_flight: None,
+            per_partition_epochs: false,
+            advertised_id: None,
+            reload_tls: false,
+        }
+    }
+
+    /// Whether any connection of this link is open.
+    pub(crate) fn is_up(&self) -> bool {
+        self.slots.iter().any(|s| matches!(s.state, SlotState::Up { .. }))
+    }
+}
+
+/// A connection attempt to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Connect {
+    /// Which slot and generation.
+    pub conn: ConnId,
+    /// `host:port` to resolve and connect to.
+    pub addr: String,
+    /// Re-read the TLS files first.
+    pub reload_tls: bool,
+}
+
+/// Every broker link.
+#[derive(Debug)]
+pub(crate) struct Links {
+    /// The links, bootstrap brokers first.
+    pub list: Vec<Link>,
+    conns: usize,
+    streams: usize,
+}
+
+impl Links {
+    pub(crate) fn new(cfg: &ProducerConfig, now: Tick) -> Self {
+        let conns = cfg.connections_per_broker;
+        Links {
+            list: cfg.bootstrap.iter().map(|b| Link::new(b.clone(), conns, cfg, now)).collect(),
+            conns,
+            streams: cfg.streams_per_connection,
+        }
+    }
+
+    /// Data streams per connection.
+    pub(crate) fn streams_per_connection(&self) -> usize {
+        self.streams
+    }
+
+    /// Connection slots per broker.
+    pub(crate) fn connections_per_broker(&self) -> usize {
+        self.conns
+    }
+
+    /// Adds a link for a broker named in metadata (unless one has that name); returns its index.
+    pub(crate) fn ensure(&mut self, name: &str, cfg: &ProducerConfig, now: Tick) -> usize {
+        if let Some(i) = self.list.iter().position(|l| l.name == name) {
+            return i;
+        }
+        self.list.push(Link::new(name.to_owned(), self.conns, cfg, now));
+        self.list.len() - 1
+    }
+
+    /// Whether `conn` is the current attempt of its slot.
+    pub(crate) fn is_current(&self, conn: ConnId) -> bool {
+        self.list.get(conn.link).and_then(|l| l.slots.get(conn.slot)).is_some_and(|s| s.gen == conn.gen)
+    }
+
+    /// The data stream with global index `g` of `link` (connection slot `g % conns`, stream
+    /// `g / conns` within it), if that connection is up and the stream open.
+    pub(crate) fn stream(&mut self, link: usize, g: usize) -> Option<(StreamId, &mut DataStream)> {
+        let (slot, index) = (g % self.conns, g / self.conns);
+        let s = self.list.get_mut(link)?.slots.get_mut(slot)?;
+        let gen = s.gen;
+        match &mut s.state {
+            SlotState::Up { streams } => {
+                let st = streams.get_mut(index)?;
+                let id = StreamId { conn: ConnId { link, slot, gen }, index, gen: st.gen };
+                st.up.then_some((id, st))
+            }
+            _ => None,
+        }
+    }
+
+    /// The data stream `id`, if it is still the current one.
+    pub(crate) fn stream_by_id(&mut self, id: StreamId) -> Option<&mut DataStream> {
+        if !self.is_current(id.conn) {
+            return None;
+        }
+        match &mut self.list[id.conn.link].slots[id.conn.slot].state {
+            SlotState::Up { streams } => streams.get_mut(id.index).filter(|s| s.gen == id.gen),
+            _ => None,
+        }
+    }
+
+    /// Starts the connection attempts that are due (closed breakers: every slot whose
+    /// back-off is over; half-open: one trial).
+    pub(crate) fn connects_due(&mut self, now: Tick) -> Vec<Connect> {
+        let mut out = Vec::new();
+        for (li, link) in self.list.iter_mut().enumerate() {
+            for (si, slot) in link.slots.iter_mut().enumerate() {
+                let SlotState::Down { retry_at } = slot.state else { continue };
+                if retry_at > now || !link.breaker.try_attempt(now) {
+                    continue;
+                }
+                slot.gen += 1;
+                slot.state = SlotState::Connecting;
+                out.push(Connect {
+                    conn: ConnId { link: li, slot: si, gen: slot.gen },
+                    addr: link.name.clone(),
+                    reload_tls: link.reload_tls,
+                });
+            }
+        }
+        out
+    }
+
+    /// A connection is ready.
+    pub(crate) fn on_connected(&mut self, conn: ConnId, hello: &HelloInfo) {
+        let streams = self.streams;
+        let link = &mut self.list[conn.link];
+        link.broker_id = Some(hello.broker_id);
+        link.max_frame = Some(hello.max_frame_size);
+        link.max_batch = Some(hello.max_batch_bytes);
+        // 0 would stop every partition: a broker that says it is taken as "no limit".
+        link.max_in_flight = (hello.max_in_flight > 0).then_some(hello.max_in_flight);
+        link.per_partition_epochs = hello.per_partition_epochs;
+        link.breaker.on_success();
+        link.last_error = None;
+        link.refused = None;
+        link.reload_tls = false;
+        link.slots[conn.slot].state = SlotState::Up { streams: (0..streams).map(|_| DataStream::new(0)).collect() };
+    }
+
+    /// A connection attempt failed; `refused` is set when the broker refused the certificate.
+    /// Returns true if the breaker opened.
+    pub(crate) fn on_connect_failed(
+        &mut self,
+        now: Tick,
+        conn: ConnId,
+        error: String,
+        refused: Option<ProduceError>,
+        backoff: Duration,
+    ) -> bool {
+        let link = &mut self.list[conn.link];
+        link.last_error = Some(error);
+        link.slots[conn.slot].state = SlotState::Down { retry_at: now + backoff };
+        if let Some(e) = refused {
+            // Retrying soon cannot heal a refused certificate: fail fast, and after the
+            // recovery time try once more with the files read again (rotated certificates).
+            link.refused = Some(e);
+            link.reload_tls = true;
+            let _ = link.breaker.on_failure(now);
+            link.breaker.open(now);
+            return true;
+        }
+        link.breaker.on_failure(now)
+    }
+
+    /// An open connection broke; the slot reconnects after `backoff`.
+    pub(crate) fn on_lost(&mut self, now: Tick, conn: ConnId, error: String, backoff: Duration) {
+        let link = &mut self.list[conn.link];
+        link.last_error = Some(error);
+        link.slots[conn.slot].state = SlotState::Down { retry_at: now + backoff };
+    }
+
+    /// An open connection for control requests: the first up connection, preferring `link`.
+    pub(crate) fn control_conn(&self, prefer: Option<usize>) -> Option<ConnId> {
+        let up = |li: usize| {
+            let l = &self.list[li];
+            l.slots.iter().enumerate().find_map(|(si, s)| {
+                matches!(s.state, SlotState::Up { .. }).then_some(ConnId { link: li, slot: si, gen: s.gen })
+            })
+        };
+        prefer.and_then(up).or_else(|| (0..self.list.len()).find_map(up))
+    }
+
+    /// The link of broker `id`, preferring one that is up.
+    pub(crate) fn of_broker(&self, id: u32) -> Option<usize> {
+        let mine = |l: &Link| l.broker_id.or(l.advertised_id) == Some(id);
+        self.list.iter().position(|l| mine(l) && l.is_up()).or_else(|| self.list.iter().position(mine))
+    }
+
+    /// The open connections (to close them).
+    pub(crate) fn open_conns(&self) -> Vec<ConnId> {
+        let mut out = Vec::new();
+        for (li, l) in self.list.iter().enumerate() {
+            for (si, s) in l.slots.iter().enumerate() {
+                if matches!(s.state, SlotState::Up { .. } | SlotState::Connecting) {
+                    out.push(ConnId { link: li, slot: si, gen: s.gen });
+                }
+            }
+        }
+        out
+    }
+
+    /// Marks every slot down (the producer is closing).
+    pub(crate) fn shut_all(&mut self, now: Tick) {
+        for l in &mut self.list {
+            for s in &mut l.slots {
+                s.state = SlotState::Down { retry_at: now + Duration::from_secs(3600) };
+            }
+        }
+    }
+
+    /// The next time a link changes by itself: a reconnect due or a breaker half-opening.
+    pub(crate) fn next_timeout(&self, now: Tick) -> Option<Tick> {
+        let mut t: Option<Tick> = None;
+        let mut consider = |x: Tick| t = Some(t.map_or(x, |t| t.min(x)));
+        for l in &self.list {
+            match l.breaker.state(now) {
+                BreakerState::Open { until } => consider(until),
+                // The trial's outcome is an event, not a time.
+                BreakerState::HalfOpen { trial: true } => {}
+                _ => {
+                    for s in &l.slots {
+                        if let SlotState::Down { retry_at } = s.state {
+                            consider(retry_at);
+                        }
+                    }
+                }
+            }
+        }
+        t
+    }
+}
+
+impl super::Core {
+    pub(crate) fn on_connected(&mut self, now: Tick, conn: ConnId, hello: HelloInfo) {
+        if !self.links.is_current(conn) {
+            self.actions.push_back(super::Action::Close { conn, reason: "superseded" });
+            return;
+        }
+        crate::producer::metrics::ProducerMetrics::add(&self.metrics.connects, 1);
+        tracing::debug!(broker = %self.links.list[conn.link].name, slot = conn.slot, "connected");
+        self.links.on_connected(conn, &hello);
+        self.request_pending_metadata(now);
+    }
+
+    pub(crate) fn on_connect_failed(&mut self, now: Tick, conn: ConnId, error: crate::transport::TransportError) {
+        use crate::producer::error::{Persistence, ProduceError};
+        if !self.links.is_current(conn) {
+            return;
+        }
+        let tls = matches!(error, crate::transport::TransportError::TlsRejected { .. });
+        let failures = self.links.list[conn.link].breaker.failures() + 1;
+        let backoff = self.cfg.reconnect_backoff.delay(failures, 0.5).mul_f64(0.8 + 0.4 * self.jitter());
+        tracing::warn!(broker = %self.links.list[conn.link].name, error = %error, ?backoff, "connect failed");
+        let msg = error.to_string();
+        let refused = tls.then(|| ProduceError::transport(error, Persistence::NotPersisted));
+        if self.links.on_connect_failed(now, conn, msg, refused, backoff) {
+            tracing::warn!(broker = %self.links.list[conn.link].name, failures, "circuit breaker open");
+            self.fail_link_pending(now, conn.link);
+        }
+    }
+
+    /// A reset stream's replacement is open.
+    pub(crate) fn on_stream_opened(&mut self, stream: StreamId) {
+        if !self.links.is_current(stream.conn) {
+            return;
+        }
+        if let SlotState::Up { streams } = &mut self.links.list[stream.conn.link].slots[stream.conn.slot].state {
+            if let Some(s) = streams.get_mut(stream.index) {
+                if s.gen < stream.gen {
+                    *s = DataStream::new(stream.gen);
+                }
+            }
+        }
+    }
+
+    /// Starts connection attempts that are due.
+    pub(crate) fn maintain_links(&mut self, now: Tick) {
+        if self.closing.is_some() && self.is_idle() {
+            return;
+        }
+        let streams = self.links.streams_per_connection();
+        for c in self.links.connects_due(now) {
+            self.actions.push_back(super::Action::Connect {
+                conn: c.conn,
+                addr: c.addr,
+                streams,
+                reload_tls: c.reload_tls,
+            });
+        }
+    }
+
+    /// The breaker is open (or the broker refused us): fail fast every batch waiting for
+    /// that broker, with what we know about its persistence.
+    pub(crate) fn fail_link_pending(&mut self, now: Tick, link: usize) {
+        use crate::producer::error::{ErrorKind, Persistence, ProduceError};
+        let l = &self.links.list[link];
+        let err = match &l.refused {
+            Some(e) => e.clone(),
+            None => ProduceError::new(
+                ErrorKind::CircuitOpen,
+                Persistence::NotPersisted,
+                format!(
+                    "broker {} unavailable (circuit breaker open after {} failures): {}",
+                    l.name,
+                    l.breaker.failures(),
+                    l.last_error.as_deref().unwrap_or("connection failed")
+                ),
+            ),
+        };
+        let mut gap = false;
+        for tid in 0..self.topics.list.len() {
+            for p in 0..self.topics.list[tid].parts.len() {
+                if self.route(&self.topics.list[tid].parts[p]) != link {
+                    continue;
+                }
+                let gone = self.topics.list[tid].parts[p]
+                    .window
+                    .take(|s| !matches!(s.state, super::window::SlotState::InFlight { .. }));
+                gap |= !gone.is_empty();
+                for s in gone {
+                    self.fail_slot(s, err.clone());
+                }
+            }
+        }
+        if gap {
+            self.resync_windows();
+        }
+        // Handles waiting for metadata fail too, unless another broker may still answer.
+        let none_left = self.links.list.iter().all(|l| l.refused.is_some() || l.breaker.is_open(now));
+        if none_left {
+            for reply in self.topics.take_waiters() {
+                self.outcomes.push_back(super::Outcome::Metadata { reply, result: Err(err.clone()) });
+            }
+        }
+    }
+}

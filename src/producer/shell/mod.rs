@@ -1,0 +1,358 @@
+//! The async shell around the core: the one task that owns the sockets (through the
+//! connection tasks in `pool`), the timer, and the channels from the producer handles.
+//! It feeds the core what happens (`handle_*`), then does what the core says
+//! (`poll_transmit`, `poll_action`, `poll_outcome`) and sleeps until `poll_timeout` or
+//! the next event. It decides nothing itself.
+//!
+//! User code (callbacks, the partitioner's hook) runs here, inside `catch_unwind`. If the
+//! shell ends for any reason, including a panic, its drop guard closes the accumulator
+//! so that queued and later records fail at once, and the core's deliveries report
+//! themselves as they are dropped: no future is left waiting.
+
+pub(crate) mod pool;
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::accumulator::Accumulator;
+use super::clock::{Tick, WallClock};
+use super::config::TlsConfig;
+use super::core::{Action, ConnId, Core, FlushReply, HelloInfo, MetadataReply, Outcome};
+use super::error::{ErrorKind, Persistence, ProduceError};
+use super::partitioner::Partitioner;
+use super::record::RecordMetadata;
+use crate::transport::tls::{client_tls, quinn_client_config, QuicTuning};
+use crate::transport::{BrokerConnection, ClientEndpoint, TransportError};
+use pool::{ConnectSpec, Event, StreamHandle};
+
+/// Requests from producer handles.
+pub(crate) enum Command {
+    /// Resolve a topic's queues (`None`: just fetch them, nobody waits).
+    Metadata { topic: Arc<str>, reply: Option<MetadataReply> },
+    /// Seal everything now; answer when every batch sealed so far is done.
+    Flush { reply: FlushReply },
+    /// Flush, then fail what is left at the deadline, then stop.
+    Close { timeout: Duration, reply: FlushReply },
+    /// Fail every record not yet sent; answers how many.
+    Purge { reply: oneshot::Sender<usize> },
+}
+
+/// How the shell ended, for handles that ask afterwards (`None` inside: a clean close).
+#[derive(Debug, Default)]
+pub(crate) struct Ended(OnceLock<Option<ProduceError>>);
+
+impl Ended {
+    /// `None` while running; `Some(None)` after a clean close; `Some(Some(e))` otherwise.
+    pub(crate) fn get(&self) -> Option<Option<ProduceError>> {
+        self.0.get().cloned()
+    }
+}
+
+/// Builds the QUIC client configuration for `tls`.
+pub(crate) fn quic_config(tls: &TlsConfig, tuning: &QuicTuning) -> Result<quinn::ClientConfig, String> {
+    let rustls = client_tls(Some(&tls.identity), &tls.ca).map_err(|e| e.to_string())?;
+    quinn_client_config(rustls, tuning).map_err(|e| e.to_string())
+}
+
+/// One open connection as the shell holds it.
+struct Conn {
+    connection: Arc<BrokerConnection>,
+    streams: Vec<StreamHandle>,
+}
+
+/// The shell; see the module docs.
+pub(crate) struct Shell {
+    pub core: Core,
+    pub acc: Arc<Accumulator>,
+    pub partitioner: Arc<dyn Partitioner>,
+    pub cmd_rx: mpsc::UnboundedReceiver<Command>,
+    pub endpoint: ClientEndpoint,
+    pub tls: TlsConfig,
+    pub tuning: QuicTuning,
+    pub wall: Arc<WallClock>,
+    pub ended: Arc<Ended>,
+    ev_tx: mpsc::UnboundedSender<Event>,
+    ev_rx: mpsc::UnboundedReceiver<Event>,
+    conns: HashMap<ConnId, Conn>,
+    /// Client configuration read again after a refused certificate (used from then on).
+    reloaded: pool::Reloaded,
+    cmd_closed: bool,
+}
+
+/// Fails what is left when the shell ends, however it ends.
+struct EndGuard {
+    acc: Arc<Accumulator>,
+    ended: Arc<Ended>,
+    /// Set on a normal end: `None` for a clean close, the fatal error otherwise.
+    outcome: Option<Option<ProduceError>>,
+}
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        let outcome = self.outcome.take().unwrap_or_else(|| {
+            Some(ProduceError::new(
+                ErrorKind::Closed,
+                Persistence::PossiblyPersisted,
+                "the producer's driver stopped unexpectedly (a bug: please report it)",
+            ))
+        });
+        let reason = outcome.clone().unwrap_or_else(super::core::closed_error);
+        let _ = self.ended.0.set(outcome);
+        for r in self.acc.close(reason.clone()) {
+            r.delivery.complete(Err(reason.clone().with_persistence(Persistence::NotPersisted)));
+        }
+    }
+}
+
+impl Shell {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        core: Core,
+        acc: Arc<Accumulator>,
+        partitioner: Arc<dyn Partitioner>,
+        cmd_rx: mpsc::UnboundedReceiver<Command>,
+        endpoint: ClientEndpoint,
+        tls: TlsConfig,
+        tuning: QuicTuning,
+        wall: Arc<WallClock>,
+        ended: Arc<Ended>,
+    ) -> Self {
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        Shell {
+            core,
+            acc,
+            partitioner,
+            cmd_rx,
+            endpoint,
+            tls,
+            tuning,
+            wall,
+            ended,
+            ev_tx,
+            ev_rx,
+            conns: HashMap::new(),
+            reloaded: Arc::new(Mutex::new(None)),
+            cmd_closed: false,
+        }
+    }
+
+    /// Runs until the core is finished (closed, fenced, or every handle dropped and
+    /// everything delivered).
+    pub(crate) async fn run(mut self) {
+        let mut guard = EndGuard { acc: self.acc.clone(), ended: self.ended.clone(), outcome: None };
+        let mut fatal = None;
+        loop {
+            let now = Tick::now();
+            self.core.handle_timeout(now);
+            self.do_outputs(&mut fatal);
+            if self.core.is_finished() {
+                break;
+            }
+            let deadline = self
+                .core
+                .poll_timeout(Tick::now())
+                .map(|t| tokio::time::Instant::now() + t.saturating_duration_since(Tick::now()));
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                cmd = self.cmd_rx.recv(), if !self.cmd_closed => self.on_command(cmd),
+                Some(ev) = self.ev_rx.recv() => self.on_event(ev),
+                _ = self.acc.wake.notified() => {}
+                _ = sleep => {}
+            }
+            // Bounded catch-up on whatever else is waiting.
+            for _ in 0..4096 {
+                match self.ev_rx.try_recv() {
+                    Ok(ev) => self.on_event(ev),
+                    Err(_) => break,
+                }
+            }
+            while !self.cmd_closed {
+                match self.cmd_rx.try_recv() {
+                    Ok(c) => self.on_command(Some(c)),
+                    Err(_) => break,
+                }
+            }
+            self.wall.rebase_if_due(Tick::now());
+        }
+        for (_, c) in self.conns.drain() {
+            c.connection.close("producer closed");
+        }
+        guard.outcome = Some(fatal);
+    }
+
+    fn on_command(&mut self, cmd: Option<Command>) {
+        let now = Tick::now();
+        match cmd {
+            Some(Command::Metadata { topic, reply }) => self.core.handle_metadata_wanted(now, topic, reply),
+            Some(Command::Flush { reply }) => self.core.handle_flush(now, reply),
+            Some(Command::Close { timeout, reply }) => self.core.handle_close(now, timeout, Some(reply)),
+            Some(Command::Purge { reply }) => self.core.handle_purge(now, reply),
+            None => {
+                // Every handle is gone: deliver what is queued, within the delivery
+                // timeout, then stop (documented on `Producer`).
+                self.cmd_closed = true;
+                let timeout = self.core.config().delivery_timeout;
+                self.core.handle_close(now, timeout, None);
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        let now = Tick::now();
+        match ev {
+            Event::Connected { conn, connection, streams } => {
+                let h = connection.hello();
+                let hello = HelloInfo {
+                    broker_id: h.broker_id,
+                    max_frame_size: h.max_frame_size as usize,
+                    max_batch_bytes: h.max_batch_bytes as usize,
+                    max_in_flight: usize::from(h.max_in_flight_per_partition),
+                    per_partition_epochs: h.features & crate::protocol::frame::HelloOk::PER_PARTITION_EPOCHS != 0,
+                };
+                self.conns.insert(conn, Conn { connection, streams });
+                self.core.handle_connected(now, conn, hello);
+            }
+            Event::ConnectFailed { conn, error } => self.core.handle_connect_failed(now, conn, error),
+            Event::StreamOpened { stream, handle } => match self.conns.get_mut(&stream.conn) {
+                Some(c) if stream.index < c.streams.len() => {
+                    c.streams[stream.index] = handle;
+                    self.core.handle_stream_opened(now, stream);
+                }
+                _ => {}
+            },
+            Event::StreamDown { stream, error } => match error {
+                Some(e @ (TransportError::ConnectionLost { .. } | TransportError::TlsRejected { .. })) => {
+                    self.core.handle_connection_lost(now, stream.conn, e)
+                }
+                Some(e) => self.core.handle_stream_lost(now, stream, e),
+                None => {
+                    let addr = self.conns.get(&stream.conn).map(|c| c.connection.addr());
+                    let e = match addr {
+                        Some(addr) => TransportError::StreamClosed {
+                            addr,
+                            detail: format!("broker finished data stream {}", stream.index),
+                        },
+                        None => return,
+                    };
+                    self.core.handle_stream_lost(now, stream, e)
+                }
+            },
+            Event::Written { stream, frames } => self.core.handle_written(now, stream, frames),
+            Event::Frame { stream, frame } => self.core.handle_response(now, stream, frame),
+            Event::Control { tag, result } => self.core.handle_control(now, tag, result),
+        }
+    }
+
+    fn do_outputs(&mut self, fatal: &mut Option<ProduceError>) {
+        while let Some(t) = self.core.poll_transmit() {
+            if let Some(s) = self.conns.get(&t.stream.conn).and_then(|c| c.streams.get(t.stream.index)) {
+                // A closed channel means the writer is gone: its StreamDown event follows.
+                let _ = s.tx.send((t.head, t.batch));
+            }
+        }
+        while let Some(a) = self.core.poll_action() {
+            self.do_action(a);
+        }
+        while let Some(o) = self.core.poll_outcome() {
+            if let Outcome::Fatal(e) = &o {
+                *fatal = Some(e.clone());
+                // New records fail at once from now on, with this error.
+                for r in self.acc.close(e.clone()) {
+                    r.delivery.complete(Err(e.clone()));
+                }
+            }
+            self.deliver(o);
+        }
+    }
+
+    fn do_action(&mut self, a: Action) {
+        match a {
+            Action::Connect { conn, addr, streams, reload_tls } => {
+                let tls = pool::Tls {
+                    material: self.tls.clone(),
+                    tuning: self.tuning.clone(),
+                    reload: reload_tls,
+                    current: self.reloaded.clone(),
+                };
+                let spec = ConnectSpec {
+                    endpoint: self.endpoint.clone(),
+                    tls,
+                    addr,
+                    server_name: self.tls.server_name.clone(),
+                    client_id: self.core.config().client_id.clone(),
+                    conn,
+                    streams,
+                };
+                pool::spawn_connect(spec, self.ev_tx.clone());
+            }
+            Action::Call { tag, conn, request, timeout } => match self.conns.get(&conn) {
+                Some(c) => pool::spawn_call(c.connection.clone(), request, tag, timeout, self.ev_tx.clone()),
+                None => {
+                    let addr = "0.0.0.0:0".parse().expect("literal");
+                    let error = TransportError::StreamClosed { addr, detail: "connection gone".into() };
+                    let _ = self.ev_tx.send(Event::Control { tag, result: Err(error) });
+                }
+            },
+            Action::ResetStream { stream } => {
+                if let Some(c) = self.conns.get_mut(&stream.conn) {
+                    if let Some(s) = c.streams.get_mut(stream.index) {
+                        s.reset();
+                    }
+                    let next = super::core::StreamId { gen: stream.gen + 1, ..stream };
+                    pool::spawn_reopen(c.connection.clone(), next, self.ev_tx.clone());
+                }
+            }
+            Action::Close { conn, reason } => {
+                if let Some(c) = self.conns.remove(&conn) {
+                    c.connection.close(reason);
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, o: Outcome) {
+        match o {
+            Outcome::Acked { topic, partition, base_offset, records } => {
+                for (i, r) in records.into_iter().enumerate() {
+                    r.delivery.complete(Ok(RecordMetadata {
+                        topic: topic.clone(),
+                        partition,
+                        offset: base_offset.map(|b| b + i as i64),
+                        timestamp: r.timestamp,
+                    }));
+                }
+            }
+            Outcome::Failed { records, error } => {
+                for d in records {
+                    d.complete(Err(error.clone()));
+                }
+            }
+            Outcome::Metadata { reply, result } => {
+                let _ = reply.send(result);
+            }
+            Outcome::Flushed { reply, result } => {
+                let _ = reply.send(result);
+            }
+            Outcome::Purged { reply, count } => {
+                let _ = reply.send(count);
+            }
+            Outcome::Sealed { topic, partition, partitions } => {
+                let p = &self.partitioner;
+                if catch_unwind(AssertUnwindSafe(|| p.on_batch_sealed(&topic, partition, partitions))).is_err() {
+                    tracing::error!(%topic, partition, "the partitioner's on_batch_sealed panicked; the producer goes on");
+                }
+            }
+            Outcome::Fatal(_) => {}
+        }
+    }
+}
