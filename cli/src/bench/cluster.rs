@@ -234,6 +234,8 @@ pub async fn measure_failover(cluster: &mut LocalCluster, kills: usize) -> Resul
     c.create_replicated_topic(topic, 1, n.min(3) as u16, n.min(2) as u16).await.map_err(|e| e.to_string())?;
     c.close();
     let tls = TlsConfig::from_dir(&cluster.certs(), BENCH_CLIENT).map_err(|e| e.to_string())?;
+    let fast =
+        qwire::producer::Backoff { base: Duration::from_millis(20), max: Duration::from_millis(200), jitter: 0.2 };
     let mut builder = Producer::builder();
     for b in &cluster.brokers {
         builder = builder.bootstrap(b.addr.to_string());
@@ -242,11 +244,15 @@ pub async fn measure_failover(cluster: &mut LocalCluster, kills: usize) -> Resul
         .tls(tls)
         .acks(Acks::All)
         .linger(Duration::ZERO)
-        .retry_backoff(qwire::producer::Backoff {
-            base: Duration::from_millis(20),
-            max: Duration::from_millis(200),
-            jitter: 0.2,
-        })
+        // A dead leader is noticed within about a second (keep-alives every 200 ms, idle
+        // after 1 s); the producer then asks for fresh metadata or follows a NotLeader.
+        .retry_backoff(fast)
+        .reconnect_backoff(fast)
+        .circuit_breaker_threshold(u32::MAX)
+        .keep_alive(Duration::from_millis(200))
+        .idle_timeout(Duration::from_secs(1))
+        .connect_timeout(Duration::from_secs(1))
+        .request_timeout(Duration::from_secs(5))
         .build()
         .map_err(|e| e.to_string())?;
     let producer = Arc::new(producer);

@@ -217,6 +217,9 @@ impl Core {
         let backoff = self.cfg.reconnect_backoff.delay(1, unit);
         self.links.on_lost(now, conn, error.message().to_owned(), backoff);
         self.requeue_lost(now, |s| s.conn == conn, error);
+        // In a cluster the broker may be gone for good and its partitions led elsewhere:
+        // ask for fresh metadata rather than wait for its return.
+        self.refresh_soon(now);
     }
 
     fn requeue_lost(&mut self, now: Tick, lost: impl Fn(StreamId) -> bool + Copy, error: ProduceError) {
