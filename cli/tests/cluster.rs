@@ -471,3 +471,46 @@ fn the_same_producer_code_works_against_a_single_broker_and_a_cluster() {
         assert!(leaders.len() > 1, "partitions are led by several brokers: {leaders:?}");
     });
 }
+
+/// `qwire topics alter` adds partitions; a running producer picks them up from metadata.
+#[test]
+fn added_partitions_are_assigned_and_a_running_producer_picks_them_up() {
+    rt().block_on(async {
+        let mut c = Cluster::start(3);
+        let mut admin = c.any_client("alice").await;
+        admin.create_replicated_topic("grow", 2, 2, 1).await.unwrap();
+        c.wait_for("assigned", "grow", |d| d.partitions.len() == 2 && d.partitions.iter().all(|p| p.leader >= 0)).await;
+        let p = c.producer("alice").acks(Acks::All).metadata_max_age(Duration::from_millis(300)).build().unwrap();
+        assert_eq!(p.partitions_for("grow").await.unwrap(), 2);
+        p.send(qwire::producer::ProducerRecord::new("grow", "before").partition(1)).await.unwrap();
+        // The CLI's path: AlterPartitions to any broker.
+        let bin = env!("CARGO_BIN_EXE_qwire");
+        let out = std::process::Command::new(bin)
+            .args(["topics", "alter", "grow", "--partitions", "5", "-s", &c.nodes[2].addr.to_string()])
+            .arg("--certs")
+            .arg(c.certs.path())
+            .args(["--client", "alice"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "topic 'grow' has 5 partitions");
+        admin.alter_partitions("grow", 5).await.expect("the same count again is a no-op");
+        let shrink = admin.alter_partitions("grow", 3).await.unwrap_err();
+        assert_eq!(shrink.code(), Some(ErrorCode::InvalidPartitions));
+        admin.close();
+        let d = c
+            .wait_for("new partitions led", "grow", |d| {
+                d.partitions.len() == 5 && d.partitions.iter().all(|p| p.leader >= 0)
+            })
+            .await;
+        assert!(d.partitions.iter().all(|p| p.replicas.len() == 2));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while p.partitions_for("grow").await.unwrap() < 5 {
+            assert!(std::time::Instant::now() < deadline, "the producer never saw the new partitions");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let md = p.send(qwire::producer::ProducerRecord::new("grow", "after").partition(4)).await.unwrap();
+        assert_eq!((md.partition, md.offset), (4, Some(0)));
+        p.close(Duration::from_secs(10)).await.unwrap();
+    });
+}
