@@ -430,6 +430,9 @@ fn producer_rides_through_leader_sigkills_losing_and_duplicating_nothing() {
             started.elapsed(),
             m.retries
         );
+        if v.failed_not_persisted + v.failed_possibly_persisted + v.failed_persisted > 0 {
+            println!("  first failures: {:#?}", ledger.failures(5));
+        }
         v.assert_exactly_once();
         assert_eq!(killed, kills);
         assert_eq!(v.acked, records, "with unlimited retries and a long delivery timeout every record is acked");

@@ -80,7 +80,41 @@ impl Cluster {
         for i in 0..n {
             c.start_node(i);
         }
+        c.wait_registered();
         c
+    }
+
+    /// Waits until every running node's view lists every running node (a broker's view
+    /// follows etcd by a watch: right after a start it may not list the others yet).
+    pub fn wait_registered(&mut self) {
+        let up: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.running(i)).collect();
+        let want: Vec<u32> = up.iter().map(|&i| self.nodes[i].id).collect();
+        let configs: Vec<(u32, ConnectConfig)> =
+            up.iter().map(|&i| (self.nodes[i].id, self.client_config(i, "alice"))).collect();
+        // On a thread of its own: callers may be inside a runtime already.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            for (id, cfg) in configs {
+                loop {
+                    let seen = rt.block_on(async {
+                        let mut c = Client::connect(&cfg).await.ok()?;
+                        let d = c.describe_cluster().await.ok();
+                        c.close();
+                        d
+                    });
+                    let alive: Vec<u32> =
+                        seen.map(|d| d.brokers.iter().filter(|b| b.alive).map(|b| b.id).collect()).unwrap_or_default();
+                    if want.iter().all(|w| alive.contains(w)) {
+                        break;
+                    }
+                    assert!(Instant::now() < deadline, "broker {id} never saw every broker: {alive:?}");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        })
+        .join()
+        .expect("every broker sees every broker");
     }
 
     /// A cluster whose nodes can each be cut off from the others and from etcd: every
@@ -115,6 +149,7 @@ impl Cluster {
         for i in 0..n {
             tokio::task::block_in_place(|| c.start_node(i));
         }
+        tokio::task::block_in_place(|| c.wait_registered());
         (c, cuts)
     }
 
