@@ -12,6 +12,13 @@ use crate::protocol::{validate_topic_name, ErrorCode};
 /// How long topic creation waits for the controller to assign every partition.
 const ASSIGN_WAIT: Duration = Duration::from_secs(30);
 
+fn stale() -> TopicError {
+    terr(
+        ErrorCode::MetadataUnavailable,
+        "this broker's view of the cluster metadata is not current (starting, or etcd unreachable); retry",
+    )
+}
+
 fn terr(code: ErrorCode, message: impl Into<String>) -> TopicError {
     TopicError { code, message: message.into() }
 }
@@ -33,7 +40,11 @@ impl NodeInner {
                 format!("partition count must be between 1 and {max_partitions}, got {}", spec.partitions),
             ));
         }
-        let live = self.view().brokers.len();
+        let view = self.view();
+        if view.stale_since.is_some() {
+            return Err(stale());
+        }
+        let live = view.brokers.len();
         let rf = usize::from(spec.replication_factor);
         if rf == 0 || rf > live {
             return Err(terr(
@@ -98,7 +109,13 @@ impl NodeInner {
         auto_create: Option<TopicSpec>,
         max_partitions: u32,
     ) -> Result<Arc<Topic>, TopicError> {
-        let known = self.view().topics.get(name).map(|t| t.value.partitions);
+        let view = self.view();
+        let known = view.topics.get(name).map(|t| t.value.partitions);
+        if known.is_none() && view.stale_since.is_some() {
+            // Right after a start (or while etcd is unreachable) the view may not list
+            // the topic yet: neither "unknown" nor a creation would be right.
+            return Err(stale());
+        }
         match (known, auto_create) {
             (Some(n), _) => self.local_topic(registry, name, n).await,
             (None, Some(spec)) => match self.create_topic(registry, name, spec, max_partitions).await {

@@ -33,6 +33,15 @@ pub(crate) async fn dispatch(ctx: &ConnCtx, f: Frame) -> Option<Pending> {
         Payload::Produce(p) => produce::produce(ctx, corr, p).await,
         Payload::Hello(h) => hello::hello(ctx, corr, h),
         Payload::InitProducerId(req) => producer_id::init_producer_id(ctx, corr, req).await,
+        Payload::Metadata(_) if ctx.shared.cluster.as_ref().is_some_and(|n| n.view().stale_since.is_some()) => {
+            // A retriable refusal rather than an answer from a view that may be empty
+            // (right after a start) or out of date (etcd unreachable).
+            error(
+                corr,
+                ErrorCode::MetadataUnavailable,
+                "this broker's view of the cluster metadata is not current (starting, or etcd unreachable); retry or ask another broker",
+            )
+        }
         Payload::Metadata(m) => {
             let f = Frame { correlation_id: corr, payload: Payload::MetadataOk(metadata::metadata(ctx, m).await) };
             // A listing of many topics can be large: it counts against the response budget.
