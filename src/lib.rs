@@ -37,7 +37,10 @@
 //! - `broker` (cargo feature `broker`, off by default): server, connection loop, framing,
 //!   one module per request kind, topics, partitions, log, dedup, ACL;
 //! - `cluster` (with `broker`): metadata store (embedded, or etcd with the cargo feature
-//!   `cluster`), controller, replication rules, leader epochs. See `CLUSTER.md`.
+//!   `cluster`), controller, replication rules, leader epochs. See `CLUSTER.md`;
+//! - `schema` (cargo feature `schema`, enabled by `broker`): the schema registry (JSON
+//!   Schema, Avro, Protobuf; compatibility; durable store; Confluent-compatible REST API)
+//!   and typed, validated records for the producer.
 //!
 //! The `qwire` command and the benchmark harness behind `qwire bench` are the `qwire-cli`
 //! package in `cli/`: a service that links this crate for the producer compiles neither.
@@ -53,6 +56,8 @@ pub mod producer;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
 pub mod protocol;
+#[cfg(feature = "schema")]
+pub mod schema;
 pub mod transport;
 
 /// The README's code blocks, compiled as doctests so they stay true.

@@ -35,6 +35,8 @@ pub const ACKS: &str = "acks";
 pub const ERROR: &str = "error";
 /// Label: why something was refused.
 pub const REASON: &str = "reason";
+/// Label: how an attempt ended (`success`, `failure`, ...).
+pub const RESULT: &str = "result";
 
 /// Upper bounds (seconds) of every latency histogram: 50 µs to 30 s, roughly ×2.5 per
 /// step, so loopback round trips (~100 µs) and slow fsyncs (~100 ms) both resolve.
@@ -113,6 +115,12 @@ impl<'a> MetricWriter<'a> {
             ConstGauge::new(value).encode(m.encode_family(&labels)?)?;
         }
         Ok(())
+    }
+
+    /// Any prometheus-client metric (a `Family`, a `Histogram`, ...) under `name`.
+    pub fn metric(&mut self, name: &str, help: &str, unit: Option<Unit>, metric: &impl EncodeMetric) -> fmt::Result {
+        let m = self.enc.encode_descriptor(name, help, unit.as_ref(), metric.metric_type())?;
+        metric.encode(m)
     }
 
     /// A latency histogram in seconds (`_seconds` is appended to `name`).

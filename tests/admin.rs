@@ -177,12 +177,14 @@ fn parse_exposition(text: &str) -> Vec<prometheus_parse::Sample> {
     prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap().samples
 }
 
+/// `name{label=value,...}` (labels sorted) → value; a histogram's value is its count.
 fn values(samples: &[prometheus_parse::Sample]) -> HashMap<String, f64> {
     samples
         .iter()
         .filter_map(|s| {
-            let v = match s.value {
-                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+            let v = match &s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => *v,
+                prometheus_parse::Value::Histogram(b) => b.iter().find(|b| b.less_than.is_infinite())?.count,
                 _ => return None,
             };
             let mut labels: Vec<_> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -216,8 +218,9 @@ async fn metrics_parse_as_prometheus_text_and_count_exactly_what_was_produced() 
     };
     let before = scrape().await;
 
-    // Three batches (3, 5 and 7 records) on two partitions, then an exact retry of the
-    // second, answered from the dedup state.
+    // Three batches (3, 5 and 7 records) on two partitions, an exact retry of the second
+    // (answered from the dedup state), one acks=all batch and one to a partition that
+    // does not exist.
     let batches = [
         (0, batch("a", 3, stamp(pid, epoch, 0), Compression::None)),
         (1, batch("b", 5, stamp(pid, epoch, 0), Compression::Lz4)),
@@ -227,22 +230,113 @@ async fn metrics_parse_as_prometheus_text_and_count_exactly_what_was_produced() 
         client.produce("orders", *partition, Acks::Leader, bytes.clone()).await.unwrap();
     }
     let retry = client.produce("orders", 1, Acks::Leader, batches[1].1.clone()).await.unwrap();
-    assert_eq!(retry.base_offset, 0, "the retry is answered with the original offset");
+    assert!(retry.duplicate, "the retry is answered from the dedup state");
+    assert_eq!(retry.base_offset, 0, "with the original offset");
+    let durable = batch("d", 2, stamp(pid, epoch, 5), Compression::None);
+    let r = client.produce("orders", 1, Acks::All, durable.clone()).await.unwrap();
+    assert_eq!(r.error, qwire::protocol::ErrorCode::None);
+    let missing =
+        client.produce("orders", 7, Acks::Leader, batch("e", 1, stamp(pid, epoch, 0), Compression::None)).await;
+    assert_eq!(missing.unwrap().error, qwire::protocol::ErrorCode::UnknownTopicOrPartition);
+    let fetched = client.fetch("orders", 0, 0, 1 << 20).await.unwrap();
     let after = scrape().await;
 
     let delta = |name: &str| after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0);
-    let batch_bytes: usize = batches.iter().map(|(_, b)| b.len()).sum();
-    assert_eq!(delta("qwire_broker_produce_requests_total"), 4.0);
-    assert_eq!(delta("qwire_broker_produce_errors_total"), 0.0);
-    assert_eq!(delta("qwire_broker_batches_appended_total"), 3.0);
-    assert_eq!(delta("qwire_broker_records_appended_total"), 15.0);
-    assert_eq!(delta("qwire_broker_appended_bytes_total"), batch_bytes as f64);
-    assert_eq!(delta("qwire_broker_duplicate_batches_total"), 1.0);
+    let p0 = |m: &str| format!("{m}{{partition=0,topic=orders}}");
+    let p1 = |m: &str| format!("{m}{{partition=1,topic=orders}}");
+    assert_eq!(delta("qwire_broker_produce_requests_total{acks=leader,error=NONE}"), 4.0);
+    assert_eq!(delta("qwire_broker_produce_requests_total{acks=all,error=NONE}"), 1.0);
+    assert_eq!(delta("qwire_broker_produce_requests_total{acks=leader,error=UNKNOWN_TOPIC_OR_PARTITION}"), 1.0);
+    assert_eq!(delta(&p0("qwire_broker_batches_appended_total")), 2.0);
+    assert_eq!(delta(&p1("qwire_broker_batches_appended_total")), 2.0);
+    assert_eq!(delta(&p0("qwire_broker_records_appended_total")), 10.0);
+    assert_eq!(delta(&p1("qwire_broker_records_appended_total")), 7.0);
+    assert_eq!(delta(&p0("qwire_broker_appended_bytes_total")), (batches[0].1.len() + batches[2].1.len()) as f64);
+    assert_eq!(delta(&p1("qwire_broker_appended_bytes_total")), (batches[1].1.len() + durable.len()) as f64);
+    assert_eq!(delta(&p0("qwire_broker_duplicate_batches_total")), 0.0);
+    assert_eq!(delta(&p1("qwire_broker_duplicate_batches_total")), 1.0);
+    assert_eq!(delta(&p0("qwire_broker_fetch_bytes_total")), fetched.batches.len() as f64);
+    assert!(!fetched.batches.is_empty());
+    assert_eq!(after[&p0("qwire_broker_end_offset")], 10.0);
+    assert_eq!(after[&p1("qwire_broker_end_offset")], 7.0);
+    assert_eq!(after[&p1("qwire_broker_durable_end_offset")], 7.0, "the acks=all batch is durable");
+    assert!(after[&p0("qwire_broker_log_size_bytes")] > 0.0);
+    assert_eq!(after[&p0("qwire_broker_log_start_offset")], 0.0);
+    // Histograms: one append per produce that reached its partition, one group-commit
+    // wait (the acks=all batch), at least one fsync round.
+    assert_eq!(delta("qwire_broker_append_latency_seconds"), 5.0);
+    assert_eq!(delta("qwire_broker_group_commit_wait_seconds"), 1.0);
+    assert!(after["qwire_broker_fsync_latency_seconds"] >= 1.0);
+    assert_eq!(after["qwire_broker_producer_ids"], 1.0);
+    assert_eq!(after["qwire_broker_topics"], 1.0);
+    assert_eq!(after["qwire_broker_requests_in_flight"], 0.0);
+    assert_eq!(after["qwire_broker_frame_reserved_bytes"], 0.0);
+    assert!(after["qwire_broker_streams_open"] >= 1.0);
     assert_eq!(after["qwire_broker_connections_open"], 1.0);
     assert_eq!(after["qwire_broker_connections_accepted_total"], 1.0);
-    assert_eq!(after["qwire_broker_connections_refused_total{reason=handshake}"], 0.0);
+    for reason in ["connection_limit", "handshake_limit", "handshake_failed", "handshake_timeout"] {
+        assert_eq!(after[&format!("qwire_broker_connections_refused_total{{reason={reason}}}")], 0.0);
+    }
     assert_eq!(after[&format!("qwire_broker_build_info{{version={}}}", env!("CARGO_PKG_VERSION"))], 1.0);
 
+    client.close();
+    b.shutdown().await;
+    admin.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acks_all_request_is_in_flight_while_its_fsync_is_held() {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use std::sync::Arc;
+    let certs = Certs::new();
+    let data = tempfile::tempdir().unwrap();
+    let hold = Arc::new(AtomicBool::new(false));
+    let gate = hold.clone();
+    let mut cfg = broker_config(data.path());
+    cfg.syncer = qwire::broker::disk::Syncer::with_hook(move |_, kind| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while kind == qwire::broker::disk::SyncKind::Data && gate.load(SeqCst) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        Ok(())
+    });
+    let admin = Admin::new(admin_config(&certs)).start().await.unwrap();
+    let via = Via::tls(certs.path(), Some("alice"));
+    let addr = admin.local_addr();
+    let b = broker::start(cfg, BrokerTls::load(certs.path()).unwrap()).await.unwrap();
+    admin.broker_started(&b);
+    let mut client = qwire::client::Client::connect(&certs.client(b.local_addr(), "alice")).await.unwrap();
+    client.create_topic("held", 1).await.unwrap();
+    let scrape = || async { values(&parse_exposition(&http_get(addr, "/metrics", &via).await.unwrap().body)) };
+    let until = |want: f64| async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let v = scrape().await;
+            if v["qwire_broker_requests_in_flight"] == want || std::time::Instant::now() > deadline {
+                return v;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+
+    hold.store(true, SeqCst);
+    let produce = tokio::spawn(async move {
+        let r = client.produce("held", 0, Acks::All, batch("x", 4, stamp(-1, -1, -1), Compression::None)).await;
+        (client, r)
+    });
+    let during = until(1.0).await;
+    assert_eq!(during["qwire_broker_requests_in_flight"], 1.0, "the acks=all answer waits for its fsync");
+    assert_eq!(during.get("qwire_broker_group_commit_wait_seconds").copied().unwrap_or(0.0), 0.0);
+    assert_eq!(during["qwire_broker_end_offset{partition=0,topic=held}"], 4.0, "appended");
+    assert_eq!(during["qwire_broker_durable_end_offset{partition=0,topic=held}"], 0.0, "not durable yet");
+
+    hold.store(false, SeqCst);
+    let (client, r) = produce.await.unwrap();
+    assert_eq!(r.unwrap().error, qwire::protocol::ErrorCode::None);
+    let after = until(0.0).await;
+    assert_eq!(after["qwire_broker_requests_in_flight"], 0.0);
+    assert_eq!(after["qwire_broker_group_commit_wait_seconds"], 1.0);
+    assert_eq!(after["qwire_broker_durable_end_offset{partition=0,topic=held}"], 4.0);
     client.close();
     b.shutdown().await;
     admin.shutdown().await;

@@ -11,8 +11,10 @@ use crate::Failure;
 /// The admin listener flags of `qwire broker`.
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct AdminArgs {
-    /// Serve /health, /ready and /metrics over HTTPS on this TCP address; clients must
-    /// present a certificate signed by the broker's CA (as for QUIC). Off by default.
+    /// Serve /health, /ready, /metrics and the schema registry's Confluent-compatible REST
+    /// API (/subjects, /schemas/ids/{id}, /config, /compatibility/...) over HTTPS on this
+    /// TCP address; clients must present a certificate signed by the broker's CA (as for
+    /// QUIC). Off by default.
     #[arg(long, value_name = "ADDR")]
     pub(crate) http: Option<SocketAddr>,
     /// With --http: plain HTTP without authentication, for development. Refused unless
@@ -30,6 +32,9 @@ pub(crate) async fn start(args: &AdminArgs, tls: &BrokerTls) -> Result<Option<Ad
         .await
         .map_err(|e| Failure::new(crate::clients::EXIT_INVALID, format!("--http: {e}")))?;
     let scheme = if args.http_plaintext { "http" } else { "https" };
-    println!("qwire admin listening on {scheme}://{} (/health, /ready, /metrics)", handle.local_addr());
+    println!(
+        "qwire admin listening on {scheme}://{} (/health, /ready, /metrics, schema registry REST)",
+        handle.local_addr()
+    );
     Ok(Some(handle))
 }

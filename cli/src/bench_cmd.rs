@@ -94,6 +94,11 @@ pub(crate) struct BenchArgs {
     /// (a slow broker: the producer's memory then stays within its buffer; PERF.md).
     #[arg(long)]
     link_mbps: Option<f64>,
+    /// Validate every record against a JSON Schema registered under `{topic}-value`
+    /// before it is queued (the producer's schema path). Needs `--payload json-object`;
+    /// run once with and once without it to measure what validation costs.
+    #[arg(long)]
+    schema_validation: bool,
     /// Worker threads of the producers' runtime (1: one single-threaded runtime; the
     /// embedded broker always has its own thread).
     #[arg(long, default_value_t = 1)]
@@ -142,6 +147,7 @@ fn config(a: BenchArgs) -> (BenchConfig, bool, usize, crate::report::ReportArgs)
         streams_per_connection: a.streams,
         prewarm_mib: a.prewarm_mib,
         link_mbps: a.link_mbps,
+        schema_validation: a.schema_validation,
     };
     (cfg, a.json, a.threads, a.report)
 }
@@ -154,6 +160,12 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
         return run_cluster(cfg, n, kills, json, threads);
     }
     let (cfg, json, threads, report_args) = config(args);
+    if cfg.schema_validation && cfg.payload != PayloadKind::JsonObject {
+        return Err(Failure::new(
+            8,
+            "--schema-validation needs --payload json-object (values valid against the bench schema)",
+        ));
+    }
     if !report_args.compare.is_empty() {
         let page = crate::report::compare(&report_args).map_err(|e| Failure::new(8, e))?;
         println!("comparison written to {}", page.display());

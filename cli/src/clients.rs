@@ -13,7 +13,10 @@ use qwire::protocol::frame::TopicMetadata;
 use qwire::protocol::{ErrorCode, StoredRecord};
 use qwire::transport::TransportError;
 
+use crate::decode::SchemaView;
+use crate::sasl_args::SaslArgs;
 use crate::Failure;
+use qwire::schema::SCHEMA_ID_HEADER;
 
 /// Exit code: an error with no more specific class.
 pub(crate) const EXIT_OTHER: u8 = 1;
@@ -29,6 +32,8 @@ pub(crate) const EXIT_UNKNOWN_TOPIC: u8 = 6;
 pub(crate) const EXIT_TOO_LARGE: u8 = 7;
 /// Exit code: invalid input or configuration (flags, files, attributes, certificates).
 pub(crate) const EXIT_INVALID: u8 = 8;
+/// Exit code: SASL authentication was refused (or the broker failed to prove itself).
+pub(crate) const EXIT_AUTHENTICATION: u8 = 9;
 
 /// How the client commands reach and authenticate to the broker.
 #[derive(clap::Args)]
@@ -46,6 +51,8 @@ pub(crate) struct ConnArgs {
     /// How long to wait for a broker to answer the QUIC + TLS handshake, in ms.
     #[arg(long, default_value_t = DEFAULT_CONNECT_TIMEOUT.as_millis() as u64)]
     pub(crate) connect_timeout_ms: u64,
+    #[command(flatten)]
+    pub(crate) sasl: SaslArgs,
 }
 
 impl ConnArgs {
@@ -114,9 +121,14 @@ pub(crate) struct ConsumeArgs {
     /// With --follow: how long to wait before polling again when nothing new arrived, in ms.
     #[arg(long, default_value_t = 200)]
     poll_ms: u64,
-    /// Output format.
+    /// Output format. JSON lines carry `schema_id` (from the `qwire.schema_id` header or
+    /// Confluent's wire format; null when the record has none).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// Decode values that carry a schema id with the registry's schema (Avro and Protobuf
+    /// become JSON; JSON stays JSON), shown in place of the raw value.
+    #[arg(long)]
+    decode: bool,
 }
 
 /// Classifies a transport error: the codes `Failure::from` gives, plus invalid requests
@@ -140,14 +152,19 @@ pub(crate) fn produce_exit_code(e: &ProduceError) -> u8 {
     match e.kind() {
         ErrorKind::Transport | ErrorKind::CircuitOpen => EXIT_UNREACHABLE,
         ErrorKind::Tls => EXIT_TLS,
+        ErrorKind::Authentication => EXIT_AUTHENTICATION,
         ErrorKind::RecordTooLarge => EXIT_TOO_LARGE,
         ErrorKind::InvalidRecord => EXIT_UNKNOWN_TOPIC,
-        ErrorKind::Config => EXIT_INVALID,
+        ErrorKind::Config | ErrorKind::Schema => EXIT_INVALID,
         ErrorKind::Broker(code) => match code {
             ErrorCode::AuthorizationFailed => EXIT_NOT_AUTHORIZED,
             ErrorCode::UnknownTopicOrPartition => EXIT_UNKNOWN_TOPIC,
             ErrorCode::FrameTooLarge | ErrorCode::BatchTooLarge => EXIT_TOO_LARGE,
-            ErrorCode::InvalidTopicName | ErrorCode::InvalidRequest => EXIT_INVALID,
+            ErrorCode::InvalidTopicName
+            | ErrorCode::InvalidRequest
+            | ErrorCode::SchemaRequired
+            | ErrorCode::InvalidRecord => EXIT_INVALID,
+            c if c.is_authentication() => EXIT_AUTHENTICATION,
             _ => EXIT_OTHER,
         },
         _ => EXIT_OTHER,
@@ -171,6 +188,7 @@ pub(crate) async fn connect(conn: &ConnArgs) -> Result<Client, Failure> {
 
 /// [`connect`], also returning the `--server` entry that answered.
 pub(crate) async fn connect_first(conn: &ConnArgs) -> Result<(Client, String), Failure> {
+    let sasl = conn.sasl.credentials(false)?;
     let mut failures: Vec<Failure> = Vec::new();
     for server in &conn.servers {
         let addr = match resolve(server).await {
@@ -180,8 +198,15 @@ pub(crate) async fn connect_first(conn: &ConnArgs) -> Result<(Client, String), F
                 continue;
             }
         };
-        let mut cfg = ConnectConfig::from_certs_dir(addr, &conn.certs, &conn.client)
-            .map_err(|e| Failure::new(EXIT_INVALID, format!("client certificate '{}': {e}", conn.client)))?;
+        let mut cfg = match &sasl {
+            Some(creds) => {
+                let ca = conn.sasl.ca_file(&conn.certs);
+                ConnectConfig::with_sasl(addr, &ca, creds.clone())
+                    .map_err(|e| Failure::new(EXIT_INVALID, format!("CA certificate {}: {e}", ca.display())))?
+            }
+            None => ConnectConfig::from_certs_dir(addr, &conn.certs, &conn.client)
+                .map_err(|e| Failure::new(EXIT_INVALID, format!("client certificate '{}': {e}", conn.client)))?,
+        };
         cfg.connect_timeout = conn.connect_timeout();
         match Client::connect(&cfg).await {
             Ok(c) => return Ok((c, server.clone())),
@@ -328,6 +353,7 @@ async fn consume_with(client: &mut Client, args: &ConsumeArgs) -> Result<(), Fai
     // Without --follow, each partition is read to its current end, one after the other.
     let mut done = vec![false; parts.len()];
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+    let mut decoder = crate::decode::Decoder::default();
     loop {
         let mut progressed = false;
         for (i, p) in parts.iter().enumerate() {
@@ -342,7 +368,8 @@ async fn consume_with(client: &mut Client, args: &ConsumeArgs) -> Result<(), Fai
                     _ = &mut ctrl_c => return out.flush().map(|_| ()),
                 };
                 for r in &f.records {
-                    if !out.line(&render(topic, p.partition, r, args.format))? {
+                    let view = decoder.view(client, r, args.decode).await;
+                    if !out.line(&render(topic, p.partition, r, args.format, &view))? {
                         return Ok(());
                     }
                     printed += 1;
@@ -393,19 +420,31 @@ fn bytes_field(map: &mut serde_json::Map<String, serde_json::Value>, name: &str,
     }
 }
 
-/// One record as a line of text or JSON.
-pub(crate) fn render(topic: &str, partition: u32, r: &StoredRecord, format: Format) -> String {
+/// One record as a line of text or JSON; `view` is its schema id and decoded value.
+pub(crate) fn render(topic: &str, partition: u32, r: &StoredRecord, format: Format, view: &SchemaView) -> String {
     match format {
         Format::Text => {
             let show = |b: &Option<bytes::Bytes>| {
                 b.as_ref().map_or("null".to_string(), |b| String::from_utf8_lossy(b).into_owned())
             };
-            let headers: Vec<String> = r.headers.iter().map(|h| format!("{}:{}", h.key, show(&h.value))).collect();
+            let headers: Vec<String> = r
+                .headers
+                .iter()
+                .map(|h| match (h.key.as_str(), view.id) {
+                    (SCHEMA_ID_HEADER, Some(id)) => format!("{}:{id}", h.key),
+                    _ => format!("{}:{}", h.key, show(&h.value)),
+                })
+                .collect();
+            let value = match &view.decoded {
+                Some(Ok(v)) => v.to_string(),
+                Some(Err(e)) => format!("{} (not decoded: {e})", show(&r.value)),
+                None => show(&r.value),
+            };
+            let schema = view.id.map_or(String::new(), |id| format!(" schema_id={id}"));
             format!(
-                "{partition}:{} key={} {}{}",
+                "{partition}:{} key={}{schema} {value}{}",
                 r.offset,
                 show(&r.key),
-                show(&r.value),
                 if headers.is_empty() { String::new() } else { format!(" [{}]", headers.join(",")) }
             )
         }
@@ -416,10 +455,26 @@ pub(crate) fn render(topic: &str, partition: u32, r: &StoredRecord, format: Form
             m.insert("offset".into(), r.offset.into());
             m.insert("timestamp".into(), r.timestamp.into());
             bytes_field(&mut m, "key", &r.key);
-            bytes_field(&mut m, "value", &r.value);
+            match &view.decoded {
+                Some(Ok(v)) => {
+                    m.insert("value".into(), v.clone());
+                }
+                Some(Err(e)) => {
+                    bytes_field(&mut m, "value", &r.value);
+                    m.insert("decode_error".into(), e.as_str().into());
+                }
+                None => bytes_field(&mut m, "value", &r.value),
+            }
+            m.insert("schema_id".into(), view.id.map_or(serde_json::Value::Null, Into::into));
             let mut h = serde_json::Map::new();
             for header in &r.headers {
-                bytes_field(&mut h, &header.key, &header.value);
+                match (header.key.as_str(), view.id) {
+                    // The id header's 4 bytes, shown as the number they hold.
+                    (SCHEMA_ID_HEADER, Some(id)) => {
+                        h.insert(header.key.clone(), id.to_string().into());
+                    }
+                    _ => bytes_field(&mut h, &header.key, &header.value),
+                }
             }
             m.insert("headers".into(), h.into());
             serde_json::Value::Object(m).to_string()

@@ -6,19 +6,24 @@ use std::path::PathBuf;
 mod admin;
 mod bench;
 mod bench_cmd;
+mod broker_auth;
 mod clients;
 mod cluster;
+mod decode;
 mod jwt;
 mod logging;
 mod produce;
 mod profile;
 mod progress;
 mod report;
+mod sasl_args;
+mod schema;
 mod topics;
 mod users;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use qwire::auth::client::SaslError;
 use qwire::broker::{self, BrokerConfig, BrokerTls};
 use qwire::protocol::ErrorCode;
 use qwire::transport::TransportError;
@@ -39,8 +44,8 @@ struct Cli {
 }
 
 const EXIT_CODES: &str = "Exit codes: 0 ok, 1 other error, 2 usage, 3 broker unreachable, 4 TLS handshake refused, \
-5 not authorized (ACL), 6 unknown topic or partition, 7 record or frame too large, 8 invalid input or configuration. \
-`produce` exits with the code of its first failed record.";
+5 not authorized (ACL), 6 unknown topic or partition, 7 record or frame too large, 8 invalid input or configuration, \
+9 SASL authentication refused. `produce` exits with the code of its first failed record.";
 
 /// `qwire broker --help` on `--acl`: the ACL file format.
 const ACL_HELP: &str = "ACL file (TOML); without one every authenticated client may do everything.
@@ -50,11 +55,15 @@ The file is a list of [[allow]] rules, read at start-up (changes need a restart)
   [[allow]]
   principal = \"alice\"              # a client certificate's principal (its CN), or \"*\"
   topics = [\"orders\", \"logs.*\"]    # exact names, \"*\", or prefixes ending in \"*\"
+  subjects = [\"orders-value\"]      # schema registry subjects, same patterns (optional)
   permissions = [\"read\", \"write\"]  # any of read, write, admin
 
 Rules only grant; whatever no rule grants is denied. read: Fetch. write: Produce,
 auto-creating the topic, and (write on any topic) getting a producer id. admin:
-CreateTopic. Metadata lists a topic to a principal holding any permission on it.
+CreateTopic, a topic's schema policy. Metadata lists a topic to a principal holding
+any permission on it. On subjects (protocol frames and the REST API alike): read fetches
+schemas and checks compatibility, write registers, admin sets compatibility levels and
+deletes; the registry-wide level needs subjects = [\"*\"].
 An empty file (no [[allow]] rule) denies everything. An unknown key or permission
 is an error and the broker does not start.";
 
@@ -101,6 +110,8 @@ enum Command {
         #[command(flatten)]
         admin: admin::AdminArgs,
         #[command(flatten)]
+        auth: broker_auth::BrokerAuthArgs,
+        #[command(flatten)]
         cluster: cluster::BrokerClusterArgs,
     },
     /// Read records of a topic (one partition or all), optionally following new ones.
@@ -114,6 +125,11 @@ enum Command {
         -a source:cli,region:eu -c 10\n  \
         seq 1 1000 | qwire produce -s 127.0.0.1:7878 --certs certs --client alice -t numbers --lines - --quiet")]
     Produce(produce::ProduceArgs),
+    /// The broker's schema registry: register, get, versions, list, check, delete, config.
+    #[command(
+        after_help = "Example:\n  qwire schema register orders-value --type json_schema --file order.json -s 127.0.0.1:7878 --certs certs --client alice"
+    )]
+    Schema(schema::SchemaArgs),
     /// Create, list and describe topics.
     #[command(after_help = "Example:\n  qwire topics describe orders -s 127.0.0.1:7878 --certs certs --client alice")]
     Topics(topics::TopicsArgs),
@@ -157,8 +173,13 @@ impl From<TransportError> for Failure {
                 ErrorCode::AuthorizationFailed => 5,
                 ErrorCode::UnknownTopicOrPartition => 6,
                 ErrorCode::FrameTooLarge | ErrorCode::BatchTooLarge => 7,
+                c if c.is_authentication() => clients::EXIT_AUTHENTICATION,
                 _ => 1,
             },
+            TransportError::Sasl { source: SaslError::InvalidCredentials(_) | SaslError::Token(_), .. } => {
+                clients::EXIT_INVALID
+            }
+            TransportError::Sasl { .. } => clients::EXIT_AUTHENTICATION,
             _ => 1,
         };
         Failure::new(code, e.to_string())
@@ -213,7 +234,7 @@ fn run(cli: Cli, show: Option<&clap::ArgMatches>, profile: Option<&profile::Prof
             println!("These certificates are for development only.");
             Ok(())
         }
-        Command::Broker { listen, data_dir, certs, acl, config, sink, threads, admin, cluster } => {
+        Command::Broker { listen, data_dir, certs, acl, config, sink, threads, admin, auth, cluster } => {
             let mut cfg = match config {
                 Some(path) => {
                     let text = std::fs::read_to_string(&path)
@@ -233,14 +254,20 @@ fn run(cli: Cli, show: Option<&clap::ArgMatches>, profile: Option<&profile::Prof
             }
             cfg.sink |= sink;
             cluster.apply(&mut cfg)?;
+            auth.apply(&mut cfg.auth);
+            cfg.validate().map_err(|e| Failure::new(8, e))?;
             let tls = BrokerTls::load(&certs).map_err(|e| Failure::new(8, e.to_string()))?;
             runtime(threads).block_on(async move {
                 let admin = admin::start(&admin, &tls).await?;
                 let handle = broker::start(cfg, tls).await.map_err(|e| Failure::new(8, e.to_string()))?;
                 if let Some(a) = &admin {
                     a.broker_started(&handle);
+                    // The schema registry's Confluent REST API, at the root paths its
+                    // clients expect (/subjects, /schemas/ids/{id}, /config, ...).
+                    a.merge(handle.schema_router());
                 }
                 println!("qwire broker listening on {}", handle.local_addr());
+                broker_auth::reload_on_sighup(handle.credentials());
                 let stop = handle.shutdown_sender();
                 tokio::spawn(async move {
                     wait_for_signal().await;
@@ -255,6 +282,7 @@ fn run(cli: Cli, show: Option<&clap::ArgMatches>, profile: Option<&profile::Prof
         Command::Produce(args) => runtime(1).block_on(produce::produce(args)),
         Command::Topics(args) => runtime(1).block_on(topics::topics(args)),
         Command::Cluster(args) => runtime(1).block_on(cluster::cluster(args)),
+        Command::Schema(args) => runtime(1).block_on(schema::schema(args)),
         Command::Bench(args) => bench_cmd::run(args),
         Command::Config(args) => profile::run(args, show, profile),
         Command::Completions { shell } => {

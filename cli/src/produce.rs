@@ -2,7 +2,7 @@
 //! engine (pipelined: records are enqueued while earlier ones are still in flight).
 
 use std::io::BufRead;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +11,8 @@ use bytes::Bytes;
 use clap::ValueEnum;
 use qwire::producer::{DeliveryFuture, ErrorKind, ProduceError, Producer, ProducerRecord, TlsConfig};
 use qwire::protocol::{Acks, Compression, ErrorCode};
+use qwire::schema::typed::{EncodedValue, SchemaBinding};
+use qwire::schema::ParsedSchema;
 use tokio::sync::mpsc;
 
 use crate::clients::{
@@ -116,6 +118,22 @@ pub(crate) struct ProduceArgs {
     /// Print only a summary line instead of one line per record.
     #[arg(short, long)]
     quiet: bool,
+    /// Validate every value against this subject's latest schema and attach its id
+    /// (values are JSON; Avro and Protobuf values are encoded from it). An invalid value
+    /// stops the command before it is sent (exit 8, one-line reason).
+    #[arg(long, value_name = "SUBJECT")]
+    schema_subject: Option<String>,
+    /// Register this schema (or find it) under --schema-subject, default `{topic}-value`,
+    /// then validate as --schema-subject does.
+    #[arg(long, value_name = "PATH", requires = "schema_type")]
+    schema_file: Option<PathBuf>,
+    /// The type of --schema-file: json_schema, avro or protobuf.
+    #[arg(long, value_name = "TYPE", requires = "schema_file")]
+    schema_type: Option<qwire::schema::SchemaType>,
+    /// Where the schema id goes: a `qwire.schema_id` header, or Confluent's wire format in
+    /// front of the value (what Confluent deserializers read).
+    #[arg(long, value_name = "header|confluent", default_value = "header")]
+    schema_id_placement: qwire::schema::IdPlacement,
 }
 
 /// Parses `-a` values: `key:value` pairs separated by commas (the value may contain `:`).
@@ -303,13 +321,53 @@ async fn report(
 }
 
 /// Connects once with the plain client to fail fast and clearly (unreachable broker,
-/// refused certificate, ACL, unknown topic), creates the topic if asked, and checks an
-/// explicit partition. Returns the server that answered.
-async fn preflight(args: &ProduceArgs) -> Result<String, Failure> {
+/// refused certificate, ACL, unknown topic), creates the topic if asked, checks an
+/// explicit partition, and resolves the schema to validate with. Returns the server that
+/// answered and the schema.
+async fn preflight(args: &ProduceArgs) -> Result<(String, Option<SchemaBinding>), Failure> {
     let (mut client, server) = connect_first(&args.conn).await?;
     let r = preflight_with(&mut client, args).await;
+    let binding = match r {
+        Ok(_) => resolve_schema(&mut client, args).await,
+        Err(f) => Err(f),
+    };
     client.close();
-    r.map(|_| server)
+    binding.map(|b| (server, b))
+}
+
+/// The schema `--schema-subject` / `--schema-file` name, registered if need be.
+async fn resolve_schema(
+    client: &mut qwire::client::Client,
+    args: &ProduceArgs,
+) -> Result<Option<SchemaBinding>, Failure> {
+    let subject = args.schema_subject.clone().unwrap_or_else(|| format!("{}-value", args.topic));
+    let (id, t, text) = match (&args.schema_file, args.schema_type) {
+        (Some(path), Some(t)) => {
+            let text = crate::schema::read_schema(path)?;
+            let (id, _) = client.register_schema(&subject, t, &text).await.map_err(crate::schema::schema_failure)?;
+            (id, t, text)
+        }
+        _ if args.schema_subject.is_some() => {
+            let v = client.schema_version(&subject, None, false).await.map_err(crate::schema::schema_failure)?;
+            (v.id, v.schema_type, v.schema)
+        }
+        _ => return Ok(None),
+    };
+    let parsed = ParsedSchema::parse(t, &text).map_err(|e| Failure::new(EXIT_INVALID, e.to_string()))?;
+    SchemaBinding::new(id, Arc::new(parsed), args.schema_id_placement, None)
+        .map(Some)
+        .map_err(|e| Failure::new(EXIT_INVALID, e))
+}
+
+/// Validates (and, for Avro and Protobuf, encodes) a JSON value for the schema; the
+/// header to attach comes back with it.
+fn encode_value(binding: &SchemaBinding, value: &Bytes) -> Result<EncodedValue, String> {
+    if matches!(**binding.parsed(), ParsedSchema::Json(_)) {
+        // JSON stays as typed: checked, not re-serialised.
+        return binding.check_payload(value).map_err(|e| e.to_string());
+    }
+    let json: serde_json::Value = serde_json::from_slice(value).map_err(|e| format!("value is not JSON: {e}"))?;
+    binding.encode_json(&json).map_err(|e| e.to_string())
 }
 
 /// The body of [`preflight`]; returns the partition count.
@@ -384,11 +442,26 @@ pub(crate) async fn produce(args: ProduceArgs) -> Result<(), Failure> {
         (false, Some(AcksArg::Leader)) => (Acks::Leader, true),
         (false, Some(AcksArg::None)) => (Acks::None, false),
     };
-    let tls = TlsConfig::from_dir(&args.conn.certs, &args.conn.client)
-        .map_err(|e| Failure::new(EXIT_INVALID, format!("client certificate '{}': {e}", args.conn.client)))?;
-    let base = Producer::builder()
-        .tls(tls)
-        .client_id(format!("qwire-cli-{}", args.conn.client))
+    let stdin_busy = [&args.file, &args.lines].iter().any(|f| f.as_deref() == Some(Path::new("-")));
+    let sasl = args.conn.sasl.credentials(stdin_busy)?;
+    let tls = match &sasl {
+        Some(_) => {
+            let ca = args.conn.sasl.ca_file(&args.conn.certs);
+            TlsConfig::ca_file(&ca)
+                .map_err(|e| Failure::new(EXIT_INVALID, format!("CA certificate {}: {e}", ca.display())))?
+        }
+        None => TlsConfig::from_dir(&args.conn.certs, &args.conn.client)
+            .map_err(|e| Failure::new(EXIT_INVALID, format!("client certificate '{}': {e}", args.conn.client)))?,
+    };
+    let who = match &sasl {
+        Some(c) => format!("sasl-{}", c.mechanism().name().to_ascii_lowercase()),
+        None => args.conn.client.clone(),
+    };
+    let mut base = Producer::builder().tls(tls).client_id(format!("qwire-cli-{who}"));
+    if let Some(creds) = sasl {
+        base = base.sasl(creds);
+    }
+    let base = base
         .acks(acks)
         .idempotence(idempotence)
         .compression(args.compression.codec())
@@ -403,7 +476,8 @@ pub(crate) async fn produce(args: ProduceArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::new(EXIT_INVALID, e.message().to_string()))?;
     let mut source = Source::open(&args)?;
 
-    let answered = preflight(&args).await?;
+    let (answered, binding) = preflight(&args).await?;
+    let mut invalid = None;
     // The server that answered goes first: the producer maps a one-broker cluster's
     // partitions to its first bootstrap link without a broker id, even an unreachable one.
     let builder =
@@ -443,7 +517,19 @@ pub(crate) async fn produce(args: ProduceArgs) -> Result<(), Failure> {
                 break;
             }
         };
+        let (value, schema_header) = match &binding {
+            None => (value, None),
+            Some(b) => match encode_value(b, &value) {
+                Ok(EncodedValue { value, header }) => (value, header),
+                Err(e) => {
+                    invalid = Some(Failure::new(EXIT_INVALID, format!("record {i} not sent: {e}")));
+                    stopped = Some("stopped at a value that does not match the schema");
+                    break;
+                }
+            },
+        };
         let mut record = ProducerRecord::new(topic.clone(), value);
+        record.headers.extend(schema_header);
         record.key = key.as_ref().map(|k| k.at(i));
         record.partition = args.partition;
         for (k, v) in &headers {
@@ -480,7 +566,7 @@ pub(crate) async fn produce(args: ProduceArgs) -> Result<(), Failure> {
     let mut out = Out::new();
     out.line(&summary)?;
     out.flush()?;
-    if let Some(f) = read_error {
+    if let Some(f) = read_error.or(invalid) {
         return Err(f);
     }
     match rep.first_failure {

@@ -45,6 +45,12 @@ pub(crate) const SETTINGS: &[Setting] = &[
     Setting { key: "certs", env: "QWIRE_CERTS", list: false },
     Setting { key: "client", env: "QWIRE_CLIENT", list: false },
     Setting { key: "connect-timeout-ms", env: "QWIRE_CONNECT_TIMEOUT_MS", list: false },
+    // SASL (the password itself never: it comes from stdin or the variable named here).
+    Setting { key: "sasl-mechanism", env: "QWIRE_SASL_MECHANISM", list: false },
+    Setting { key: "username", env: "QWIRE_USERNAME", list: false },
+    Setting { key: "password-env", env: "QWIRE_PASSWORD_ENV", list: false },
+    Setting { key: "token-file", env: "QWIRE_TOKEN_FILE", list: false },
+    Setting { key: "ca", env: "QWIRE_CA", list: false },
 ];
 
 /// Top-level commands whose flags of those names are not client connection settings

@@ -1,6 +1,7 @@
-//! `qwire topics`: create, list and describe topics.
+//! `qwire topics`: create, alter (partitions, schema validation), list and describe topics.
 
 use qwire::protocol::ErrorCode;
+use qwire::schema::SchemaPolicy;
 
 use crate::clients::{connect, transport_failure, ConnArgs, Out, EXIT_UNKNOWN_TOPIC};
 use crate::cluster::OutputFormat;
@@ -37,20 +38,25 @@ pub(crate) enum TopicsCommand {
         /// In-sync replicas an acks=all produce needs (1 to the replication factor).
         #[arg(long)]
         min_insync_replicas: Option<u16>,
+        #[command(flatten)]
+        schema: SchemaPolicyArgs,
     },
-    /// Add partitions to a topic (a topic never loses partitions); producers pick them up
-    /// at their next metadata refresh.
+    /// Change a topic: add partitions (a topic never loses partitions; producers pick them
+    /// up at their next metadata refresh) and/or set its schema validation policy (needs
+    /// admin on the topic).
     #[command(
-        after_help = "Example:\n  qwire topics alter orders --partitions 6 -s 127.0.0.1:7878 --certs certs --client alice"
+        after_help = "Examples:\n  qwire topics alter orders --partitions 6 -s 127.0.0.1:7878 --certs certs --client alice\n  qwire topics alter orders --schema-validation enforce -s 127.0.0.1:7878 --certs certs --client alice"
     )]
     Alter {
         #[command(flatten)]
         conn: ConnArgs,
         /// Topic name.
         topic: String,
-        /// The new partition count.
+        /// The new partition count (only grows).
         #[arg(short, long)]
-        partitions: u32,
+        partitions: Option<u32>,
+        #[command(flatten)]
+        schema: SchemaPolicyArgs,
     },
     /// List the topics this principal may see, one per line with its partition count.
     #[command(after_help = "Example:\n  qwire topics list -s 127.0.0.1:7878 --certs certs --client alice")]
@@ -74,6 +80,31 @@ pub(crate) enum TopicsCommand {
     },
 }
 
+/// A topic's schema validation policy flags.
+#[derive(clap::Args)]
+pub(crate) struct SchemaPolicyArgs {
+    /// Schema validation: none (store anything), warn (store, but log and count records
+    /// without a schema id registered under `{topic}-value`), enforce (refuse them).
+    #[arg(long, value_name = "none|warn|enforce")]
+    schema_validation: Option<SchemaPolicy>,
+    /// Under enforce, the broker also validates each value against its schema (costs CPU
+    /// on the broker; off by default).
+    #[arg(long, requires = "schema_validation")]
+    validate_payload: bool,
+}
+
+impl SchemaPolicyArgs {
+    /// Applies the policy when one was given.
+    async fn apply(&self, client: &mut qwire::client::Client, topic: &str, out: &mut Out) -> Result<(), Failure> {
+        let Some(policy) = self.schema_validation else { return Ok(()) };
+        let (p, v) =
+            client.set_topic_schema_policy(topic, policy, self.validate_payload).await.map_err(transport_failure)?;
+        let payload = if v { " (with payload validation)" } else { "" };
+        out.line(&format!("topic '{topic}' schema validation: {p}{payload}"))?;
+        Ok(())
+    }
+}
+
 /// Runs a `topics` subcommand.
 pub(crate) async fn topics(args: TopicsArgs) -> Result<(), Failure> {
     let conn = match &args.command {
@@ -92,7 +123,28 @@ pub(crate) async fn topics(args: TopicsArgs) -> Result<(), Failure> {
 async fn run(client: &mut qwire::client::Client, command: TopicsCommand) -> Result<(), Failure> {
     let mut out = Out::new();
     match command {
-        TopicsCommand::Create { topic, partitions, if_not_exists, replication_factor, min_insync_replicas, .. } => {
+        TopicsCommand::Alter { topic, partitions, schema, .. } => {
+            if partitions.is_none() && schema.schema_validation.is_none() {
+                return Err(Failure::new(
+                    crate::clients::EXIT_INVALID,
+                    "nothing to change: give --partitions and/or --schema-validation",
+                ));
+            }
+            if let Some(partitions) = partitions {
+                let n = client.alter_partitions(&topic, partitions).await.map_err(transport_failure)?;
+                out.line(&format!("topic '{topic}' has {n} partitions"))?;
+            }
+            schema.apply(client, &topic, &mut out).await?;
+        }
+        TopicsCommand::Create {
+            topic,
+            partitions,
+            if_not_exists,
+            replication_factor,
+            min_insync_replicas,
+            schema,
+            ..
+        } => {
             let created = if replication_factor.is_some() || min_insync_replicas.is_some() {
                 let rf = replication_factor.unwrap_or(1);
                 let min = min_insync_replicas.unwrap_or(1);
@@ -117,6 +169,7 @@ async fn run(client: &mut qwire::client::Client, command: TopicsCommand) -> Resu
                 }
                 Err(e) => return Err(transport_failure(e)),
             }
+            schema.apply(client, &topic, &mut out).await?;
         }
         TopicsCommand::List { .. } => {
             let mut topics = client.list_topics().await.map_err(transport_failure)?;
@@ -124,10 +177,6 @@ async fn run(client: &mut qwire::client::Client, command: TopicsCommand) -> Resu
             for t in topics {
                 out.line(&format!("{} partitions={}", t.name, t.partitions.len()))?;
             }
-        }
-        TopicsCommand::Alter { topic, partitions, .. } => {
-            let n = client.alter_partitions(&topic, partitions).await.map_err(transport_failure)?;
-            out.line(&format!("topic '{topic}' has {n} partitions"))?;
         }
         TopicsCommand::Describe { topic, format: OutputFormat::Json, .. } => {
             let replicas = client.describe_topics(&[topic.as_str()]).await.map_err(transport_failure)?;

@@ -59,6 +59,10 @@ pub enum SaslError {
     /// The SCRAM exchange failed on the client's side (the broker's messages were wrong).
     #[error(transparent)]
     Scram(#[from] ScramError),
+    /// The broker requires SASL from this client (it presented no certificate), and no
+    /// SASL credentials are configured.
+    #[error("the broker requires a client certificate or SASL credentials, and neither is configured")]
+    Required,
     /// The broker's answer does not fit the exchange (e.g. more steps than the mechanism has).
     #[error("unexpected SASL answer from the broker: {0}")]
     Unexpected(&'static str),

@@ -1,4 +1,5 @@
-//! Per-topic access control: which principal may read, write or administer which topics.
+//! Per-topic and per-subject access control: which principal may read, write or
+//! administer which topics and which schema registry subjects.
 //!
 //! The ACL file is TOML:
 //!
@@ -6,6 +7,7 @@
 //! [[allow]]
 //! principal = "alice"          # a certificate principal, or "*" for any
 //! topics = ["orders", "logs.*"] # exact names, "*", or prefixes ending in "*"
+//! subjects = ["orders-value"]   # schema registry subjects, same patterns (optional)
 //! permissions = ["write", "read"]
 //!
 //! [[allow]]
@@ -13,6 +15,11 @@
 //! topics = ["*"]
 //! permissions = ["cluster"]    # replicate: ReplicaFetch, OffsetForLeaderEpoch
 //! ```
+//!
+//! On a subject, *read* fetches schemas, versions and compatibility levels, looks schemas
+//! up and checks compatibility; *write* registers schemas; *admin* changes compatibility
+//! levels and deletes. The registry-wide compatibility level needs the permission on every
+//! subject (`subjects = ["*"]`). A topic's schema policy is set with *admin* on the topic.
 //!
 //! Without an ACL file every authenticated principal may do everything. With one, what
 //! is not allowed is denied: an empty file denies everything.
@@ -54,7 +61,11 @@ pub struct AclRule {
     /// Principal the rule applies to, or `*`.
     pub principal: String,
     /// Topic patterns.
+    #[serde(default)]
     pub topics: Vec<String>,
+    /// Schema registry subject patterns.
+    #[serde(default)]
+    pub subjects: Vec<String>,
     /// Granted permissions.
     pub permissions: Vec<Permission>,
 }
@@ -113,6 +124,23 @@ impl Acl {
                 && r.permissions.contains(&perm)
                 && r.topics.iter().any(|p| topic_matches(p, topic))
         })
+    }
+
+    /// Whether `principal` holds `perm` on schema registry subject `subject`. `"*"` as
+    /// the subject stands for every subject (the registry-wide configuration): only a
+    /// `"*"` pattern grants it.
+    pub fn allows_subject(&self, principal: &str, subject: &str, perm: Permission) -> bool {
+        let Some(rules) = &self.rules else { return true };
+        rules.iter().any(|r| {
+            (r.principal == "*" || r.principal == principal)
+                && r.permissions.contains(&perm)
+                && r.subjects.iter().any(|p| topic_matches(p, subject))
+        })
+    }
+
+    /// Whether this is the allow-everything ACL (no ACL file).
+    pub fn is_allow_all(&self) -> bool {
+        self.rules.is_none()
     }
 
     /// Whether `principal` may write at least one topic: what `InitProducerId` requires
@@ -181,6 +209,35 @@ mod tests {
                 .unwrap();
         assert!(brokers.allows("qwire-broker", "orders", Permission::Cluster));
         assert!(!brokers.allows("qwire-broker", "orders", Permission::Write));
+    }
+
+    #[test]
+    fn subjects_are_protected_like_topics() {
+        let acl = Acl::parse(
+            r#"
+            [[allow]]
+            principal = "alice"
+            topics = ["orders"]
+            subjects = ["orders-value", "shared.*"]
+            permissions = ["read", "write"]
+            [[allow]]
+            principal = "ops"
+            subjects = ["*"]
+            permissions = ["admin", "read"]
+            "#,
+        )
+        .unwrap();
+        assert!(acl.allows_subject("alice", "orders-value", Permission::Write));
+        assert!(acl.allows_subject("alice", "shared.x", Permission::Read));
+        assert!(!acl.allows_subject("alice", "orders-value", Permission::Admin));
+        assert!(!acl.allows_subject("alice", "payments-value", Permission::Read));
+        // A topic pattern grants nothing on subjects, and the other way round.
+        assert!(!acl.allows_subject("alice", "orders", Permission::Read));
+        assert!(!acl.allows("ops", "orders", Permission::Admin));
+        // Only a "*" subject pattern grants the registry-wide configuration.
+        assert!(acl.allows_subject("ops", "*", Permission::Admin));
+        assert!(!acl.allows_subject("alice", "*", Permission::Read));
+        assert!(Acl::allow_all().allows_subject("x", "*", Permission::Admin));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::auth::AuthConfig;
 use super::disk::Syncer;
 use super::log::LogConfig;
 use super::partition::{PartitionConfig, DEFAULT_PRODUCER_EXPIRATION};
@@ -147,6 +148,9 @@ pub struct BrokerConfig {
     /// `None` (the default) runs a single broker. Not read from the TOML file.
     #[serde(skip)]
     pub cluster: Option<crate::cluster::config::ClusterConfig>,
+    /// Authentication beyond client certificates (`[auth]`): certificates required or
+    /// optional, SASL users, JWT bearer tokens. Default: certificates required, no SASL.
+    pub auth: AuthConfig,
     /// How storage makes data durable: the OS's fsync by default. Not read from TOML; a
     /// test or an embedding program sets a [`Syncer::with_hook`] to delay or fail fsyncs
     /// (fault injection).
@@ -189,6 +193,7 @@ impl Default for BrokerConfig {
             producer_id_expiration_ms: DEFAULT_PRODUCER_EXPIRATION.as_millis() as u64,
             sink: false,
             cluster: None,
+            auth: AuthConfig::default(),
             syncer: Syncer::os(),
         }
     }
@@ -238,7 +243,7 @@ impl BrokerConfig {
         if self.segment_bytes < 4096 {
             return Err(format!("segment_bytes must be at least 4096, got {}", self.segment_bytes));
         }
-        Ok(())
+        self.auth.validate().map_err(|e| format!("auth: {e}"))
     }
 
     /// The partition settings derived from this config.
@@ -282,5 +287,9 @@ mod tests {
         assert!(c.auto_create_topics);
         assert!(BrokerConfig::from_toml("lisen = \"x\"").is_err());
         assert!(BrokerConfig::from_toml("max_frame_size = 100").unwrap_err().contains("max_frame_size"));
+        let c = BrokerConfig::from_toml("[auth]\nclient_auth = \"optional\"\nusers_file = \"u.toml\"\n").unwrap();
+        assert_eq!(c.auth.client_auth, super::super::auth::ClientAuth::Optional);
+        assert!(BrokerConfig::from_toml("[auth]\nclient_auth = \"optional\"\n").unwrap_err().contains("auth: "));
+        assert!(BrokerConfig::from_toml("[auth]\nclient_auth = \"sometimes\"\n").is_err());
     }
 }

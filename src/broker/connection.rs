@@ -1,24 +1,32 @@
-//! The per-connection loop: a completed handshake becomes a principal, every stream the
-//! client opens gets a reader (framing + dispatch) and a response writer.
+//! The per-connection loop: a completed handshake becomes a principal (from the client
+//! certificate, or later from SASL for a client without one), every stream the client
+//! opens gets a reader (framing + dispatch) and a response writer.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 use super::admission::Admitted;
-use super::context::{ConnCtx, Shared};
+use super::auth::{watch_session, SessionState};
+use super::context::{ConnCtx, Principal, Shared};
 use super::framing::{FrameReader, ReadEvent, STOP_BAD_FRAMING};
 use super::metrics::inc;
 use super::requests::dispatch;
-use super::writer::{write_responses, Pending, RESPONSE_QUEUE};
+use super::telemetry::GaugeGuard;
+use super::writer::{write_responses, Pending, Queued, RESPONSE_QUEUE};
+use crate::auth::server::session::ConnectionAuth;
 use crate::protocol::frame::ErrorFrame;
 use crate::protocol::{ErrorCode, Frame, Payload};
 use crate::transport::certs::{principal_of, CertError};
 
 /// Completes the handshake of `incoming` (within the handshake timeout), then serves its
 /// streams until the client goes away or the broker shuts down. The connection's slot is
-/// held until then; `_alive` until every stream has finished.
+/// held until then; `_alive` until every stream has finished. Runs in a `connection` span
+/// with the client's `remote` address and, once known, its `principal`.
+#[tracing::instrument(name = "connection", skip_all, fields(remote = %incoming.remote_address(), principal = tracing::field::Empty))]
 pub(crate) async fn serve_connection(
     incoming: quinn::Incoming,
     admitted: Admitted,
@@ -43,8 +51,11 @@ pub(crate) async fn serve_connection(
         }
     };
     drop(handshake);
-    let principal = match peer_principal(&conn) {
-        Ok(p) => p,
+    // With client auth `optional` TLS lets a client in without a certificate; one that
+    // presented a certificate had it verified and is authenticated by it.
+    let (principal, auth) = match peer_principal(&conn) {
+        Ok(Some(p)) => (Principal::fixed(&p), ConnectionAuth::by_certificate(p, remote.ip())),
+        Ok(None) => (Principal::default(), ConnectionAuth::unauthenticated(remote.ip())),
         Err(e) => {
             inc(&shared.metrics.handshake_failures);
             tracing::warn!(%remote, error = %e, "client certificate has no usable principal");
@@ -53,11 +64,22 @@ pub(crate) async fn serve_connection(
         }
     };
     inc(&shared.metrics.connections_accepted);
-    tracing::info!(%remote, %principal, "client connected");
+    let (session, session_rx) = watch::channel(SessionState::Pending);
+    if principal.is_set() {
+        tracing::Span::current().record("principal", &*principal);
+        tracing::info!(%remote, %principal, "client connected");
+    } else {
+        tracing::info!(%remote, "client connected without a certificate: it must authenticate with SASL");
+        let deadline = Duration::from_millis(shared.config.auth.auth_timeout_ms);
+        tokio::spawn(watch_session(conn.clone(), session_rx, deadline, shared.metrics.clone(), remote));
+    }
     let budget = shared.config.max_buffered_bytes_per_connection.clamp(1, u64::from(u32::MAX)) as usize;
     let ctx = Arc::new(ConnCtx {
         shared: shared.clone(),
-        principal: Arc::from(principal.as_str()),
+        principal,
+        span: tracing::Span::current(),
+        auth: Arc::new(Mutex::new(auth)),
+        session,
         remote,
         frame_budget: Arc::new(tokio::sync::Semaphore::new(budget)),
         responses: shared.response_budget.connection(shared.config.max_response_bytes_per_connection),
@@ -73,13 +95,16 @@ pub(crate) async fn serve_connection(
             Ok((send, recv)) => {
                 let ctx = ctx.clone();
                 let alive = streams_tx.clone();
-                tokio::spawn(async move {
-                    serve_stream(ctx, send, recv).await;
-                    drop(alive);
-                });
+                tokio::spawn(
+                    async move {
+                        serve_stream(ctx, send, recv).await;
+                        drop(alive);
+                    }
+                    .in_current_span(),
+                );
             }
             Err(e) => {
-                tracing::info!(%remote, %principal, reason = %e, "client disconnected");
+                tracing::info!(%remote, principal = %ctx.principal, reason = %e, "client disconnected");
                 break;
             }
         }
@@ -91,13 +116,15 @@ pub(crate) async fn serve_connection(
     }
 }
 
-fn peer_principal(conn: &quinn::Connection) -> Result<String, CertError> {
-    let certs = conn
-        .peer_identity()
-        .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
-        .ok_or(CertError::NoPrincipal)?;
-    let leaf = certs.first().ok_or(CertError::NoPrincipal)?;
-    principal_of(leaf)
+/// The principal of the client certificate; `None` when the client presented none (only
+/// possible with client auth `optional`).
+fn peer_principal(conn: &quinn::Connection) -> Result<Option<String>, CertError> {
+    let Some(identity) = conn.peer_identity() else { return Ok(None) };
+    let certs = identity.downcast::<Vec<CertificateDer<'static>>>().map_err(|_| CertError::NoPrincipal)?;
+    match certs.first() {
+        None => Ok(None),
+        Some(leaf) => principal_of(leaf).map(Some),
+    }
 }
 
 fn error_frame(correlation_id: u32, code: ErrorCode, message: String) -> Pending {
@@ -107,21 +134,25 @@ fn error_frame(correlation_id: u32, code: ErrorCode, message: String) -> Pending
 /// Serves one bidirectional stream: reads pipelined requests, dispatches each, and hands
 /// the responses in request order to the stream's writer, until the client finishes the
 /// stream, framing is lost, the connection drops or the broker shuts down.
+/// Each request read holds a `requests_in_flight` count until its response is written (or
+/// dropped).
 async fn serve_stream(ctx: Arc<ConnCtx>, send: quinn::SendStream, recv: quinn::RecvStream) {
     let shared = &ctx.shared;
     inc(&shared.metrics.streams_opened);
-    let (tx, rx) = mpsc::channel::<Pending>(RESPONSE_QUEUE);
+    let _open = GaugeGuard::new(&shared.metrics, |m| &m.streams_open, 1);
+    let (tx, rx) = mpsc::channel::<Queued>(RESPONSE_QUEUE);
     let stall = match shared.config.response_stall_timeout_secs {
         0 => None,
         s => Some(std::time::Duration::from_secs(s)),
     };
-    let writer = tokio::spawn(write_responses(send, rx, stall, shared.metrics.clone()));
+    let writer = tokio::spawn(write_responses(send, rx, stall, shared.metrics.clone()).in_current_span());
     let mut shutdown = shared.shutdown.clone();
     let mut reader = FrameReader::new(
         recv,
         shared.config.max_frame_size as usize,
         ctx.frame_budget.clone(),
         shared.config.max_buffered_bytes_per_connection,
+        shared.metrics.clone(),
     );
     loop {
         let event = tokio::select! {
@@ -130,16 +161,19 @@ async fn serve_stream(ctx: Arc<ConnCtx>, send: quinn::SendStream, recv: quinn::R
             _ = shutdown.wait_for(|s| *s) => break,
         };
         let response = match event {
-            ReadEvent::Frame(f) => match dispatch(&ctx, f).await {
-                Some(p) => p,
-                None => continue,
-            },
+            ReadEvent::Frame(f) => {
+                let in_flight = GaugeGuard::new(&shared.metrics, |m| &m.requests_in_flight, 1);
+                match dispatch(&ctx, f).await {
+                    Some(p) => Queued(p, Some(in_flight)),
+                    None => continue,
+                }
+            }
             ReadEvent::Bad(e) => {
                 inc(&shared.metrics.bad_frames);
                 tracing::warn!(remote = %ctx.remote, principal = %ctx.principal, error = %e, "bad frame");
                 let resumable = e.resumable;
                 let p = error_frame(e.correlation_id.unwrap_or(0), e.code(), e.error.to_string());
-                if tx.send(p).await.is_err() {
+                if tx.send(Queued(p, None)).await.is_err() {
                     reader.stop(STOP_BAD_FRAMING);
                     break;
                 }
@@ -152,13 +186,13 @@ async fn serve_stream(ctx: Arc<ConnCtx>, send: quinn::SendStream, recv: quinn::R
                 tracing::debug!(remote = %ctx.remote, principal = %ctx.principal, frame_bytes,
                     "frame refused: the connection's budget for unfinished frames is used up");
                 let msg = format!("this connection already holds {budget} bytes of unfinished frames; retry later");
-                error_frame(correlation_id, ErrorCode::ResourceLimit, msg)
+                Queued(error_frame(correlation_id, ErrorCode::ResourceLimit, msg), None)
             }
             ReadEvent::Truncated { pending } => {
                 inc(&shared.metrics.bad_frames);
                 tracing::warn!(remote = %ctx.remote, pending, "stream finished inside a frame");
                 let msg = format!("stream finished inside a frame ({pending} bytes pending)");
-                let _ = tx.send(error_frame(0, ErrorCode::MalformedFrame, msg)).await;
+                let _ = tx.send(Queued(error_frame(0, ErrorCode::MalformedFrame, msg), None)).await;
                 break;
             }
             ReadEvent::End => break,

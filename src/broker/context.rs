@@ -4,27 +4,35 @@
 //! This module imports nothing from the listener or the request handlers, so both can
 //! depend on it without a cycle.
 
+use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::{watch, Semaphore};
 
 use super::acl::Acl;
+use super::auth::{BrokerAuth, SessionState};
 use super::budget::{BrokerBudget, ResponseBudget};
 use super::cluster::NodeInner;
 use super::config::BrokerConfig;
 use super::metrics::BrokerMetrics;
 use super::producer_ids::ProducerIdAllocator;
 use super::topics::{Topic, TopicError, TopicRegistry};
+use crate::auth::server::session::ConnectionAuth;
 use crate::cluster::metadata::TopicSpec;
 use crate::protocol::ErrorCode;
+use crate::schema::Registry;
 
 /// State shared by every connection of a broker.
 pub(crate) struct Shared {
     pub(crate) config: BrokerConfig,
     pub(crate) acl: Acl,
+    pub(crate) auth: Arc<BrokerAuth>,
     pub(crate) registry: Arc<TopicRegistry>,
     pub(crate) producer_ids: ProducerIdAllocator,
+    /// The schema registry this broker hosts (`data_dir/schemas`).
+    pub(crate) schemas: Arc<Registry>,
     pub(crate) metrics: Arc<BrokerMetrics>,
     /// Bytes of responses waiting to be sent, over all connections.
     pub(crate) response_budget: BrokerBudget,
@@ -89,10 +97,62 @@ impl Shared {
     }
 }
 
+/// A connection's principal: fixed by its client certificate, or set once by its first
+/// successful SASL authentication (a re-authentication keeps it). Until then it reads as
+/// the empty string, and `requests::dispatch` serves nothing but `Hello` and SASL.
+#[derive(Debug, Default)]
+pub(crate) struct Principal(OnceLock<Arc<str>>);
+
+impl Principal {
+    /// The principal of a certificate.
+    pub(crate) fn fixed(p: &str) -> Principal {
+        let me = Principal::default();
+        let _ = me.0.set(Arc::from(p));
+        me
+    }
+
+    /// Whether the connection has authenticated.
+    pub(crate) fn is_set(&self) -> bool {
+        self.0.get().is_some()
+    }
+
+    /// Sets the principal after a successful SASL authentication (no-op if already set:
+    /// a re-authentication keeps the principal, which `ConnectionAuth` enforces).
+    pub(crate) fn set(&self, p: &str) {
+        let _ = self.0.set(Arc::from(p));
+    }
+
+    /// A shared copy (empty if unset).
+    pub(crate) fn arc(&self) -> Arc<str> {
+        self.0.get().cloned().unwrap_or_else(|| Arc::from(""))
+    }
+}
+
+impl Deref for Principal {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.0.get().map_or("", |p| p)
+    }
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self)
+    }
+}
+
 /// Per-connection context handed to stream handlers.
 pub(crate) struct ConnCtx {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) principal: Arc<str>,
+    pub(crate) principal: Principal,
+    /// The connection's `connection` span (its `principal` field is recorded when a
+    /// certificate-less connection authenticates).
+    pub(crate) span: tracing::Span,
+    /// The connection's authentication state machine (certificate, or SASL exchanges,
+    /// re-authentication and expiry).
+    pub(crate) auth: Arc<Mutex<ConnectionAuth>>,
+    /// Where a certificate-less connection's session stands, for its watcher.
+    pub(crate) session: watch::Sender<SessionState>,
     pub(crate) remote: SocketAddr,
     /// Bytes of partly received large frames this connection may still buffer
     /// ([`BrokerConfig::max_buffered_bytes_per_connection`]).

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::metrics::BrokerMetrics;
+use super::telemetry::GaugeGuard;
 use crate::protocol::frame::{FrameError, FrameHead};
 use crate::protocol::Frame;
 
@@ -56,8 +58,10 @@ pub(crate) struct FrameReader {
     max_frame: usize,
     budget: Arc<Semaphore>,
     budget_bytes: u64,
-    /// The connection's budget held for the large frame being received, if any.
-    reserved: Option<OwnedSemaphorePermit>,
+    /// The connection's budget held for the large frame being received, if any, and its
+    /// share of the broker-wide `frame_bytes_reserved` gauge.
+    reserved: Option<(OwnedSemaphorePermit, GaugeGuard)>,
+    metrics: Arc<BrokerMetrics>,
     /// Bytes of a refused frame still to be read and thrown away.
     skip: usize,
     ended: bool,
@@ -66,7 +70,13 @@ pub(crate) struct FrameReader {
 impl FrameReader {
     /// A reader for `recv` accepting frames up to `max_frame` bytes, reserving large
     /// frames from `budget` (a semaphore of `budget_bytes` permits, one per byte).
-    pub(crate) fn new(recv: quinn::RecvStream, max_frame: usize, budget: Arc<Semaphore>, budget_bytes: u64) -> Self {
+    pub(crate) fn new(
+        recv: quinn::RecvStream,
+        max_frame: usize,
+        budget: Arc<Semaphore>,
+        budget_bytes: u64,
+        metrics: Arc<BrokerMetrics>,
+    ) -> Self {
         FrameReader {
             recv,
             buf: BytesMut::with_capacity(64 * 1024),
@@ -74,6 +84,7 @@ impl FrameReader {
             budget,
             budget_bytes: budget_bytes.clamp(1, u64::from(u32::MAX)),
             reserved: None,
+            metrics,
             skip: 0,
             ended: false,
         }
@@ -153,7 +164,8 @@ impl FrameReader {
         let permits = (need as u64).min(self.budget_bytes) as u32;
         match self.budget.clone().try_acquire_many_owned(permits) {
             Ok(p) => {
-                self.reserved = Some(p);
+                let gauge = GaugeGuard::new(&self.metrics, |m| &m.frame_bytes_reserved, u64::from(permits));
+                self.reserved = Some((p, gauge));
                 None
             }
             Err(_) => {

@@ -2,11 +2,18 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+pub use super::telemetry::Detail;
+
 macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
-        /// Live counters, updated with relaxed atomics.
+        /// Live counters, updated with relaxed atomics, and the labelled counters and
+        /// latency histograms of [`Detail`].
         #[derive(Debug, Default)]
-        pub struct BrokerMetrics { $($(#[$doc])* pub $name: AtomicU64,)* }
+        pub struct BrokerMetrics {
+            $($(#[$doc])* pub $name: AtomicU64,)*
+            /// Produce requests by acks level and error code, latency histograms.
+            pub detail: Detail,
+        }
 
         /// A point-in-time copy of [`BrokerMetrics`].
         #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -81,6 +88,38 @@ counters! {
     /// Streams reset because their client took no response bytes for
     /// `response_stall_timeout_secs`.
     streams_stalled,
+    /// Gauge: requests read and not yet answered (acks=all answers waiting for their
+    /// group commit included).
+    requests_in_flight,
+    /// Gauge: streams being served.
+    streams_open,
+    /// Gauge: bytes reserved for large frames being received, over all connections.
+    frame_bytes_reserved,
+    /// Batch bytes served by fetches.
+    fetch_bytes,
+    /// Certificate-less connections that authenticated with SASL (first time).
+    sasl_authentications,
+    /// Successful re-authentications of SASL sessions.
+    sasl_reauthentications,
+    /// Failed SASL credential checks (`AUTHENTICATION_FAILED`): wrong password, unknown
+    /// user, bad proof, bad or expired token, a refused re-authentication.
+    sasl_failures,
+    /// SASL attempts refused unchecked because their source address failed too often.
+    sasl_throttled,
+    /// Requests refused `AUTHENTICATION_REQUIRED` (sent before authenticating).
+    sasl_unauthenticated_requests,
+    /// Certificate-less connections closed for not authenticating in time.
+    sasl_deadline_closes,
+    /// Connections closed because their SASL session expired without re-authentication.
+    sasl_sessions_expired,
+    /// Records stored on a `warn` topic although they carry no schema id registered under
+    /// the topic's subject (or, with payload validation, do not match their schema).
+    schema_policy_warnings,
+    /// Batches refused by an `enforce` topic's schema policy.
+    schema_policy_refusals,
+    /// Schema registry requests served (frames; the REST API is counted by the admin
+    /// listener).
+    schema_requests,
 }
 
 /// Adds `n` to a counter.

@@ -13,7 +13,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::acl::Acl;
 use super::admission::Admission;
+use super::auth::{BrokerAuth, ClientAuth};
 use super::budget::BrokerBudget;
+use super::cluster::schemas::SCHEMAS_NAMESPACE;
 use super::config::BrokerConfig;
 use super::connection::serve_connection;
 use super::context::Shared;
@@ -21,8 +23,10 @@ use super::disk::{write_atomic, Syncer};
 use super::metrics::{BrokerMetrics, MetricsSnapshot};
 use super::producer_ids::ProducerIdAllocator;
 use super::topics::TopicRegistry;
+use crate::schema::registry::kv_store::KvRegistryStore;
+use crate::schema::registry::{FileStore, Registry};
 use crate::transport::certs::{load_certs, CertError, Identity};
-use crate::transport::tls::{quinn_server_config, server_tls, QuicTuning, TlsError};
+use crate::transport::tls::{quinn_server_config, server_tls_with_client_auth, QuicTuning, TlsError};
 
 /// Errors that stop a broker from starting.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +79,27 @@ impl BrokerTls {
     }
 }
 
+/// Re-reads a running broker's SASL users file and JWKS.
+#[derive(Debug, Clone)]
+pub struct CredentialsReloader {
+    auth: Arc<BrokerAuth>,
+}
+
+impl CredentialsReloader {
+    /// Reads the files again. New exchanges use them; established sessions are not cut
+    /// (a removed user's session lasts until it expires, see `max_session_secs`). On error
+    /// (a file that no longer parses) nothing changes and the error says why. Returns what
+    /// was loaded.
+    pub fn reload(&self) -> Result<String, String> {
+        let r = self.auth.reload();
+        match &r {
+            Ok(what) => tracing::info!(loaded = %what, "SASL credentials reloaded"),
+            Err(e) => tracing::error!(error = %e, "SASL credentials not reloaded; the previous ones stay in force"),
+        }
+        r
+    }
+}
+
 /// A running broker.
 #[derive(Debug)]
 pub struct BrokerHandle {
@@ -82,6 +107,11 @@ pub struct BrokerHandle {
     shutdown_tx: watch::Sender<bool>,
     done: tokio::task::JoinHandle<()>,
     metrics: Arc<BrokerMetrics>,
+    auth: Arc<BrokerAuth>,
+    /// For exporters (`admin`): topics, partitions and producer ids while the broker runs.
+    shared: std::sync::Weak<Shared>,
+    schemas: Arc<Registry>,
+    acl: Acl,
 }
 
 impl BrokerHandle {
@@ -95,9 +125,31 @@ impl BrokerHandle {
         self.metrics.snapshot()
     }
 
+    /// What re-reads the SASL users file and the JWKS (what `qwire broker` does on SIGHUP).
+    pub fn credentials(&self) -> CredentialsReloader {
+        CredentialsReloader { auth: self.auth.clone() }
+    }
+
+    /// The schema registry this broker hosts.
+    pub fn schema_registry(&self) -> Arc<Registry> {
+        self.schemas.clone()
+    }
+
+    /// The schema registry's Confluent-compatible REST API, authorised by this broker's
+    /// ACL: merge it at the root of the admin listener.
+    pub fn schema_router(&self) -> axum::Router {
+        super::schema_rest::router(self.schemas.clone(), self.acl.clone())
+    }
+
     /// The live counters, for exporters that read them at scrape time.
     pub fn live_metrics(&self) -> Arc<BrokerMetrics> {
         self.metrics.clone()
+    }
+
+    /// The broker's state, for exporters that read it at scrape time (gone once the
+    /// broker has stopped).
+    pub(crate) fn shared(&self) -> std::sync::Weak<Shared> {
+        self.shared.clone()
     }
 
     /// Graceful shutdown: stop accepting, let in-flight requests finish (up to the
@@ -172,11 +224,17 @@ pub async fn start(config: BrokerConfig, tls: BrokerTls) -> Result<BrokerHandle,
         max_bidi_streams: config.max_streams_per_connection,
         ..QuicTuning::default()
     };
-    let server_config = quinn_server_config(server_tls(&tls.identity, &tls.client_ca)?, &tuning)?;
+    let require_cert = config.auth.client_auth == ClientAuth::Required;
+    let server_config =
+        quinn_server_config(server_tls_with_client_auth(&tls.identity, &tls.client_ca, require_cert)?, &tuning)?;
     // Stateless resets are keyed by a secret kept in the data directory: after a crash and
     // restart, the broker's resets for connections it no longer knows are ones clients
     // recognise, so they reconnect at once instead of waiting out their idle timeout.
     let (reset_key, cid_key) = endpoint_keys(&config.data_dir).map_err(|e| storage(format!("reset key: {e}")))?;
+    // The decoy salts of unknown SASL users come from the same persistent secret, so they
+    // stay the same across restarts (a changing salt would give an unknown user away).
+    let decoy_secret = ring::hmac::sign(&reset_key, b"qwire sasl decoy key");
+    let auth = Arc::new(BrokerAuth::load(config.auth.clone(), decoy_secret.as_ref()).map_err(BrokerError::Config)?);
     let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
     // Connection IDs are validated with a key too: with a per-process key the restarted
     // broker would drop the old connections' packets as invalid instead of resetting them.
@@ -203,17 +261,42 @@ pub async fn start(config: BrokerConfig, tls: BrokerTls) -> Result<BrokerHandle,
         ),
         None => None,
     };
+    // The schema registry, replayed here from its event log: a single broker keeps it in
+    // data_dir/schemas; a cluster's brokers share one log in the metadata store
+    // (`kv/schemas/`), so every broker serves the same ids.
+    let schemas = match &cluster {
+        Some(node) => {
+            let store = KvRegistryStore::new(node.meta.kv(SCHEMAS_NAMESPACE));
+            Arc::new(Registry::open(Arc::new(store)).await.map_err(|e| {
+                BrokerError::Config(format!("cannot read the schema registry from the metadata store: {e}"))
+            })?)
+        }
+        None => {
+            let dir = config.data_dir.join("schemas");
+            let store = tokio::task::spawn_blocking(move || FileStore::open(&dir))
+                .await
+                .map_err(|e| storage(format!("schema registry recovery task failed: {e}")))?
+                .map_err(|e| storage(e.to_string()))?;
+            Arc::new(Registry::open(Arc::new(store)).await.map_err(|e| storage(e.to_string()))?)
+        }
+    };
     let registry = Arc::new(registry);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    if let Some(node) = &cluster {
+        super::cluster::schemas::spawn_refresher(node, schemas.clone(), shutdown_rx.clone());
+    }
     if let Some(node) = &cluster {
         node.run(registry.clone(), shutdown_rx.clone());
     }
     let response_budget = BrokerBudget::new(config.max_response_bytes, metrics.clone());
+    let handle_acl = acl.clone();
     let shared = Arc::new(Shared {
         config,
         acl,
+        auth: auth.clone(),
         registry,
         producer_ids,
+        schemas: schemas.clone(),
         response_budget,
         metrics: metrics.clone(),
         local_addr,
@@ -221,9 +304,10 @@ pub async fn start(config: BrokerConfig, tls: BrokerTls) -> Result<BrokerHandle,
         cluster,
     });
     tokio::spawn(retention_loop(shared.clone()));
+    let weak = Arc::downgrade(&shared);
     let done = tokio::spawn(accept_loop(endpoint, shared, lock));
     tracing::info!(%local_addr, "broker listening");
-    Ok(BrokerHandle { local_addr, shutdown_tx, done, metrics })
+    Ok(BrokerHandle { local_addr, shutdown_tx, done, metrics, auth, shared: weak, schemas, acl: handle_acl })
 }
 
 async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>, _lock: fs::File) {

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use super::budget::Charge;
 use super::metrics::{inc, BrokerMetrics};
 use super::partition::Partition;
+use super::telemetry::{seconds_since, GaugeGuard};
 use crate::protocol::frame::{encode_fetch_ok_head, ProduceResult};
 use crate::protocol::{ErrorCode, Frame, Payload};
 
@@ -27,6 +28,11 @@ const WRITE_COALESCE: usize = 64 * 1024;
 /// Fetched batches larger than this are written as they are, not copied into the
 /// coalescing buffer.
 const COPY_LIMIT: usize = 16 * 1024;
+
+/// A response in the stream's queue, with the in-flight count of the request it answers
+/// (`None` for an answer to a frame that was not a request), released once written or
+/// dropped.
+pub(crate) struct Queued(pub(crate) Pending, pub(crate) Option<GaugeGuard>);
 
 /// A response waiting its turn on the stream.
 pub(crate) enum Pending {
@@ -56,14 +62,14 @@ pub(crate) enum Pending {
 /// releasing their budget.
 pub(crate) async fn write_responses(
     send: quinn::SendStream,
-    mut rx: mpsc::Receiver<Pending>,
+    mut rx: mpsc::Receiver<Queued>,
     stall: Option<Duration>,
     metrics: Arc<BrokerMetrics>,
 ) {
     let mut w = Writer { send, out: BytesMut::with_capacity(16 * 1024), charges: Vec::new(), stall, metrics };
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
-        while let Some(p) = next.take() {
+        while let Some(Queued(p, _in_flight)) = next.take() {
             let written = match p {
                 Pending::Ready(f) => w.add(f).await,
                 Pending::Charged(f, charge) => {
@@ -73,7 +79,14 @@ pub(crate) async fn write_responses(
                 Pending::Durable { partition, end, generation, timeout, correlation_id, result } => {
                     // Do not hold finished responses back behind an fsync.
                     let flushed = partition.durable_end() >= end || w.flush().await;
+                    let started = std::time::Instant::now();
                     let result = wait_durable(&partition, end, generation, timeout, result).await;
+                    w.metrics.detail.group_commit_wait.observe(seconds_since(started));
+                    w.metrics.detail.produced(crate::protocol::Acks::All, result.error);
+                    if result.error != ErrorCode::None {
+                        tracing::debug!(correlation_id, topic = %partition.topic(), partition = partition.index(),
+                            error = %result.error, message = %result.message, "acks=all produce not made durable");
+                    }
                     flushed && w.add(Frame { correlation_id, payload: Payload::ProduceResult(result) }).await
                 }
                 Pending::Later(answer) => {

@@ -3,6 +3,10 @@
 //! high-throughput path is the producer engine.
 
 mod cluster;
+#[cfg(feature = "schema")]
+mod schema;
+#[cfg(feature = "schema")]
+pub use schema::{RegistryClient, SchemaVersionInfo};
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -11,6 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rustls_pki_types::CertificateDer;
 
+use crate::auth::client::{SaslCredentials, SaslError};
 use crate::protocol::frame::{
     CreateTopic, Fetch, FetchOk, InitProducerId, Metadata, MetadataOk, Produce, ProduceResult, TopicMetadata,
 };
@@ -32,7 +37,8 @@ pub struct ConnectConfig {
     pub addr: SocketAddr,
     /// Name the broker certificate must carry (`localhost` for dev certs).
     pub server_name: String,
-    /// Client certificate and key (`None` only to test refusal).
+    /// Client certificate and key. `None`: the client presents no certificate and, on a
+    /// broker whose client authentication is optional, authenticates with `sasl`.
     pub identity: Option<Identity>,
     /// CA that signed the broker certificate.
     pub ca: Vec<CertificateDer<'static>>,
@@ -42,9 +48,27 @@ pub struct ConnectConfig {
     pub connect_timeout: Duration,
     /// QUIC tuning.
     pub tuning: QuicTuning,
+    /// SASL credentials for a client without a certificate (PROTOCOL.md §20). Not used
+    /// with a certificate: [`Client::connect`] refuses both at once.
+    pub sasl: Option<SaslCredentials>,
 }
 
 impl ConnectConfig {
+    /// No certificate: trusts the CA in `ca_file` for the broker and authenticates with
+    /// `sasl` (the broker must run with client auth `optional`).
+    pub fn with_sasl(addr: SocketAddr, ca_file: &Path, sasl: SaslCredentials) -> Result<ConnectConfig, CertError> {
+        Ok(ConnectConfig {
+            addr,
+            server_name: "localhost".into(),
+            identity: None,
+            ca: load_certs(ca_file)?,
+            client_id: format!("qwire-sasl-{}", sasl.mechanism().name().to_ascii_lowercase()),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            tuning: QuicTuning { keep_alive: Some(Duration::from_secs(5)), ..QuicTuning::default() },
+            sasl: Some(sasl),
+        })
+    }
+
     /// Uses `ca.crt` and `NAME.crt`/`NAME.key` from a directory made by `qwire certs`.
     pub fn from_certs_dir(addr: SocketAddr, dir: &Path, client_name: &str) -> Result<ConnectConfig, CertError> {
         Ok(ConnectConfig {
@@ -55,6 +79,7 @@ impl ConnectConfig {
             client_id: format!("qwire-{client_name}"),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             tuning: QuicTuning { keep_alive: Some(Duration::from_secs(5)), ..QuicTuning::default() },
+            sasl: None,
         })
     }
 
@@ -89,10 +114,25 @@ pub struct Fetched {
 }
 
 impl Client {
-    /// Connects and completes the `Hello` exchange.
+    /// Connects and completes the `Hello` exchange, and SASL authentication when the
+    /// client has no certificate.
     pub async fn connect(cfg: &ConnectConfig) -> Result<Client, TransportError> {
+        if cfg.identity.is_some() && cfg.sasl.is_some() {
+            return Err(TransportError::Sasl {
+                addr: cfg.addr,
+                source: SaslError::InvalidCredentials(
+                    "a client certificate and SASL credentials are both configured; a broker authenticates a \
+                     connection by its certificate when it has one: configure one or the other"
+                        .into(),
+                ),
+            });
+        }
         let endpoint = cfg.endpoint()?;
-        let conn = endpoint.connect(cfg.addr, &cfg.server_name, &cfg.client_id).await?;
+        let mut conn = endpoint.connect(cfg.addr, &cfg.server_name, &cfg.client_id).await?;
+        if let Err(e) = conn.authenticate(cfg.sasl.as_ref()).await {
+            conn.close("authentication failed");
+            return Err(e);
+        }
         Ok(Client { endpoint, conn })
     }
 

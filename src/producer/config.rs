@@ -2,12 +2,17 @@
 //! runs so invalid combinations fail early with a clear message.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls_pki_types::CertificateDer;
 
 use super::error::{ErrorKind, Persistence, ProduceError};
 use super::partitioner::PartitionStrategy;
+use crate::auth::client::SaslCredentials;
+use crate::auth::scram::ScramHash;
+use crate::auth::token::TokenProvider;
+use crate::auth::Secret;
 use crate::protocol::{Acks, Compression, MAX_FRAME_SIZE};
 use crate::transport::certs::{load_certs, CertError, Identity};
 
@@ -60,7 +65,10 @@ impl Backoff {
 }
 
 /// TLS material for the producer: the CA that signed the broker certificate, and this
-/// client's certificate (mutual TLS is always on: qwire brokers require it).
+/// client's certificate (mutual TLS, what qwire brokers require by default). Without a
+/// certificate ([`TlsConfig::ca_only`]) the producer authenticates with SASL
+/// ([`ProducerBuilder::sasl`]) to a broker whose client authentication is optional; TLS
+/// still verifies the broker.
 ///
 /// Loaded with [`TlsConfig::from_dir`], the files are read again whenever a broker has
 /// refused the certificate and the producer tries once more (after
@@ -70,8 +78,8 @@ impl Backoff {
 pub struct TlsConfig {
     /// CA certificates trusted for the broker.
     pub ca: Vec<CertificateDer<'static>>,
-    /// Client certificate chain and key.
-    pub identity: Identity,
+    /// Client certificate chain and key; `None` to authenticate with SASL instead.
+    pub identity: Option<Identity>,
     /// Name the broker certificate must carry. Default `localhost`.
     pub server_name: String,
     /// Where the material was read from (directory, client name), to read it again.
@@ -81,14 +89,25 @@ pub struct TlsConfig {
 impl TlsConfig {
     /// TLS material given in memory (never read again).
     pub fn new(ca: Vec<CertificateDer<'static>>, identity: Identity) -> TlsConfig {
-        TlsConfig { ca, identity, server_name: "localhost".into(), source: None }
+        TlsConfig { ca, identity: Some(identity), server_name: "localhost".into(), source: None }
+    }
+
+    /// Only the CA that verifies the broker, no client certificate: for a producer that
+    /// authenticates with SASL.
+    pub fn ca_only(ca: Vec<CertificateDer<'static>>) -> TlsConfig {
+        TlsConfig { ca, identity: None, server_name: "localhost".into(), source: None }
+    }
+
+    /// [`TlsConfig::ca_only`] with the CA read from a PEM file.
+    pub fn ca_file(path: &Path) -> Result<TlsConfig, CertError> {
+        Ok(TlsConfig::ca_only(load_certs(path)?))
     }
 
     /// Loads `ca.crt` and `NAME.crt`/`NAME.key` from a directory made by `qwire certs`.
     pub fn from_dir(dir: &Path, client_name: &str) -> Result<TlsConfig, CertError> {
         Ok(TlsConfig {
             ca: load_certs(&dir.join("ca.crt"))?,
-            identity: Identity::load(dir, client_name)?,
+            identity: Some(Identity::load(dir, client_name)?),
             server_name: "localhost".into(),
             source: Some((dir.to_path_buf(), client_name.to_owned())),
         })
@@ -110,6 +129,7 @@ impl TlsConfig {
 pub struct ProducerConfig {
     pub(crate) bootstrap: Vec<String>,
     pub(crate) tls: Option<TlsConfig>,
+    pub(crate) sasl: Option<SaslCredentials>,
     pub(crate) client_id: String,
     pub(crate) acks: Acks,
     pub(crate) idempotence: bool,
@@ -136,6 +156,12 @@ pub struct ProducerConfig {
     pub(crate) circuit_breaker_recovery: Duration,
     pub(crate) metadata_max_age: Duration,
     pub(crate) mtu_upper_bound: u16,
+    /// Where records validated against a schema carry the schema id.
+    #[cfg(feature = "schema")]
+    pub(crate) schema_id_placement: crate::schema::IdPlacement,
+    /// Default schema subject per topic, for records that name none.
+    #[cfg(feature = "schema")]
+    pub(crate) schema_subjects: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for ProducerConfig {
@@ -143,6 +169,7 @@ impl Default for ProducerConfig {
         ProducerConfig {
             bootstrap: Vec::new(),
             tls: None,
+            sasl: None,
             client_id: "qwire-producer".into(),
             acks: Acks::All,
             idempotence: true,
@@ -169,6 +196,10 @@ impl Default for ProducerConfig {
             circuit_breaker_recovery: Duration::from_secs(10),
             metadata_max_age: Duration::from_secs(300),
             mtu_upper_bound: 1452,
+            #[cfg(feature = "schema")]
+            schema_id_placement: crate::schema::IdPlacement::Header,
+            #[cfg(feature = "schema")]
+            schema_subjects: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -196,10 +227,60 @@ impl ProducerBuilder {
         self
     }
 
-    /// TLS material (required: brokers demand a client certificate).
+    /// Where a record validated against a schema carries the schema id: a
+    /// `qwire.schema_id` header (default; the value stays the bare payload) or Confluent's
+    /// wire format in front of the value (for Confluent deserializers). Cargo feature
+    /// `schema`.
+    #[cfg(feature = "schema")]
+    pub fn schema_id_placement(mut self, placement: crate::schema::IdPlacement) -> Self {
+        self.config.schema_id_placement = placement;
+        self
+    }
+
+    /// Validates every record of `topic` that names no subject against `subject`'s latest
+    /// schema (by convention `{topic}-value`). Default: none, records without a subject are
+    /// not validated. Cargo feature `schema`.
+    #[cfg(feature = "schema")]
+    pub fn schema_subject_for(mut self, topic: impl Into<String>, subject: impl Into<String>) -> Self {
+        self.config.schema_subjects.insert(topic.into(), subject.into());
+        self
+    }
+
+    /// TLS material (required): the CA that verifies the broker, and the client certificate
+    /// unless the producer authenticates with SASL.
     pub fn tls(mut self, tls: TlsConfig) -> Self {
         self.config.tls = Some(tls);
         self
+    }
+
+    /// SASL credentials, for a producer without a client certificate ([`TlsConfig::ca_only`])
+    /// and a broker whose client authentication is optional. Each connection authenticates
+    /// after `Hello`, and an expiring session re-authenticates on the live connection
+    /// before it ends, without disturbing the records in flight. Default: none.
+    pub fn sasl(mut self, credentials: SaslCredentials) -> Self {
+        self.config.sasl = Some(credentials);
+        self
+    }
+
+    /// SASL PLAIN: the password travels (inside TLS) and the broker checks it. Prefer SCRAM.
+    pub fn sasl_plain(self, username: impl Into<String>, password: impl Into<Secret>) -> Self {
+        self.sasl(SaslCredentials::plain(username, password))
+    }
+
+    /// SASL SCRAM-SHA-256: the password never leaves the producer.
+    pub fn sasl_scram_sha256(self, username: impl Into<String>, password: impl Into<Secret>) -> Self {
+        self.sasl(SaslCredentials::scram(ScramHash::Sha256, username, password))
+    }
+
+    /// SASL SCRAM-SHA-512.
+    pub fn sasl_scram_sha512(self, username: impl Into<String>, password: impl Into<Secret>) -> Self {
+        self.sasl(SaslCredentials::scram(ScramHash::Sha512, username, password))
+    }
+
+    /// OAUTHBEARER with JWTs from `provider`, which is called for every authentication:
+    /// each new connection and each re-authentication before a session (a token) expires.
+    pub fn token_provider(self, provider: Arc<dyn TokenProvider>) -> Self {
+        self.sasl(SaslCredentials::token(provider))
     }
 
     /// Client id reported to the broker. Default `qwire-producer`.
@@ -357,8 +438,30 @@ impl ProducerConfig {
         if self.bootstrap.is_empty() {
             return Err(invalid("no bootstrap broker: call .bootstrap(\"host:port\")".into()));
         }
-        if self.tls.is_none() {
-            return Err(invalid("no TLS configuration: brokers require a client certificate; call .tls(..)".into()));
+        let Some(tls) = &self.tls else {
+            return Err(invalid(
+                "no TLS configuration: call .tls(..) with the broker's CA and a client certificate (or the CA alone \
+                 with SASL credentials)"
+                    .into(),
+            ));
+        };
+        match (&tls.identity, &self.sasl) {
+            (None, None) => {
+                return Err(invalid(
+                    "no client certificate and no SASL credentials: give the TLS configuration a certificate, or \
+                     call .sasl(..)"
+                        .into(),
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "a client certificate and SASL credentials are both configured; a broker authenticates a \
+                     connection by its certificate when it has one: configure one or the other"
+                        .into(),
+                ))
+            }
+            (None, Some(creds)) => creds.validate().map_err(|e| invalid(e.to_string()))?,
+            (Some(_), None) => {}
         }
         if self.idempotence && self.acks == Acks::None {
             return Err(invalid(

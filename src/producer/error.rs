@@ -64,6 +64,12 @@ pub enum ErrorKind {
     /// once; after `circuit_breaker_recovery` the producer tries once more with the
     /// certificate files read again (a rotated certificate is picked up).
     Tls,
+    /// SASL authentication failed on this side (the credentials cannot be used, the token
+    /// provider failed, or the broker could not prove it holds the user's credentials). A
+    /// refusal by the broker is [`ErrorKind::Broker`] with its authentication code. Either
+    /// way records for that broker fail at once; after `circuit_breaker_recovery` the
+    /// producer tries once more (asking the token provider again).
+    Authentication,
     /// The per-broker circuit breaker is open: failing fast until one trial connection after
     /// `circuit_breaker_recovery` succeeds.
     CircuitOpen,
@@ -77,6 +83,9 @@ pub enum ErrorKind {
     Fenced,
     /// The configuration is invalid (from `build`).
     Config,
+    /// The value does not match its schema (the message names the path and the rule), or
+    /// its schema could not be resolved from the registry. Nothing was sent.
+    Schema,
 }
 
 /// A produce failure.
@@ -96,6 +105,7 @@ impl ProduceError {
     pub(crate) fn transport(e: TransportError, persistence: Persistence) -> Self {
         let kind = match &e {
             TransportError::TlsRejected { .. } => ErrorKind::Tls,
+            TransportError::Sasl { .. } => ErrorKind::Authentication,
             TransportError::Broker { code, .. } => ErrorKind::Broker(*code),
             _ => ErrorKind::Transport,
         };

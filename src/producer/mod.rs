@@ -54,7 +54,11 @@ pub mod partitioner;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
 pub mod record;
+#[cfg(feature = "schema")]
+mod schema;
 mod shell;
+#[cfg(feature = "schema")]
+pub mod typed;
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -78,6 +82,8 @@ pub use error::{ErrorKind, Persistence, ProduceError, SendError};
 pub use metrics::{LatencySummary, MetricsSnapshot};
 pub use partitioner::{PartitionStrategy, Partitioner};
 pub use record::{ProducerRecord, RecordMetadata};
+#[cfg(feature = "schema")]
+pub use typed::TypedProducer;
 
 use crate::protocol::Record;
 use crate::transport::tls::QuicTuning;
@@ -95,6 +101,9 @@ struct Inner {
     ended: Arc<Ended>,
     runtime: tokio::runtime::Handle,
     wall: Arc<WallClock>,
+    /// Schema validation of records that name a subject (cargo feature `schema`).
+    #[cfg(feature = "schema")]
+    schemas: schema::ProducerSchemas,
 }
 
 /// A QUIC producer. Cheap to clone; all clones share one engine.
@@ -184,6 +193,8 @@ impl ProducerBuilder {
             ended.clone(),
         );
         runtime.spawn(shell.run());
+        #[cfg(feature = "schema")]
+        let schemas = schema::ProducerSchemas::new(cfg.clone());
         Ok(Producer {
             inner: Arc::new(Inner {
                 cfg,
@@ -195,6 +206,8 @@ impl ProducerBuilder {
                 ended,
                 runtime,
                 wall,
+                #[cfg(feature = "schema")]
+                schemas,
             }),
         })
     }
@@ -270,6 +283,18 @@ impl Producer {
     /// Enqueues without waiting: when buffer memory is full (or the topic's metadata is
     /// not known yet; a fetch is started), the record is handed back.
     pub fn try_send(&self, record: ProducerRecord) -> Result<DeliveryFuture, SendError> {
+        // A record validated and tagged here is handed back as it was given when a later
+        // step refuses it.
+        #[cfg(feature = "schema")]
+        if self.inner.schemas.applies(&record) {
+            let original = record.clone();
+            let tagged = self.inner.schemas.apply_cached(record)?;
+            return self.try_send_raw(tagged).map_err(|e| SendError { error: e.error, record: original });
+        }
+        self.try_send_raw(record)
+    }
+
+    fn try_send_raw(&self, record: ProducerRecord) -> Result<DeliveryFuture, SendError> {
         let (tx, rx) = oneshot::channel();
         let (record, size) = self.prepare(record)?;
         let Some(topic) = self.inner.acc.topic(&record.topic) else {
@@ -399,6 +424,15 @@ impl Producer {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(SendError { error: core::closed_error(), record });
         }
+        #[cfg(not(feature = "schema"))]
+        if let Some(subject) = &record.schema_subject {
+            let message =
+                format!("record names schema subject '{subject}' but qwire was built without the `schema` feature");
+            return Err(SendError {
+                error: ProduceError::new(ErrorKind::Schema, Persistence::NotPersisted, message),
+                record,
+            });
+        }
         let size = size_of(&record);
         if size > self.inner.cfg.max_record_size {
             return Err(SendError {
@@ -454,8 +488,26 @@ impl Producer {
         }
     }
 
-    /// Enqueues `record`; on refusal the delivery comes back with the error.
+    /// Enqueues `record` after its schema check (a record with a schema subject is
+    /// validated and tagged first); on refusal the delivery comes back with the error.
     async fn enqueue_with(&self, record: ProducerRecord, delivery: Delivery) -> Result<(), (SendError, Delivery)> {
+        #[cfg(feature = "schema")]
+        if self.inner.schemas.applies(&record) {
+            let original = record.clone();
+            let tagged = match self.inner.schemas.apply(record).await {
+                Ok(r) => r,
+                Err(e) => return Err((e, delivery)),
+            };
+            return self
+                .enqueue_raw(tagged, delivery)
+                .await
+                .map_err(|(e, d)| (SendError { error: e.error, record: original }, d));
+        }
+        self.enqueue_raw(record, delivery).await
+    }
+
+    /// Enqueues `record` as it is (no schema step).
+    async fn enqueue_raw(&self, record: ProducerRecord, delivery: Delivery) -> Result<(), (SendError, Delivery)> {
         match self.try_enqueue(record).await {
             Ok((topic, partition, record, size, charge)) => {
                 self.push(&topic, partition, record, size, charge, delivery);

@@ -21,6 +21,14 @@ pub struct ProducerRecord {
     pub headers: Vec<Header>,
     /// Milliseconds since the Unix epoch; `None` takes the time of `send`.
     pub timestamp: Option<i64>,
+    /// Schema registry subject the value must match (cargo feature `schema`): the value is
+    /// validated against the subject's latest schema before it is queued, and the schema
+    /// id is attached (a header, or Confluent's wire format: see
+    /// [`ProducerBuilder::schema_id_placement`](super::ProducerBuilder)). The value is in
+    /// the schema's format: UTF-8 JSON for JSON Schema, an Avro binary datum, Protobuf bytes
+    /// of the schema's first message. `None`: the producer's default subject for the topic,
+    /// if one is configured, else no validation.
+    pub schema_subject: Option<Arc<str>>,
 }
 
 impl ProducerRecord {
@@ -33,6 +41,7 @@ impl ProducerRecord {
             value: Some(value.into()),
             headers: Vec::new(),
             timestamp: None,
+            schema_subject: None,
         }
     }
 
@@ -51,6 +60,13 @@ impl ProducerRecord {
     /// Adds a header.
     pub fn header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
         self.headers.push(Header { key: key.into(), value: Some(value.into()) });
+        self
+    }
+
+    /// Names the schema registry subject the value must match (see
+    /// [`ProducerRecord::schema_subject`](ProducerRecord#structfield.schema_subject)).
+    pub fn schema_subject(mut self, subject: impl Into<Arc<str>>) -> Self {
+        self.schema_subject = Some(subject.into());
         self
     }
 

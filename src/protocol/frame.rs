@@ -12,6 +12,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use super::cluster::ClusterPayload;
 use super::codec::{put_str16, str16_len, Reader};
 use super::error::{DecodeError, ErrorCode};
+use super::sasl::SaslPayload;
+use super::schema::SchemaFrame;
 
 /// Bytes of the frame header: length prefix, kind and correlation id.
 pub const FRAME_HEADER_LEN: usize = 9;
@@ -104,6 +106,10 @@ pub enum FrameKind {
     CreateReplicatedTopic = 0x14,
     /// Cluster: raise a topic's partition count.
     AlterPartitions = 0x15,
+    /// Authentication: the first client message of a SASL exchange.
+    SaslStart = 0x30,
+    /// Authentication: the next client message of a SASL exchange.
+    SaslContinue = 0x31,
     /// Answer to `Hello`.
     HelloOk = 0x81,
     /// Answer to `InitProducerId`.
@@ -128,9 +134,61 @@ pub enum FrameKind {
     CreateReplicatedTopicOk = 0x94,
     /// Answer to `AlterPartitions`.
     AlterPartitionsOk = 0x95,
+    /// Answer to `SaslStart`.
+    SaslStartOk = 0xb0,
+    /// Answer to `SaslContinue`.
+    SaslContinueOk = 0xb1,
     /// Cluster: answer, in place of the usual one, to a partition request sent to a
     /// broker that does not lead the partition; names the leader when known.
     NotLeader = 0x9f,
+    /// Schema registry: register a schema under a subject.
+    SchemaRegister = 0x20,
+    /// Schema registry: find a schema among a subject's versions.
+    SchemaLookup = 0x21,
+    /// Schema registry: a schema by global id.
+    SchemaGetById = 0x22,
+    /// Schema registry: one version of a subject.
+    SchemaGetVersion = 0x23,
+    /// Schema registry: a subject's versions.
+    SchemaListVersions = 0x24,
+    /// Schema registry: the subjects.
+    SchemaListSubjects = 0x25,
+    /// Schema registry: check compatibility.
+    SchemaCheck = 0x26,
+    /// Schema registry: delete a version or a subject.
+    SchemaDelete = 0x27,
+    /// Schema registry: a compatibility level.
+    SchemaGetConfig = 0x28,
+    /// Schema registry: set a compatibility level.
+    SchemaSetConfig = 0x29,
+    /// Schema registry: set a topic's schema policy.
+    SetTopicSchemaPolicy = 0x2a,
+    /// Schema registry: a topic's schema policy.
+    GetTopicSchemaPolicy = 0x2b,
+    /// Answer to `SchemaRegister`.
+    SchemaRegisterOk = 0xa0,
+    /// Answer to `SchemaLookup`.
+    SchemaLookupOk = 0xa1,
+    /// Answer to `SchemaGetById`.
+    SchemaById = 0xa2,
+    /// Answer to `SchemaGetVersion`.
+    SchemaVersion = 0xa3,
+    /// Answer to `SchemaListVersions`.
+    SchemaVersions = 0xa4,
+    /// Answer to `SchemaListSubjects`.
+    SchemaSubjects = 0xa5,
+    /// Answer to `SchemaCheck`.
+    SchemaCheckOk = 0xa6,
+    /// Answer to `SchemaDelete`.
+    SchemaDeleted = 0xa7,
+    /// Answer to `SchemaGetConfig`.
+    SchemaConfig = 0xa8,
+    /// Answer to `SchemaSetConfig`.
+    SchemaConfigSet = 0xa9,
+    /// Answer to `SetTopicSchemaPolicy`.
+    TopicSchemaPolicySet = 0xaa,
+    /// Answer to `GetTopicSchemaPolicy`.
+    TopicSchemaPolicy = 0xab,
     /// Failure answer to a request: any request other than a well-formed `Produce`
     /// (which gets a `ProduceResult`), and any frame that could not be decoded.
     Error = 0xff,
@@ -152,6 +210,8 @@ impl FrameKind {
             0x13 => FrameKind::DescribeTopics,
             0x14 => FrameKind::CreateReplicatedTopic,
             0x15 => FrameKind::AlterPartitions,
+            0x30 => FrameKind::SaslStart,
+            0x31 => FrameKind::SaslContinue,
             0x81 => FrameKind::HelloOk,
             0x82 => FrameKind::InitProducerIdOk,
             0x83 => FrameKind::MetadataOk,
@@ -165,6 +225,32 @@ impl FrameKind {
             0x94 => FrameKind::CreateReplicatedTopicOk,
             0x95 => FrameKind::AlterPartitionsOk,
             0x9f => FrameKind::NotLeader,
+            0xb0 => FrameKind::SaslStartOk,
+            0xb1 => FrameKind::SaslContinueOk,
+            0x20 => FrameKind::SchemaRegister,
+            0x21 => FrameKind::SchemaLookup,
+            0x22 => FrameKind::SchemaGetById,
+            0x23 => FrameKind::SchemaGetVersion,
+            0x24 => FrameKind::SchemaListVersions,
+            0x25 => FrameKind::SchemaListSubjects,
+            0x26 => FrameKind::SchemaCheck,
+            0x27 => FrameKind::SchemaDelete,
+            0x28 => FrameKind::SchemaGetConfig,
+            0x29 => FrameKind::SchemaSetConfig,
+            0x2a => FrameKind::SetTopicSchemaPolicy,
+            0x2b => FrameKind::GetTopicSchemaPolicy,
+            0xa0 => FrameKind::SchemaRegisterOk,
+            0xa1 => FrameKind::SchemaLookupOk,
+            0xa2 => FrameKind::SchemaById,
+            0xa3 => FrameKind::SchemaVersion,
+            0xa4 => FrameKind::SchemaVersions,
+            0xa5 => FrameKind::SchemaSubjects,
+            0xa6 => FrameKind::SchemaCheckOk,
+            0xa7 => FrameKind::SchemaDeleted,
+            0xa8 => FrameKind::SchemaConfig,
+            0xa9 => FrameKind::SchemaConfigSet,
+            0xaa => FrameKind::TopicSchemaPolicySet,
+            0xab => FrameKind::TopicSchemaPolicy,
             0xff => FrameKind::Error,
             kind => return Err(DecodeError::UnknownFrameKind { kind }),
         })
@@ -174,6 +260,18 @@ impl FrameKind {
     /// [`Payload::Cluster`].
     pub fn is_cluster(self) -> bool {
         matches!(self as u8, 0x10..=0x1f | 0x90..=0x9f)
+    }
+
+    /// Whether this is an authentication kind (`0x30..=0x3f` or `0xb0..=0xbf`), carried as
+    /// [`Payload::Sasl`].
+    pub fn is_sasl(self) -> bool {
+        matches!(self as u8, 0x30..=0x3f | 0xb0..=0xbf)
+    }
+
+    /// Whether this is a schema registry kind (`0x20..=0x2f` or `0xa0..=0xaf`), carried as
+    /// [`Payload::Schema`].
+    pub fn is_schema(self) -> bool {
+        matches!(self as u8, 0x20..=0x2f | 0xa0..=0xaf)
     }
 }
 
@@ -403,6 +501,10 @@ pub enum Payload {
     Error(ErrorFrame),
     /// A cluster frame (kinds `0x10..=0x1f`, `0x90..=0x9f`): see [`super::cluster`].
     Cluster(ClusterPayload),
+    /// An authentication frame (kinds `0x30..=0x3f`, `0xb0..=0xbf`): see [`super::sasl`].
+    Sasl(SaslPayload),
+    /// A schema registry frame (kinds `0x20..=0x2b`, `0xa0..=0xab`): see [`super::schema`].
+    Schema(SchemaFrame),
 }
 
 /// A whole frame: correlation id and payload.
@@ -580,6 +682,8 @@ impl Payload {
             Payload::FetchOk(_) => FrameKind::FetchOk,
             Payload::Error(_) => FrameKind::Error,
             Payload::Cluster(c) => c.kind(),
+            Payload::Sasl(a) => a.kind(),
+            Payload::Schema(s) => FrameKind::from_u8(s.kind()).expect("every schema frame kind is a FrameKind"),
         }
     }
 
@@ -601,6 +705,8 @@ impl Payload {
             Payload::FetchOk(f) => 8 + 8 + f.batches.len(),
             Payload::Error(e) => 2 + str16_len(&e.message),
             Payload::Cluster(c) => c.body_len(),
+            Payload::Sasl(a) => a.body_len(),
+            Payload::Schema(s) => s.body_len(),
         }
     }
 
@@ -688,6 +794,8 @@ impl Payload {
                 put_str16(buf, &e.message);
             }
             Payload::Cluster(c) => c.encode_body(buf),
+            Payload::Sasl(a) => a.encode_body(buf),
+            Payload::Schema(s) => s.encode_body(buf),
         }
     }
 
@@ -818,6 +926,33 @@ impl Payload {
             | FrameKind::CreateReplicatedTopicOk
             | FrameKind::AlterPartitionsOk
             | FrameKind::NotLeader => return ClusterPayload::decode(kind, body).map(Payload::Cluster),
+            FrameKind::SaslStart | FrameKind::SaslContinue | FrameKind::SaslStartOk | FrameKind::SaslContinueOk => {
+                return SaslPayload::decode(kind, &body).map(Payload::Sasl)
+            }
+            FrameKind::SchemaRegister
+            | FrameKind::SchemaLookup
+            | FrameKind::SchemaGetById
+            | FrameKind::SchemaGetVersion
+            | FrameKind::SchemaListVersions
+            | FrameKind::SchemaListSubjects
+            | FrameKind::SchemaCheck
+            | FrameKind::SchemaDelete
+            | FrameKind::SchemaGetConfig
+            | FrameKind::SchemaSetConfig
+            | FrameKind::SetTopicSchemaPolicy
+            | FrameKind::GetTopicSchemaPolicy
+            | FrameKind::SchemaRegisterOk
+            | FrameKind::SchemaLookupOk
+            | FrameKind::SchemaById
+            | FrameKind::SchemaVersion
+            | FrameKind::SchemaVersions
+            | FrameKind::SchemaSubjects
+            | FrameKind::SchemaCheckOk
+            | FrameKind::SchemaDeleted
+            | FrameKind::SchemaConfig
+            | FrameKind::SchemaConfigSet
+            | FrameKind::TopicSchemaPolicySet
+            | FrameKind::TopicSchemaPolicy => return SchemaFrame::decode(kind as u8, &body).map(Payload::Schema),
         };
         r.finish("frame body")?;
         Ok(payload)

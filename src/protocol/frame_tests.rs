@@ -264,6 +264,8 @@ fn vectors() -> Vec<(Frame, Vec<u8>)> {
         error_frame(),
     ];
     v.extend(crate::protocol::cluster::tests::vectors());
+    v.extend(crate::protocol::sasl::tests::vectors());
+    v.extend(crate::protocol::schema::tests::vectors());
     v
 }
 
@@ -279,7 +281,7 @@ fn is_extensible(kind: FrameKind) -> bool {
     kind == FrameKind::HelloOk
 }
 
-const ALL_KINDS: [FrameKind; 26] = [
+const ALL_KINDS: [FrameKind; 54] = [
     FrameKind::Hello,
     FrameKind::InitProducerId,
     FrameKind::Metadata,
@@ -306,6 +308,34 @@ const ALL_KINDS: [FrameKind; 26] = [
     FrameKind::CreateReplicatedTopicOk,
     FrameKind::AlterPartitionsOk,
     FrameKind::NotLeader,
+    FrameKind::SaslStart,
+    FrameKind::SaslContinue,
+    FrameKind::SaslStartOk,
+    FrameKind::SaslContinueOk,
+    FrameKind::SchemaRegister,
+    FrameKind::SchemaLookup,
+    FrameKind::SchemaGetById,
+    FrameKind::SchemaGetVersion,
+    FrameKind::SchemaListVersions,
+    FrameKind::SchemaListSubjects,
+    FrameKind::SchemaCheck,
+    FrameKind::SchemaDelete,
+    FrameKind::SchemaGetConfig,
+    FrameKind::SchemaSetConfig,
+    FrameKind::SetTopicSchemaPolicy,
+    FrameKind::GetTopicSchemaPolicy,
+    FrameKind::SchemaRegisterOk,
+    FrameKind::SchemaLookupOk,
+    FrameKind::SchemaById,
+    FrameKind::SchemaVersion,
+    FrameKind::SchemaVersions,
+    FrameKind::SchemaSubjects,
+    FrameKind::SchemaCheckOk,
+    FrameKind::SchemaDeleted,
+    FrameKind::SchemaConfig,
+    FrameKind::SchemaConfigSet,
+    FrameKind::TopicSchemaPolicySet,
+    FrameKind::TopicSchemaPolicy,
 ];
 
 #[test]
@@ -431,7 +461,7 @@ fn vectors_cover_every_kind() {
 
 #[test]
 fn kind_bytes_are_the_documented_ones() {
-    let want: [(FrameKind, u8); 26] = [
+    let want: [(FrameKind, u8); 30] = [
         (FrameKind::Hello, 0x01),
         (FrameKind::InitProducerId, 0x02),
         (FrameKind::Metadata, 0x03),
@@ -458,6 +488,10 @@ fn kind_bytes_are_the_documented_ones() {
         (FrameKind::CreateReplicatedTopicOk, 0x94),
         (FrameKind::AlterPartitionsOk, 0x95),
         (FrameKind::NotLeader, 0x9f),
+        (FrameKind::SaslStart, 0x30),
+        (FrameKind::SaslContinue, 0x31),
+        (FrameKind::SaslStartOk, 0xb0),
+        (FrameKind::SaslContinueOk, 0xb1),
     ];
     for (k, v) in want {
         assert_eq!(k as u8, v);

@@ -8,7 +8,8 @@
 //! - [`batch`]: the record batch (Kafka record batch v2 in spirit) and its builder;
 //! - [`compression`]: per-batch codecs;
 //! - [`error`]: decode errors and the wire error codes;
-//! - [`cluster`]: replication and cluster-administration frames.
+//! - [`cluster`]: replication and cluster-administration frames;
+//! - [`schema`]: the schema registry's frames and error codes.
 
 pub mod batch;
 pub mod cluster;
@@ -18,6 +19,7 @@ pub mod error;
 pub mod frame;
 pub mod record;
 pub mod sasl;
+pub mod schema;
 
 pub use batch::{BatchBuilder, BatchHeader, ProducerStamp, RecordBatch, StoredRecord};
 pub use compression::Compression;

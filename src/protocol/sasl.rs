@@ -14,49 +14,73 @@
 //!
 //! The mechanism messages inside `data` are those of the SASL mechanisms themselves (RFC
 //! 4616 PLAIN, RFC 5802/7677 SCRAM, RFC 7628 OAUTHBEARER), byte for byte; `PROTOCOL.md`
-//! §19 describes the exchange.
+//! §20 describes the exchange. They travel in ordinary frames ([`super::Frame`]) as
+//! [`super::Payload::Sasl`]; failures are `Error` frames with the authentication codes 50–55
+//! of [`super::ErrorCode`].
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::codec::{put_str16, slice_of, str16_len, Reader};
 use super::error::DecodeError;
-
-/// Kind byte of [`SaslStart`].
-pub const KIND_SASL_START: u8 = 0x30;
-/// Kind byte of [`SaslContinue`].
-pub const KIND_SASL_CONTINUE: u8 = 0x31;
-/// Kind byte of the answer to [`SaslStart`] (a [`SaslStep`]).
-pub const KIND_SASL_START_OK: u8 = 0xb0;
-/// Kind byte of the answer to [`SaslContinue`] (a [`SaslStep`]).
-pub const KIND_SASL_CONTINUE_OK: u8 = 0xb1;
+use super::frame::FrameKind;
 
 /// Largest `data` field of any SASL frame: 64 KiB holds any SCRAM message and any
 /// reasonable bearer token, and keeps what an unauthenticated client can make the broker
 /// buffer small.
 pub const MAX_SASL_DATA: usize = 64 * 1024;
 
-/// Wire error codes of authentication (50–59), as carried in `Error` frames.
-///
-/// Only [`AUTHENTICATION_FAILED`](codes::AUTHENTICATION_FAILED) answers a failed
-/// credential check, whatever the cause (unknown user, wrong password, bad proof, bad or
-/// expired token, replayed message), so that users cannot be enumerated.
-pub mod codes {
-    /// The credentials were not accepted. The one answer to every credential failure.
-    pub const AUTHENTICATION_FAILED: u16 = 50;
-    /// The broker does not offer the requested mechanism; the message lists those it does.
-    pub const UNSUPPORTED_SASL_MECHANISM: u16 = 51;
-    /// A request other than `Hello`, `SaslStart` or `SaslContinue` on a connection that
-    /// has not authenticated yet. Also the application close code of a connection that did
-    /// not authenticate in time.
-    pub const AUTHENTICATION_REQUIRED: u16 = 52;
-    /// A SASL frame that makes no sense in the connection's state: `SaslContinue` with no
-    /// exchange in progress, or SASL on a connection authenticated by its certificate.
-    pub const ILLEGAL_SASL_STATE: u16 = 53;
-    /// Too many failed attempts from this source address: retry after a back-off.
-    pub const AUTHENTICATION_THROTTLED: u16 = 54;
-    /// The application close code of a connection whose SASL session expired without a
-    /// successful re-authentication.
-    pub const SESSION_EXPIRED: u16 = 55;
+/// An authentication frame, as carried by [`super::Payload::Sasl`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SaslPayload {
+    /// `0x30`.
+    Start(SaslStart),
+    /// `0x31`.
+    Continue(SaslContinue),
+    /// `0xb0`, the answer to `SaslStart`.
+    StartOk(SaslStep),
+    /// `0xb1`, the answer to `SaslContinue`.
+    ContinueOk(SaslStep),
+}
+
+impl SaslPayload {
+    /// The frame kind.
+    pub fn kind(&self) -> FrameKind {
+        match self {
+            SaslPayload::Start(_) => FrameKind::SaslStart,
+            SaslPayload::Continue(_) => FrameKind::SaslContinue,
+            SaslPayload::StartOk(_) => FrameKind::SaslStartOk,
+            SaslPayload::ContinueOk(_) => FrameKind::SaslContinueOk,
+        }
+    }
+
+    /// Exactly the bytes [`SaslPayload::encode_body`] writes.
+    pub fn body_len(&self) -> usize {
+        match self {
+            SaslPayload::Start(m) => m.body_len(),
+            SaslPayload::Continue(m) => m.body_len(),
+            SaslPayload::StartOk(s) | SaslPayload::ContinueOk(s) => s.body_len(),
+        }
+    }
+
+    /// Appends the body.
+    pub fn encode_body(&self, buf: &mut BytesMut) {
+        match self {
+            SaslPayload::Start(m) => m.encode_body(buf),
+            SaslPayload::Continue(m) => m.encode_body(buf),
+            SaslPayload::StartOk(s) | SaslPayload::ContinueOk(s) => s.encode_body(buf),
+        }
+    }
+
+    /// Decodes the body of an authentication `kind`.
+    pub fn decode(kind: FrameKind, body: &Bytes) -> Result<SaslPayload, DecodeError> {
+        Ok(match kind {
+            FrameKind::SaslStart => SaslPayload::Start(SaslStart::decode_body(body)?),
+            FrameKind::SaslContinue => SaslPayload::Continue(SaslContinue::decode_body(body)?),
+            FrameKind::SaslStartOk => SaslPayload::StartOk(SaslStep::decode_body(body)?),
+            FrameKind::SaslContinueOk => SaslPayload::ContinueOk(SaslStep::decode_body(body)?),
+            other => return Err(DecodeError::UnknownFrameKind { kind: other as u8 }),
+        })
+    }
 }
 
 /// `SaslStart` (`0x30`): begins (or, on an authenticated connection, re-begins) an
@@ -124,7 +148,7 @@ impl SaslStart {
         let mut r = Reader::new(body);
         let mechanism = r.str16("mechanism")?;
         let data = read_data(&mut r, body)?;
-        r.finish("SaslStart body")?;
+        r.finish("frame body")?;
         Ok(SaslStart { mechanism, data })
     }
 }
@@ -144,7 +168,7 @@ impl SaslContinue {
     pub fn decode_body(body: &Bytes) -> Result<SaslContinue, DecodeError> {
         let mut r = Reader::new(body);
         let data = read_data(&mut r, body)?;
-        r.finish("SaslContinue body")?;
+        r.finish("frame body")?;
         Ok(SaslContinue { data })
     }
 }
@@ -185,7 +209,7 @@ impl SaslStep {
         let data = read_data(&mut r, body)?;
         let principal = r.str16("principal")?;
         let session_lifetime_ms = r.u64("session_lifetime_ms")?;
-        r.finish("SaslStep body")?;
+        r.finish("frame body")?;
         if !complete && !principal.is_empty() {
             return Err(DecodeError::InvalidValue { field: "principal_length", value: principal.len() as i64 });
         }
@@ -201,4 +225,4 @@ impl SaslStep {
 
 #[cfg(test)]
 #[path = "sasl_tests.rs"]
-mod tests;
+pub(crate) mod tests;

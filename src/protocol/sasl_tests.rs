@@ -22,6 +22,30 @@ fn framed(kind: u8, correlation_id: u32, body_len: usize, encode: impl FnOnce(&m
     buf.to_vec()
 }
 
+/// One byte vector per authentication kind, as whole frames (for `frame_tests.rs`).
+pub(crate) fn vectors() -> Vec<(crate::protocol::Frame, Vec<u8>)> {
+    use crate::protocol::{Frame, Payload};
+    let f = |correlation_id, p| Frame { correlation_id, payload: Payload::Sasl(p) };
+    vec![
+        (
+            f(7, SaslPayload::Start(SaslStart { mechanism: "PLAIN".into(), data: Bytes::from_static(b"\0u\0p") })),
+            hex("00000014 | 30 | 00000007 | 0005 504c41494e | 00000004 | 00750070"),
+        ),
+        (
+            f(8, SaslPayload::Continue(SaslContinue { data: Bytes::from_static(b"abc") })),
+            hex("0000000c | 31 | 00000008 | 00000003 | 616263"),
+        ),
+        (
+            f(7, SaslPayload::StartOk(SaslStep::challenge(Bytes::from_static(b"s")))),
+            hex("00000015 | b0 | 00000007 | 00 | 00000001 73 | 0000 | 0000000000000000"),
+        ),
+        (
+            f(8, SaslPayload::ContinueOk(SaslStep::done(Bytes::new(), "alice", 3_600_000))),
+            hex("00000019 | b1 | 00000008 | 01 | 00000000 | 0005 616c696365 | 000000000036ee80"),
+        ),
+    ]
+}
+
 fn body_of(frame: &[u8]) -> Bytes {
     Bytes::copy_from_slice(&frame[9..])
 }
@@ -30,7 +54,7 @@ fn body_of(frame: &[u8]) -> Bytes {
 fn sasl_start_vector() {
     let m = SaslStart { mechanism: "PLAIN".into(), data: Bytes::from_static(b"\0u\0p") };
     let want = hex("00000014 | 30 | 00000007 | 0005 504c41494e | 00000004 | 00750070");
-    let got = framed(KIND_SASL_START, 7, m.body_len(), |b| m.encode_body(b));
+    let got = framed(0x30, 7, m.body_len(), |b| m.encode_body(b));
     assert_eq!(got, want);
     assert_eq!(SaslStart::decode_body(&body_of(&want)).unwrap(), m);
 }
@@ -39,7 +63,7 @@ fn sasl_start_vector() {
 fn sasl_continue_vector() {
     let m = SaslContinue { data: Bytes::from_static(b"abc") };
     let want = hex("0000000c | 31 | 00000008 | 00000003 | 616263");
-    assert_eq!(framed(KIND_SASL_CONTINUE, 8, m.body_len(), |b| m.encode_body(b)), want);
+    assert_eq!(framed(0x31, 8, m.body_len(), |b| m.encode_body(b)), want);
     assert_eq!(SaslContinue::decode_body(&body_of(&want)).unwrap(), m);
 }
 
@@ -47,12 +71,12 @@ fn sasl_continue_vector() {
 fn sasl_step_vectors() {
     let challenge = SaslStep::challenge(Bytes::from_static(b"s"));
     let want = hex("00000015 | b0 | 00000007 | 00 | 00000001 73 | 0000 | 0000000000000000");
-    assert_eq!(framed(KIND_SASL_START_OK, 7, challenge.body_len(), |b| challenge.encode_body(b)), want);
+    assert_eq!(framed(0xb0, 7, challenge.body_len(), |b| challenge.encode_body(b)), want);
     assert_eq!(SaslStep::decode_body(&body_of(&want)).unwrap(), challenge);
 
     let done = SaslStep::done(Bytes::new(), "alice", 3_600_000);
     let want = hex("00000019 | b1 | 00000008 | 01 | 00000000 | 0005 616c696365 | 000000000036ee80");
-    assert_eq!(framed(KIND_SASL_CONTINUE_OK, 8, done.body_len(), |b| done.encode_body(b)), want);
+    assert_eq!(framed(0xb1, 8, done.body_len(), |b| done.encode_body(b)), want);
     assert_eq!(SaslStep::decode_body(&body_of(&want)).unwrap(), done);
 }
 
@@ -63,11 +87,11 @@ fn protocol_md_worked_example() {
         SaslStart { mechanism: "SCRAM-SHA-256".into(), data: Bytes::from_static(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO") };
     let want = hex("00000038 30 00000002 000d 5343 52414d2d 5348412d 323536 00000020 \
          6e2c2c6e 3d757365 722c723d 724f7072 4e476677 45626552 5767624e 456b714f");
-    assert_eq!(framed(KIND_SASL_START, 2, first.body_len(), |b| first.encode_body(b)), want);
+    assert_eq!(framed(0x30, 2, first.body_len(), |b| first.encode_body(b)), want);
 
     let server_first: &[u8] = b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
     let step = SaslStep::challenge(Bytes::from_static(server_first));
-    let got = framed(KIND_SASL_START_OK, 2, step.body_len(), |b| step.encode_body(b));
+    let got = framed(0xb0, 2, step.body_len(), |b| step.encode_body(b));
     assert_eq!(&got[..14], &hex("0000006a b0 00000002 00 00000056")[..]);
     assert_eq!(&got[14..14 + 86], server_first);
     assert_eq!(&got[100..], &hex("0000 0000000000000000")[..]);
@@ -75,13 +99,13 @@ fn protocol_md_worked_example() {
     let client_final: &[u8] =
         b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
     let cont = SaslContinue { data: Bytes::from_static(client_final) };
-    let got = framed(KIND_SASL_CONTINUE, 3, cont.body_len(), |b| cont.encode_body(b));
+    let got = framed(0x31, 3, cont.body_len(), |b| cont.encode_body(b));
     assert_eq!(&got[..13], &hex("00000073 31 00000003 0000006a")[..]);
     assert_eq!(&got[13..], client_final);
 
     let server_final: &[u8] = b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=";
     let done = SaslStep::done(Bytes::from_static(server_final), "user", 0);
-    let got = framed(KIND_SASL_CONTINUE_OK, 3, done.body_len(), |b| done.encode_body(b));
+    let got = framed(0xb1, 3, done.body_len(), |b| done.encode_body(b));
     assert_eq!(&got[..14], &hex("00000046 b1 00000003 01 0000002e")[..]);
     assert_eq!(&got[14..60], server_final);
     assert_eq!(&got[60..], &hex("0004 75736572 0000000000000000")[..]);
@@ -205,5 +229,33 @@ proptest! {
         let _ = SaslStart::decode_body(&body);
         let _ = SaslContinue::decode_body(&body);
         let _ = SaslStep::decode_body(&body);
+    }
+}
+
+/// Through `Frame`: the same bytes as the hand-framed vectors, and back.
+#[test]
+fn sasl_frames_travel_as_payload_sasl() {
+    use crate::protocol::{Frame, Payload, MAX_FRAME_SIZE};
+    let cases = [
+        (7, SaslPayload::Start(SaslStart { mechanism: "PLAIN".into(), data: Bytes::from_static(b"\0u\0p") })),
+        (8, SaslPayload::Continue(SaslContinue { data: Bytes::from_static(b"abc") })),
+        (7, SaslPayload::StartOk(SaslStep::challenge(Bytes::from_static(b"s")))),
+        (8, SaslPayload::ContinueOk(SaslStep::done(Bytes::new(), "alice", 3_600_000))),
+    ];
+    for (corr, p) in cases {
+        let f = Frame { correlation_id: corr, payload: Payload::Sasl(p.clone()) };
+        let mut buf = BytesMut::new();
+        f.encode(&mut buf);
+        assert_eq!(buf.len(), f.encoded_len());
+        let by_hand = framed(p.kind() as u8, corr, p.body_len(), |b| p.encode_body(b));
+        assert_eq!(&buf[..], &by_hand[..]);
+        assert_eq!(Frame::decode(&mut buf, MAX_FRAME_SIZE).unwrap(), Some(f));
+        assert!(p.kind().is_sasl() && !p.kind().is_cluster());
+    }
+    // The unassigned kinds of the range are unknown.
+    for kind in [0x32u8, 0x3f, 0xb2, 0xbf] {
+        let mut buf = BytesMut::from(&framed(kind, 1, 0, |_| {})[..]);
+        let e = Frame::decode(&mut buf, MAX_FRAME_SIZE).unwrap_err();
+        assert_eq!(e.error, DecodeError::UnknownFrameKind { kind });
     }
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 
+use super::sasl::Reauthenticator;
 use super::tls::tls_alert_name;
+use crate::auth::client::{SaslCredentials, SaslError, Session};
 use crate::protocol::frame::{Hello, HelloOk};
 use crate::protocol::{ErrorCode, Frame, FrameError, FrameKind, Payload, MAX_FRAME_SIZE, PROTOCOL_VERSION};
 
@@ -98,6 +100,17 @@ pub enum TransportError {
         addr: SocketAddr,
         /// What was expected and what came.
         detail: String,
+    },
+    /// This client's side of a SASL exchange failed: the credentials cannot be used, the
+    /// token provider failed, or the broker's SCRAM proof was wrong. (A refusal by the
+    /// broker is [`TransportError::Broker`] with an authentication code.)
+    #[error("SASL authentication with {addr} failed: {source}")]
+    Sasl {
+        /// Broker address.
+        addr: SocketAddr,
+        /// What went wrong.
+        #[source]
+        source: SaslError,
     },
     /// A broker name did not resolve to an address.
     #[error("cannot resolve broker address '{name}': {reason}")]
@@ -279,7 +292,7 @@ impl ClientEndpoint {
                 }
             };
             control.max_frame = hello_ok.max_frame_size as usize;
-            Ok(BrokerConnection { addr, conn, hello: hello_ok, control })
+            Ok(BrokerConnection { addr, conn, hello: hello_ok, control, reauth: None })
         };
         match tokio::time::timeout(self.connect_timeout, attempt).await {
             Ok(r) => r,
@@ -295,9 +308,35 @@ pub struct BrokerConnection {
     conn: quinn::Connection,
     hello: HelloOk,
     control: FrameStream,
+    /// Re-authenticates an expiring SASL session (PROTOCOL.md §20.6).
+    reauth: Option<Reauthenticator>,
 }
 
 impl BrokerConnection {
+    /// Authenticates with SASL when the broker asks for it (`HelloOk` named no principal:
+    /// this client presented no certificate), then keeps an expiring session alive by
+    /// re-authenticating on a stream of its own before it ends. A connection the broker
+    /// authenticated by its certificate needs nothing (a certificate wins over SASL).
+    pub async fn authenticate(&mut self, credentials: Option<&SaslCredentials>) -> Result<(), TransportError> {
+        if !self.hello.principal.is_empty() {
+            return Ok(());
+        }
+        let Some(credentials) = credentials else {
+            return Err(TransportError::Sasl { addr: self.addr, source: SaslError::Required });
+        };
+        let session = super::sasl::authenticate(&mut self.control, self.addr, credentials).await?;
+        self.hello.principal = session.principal.clone();
+        let max_frame = self.hello.max_frame_size as usize;
+        self.reauth = Reauthenticator::spawn(self.conn.clone(), self.addr, credentials.clone(), session, max_frame);
+        Ok(())
+    }
+
+    /// The SASL session, when this connection authenticated with SASL and it expires: its
+    /// lifetime as of the last (re-)authentication.
+    pub fn sasl_session(&self) -> Option<Session> {
+        self.reauth.as_ref().map(Reauthenticator::session)
+    }
+
     /// The broker's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -417,7 +456,7 @@ pub struct FrameStream {
 }
 
 impl FrameStream {
-    fn new(addr: SocketAddr, send: quinn::SendStream, recv: quinn::RecvStream, max_frame: usize) -> Self {
+    pub(crate) fn new(addr: SocketAddr, send: quinn::SendStream, recv: quinn::RecvStream, max_frame: usize) -> Self {
         FrameStream {
             writer: FrameWriter { addr, send, scratch: BytesMut::with_capacity(4096) },
             reader: FrameReader { addr, recv, buf: BytesMut::with_capacity(64 * 1024), max_frame: MAX_FRAME_SIZE },

@@ -62,10 +62,24 @@ pub fn server_tls(
     identity: &Identity,
     client_ca: &[CertificateDer<'static>],
 ) -> Result<rustls::ServerConfig, TlsError> {
+    server_tls_with_client_auth(identity, client_ca, true)
+}
+
+/// Server-side rustls config: presents `identity` and verifies a client certificate against
+/// `client_ca`. With `require_client_cert` false a client may also come without one (the
+/// broker's client auth `optional`: such a client must then authenticate with SASL); a
+/// certificate that is presented must still verify.
+pub fn server_tls_with_client_auth(
+    identity: &Identity,
+    client_ca: &[CertificateDer<'static>],
+    require_client_cert: bool,
+) -> Result<rustls::ServerConfig, TlsError> {
     let provider = crypto_provider();
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(client_ca)?, provider.clone())
-        .build()
-        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let mut verifier = WebPkiClientVerifier::builder_with_provider(roots(client_ca)?, provider.clone());
+    if !require_client_cert {
+        verifier = verifier.allow_unauthenticated();
+    }
+    let verifier = verifier.build().map_err(|e| TlsError::Verifier(e.to_string()))?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)

@@ -2,6 +2,7 @@
 //! 127.0.0.1:0, and connected clients.
 #![allow(dead_code)]
 
+pub mod auth;
 pub mod etcd;
 pub mod relay;
 

@@ -92,6 +92,10 @@ pub struct BenchConfig {
     pub prewarm_mib: usize,
     /// Producers send through a relay that forwards at most this many MB/s (a slow broker).
     pub link_mbps: Option<f64>,
+    /// Validate every record against a JSON Schema registered under `{topic}-value`
+    /// before it is queued (the producer's record-level schema path; header placement).
+    /// Needs the `json-object` payload.
+    pub schema_validation: bool,
 }
 
 fn as_text<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -125,6 +129,7 @@ impl Default for BenchConfig {
             streams_per_connection: 8,
             prewarm_mib: 0,
             link_mbps: None,
+            schema_validation: false,
         }
     }
 }
@@ -371,6 +376,14 @@ pub async fn run(cfg: BenchConfig, stats: Arc<Stats>) -> Result<BenchReport, Str
         }
         Err(e) => return Err(e.to_string()),
     }
+    // With --schema-validation: the schema the records are validated against.
+    let subject = format!("{}-value", cfg.topic);
+    if cfg.schema_validation {
+        admin
+            .register_schema(&subject, qwire::schema::SchemaType::Json, workload::BENCH_JSON_SCHEMA)
+            .await
+            .map_err(|e| format!("registering the bench schema: {e}"))?;
+    }
     admin.close();
 
     // A slow broker: producers go through a bandwidth-limited relay.
@@ -395,10 +408,13 @@ pub async fn run(cfg: BenchConfig, stats: Arc<Stats>) -> Result<BenchReport, Str
             .buffer_memory(cfg.buffer_memory.max(cfg.batch_size * 2))
             .max_record_size(cfg.batch_size.max(cfg.record_size + 1024))
             .streams_per_connection(cfg.streams_per_connection)
-            .mtu_upper_bound(cfg.mtu)
-            .build()
-            .map_err(|e| e.to_string())?;
+            .mtu_upper_bound(cfg.mtu);
+        let p = if cfg.schema_validation { p.schema_subject_for(cfg.topic.clone(), subject.clone()) } else { p };
+        let p = p.build().map_err(|e| e.to_string())?;
         p.partitions_for(&cfg.topic).await.map_err(|e| e.to_string())?;
+        if cfg.schema_validation {
+            p.resolve_schema(&subject).await.map_err(|e| e.to_string())?;
+        }
         producers.push(p);
     }
 

@@ -14,7 +14,7 @@ use qwire::producer::{Producer, ProducerRecord};
 
 /// What the record values contain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum PayloadKind {
     /// Random bytes: incompressible.
     Random,
@@ -22,7 +22,29 @@ pub enum PayloadKind {
     Text,
     /// JSON events with repeated field names: compressible.
     Json,
+    /// One JSON object per value, exactly the record size, valid against
+    /// [`BENCH_JSON_SCHEMA`] (for `--schema-validation`).
+    JsonObject,
 }
+
+/// The JSON Schema `--schema-validation` registers: the `json-object` payload's shape,
+/// with the checks real event schemas have (types, a pattern, an enum, bounds, required
+/// fields, no other fields).
+pub(crate) const BENCH_JSON_SCHEMA: &str = r#"{
+  "$schema": "http://json-schema.org/draft-07/schema#",
+  "type": "object",
+  "properties": {
+    "id": {"type": "integer", "minimum": 0},
+    "user": {"type": "string", "pattern": "^user-[0-9]+$"},
+    "event": {"enum": ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "order", "payment",
+      "shipped", "customer", "account", "balance", "event", "stream", "partition", "broker", "record",
+      "latency", "throughput", "batch"]},
+    "amount": {"type": "number", "minimum": 0, "maximum": 1000},
+    "note": {"type": "string", "maxLength": 65536}
+  },
+  "required": ["id", "user", "event", "amount", "note"],
+  "additionalProperties": false
+}"#;
 
 impl std::str::FromStr for PayloadKind {
     type Err = String;
@@ -31,7 +53,8 @@ impl std::str::FromStr for PayloadKind {
             "random" => Ok(PayloadKind::Random),
             "text" => Ok(PayloadKind::Text),
             "json" => Ok(PayloadKind::Json),
-            _ => Err(format!("unknown payload '{s}' (random, text, json)")),
+            "json-object" => Ok(PayloadKind::JsonObject),
+            _ => Err(format!("unknown payload '{s}' (random, text, json, json-object)")),
         }
     }
 }
@@ -124,6 +147,22 @@ fn value(kind: PayloadKind, size: usize, i: usize, rng: &mut impl Rng) -> Vec<u8
             }
             s.push(']');
             s.into_bytes()
+        }
+        PayloadKind::JsonObject => {
+            let head = format!(
+                "{{\"id\":{},\"user\":\"user-{}\",\"event\":\"{}\",\"amount\":{}.{:02},\"note\":\"",
+                i,
+                rng.gen_range(0..500),
+                WORDS[rng.gen_range(0..WORDS.len())],
+                rng.gen_range(0..1000),
+                rng.gen_range(0..100)
+            );
+            // The note pads the object to exactly `size` bytes (when `size` leaves room).
+            let pad = size.saturating_sub(head.len() + 2);
+            let mut s = head;
+            s.extend((0..pad).map(|k| (b'a' + (k % 26) as u8) as char));
+            s.push_str("\"}");
+            return s.into_bytes();
         }
     };
     v.truncate(size);

@@ -16,6 +16,8 @@ pub struct BrokerProcess {
     pub extra_args: Vec<String>,
     /// Run inside this network namespace (`ip netns exec NS ...`).
     pub netns: Option<String>,
+    /// Extra environment variables (e.g. `RUST_LOG`).
+    pub env: Vec<(String, String)>,
     logs: tempfile::TempDir,
     child: Option<std::process::Child>,
     /// Successful starts so far.
@@ -46,6 +48,7 @@ impl BrokerProcess {
             addr,
             extra_args,
             netns,
+            env: Vec::new(),
             logs,
             child: None,
             starts: 0,
@@ -95,6 +98,7 @@ impl BrokerProcess {
             .arg("--certs")
             .arg(self.certs.path())
             .args(&self.extra_args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr));
@@ -137,6 +141,11 @@ impl BrokerProcess {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// The running broker's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
     }
 
     /// Whether the process is still alive.

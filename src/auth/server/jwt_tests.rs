@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::*;
 use crate::auth::server::testkit::*;
-use crate::protocol::sasl::codes;
+use crate::protocol::ErrorCode;
 
 fn verifier(keys: &[&TestKey]) -> JwtVerifier {
     JwtVerifier::from_jwks(&jwks(keys), JwtPolicy::new(ISSUER, AUDIENCE)).unwrap()
@@ -14,7 +14,7 @@ fn verifier(keys: &[&TestKey]) -> JwtVerifier {
 #[track_caller]
 fn refused(v: &JwtVerifier, token: &str, now_ms: u64, reason_has: &str) {
     let r = v.verify(token, now_ms).expect_err("the token must be refused");
-    assert_eq!(r.code, codes::AUTHENTICATION_FAILED);
+    assert_eq!(r.code, ErrorCode::AuthenticationFailed);
     assert_eq!(r.message, "authentication failed", "one generic message for every failure");
     assert!(r.reason.contains(reason_has), "reason {:?} should mention {reason_has:?}", r.reason);
     assert!(token.is_empty() || (!r.message.contains(token) && !r.reason.contains(token)));

@@ -17,7 +17,7 @@ pub mod limiter;
 pub mod scram;
 pub mod session;
 
-use crate::protocol::sasl::codes;
+use crate::protocol::ErrorCode;
 
 /// An authentication attempt the broker refuses.
 ///
@@ -28,7 +28,7 @@ use crate::protocol::sasl::codes;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     /// The wire error code (50–59).
-    pub code: u16,
+    pub code: ErrorCode,
     /// What the `Error` frame says.
     pub message: String,
     /// Why, for the log (never a secret).
@@ -41,13 +41,13 @@ pub struct Refusal {
 pub const GENERIC_FAILURE: &str = "authentication failed";
 
 impl Refusal {
-    /// A credential failure: [`codes::AUTHENTICATION_FAILED`] with the generic message.
+    /// A credential failure: [`ErrorCode::AuthenticationFailed`] with the generic message.
     pub fn failed(reason: &'static str) -> Refusal {
-        Refusal { code: codes::AUTHENTICATION_FAILED, message: GENERIC_FAILURE.into(), reason, user: None }
+        Refusal { code: ErrorCode::AuthenticationFailed, message: GENERIC_FAILURE.into(), reason, user: None }
     }
 
     /// A refusal with its own code and message (state errors, throttling, mechanisms).
-    pub fn other(code: u16, message: impl Into<String>, reason: &'static str) -> Refusal {
+    pub fn other(code: ErrorCode, message: impl Into<String>, reason: &'static str) -> Refusal {
         Refusal { code, message: message.into(), reason, user: None }
     }
 
@@ -59,7 +59,7 @@ impl Refusal {
 
     /// Whether this is a failed credential check (counted, rate-limited, logged).
     pub fn is_credential_failure(&self) -> bool {
-        self.code == codes::AUTHENTICATION_FAILED
+        self.code == ErrorCode::AuthenticationFailed
     }
 }
 

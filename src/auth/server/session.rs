@@ -26,7 +26,8 @@ use super::limiter::{FailureLimiter, LimiterConfig};
 use super::scram::{verify_plain, Decoys, ScramServer};
 use super::Refusal;
 use crate::auth::Mechanism;
-use crate::protocol::sasl::{codes, SaslContinue, SaslStart, SaslStep};
+use crate::protocol::sasl::{SaslContinue, SaslStart, SaslStep};
+use crate::protocol::ErrorCode;
 
 /// The time of an event: monotonic for expiry and rate limits, wall-clock for tokens.
 #[derive(Debug, Clone, Copy)]
@@ -169,6 +170,12 @@ impl ConnectionAuth {
         }
     }
 
+    /// The mechanism of the exchange in progress (a SCRAM exchange awaiting its final
+    /// message), if any.
+    pub fn exchange_mechanism(&self) -> Option<Mechanism> {
+        self.exchange.as_ref().map(|s| s.hash().mechanism())
+    }
+
     /// When the session ends unless re-authenticated (`None`: never).
     pub fn expires_at(&self) -> Option<Instant> {
         match self.method {
@@ -186,7 +193,7 @@ impl ConnectionAuth {
     pub fn handle_start(&mut self, svc: &AuthService, start: &SaslStart, now: Now) -> Result<SaslStep, Refusal> {
         if self.is_certificate() {
             return Err(Refusal::other(
-                codes::ILLEGAL_SASL_STATE,
+                ErrorCode::IllegalSaslState,
                 "this connection is authenticated by its client certificate; SASL is for connections without one",
                 "SASL on a certificate connection",
             ));
@@ -196,7 +203,7 @@ impl ConnectionAuth {
             let list = offered.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ");
             let list = if list.is_empty() { "none".to_owned() } else { list };
             return Err(Refusal::other(
-                codes::UNSUPPORTED_SASL_MECHANISM,
+                ErrorCode::UnsupportedSaslMechanism,
                 format!("SASL mechanism '{}' is not enabled on this broker; enabled: {list}", start.mechanism),
                 "SASL mechanism not enabled",
             ));
@@ -205,14 +212,14 @@ impl ConnectionAuth {
         let reauth = self.principal.is_some();
         if reauth && self.is_expired(now.instant) {
             return Err(Refusal::other(
-                codes::SESSION_EXPIRED,
+                ErrorCode::SessionExpired,
                 "the session expired",
                 "re-authentication after expiry",
             ));
         }
         if !reauth && !svc.allows(self.remote, now.instant) {
             return Err(Refusal::other(
-                codes::AUTHENTICATION_THROTTLED,
+                ErrorCode::AuthenticationThrottled,
                 "too many failed authentication attempts from this address; retry later",
                 "throttled",
             ));
@@ -225,7 +232,7 @@ impl ConnectionAuth {
     pub fn handle_continue(&mut self, svc: &AuthService, cont: &SaslContinue, now: Now) -> Result<SaslStep, Refusal> {
         let Some(mut server) = self.exchange.take() else {
             return Err(Refusal::other(
-                codes::ILLEGAL_SASL_STATE,
+                ErrorCode::IllegalSaslState,
                 "no SASL exchange in progress on this connection",
                 "SaslContinue without an exchange",
             ));

@@ -111,7 +111,7 @@ fn wrong_password_unknown_user_and_bad_token_get_the_same_answer() {
         answers.push((r.code, r.message));
     }
     assert!(
-        answers.iter().all(|a| *a == (codes::AUTHENTICATION_FAILED, "authentication failed".to_owned())),
+        answers.iter().all(|a| *a == (ErrorCode::AuthenticationFailed, "authentication failed".to_owned())),
         "{answers:?}"
     );
 }
@@ -122,7 +122,7 @@ fn a_certificate_connection_refuses_sasl() {
     let mut conn = ConnectionAuth::by_certificate("cert-alice", ip("127.0.0.1"));
     let r =
         authenticate(&mut conn, &svc, SaslCredentials::plain("bob", "bob-pw"), at(Instant::now(), NOW_MS)).unwrap_err();
-    assert_eq!(r.code, codes::ILLEGAL_SASL_STATE);
+    assert_eq!(r.code, ErrorCode::IllegalSaslState);
     assert!(r.message.contains("client certificate"));
     assert_eq!(conn.principal(), Some("cert-alice"), "the certificate's principal stays");
     assert!(conn.is_certificate());
@@ -134,10 +134,10 @@ fn mechanisms_not_offered_are_refused_with_the_list() {
     let mut conn = ConnectionAuth::unauthenticated(ip("127.0.0.1"));
     let now = at(Instant::now(), NOW_MS);
     let r = authenticate(&mut conn, &svc, token("a.b.c"), now).unwrap_err();
-    assert_eq!(r.code, codes::UNSUPPORTED_SASL_MECHANISM);
+    assert_eq!(r.code, ErrorCode::UnsupportedSaslMechanism);
     assert!(r.message.ends_with("enabled: SCRAM-SHA-512, SCRAM-SHA-256, PLAIN"), "{}", r.message);
     let start = SaslStart { mechanism: "GSSAPI".into(), data: Bytes::new() };
-    assert_eq!(conn.handle_start(&svc, &start, now).unwrap_err().code, codes::UNSUPPORTED_SASL_MECHANISM);
+    assert_eq!(conn.handle_start(&svc, &start, now).unwrap_err().code, ErrorCode::UnsupportedSaslMechanism);
     let none = AuthService::new(None, None, b"s", AuthSettings::default());
     let r = ConnectionAuth::unauthenticated(ip("127.0.0.1")).handle_start(&none, &start, now).unwrap_err();
     assert!(r.message.ends_with("enabled: none"), "{}", r.message);
@@ -149,13 +149,13 @@ fn continue_without_an_exchange_is_a_state_error() {
     let mut conn = ConnectionAuth::unauthenticated(ip("127.0.0.1"));
     let now = at(Instant::now(), NOW_MS);
     let cont = SaslContinue { data: Bytes::from_static(b"c=biws,r=x,p=AAAA") };
-    assert_eq!(conn.handle_continue(&svc, &cont, now).unwrap_err().code, codes::ILLEGAL_SASL_STATE);
+    assert_eq!(conn.handle_continue(&svc, &cont, now).unwrap_err().code, ErrorCode::IllegalSaslState);
     // After a failed final message the exchange is gone: replaying it is a state error too.
     let mut ex = block(SaslCredentials::scram(ScramHash::Sha256, "alice", "wrong").begin()).unwrap();
     let step = conn.handle_start(&svc, &ex.start(), now).unwrap();
     let Next::Continue(last) = ex.step(&step).unwrap() else { panic!("SCRAM continues") };
-    assert_eq!(conn.handle_continue(&svc, &last, now).unwrap_err().code, codes::AUTHENTICATION_FAILED);
-    assert_eq!(conn.handle_continue(&svc, &last, now).unwrap_err().code, codes::ILLEGAL_SASL_STATE);
+    assert_eq!(conn.handle_continue(&svc, &last, now).unwrap_err().code, ErrorCode::AuthenticationFailed);
+    assert_eq!(conn.handle_continue(&svc, &last, now).unwrap_err().code, ErrorCode::IllegalSaslState);
 }
 
 #[test]
@@ -170,7 +170,7 @@ fn failures_are_throttled_per_address_and_authenticated_connections_are_not() {
     for _ in 0..3 {
         let mut c = ConnectionAuth::unauthenticated(ip("10.0.0.1"));
         let r = authenticate(&mut c, &svc, SaslCredentials::plain("alice", "guess"), now).unwrap_err();
-        assert_eq!(r.code, codes::AUTHENTICATION_FAILED);
+        assert_eq!(r.code, ErrorCode::AuthenticationFailed);
     }
     // Now even the right password is refused from that address, before it is checked.
     for creds in
@@ -178,7 +178,7 @@ fn failures_are_throttled_per_address_and_authenticated_connections_are_not() {
     {
         let mut c = ConnectionAuth::unauthenticated(ip("10.0.0.1"));
         let r = authenticate(&mut c, &svc, creds, now).unwrap_err();
-        assert_eq!(r.code, codes::AUTHENTICATION_THROTTLED);
+        assert_eq!(r.code, ErrorCode::AuthenticationThrottled);
         assert!(!r.is_credential_failure());
     }
     // Another address is not affected.
@@ -218,14 +218,14 @@ fn reauthentication_extends_the_session_for_the_same_principal_only() {
         token(&sign(&ed_key("k"), &claims("svc-a"))),
         SaslCredentials::plain("alice", "alice-pw"),
     ] {
-        assert_eq!(authenticate(&mut conn, &svc, creds, t10).unwrap_err().code, codes::AUTHENTICATION_FAILED);
+        assert_eq!(authenticate(&mut conn, &svc, creds, t10).unwrap_err().code, ErrorCode::AuthenticationFailed);
         assert_eq!((conn.principal(), conn.expires_at()), (Some("svc-a"), Some(expiry)));
     }
     // After expiry, the broker closes the connection; a late re-authentication is refused.
     let late = at(expiry, NOW_MS + 3_600_000);
     assert!(conn.is_expired(late.instant));
     let r = authenticate(&mut conn, &svc, token(&sign(&ed, &claims("svc-a"))), late).unwrap_err();
-    assert_eq!(r.code, codes::SESSION_EXPIRED);
+    assert_eq!(r.code, ErrorCode::SessionExpired);
 }
 
 #[test]
@@ -281,7 +281,7 @@ fn oauthbearer_messages_follow_rfc7628() {
         b"n,,\x01noequals\x01\x01",
         b"n,,\x01k1=v\x01\x01",
     ] {
-        assert_eq!(parse_oauthbearer(bad).unwrap_err().code, codes::AUTHENTICATION_FAILED, "{bad:?}");
+        assert_eq!(parse_oauthbearer(bad).unwrap_err().code, ErrorCode::AuthenticationFailed, "{bad:?}");
     }
 }
 

@@ -8,7 +8,7 @@ use super::credentials::{ScramCredential, UserStore};
 use super::scram::{verify_plain, Decoys, ScramServer};
 use super::{Refusal, GENERIC_FAILURE};
 use crate::auth::scram::{ScramClient, ScramHash};
-use crate::protocol::sasl::codes;
+use crate::protocol::ErrorCode;
 
 const CLIENT_FIRST: &str = "n,,n=user,r=rOprNGfwEbeRWgbNEkqO";
 const SERVER_NONCE: &str = "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
@@ -60,7 +60,7 @@ fn exchange(
 
 #[track_caller]
 fn generic(r: &Refusal) {
-    assert_eq!((r.code, r.message.as_str()), (codes::AUTHENTICATION_FAILED, GENERIC_FAILURE));
+    assert_eq!((r.code, r.message.as_str()), (ErrorCode::AuthenticationFailed, GENERIC_FAILURE));
 }
 
 #[test]

@@ -7,12 +7,14 @@
 //! - [`follower`]: the follower task (KIP-101 truncation, then fetch, append, fsync);
 //! - [`peers`]: connections to the other brokers;
 //! - [`producer_ids`]: producer ids issued and checked cluster-wide;
+//! - [`schemas`]: the schema registry's shared log kept applied;
 //! - `topics`: creating and growing topics in the metadata store, and the local topic.
 
 pub(crate) mod follower;
 pub(crate) mod peers;
 pub(crate) mod producer_ids;
 pub(crate) mod replica;
+pub(crate) mod schemas;
 mod topics;
 
 use std::collections::HashMap;
@@ -134,6 +136,9 @@ impl NodeInner {
             client_id: format!("qwire-broker-{}", config.broker_id),
             connect_timeout: Duration::from_secs(5),
             tuning: QuicTuning { keep_alive: Some(Duration::from_secs(1)), ..QuicTuning::default() },
+            // Brokers authenticate to each other with their certificates (principal: the
+            // broker certificate's name, which needs the ACL's `cluster` permission).
+            sasl: None,
         };
         Ok(Arc::new(NodeInner {
             me: config.broker_id,
@@ -157,6 +162,16 @@ impl NodeInner {
     /// Whether this broker may act as a leader right now: its session certainly holds.
     pub(crate) fn session_holds(&self) -> bool {
         self.session().holds_at(tokio::time::Instant::now())
+    }
+
+    /// Whether this broker has a current view of the cluster: the view is not stale, the
+    /// session holds, and the view lists this broker under that session (readiness).
+    pub(crate) fn view_current(&self) -> bool {
+        let session = self.session();
+        let view = self.view.borrow();
+        view.stale_since.is_none()
+            && session.holds_at(tokio::time::Instant::now())
+            && view.is_live_session(self.me, session.revision())
     }
 
     /// The current view.

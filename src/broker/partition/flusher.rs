@@ -48,7 +48,10 @@ impl Partition {
             (plan, snapshot, st.generation)
         };
         let Some(plan) = plan else { return false };
-        match plan.run() {
+        let started = std::time::Instant::now();
+        let ran = plan.run();
+        self.metrics.detail.fsync_latency.observe(crate::broker::telemetry::seconds_since(started));
+        match ran {
             Ok(done) => {
                 if let Some((offset, producers)) = snapshot {
                     // Cuts are made by this same task (`recover_blocking`), never between

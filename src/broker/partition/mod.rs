@@ -59,6 +59,7 @@ use super::disk::Syncer;
 use super::log::{LogConfig, LogError, PartitionLog, ReadBound, RecoveryReport};
 use super::metrics::BrokerMetrics;
 use super::producer_state::ProducerStates;
+use super::telemetry::PartitionCounters;
 use crate::protocol::frame::PartitionMetadata;
 use crate::protocol::{BatchHeader, ErrorCode};
 
@@ -181,6 +182,8 @@ pub struct Partition {
     /// Held by each sync round and by a replica's truncation, so a round's producer-state
     /// snapshot is never written for a log that was cut meanwhile.
     rounds: Mutex<()>,
+    /// What the request layer appended to and read from this partition (for `/metrics`).
+    pub(crate) counters: PartitionCounters,
 }
 
 impl std::fmt::Debug for Partition {
@@ -227,6 +230,7 @@ impl Partition {
             durable: watch::Sender::new(Durability::new(end)),
             sync_wanted: Notify::new(),
             rounds: Mutex::new(()),
+            counters: PartitionCounters::default(),
         };
         partition.publish_shape(&partition.lock());
         Ok((partition, OpenReport { log: log_report, producers: producer_report }))

@@ -4,7 +4,7 @@ use super::{cluster, denied, error};
 use crate::broker::acl::Permission;
 use crate::broker::context::ConnCtx;
 use crate::broker::log::LogError;
-use crate::broker::metrics::inc;
+use crate::broker::metrics::{add, inc};
 use crate::broker::partition::{Fetched, READ_DURABLE_WAIT};
 use crate::broker::writer::Pending;
 use crate::protocol::frame::{Fetch, FetchOk, MIN_FRAME_LENGTH};
@@ -114,6 +114,8 @@ pub(super) async fn fetch(ctx: &ConnCtx, corr: u32, req: Fetch) -> Option<Pendin
             ),
         );
     }
+    add(&ctx.shared.metrics.fetch_bytes, batches.len() as u64);
+    add(&partition.counters.fetch_bytes, batches.len() as u64);
     let ok = FetchOk { high_watermark, log_start_offset, batches };
     Some(Pending::Charged(Frame { correlation_id: corr, payload: Payload::FetchOk(ok) }, charge))
 }

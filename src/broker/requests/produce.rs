@@ -11,6 +11,7 @@ use crate::broker::cluster::replica::{Commit, Refusal};
 use crate::broker::context::ConnCtx;
 use crate::broker::metrics::{add, inc};
 use crate::broker::partition::AppendError;
+use crate::broker::telemetry::seconds_since;
 use crate::broker::writer::Pending;
 use crate::protocol::frame::{Produce, ProduceResult};
 use crate::protocol::{Acks, BatchHeader, ErrorCode, Frame, Payload, RecordBatch};
@@ -25,7 +26,8 @@ pub(super) async fn produce(ctx: &ConnCtx, corr: u32, p: Produce) -> Option<Pend
     inc(&shared.metrics.produce_requests);
     let fail = |code: ErrorCode, message: String| {
         inc(&shared.metrics.produce_errors);
-        tracing::debug!(principal = %ctx.principal, topic = %p.topic, partition = p.partition, %code, %message, "produce refused");
+        shared.metrics.detail.produced(p.acks, code);
+        tracing::debug!(%code, reason = %message, "produce refused");
         if p.acks == Acks::None {
             return None;
         }
@@ -66,6 +68,7 @@ pub(super) async fn produce(ctx: &ConnCtx, corr: u32, p: Produce) -> Option<Pend
                 Ok(epoch) => Some((replica, epoch)),
                 Err(Refusal::NotLeader) => {
                     inc(&shared.metrics.produce_errors);
+                    shared.metrics.detail.produced(p.acks, ErrorCode::NotLeader);
                     let f = cluster::not_leader_frame(node, corr, &p.topic, p.partition, ErrorCode::NotLeader);
                     return (p.acks != Acks::None).then_some(Pending::Ready(f));
                 }
@@ -73,6 +76,7 @@ pub(super) async fn produce(ctx: &ConnCtx, corr: u32, p: Produce) -> Option<Pend
             },
             Err(f) => {
                 inc(&shared.metrics.produce_errors);
+                shared.metrics.detail.produced(p.acks, ErrorCode::NotLeader);
                 return (p.acks != Acks::None).then_some(Pending::Ready(f));
             }
         },
@@ -85,13 +89,27 @@ pub(super) async fn produce(ctx: &ConnCtx, corr: u32, p: Produce) -> Option<Pend
             format!("batch of {} bytes exceeds this broker's max_batch_bytes ({limit})", p.batch.len()),
         );
     }
+    // The topic's schema policy (none, warn, enforce): refused batches are never looked up
+    // for dedup nor appended.
+    if let Err((code, message)) = super::schema::check_policy(ctx, &p.topic, &p.batch).await {
+        return fail(code, message);
+    }
     let now = now_ms();
     // An idempotent batch must carry an id issued to this principal, at an epoch no newer
     // than its current one: otherwise a client could stamp the id the broker will issue
     // next, and its batches would later be taken for that producer's. The header is read
     // here without its CRC (cheap); `check_batch` verifies the CRC on the partition's
     // owner, so a batch whose header lied is refused there as corrupt.
-    let fence = match BatchHeader::parse(&p.batch) {
+    let header = BatchHeader::parse(&p.batch);
+    if let Ok(Some(h)) = &header {
+        // The request's span (see `requests::dispatch`) carries what people search by.
+        let span = tracing::Span::current();
+        span.record("producer_id", h.producer.producer_id);
+        span.record("producer_epoch", h.producer.producer_epoch);
+        span.record("sequence", h.producer.base_sequence);
+        span.record("records", h.record_count);
+    }
+    let fence = match header {
         Ok(Some(header)) if header.is_idempotent() => {
             let stamp = header.producer;
             let checked = match &shared.cluster {
@@ -112,7 +130,10 @@ pub(super) async fn produce(ctx: &ConnCtx, corr: u32, p: Produce) -> Option<Pend
     // With a fence, an older epoch gets the dedup lookup first (a remembered retry is a
     // duplicate), then INVALID_PRODUCER_EPOCH: per-partition epochs (HelloOk feature bit).
     let batch_len = p.batch.len() as u64;
-    let appended = match partition.append(p.batch.clone(), now, shared.config.sink, check_batch, fence).await {
+    let started = std::time::Instant::now();
+    let appended = partition.append(p.batch.clone(), now, shared.config.sink, check_batch, fence).await;
+    shared.metrics.detail.append_latency.observe(seconds_since(started));
+    let appended = match appended {
         Ok(a) => a,
         Err(e) => {
             if e.code == ErrorCode::CorruptBatch {
@@ -126,11 +147,16 @@ pub(super) async fn produce(ctx: &ConnCtx, corr: u32, p: Produce) -> Option<Pend
     }
     if appended.duplicate {
         inc(&shared.metrics.duplicates);
+        inc(&partition.counters.duplicates);
     } else {
+        let records = (appended.end_offset - appended.base_offset) as u64;
         inc(&shared.metrics.batches_appended);
-        add(&shared.metrics.records_appended, (appended.end_offset - appended.base_offset) as u64);
+        add(&shared.metrics.records_appended, records);
         add(&shared.metrics.bytes_appended, batch_len);
+        partition.counters.appended(records, batch_len);
     }
+    tracing::Span::current().record("base_offset", appended.base_offset);
+    tracing::debug!(duplicate = appended.duplicate, end_offset = appended.end_offset, "produce appended");
     let result = ProduceResult {
         error: ErrorCode::None,
         duplicate: appended.duplicate,
@@ -139,33 +165,49 @@ pub(super) async fn produce(ctx: &ConnCtx, corr: u32, p: Produce) -> Option<Pend
         message: String::new(),
     };
     match p.acks {
-        Acks::None => None,
-        Acks::Leader => frame(corr, Payload::ProduceResult(result)),
-        Acks::All if shared.config.sink => frame(corr, Payload::ProduceResult(result)),
+        Acks::None => {
+            shared.metrics.detail.produced(p.acks, ErrorCode::None);
+            None
+        }
+        Acks::Leader => {
+            shared.metrics.detail.produced(p.acks, ErrorCode::None);
+            frame(corr, Payload::ProduceResult(result))
+        }
+        Acks::All if shared.config.sink => {
+            shared.metrics.detail.produced(p.acks, ErrorCode::None);
+            frame(corr, Payload::ProduceResult(result))
+        }
         Acks::All if leader.is_some() => {
             let (replica, epoch) = leader.expect("checked");
             let ms = if p.timeout_ms == 0 { shared.config.default_produce_timeout_ms } else { p.timeout_ms };
             let node = shared.cluster.clone().expect("a leader exists only in cluster mode");
+            let metrics = shared.metrics.clone();
             let (end, generation) = (appended.end_offset, appended.generation);
             let (topic, partition) = (p.topic.clone(), p.partition);
             Some(Pending::Later(Box::pin(async move {
                 let timeout = Duration::from_millis(u64::from(ms));
                 let failed = |error: ErrorCode, message: String| ProduceResult { error, message, ..result.clone() };
-                let payload = match replica.wait_committed(end, generation, epoch, timeout).await {
-                    Commit::Committed => Payload::ProduceResult(result.clone()),
+                let started = std::time::Instant::now();
+                let committed = replica.wait_committed(end, generation, epoch, timeout).await;
+                metrics.detail.group_commit_wait.observe(seconds_since(started));
+                let result = match committed {
+                    Commit::Committed => result.clone(),
                     Commit::NotLeader => {
-                        return cluster::not_leader_frame(&node, corr, &topic, partition, ErrorCode::NotLeader)
+                        metrics.detail.produced(Acks::All, ErrorCode::NotLeader);
+                        return cluster::not_leader_frame(&node, corr, &topic, partition, ErrorCode::NotLeader);
                     }
-                    Commit::NotEnough(m) => Payload::ProduceResult(failed(ErrorCode::NotEnoughReplicasAfterAppend, m)),
-                    Commit::Failed(m) => Payload::ProduceResult(failed(ErrorCode::StorageError, m)),
-                    Commit::TimedOut => Payload::ProduceResult(failed(
+                    Commit::NotEnough(m) => failed(ErrorCode::NotEnoughReplicasAfterAppend, m),
+                    Commit::Failed(m) => failed(ErrorCode::StorageError, m),
+                    Commit::TimedOut => failed(
                         ErrorCode::RequestTimedOut,
                         format!("not replicated to every in-sync replica within {ms} ms"),
-                    )),
+                    ),
                 };
-                Frame { correlation_id: corr, payload }
+                metrics.detail.produced(Acks::All, result.error);
+                Frame { correlation_id: corr, payload: Payload::ProduceResult(result) }
             })))
         }
+        // Counted by the writer once the group commit answered.
         Acks::All => {
             let ms = if p.timeout_ms == 0 { shared.config.default_produce_timeout_ms } else { p.timeout_ms };
             Some(Pending::Durable {

@@ -25,7 +25,7 @@ pub(super) async fn init_producer_id(ctx: &ConnCtx, corr: u32, req: InitProducer
             format!("principal '{}' may not write any topic, so it gets no producer id", ctx.principal),
         );
     }
-    let principal: Arc<str> = ctx.principal.clone();
+    let principal: Arc<str> = ctx.principal.arc();
     let shared2 = ctx.shared.clone();
     let issued = match &shared.cluster {
         // In a cluster the ids live in the metadata store: any broker issues, every leader checks.

@@ -42,6 +42,30 @@ pub(crate) struct BatchPayload {
     pub first_enqueued: Tick,
     /// When the batch was last written.
     pub written_at: Option<Tick>,
+    /// The batch's lifecycle span (`debug`; see [`batch_span`]): its events (sealed, sent,
+    /// retried, acknowledged, failed) carry what people search by.
+    pub span: tracing::Span,
+}
+
+/// The span of one batch from seal to outcome: `topic`, `partition`, `batch_id`, `records`,
+/// `bytes`, and, recorded at each send, `producer_id`, `producer_epoch`, `sequence`,
+/// `correlation_id`, `attempt`. At `debug` level (`RUST_LOG=qwire=debug`); disabled it
+/// costs one check per batch.
+pub(crate) fn batch_span(topic: &str, partition: usize, batch_id: u64, records: u32, bytes: usize) -> tracing::Span {
+    use tracing::field::Empty;
+    tracing::debug_span!(
+        "batch",
+        topic,
+        partition,
+        batch_id,
+        records,
+        bytes,
+        producer_id = Empty,
+        producer_epoch = Empty,
+        sequence = Empty,
+        correlation_id = Empty,
+        attempt = Empty,
+    )
 }
 
 /// Bytes of a produce frame other than the batch, for `topic`: length, kind, correlation
@@ -117,6 +141,7 @@ impl Core {
     /// no record was there.
     fn seal_one(&mut self, t: usize, p: usize, now: Tick, limit: usize) -> bool {
         let queue = self.topics.list[t].queues.partitions[p].clone();
+        let topic_name = self.topics.list[t].queues.name.clone();
         let part = &mut self.topics.list[t].parts[p];
         // Sized for what is queued, not for a full batch: a batch holds its buffer until
         // it is acknowledged, and buffer memory is charged for the records, not capacity.
@@ -174,7 +199,9 @@ impl Core {
         ProducerMetrics::add(&self.metrics.uncompressed_bytes, uncompressed as u64);
         self.metrics.in_flight_batches.fetch_add(1, Ordering::Relaxed);
         let stamp = ProducerStamp::NONE;
-        let payload = BatchPayload { bytes, stamp, records, memory, first_enqueued, written_at: None };
+        let span = batch_span(&topic_name, p, id, count, bytes.len());
+        span.in_scope(|| tracing::debug!(uncompressed_bytes = uncompressed, "batch sealed"));
+        let payload = BatchPayload { bytes, stamp, records, memory, first_enqueued, written_at: None, span };
         part.window.push(id, count, payload, now);
         let topic = self.topics.list[t].queues.name.clone();
         let partitions = self.topics.list[t].parts.len() as u32;
@@ -195,12 +222,15 @@ impl Core {
             return false;
         };
         tracing::info!(topic = %self.topics.list[t].queues.name, partition = p, records = n, %why, "batch split");
+        let name = self.topics.list[t].queues.name.clone();
         let slot = self.topics.list[t].parts[p].window.slot_mut(i);
+        let batch_id = slot.id;
         let mut first = std::mem::take(&mut slot.payload.records);
         let second = first.split_off(a_count as usize);
         let memory = slot.payload.memory;
         let half = |records: Vec<RecordEntry>, bytes: Bytes, memory: usize| BatchPayload {
             first_enqueued: records.iter().map(|r| r.enqueued).min().unwrap_or(now),
+            span: batch_span(&name, p, batch_id, records.len() as u32, bytes.len()),
             bytes,
             stamp: ProducerStamp::NONE,
             records,
@@ -295,6 +325,15 @@ impl Core {
                         slot.payload.bytes = restamp(&slot.payload.bytes, want);
                         slot.payload.stamp = want;
                     }
+                    let span = &slot.payload.span;
+                    if !span.is_disabled() {
+                        span.record("producer_id", want.producer_id);
+                        span.record("producer_epoch", want.producer_epoch);
+                        span.record("sequence", want.base_sequence);
+                        span.record("correlation_id", corr);
+                        span.record("attempt", slot.attempts);
+                        span.in_scope(|| tracing::debug!("batch sent"));
+                    }
                     head.clear();
                     encode_produce_head(&mut head, corr, &name, p as u32, acks, timeout_ms, slot.payload.bytes.len());
                     let batch = slot.payload.bytes.clone();
@@ -365,6 +404,7 @@ impl Core {
                 let _ = h.record.record(us(now.saturating_duration_since(r.enqueued)));
             }
         }
+        s.payload.span.in_scope(|| tracing::debug!(base_offset, "batch acknowledged"));
         self.outcomes.push_back(Outcome::Acked { topic, partition, base_offset, records: s.payload.records });
     }
 }

@@ -357,7 +357,16 @@ impl super::Core {
         if !self.links.is_current(conn) {
             return;
         }
-        let tls = matches!(error, crate::transport::TransportError::TlsRejected { .. });
+        // Refusals that retrying soon cannot heal: a certificate or SASL credentials. (A
+        // token provider that failed may recover at once: that is retried as usual.)
+        use crate::auth::client::SaslError;
+        use crate::transport::TransportError as T;
+        let tls = match &error {
+            T::Sasl { source: SaslError::Token(_), .. } => false,
+            T::TlsRejected { .. } | T::Sasl { .. } => true,
+            T::Broker { code, .. } => code.is_authentication() && !code.is_retriable(),
+            _ => false,
+        };
         let failures = self.links.list[conn.link].breaker.failures() + 1;
         let backoff = self.cfg.reconnect_backoff.delay(failures, 0.5).mul_f64(0.8 + 0.4 * self.jitter());
         tracing::warn!(broker = %self.links.list[conn.link].name, error = %error, ?backoff, "connect failed");

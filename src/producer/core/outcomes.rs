@@ -45,6 +45,7 @@ impl Core {
             p => p,
         };
         let err = err.with_persistence(persistence);
+        s.payload.span.in_scope(|| tracing::debug!(error = %err, ?persistence, "batch failed"));
         self.acc.release(s.payload.memory);
         let n = s.payload.records.len() as u64;
         ProducerMetrics::add(&self.metrics.records_failed, n);

@@ -70,6 +70,7 @@ impl Core {
         if r.error == ErrorCode::None {
             if r.duplicate {
                 ProducerMetrics::add(&self.metrics.duplicates, 1);
+                window.slot(i).payload.span.in_scope(|| tracing::debug!("the broker had stored this batch already"));
             }
             let s = window.ack(corr).expect("found above");
             self.complete_ok(now, t, p, s, Some(r.base_offset));
@@ -157,7 +158,8 @@ impl Core {
                 let retry = code.is_retriable() && (idempotent || !appended) && attempts <= self.cfg.retries;
                 let attempt = if appended { Attempt::Appended } else { Attempt::NotStored };
                 if retry {
-                    tracing::debug!(%message, ?backoff, "retrying batch");
+                    let span = &self.topics.list[t].parts[pu].window.slot(i).payload.span;
+                    span.in_scope(|| tracing::debug!(%message, ?backoff, "retrying batch"));
                     self.topics.list[t].parts[pu].window.refused(corr, backoff, now, attempt);
                     if code == ErrorCode::UnknownTopicOrPartition {
                         // Stale metadata (a partition moved, or a topic was recreated).

@@ -54,7 +54,7 @@ impl Ended {
 
 /// Builds the QUIC client configuration for `tls`.
 pub(crate) fn quic_config(tls: &TlsConfig, tuning: &QuicTuning) -> Result<quinn::ClientConfig, String> {
-    let rustls = client_tls(Some(&tls.identity), &tls.ca).map_err(|e| e.to_string())?;
+    let rustls = client_tls(tls.identity.as_ref(), &tls.ca).map_err(|e| e.to_string())?;
     quinn_client_config(rustls, tuning).map_err(|e| e.to_string())
 }
 
@@ -290,6 +290,7 @@ impl Shell {
                     addr,
                     server_name: self.tls.server_name.clone(),
                     client_id: self.core.config().client_id.clone(),
+                    sasl: self.core.config().sasl.clone(),
                     conn,
                     streams,
                 };

@@ -15,6 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::auth::client::SaslCredentials;
 use crate::producer::config::TlsConfig;
 use crate::producer::core::{ConnId, StreamId};
 use crate::protocol::{Frame, Payload};
@@ -122,6 +123,8 @@ pub(crate) struct ConnectSpec {
     pub addr: String,
     pub server_name: String,
     pub client_id: String,
+    /// SASL credentials when the producer has no client certificate.
+    pub sasl: Option<SaslCredentials>,
     pub conn: ConnId,
     pub streams: usize,
 }
@@ -136,6 +139,13 @@ pub(crate) fn spawn_connect(spec: ConnectSpec, events: mpsc::UnboundedSender<Eve
                 Some(cfg) => spec.endpoint.connect_with(cfg, addr, &spec.server_name, &spec.client_id).await?,
                 None => spec.endpoint.connect(addr, &spec.server_name, &spec.client_id).await?,
             };
+            let mut c = c;
+            // Without a certificate: SASL before anything else (and re-authentication,
+            // on its own stream, for as long as the connection lives).
+            if let Err(e) = c.authenticate(spec.sasl.as_ref()).await {
+                c.close("authentication failed");
+                return Err(e);
+            }
             let c = Arc::new(c);
             let mut handles = Vec::with_capacity(spec.streams);
             for index in 0..spec.streams {
