@@ -32,6 +32,8 @@ pub struct Node {
     child: Option<Child>,
     /// Successful starts.
     pub starts: u32,
+    /// Its admin listener (`--http` among the extra arguments), from its start-up line.
+    pub admin: Option<SocketAddr>,
 }
 
 /// The cluster.
@@ -68,6 +70,7 @@ impl Cluster {
                 logs: tempfile::tempdir().unwrap(),
                 child: None,
                 starts: 0,
+                admin: None,
             })
             .collect();
         let mut c = Cluster {
@@ -143,6 +146,7 @@ impl Cluster {
                 logs: tempfile::tempdir().unwrap(),
                 child: None,
                 starts: 0,
+                admin: None,
             });
             cuts.push(Cut { udp, tcp });
         }
@@ -405,6 +409,11 @@ impl Node {
         loop {
             match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(line) if line.contains("qwire broker listening on") => return Ok(child),
+                Ok(line) if line.starts_with("qwire admin listening on ") => {
+                    // "qwire admin listening on http://ADDR (...)".
+                    let url = line["qwire admin listening on ".len()..].split(' ').next().unwrap_or("");
+                    self.admin = url.split("://").nth(1).and_then(|a| a.parse().ok());
+                }
                 Ok(_) => {}
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                     if let Ok(Some(status)) = child.try_wait() {
