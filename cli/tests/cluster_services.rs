@@ -17,6 +17,7 @@ use qwire::auth::client::SaslCredentials;
 use qwire::auth::scram::ScramHash;
 use qwire::client::{Client, ConnectConfig};
 use qwire::protocol::cluster::{ClusterPayload, OffsetForLeaderEpoch, ReplicaFetch};
+use qwire::protocol::frame::ProduceResult;
 use qwire::protocol::{Acks, Compression, ErrorCode, Payload};
 use qwire::schema::{SchemaPolicy, SchemaType};
 
@@ -43,6 +44,22 @@ async fn replication_call(cfg: &ConnectConfig, p: ClusterPayload) -> ErrorCode {
         Ok(Payload::Error(e)) => e.code,
         Ok(_) => ErrorCode::None,
         Err(e) => e.code().unwrap_or_else(|| panic!("transport failure: {e}")),
+    }
+}
+
+/// Produces `b` on `client`, retrying while the broker is not (yet) acting as the
+/// partition's leader: a broker the view names as leader takes the role a moment later.
+async fn produce_on_leader(client: &mut Client, topic: &str, partition: u32, b: bytes::Bytes) -> ProduceResult {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let not_leader = match client.produce(topic, partition, Acks::All, b.clone()).await {
+            Ok(r) if r.error != ErrorCode::NotLeader => return r,
+            Ok(r) => format!("{r:?}"),
+            Err(e) if e.code() == Some(ErrorCode::NotLeader) => e.to_string(),
+            Err(e) => panic!("produce failed: {e}"),
+        };
+        assert!(Instant::now() < deadline, "never the leader: {not_leader}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -177,7 +194,7 @@ fn every_broker_of_a_cluster_serves_one_schema_registry_kept_in_etcd() {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 let b = batch("plain", 1, stamp(-1, -1, -1), Compression::None);
-                let r = leader.produce("orders", p.partition, Acks::All, b).await.unwrap();
+                let r = produce_on_leader(&mut leader, "orders", p.partition, b).await;
                 if r.error == ErrorCode::SchemaRequired {
                     break;
                 }
@@ -228,14 +245,49 @@ fn wait_ready(addr: SocketAddr, want: bool) -> String {
     }
 }
 
+/// The value of the series of `name` for `topic`, partition 0, in a `/metrics` page.
+fn series(page: &str, name: &str, topic: &str) -> Option<f64> {
+    page.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| l.contains(&format!("topic=\"{topic}\"")) && l.contains("partition=\"0\""))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
 #[test]
-fn ready_means_a_current_view_of_the_cluster() {
-    let c = Cluster::start_with(3, &["--http", "127.0.0.1:0", "--http-plaintext"]);
+fn ready_means_a_current_view_of_the_cluster_and_metrics_show_replication() {
+    let mut c = Cluster::start_with(3, &["--http", "127.0.0.1:0", "--http-plaintext"]);
     let admins: Vec<SocketAddr> = c.nodes.iter().map(|n| n.admin.expect("admin listener address")).collect();
     for a in &admins {
         let body = wait_ready(*a, true);
         assert!(body.contains("\"storage_recovered\":true"), "{body}");
     }
+    // The leader exports its in-sync set's size and lag; every replica its high watermark.
+    rt().block_on(async {
+        let mut admin = c.any_client("alice").await;
+        admin.create_replicated_topic("m", 1, 3, 2).await.unwrap();
+        admin.close();
+        let d = c.wait_for("in sync", "m", |d| d.partitions[0].leader >= 0 && d.partitions[0].isr.len() == 3).await;
+        let leader = c.index_of(d.partitions[0].leader as u32);
+        let mut client = Client::connect(&c.client_config(leader, "alice")).await.unwrap();
+        let b = batch("m", 5, stamp(-1, -1, -1), Compression::None);
+        assert_eq!(produce_on_leader(&mut client, "m", 0, b).await.error, ErrorCode::None);
+        client.close();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let page = http_get(admins[leader], "/metrics").map(|(_, b)| b).unwrap_or_default();
+            let isr = series(&page, "qwire_broker_in_sync_replicas", "m");
+            let lag = series(&page, "qwire_broker_replication_lag_offsets", "m");
+            let hw = series(&page, "qwire_broker_high_watermark", "m");
+            if (isr, lag, hw) == (Some(3.0), Some(0.0), Some(5.0)) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "leader metrics: isr {isr:?} lag {lag:?} hw {hw:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let follower = (leader + 1) % 3;
+        let page = http_get(admins[follower], "/metrics").map(|(_, b)| b).unwrap_or_default();
+        assert_eq!(series(&page, "qwire_broker_in_sync_replicas", "m"), None, "only the leader exports it");
+    });
     // etcd frozen: no broker can renew its session, so none has a current view.
     c.etcd.pause();
     for a in &admins {

@@ -215,7 +215,8 @@ impl NodeInner {
         }
     }
 
-    fn all_replicas(&self) -> Vec<Arc<Replica>> {
+    /// Every local replica (`/metrics` reads them).
+    pub(crate) fn all_replicas(&self) -> Vec<Arc<Replica>> {
         self.replicas.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
     }
 

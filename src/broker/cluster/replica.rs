@@ -183,6 +183,15 @@ impl Replica {
         self.bump();
     }
 
+    /// For `/metrics`, while this broker leads: the in-sync set's size and the replication
+    /// lag in offsets ([`ReplicaSet::replication_lag`](crate::cluster::replica_set::ReplicaSet::replication_lag)).
+    pub(crate) fn leader_gauges(&self) -> Option<(usize, i64)> {
+        match &*lock(&self.role) {
+            RoleState::Leader(l) => Some((l.set.isr().len(), l.set.replication_lag())),
+            _ => None,
+        }
+    }
+
     /// The high watermark as this broker knows it.
     pub(crate) fn high_watermark(&self) -> i64 {
         match &*lock(&self.role) {
