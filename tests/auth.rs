@@ -334,3 +334,51 @@ async fn reloaded_credentials_apply_to_new_logins_and_a_bad_file_changes_nothing
     Client::connect(&carol()).await.unwrap();
     assert!(established.connection().quinn().close_reason().is_none(), "an established session is not cut");
 }
+
+/// Review finding: in `optional` mode a peer that completes TLS without a certificate and
+/// never authenticates held a connection slot until the 10 s deadline; ~100 such
+/// handshakes a second from one host kept all 1024 slots taken. Now at most
+/// `max_unauthenticated_per_source` of them wait from one address; more are closed at once
+/// with code 54, and a connection leaves the count when it authenticates.
+#[tokio::test]
+async fn connections_waiting_to_authenticate_are_bounded_per_source_address() {
+    let (b, _files) = sasl_broker(|c| c.auth.max_unauthenticated_per_source = 3).await;
+    let refused_count = || b.handle.as_ref().unwrap().metrics().sasl_unauthenticated_refused;
+    let waiting = [bare_connection(&b).await, bare_connection(&b).await, bare_connection(&b).await];
+    // A fourth from the same address is closed right after its handshake.
+    let cfg = ConnectConfig { sasl: None, ..sasl_config(&b, SaslCredentials::plain("x", "y")) };
+    let fourth = cfg.endpoint().unwrap().connect(cfg.addr, &cfg.server_name, "bare").await;
+    if let Ok(c) = fourth {
+        match tokio::time::timeout(Duration::from_secs(10), c.quinn().closed()).await.unwrap() {
+            quinn::ConnectionError::ApplicationClosed(close) => assert_eq!(u64::from(close.error_code), 54),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(refused_count(), 1);
+    // So is a SASL client from that address while three are waiting...
+    assert!(Client::connect(&sasl_config(&b, SaslCredentials::plain("bob", BOB_PASSWORD))).await.is_err());
+    assert_eq!(refused_count(), 2);
+    // ...but a certificate client is not counted at all.
+    let mut cert = b.client("alice").await;
+    cert.create_topic("t", 1).await.unwrap();
+    // One of the waiting ones leaves: a SASL client gets in, and once authenticated it no
+    // longer counts, so another connection may wait.
+    let [w1, w2, w3] = waiting;
+    w1.quinn().close(0u8.into(), b"bye");
+    drop(w1);
+    let bob = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match Client::connect(&sasl_config(&b, SaslCredentials::plain("bob", BOB_PASSWORD))).await {
+                Ok(c) => break c,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await
+    .expect("a place freed by a closed connection");
+    let w4 = bare_connection(&b).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(w4.quinn().close_reason().is_none(), "the authenticated client still counted");
+    assert!(bob.connection().quinn().close_reason().is_none());
+    drop((w2, w3, w4));
+}

@@ -482,3 +482,92 @@ async fn unsupported_version_is_answered_and_the_stream_stays_usable() {
     assert!(matches!(f.payload, Payload::HelloOk(_)), "{f:?}");
     assert_eq!(f.correlation_id, 2);
 }
+
+/// A batch stored while the broker allowed larger batches than it does now (its
+/// `max_batch_bytes` was lowered across a restart): a fetch at it is answered
+/// `BATCH_TOO_LARGE`, never a `FetchOk` holding more than the `max_fetch_bytes` HelloOk
+/// announced (the broker used to check only the frame size); the smaller batches around
+/// it are still served.
+#[tokio::test]
+async fn a_fetch_never_holds_more_than_max_fetch_bytes_even_for_a_batch_stored_under_a_larger_limit() {
+    let mut b = TestBroker::start().await;
+    let mut c = b.client("alice").await;
+    for size in [2000, 100_000, 2000] {
+        let r = c.produce("shrunk", 0, Acks::All, batch_of_size(size)).await.unwrap();
+        assert_eq!(r.error, ErrorCode::None, "{}", r.message);
+    }
+    drop(c);
+    b.stop().await;
+    b.config.max_batch_bytes = 16 * 1024;
+    b.restart_broker().await;
+    let c = b.client("alice").await;
+    assert_eq!(c.connection().hello().max_fetch_bytes, 16 * 1024);
+    let mut s = c.open_stream().await.unwrap();
+    let fetch = |offset| {
+        Payload::Fetch(qwire::protocol::frame::Fetch {
+            topic: "shrunk".into(),
+            partition: 0,
+            offset,
+            max_bytes: u32::MAX,
+        })
+    };
+    match s.call(fetch(0)).await.unwrap() {
+        Payload::FetchOk(f) => assert_eq!(f.batches.len(), 2000, "only the small first batch fits"),
+        other => panic!("{:?}", other.kind()),
+    }
+    match s.call(fetch(1)).await {
+        Err(TransportError::Broker { code, message, .. }) => {
+            assert_eq!(code, ErrorCode::BatchTooLarge, "{message}");
+            assert!(message.contains("100000") && message.contains("larger limit"), "{message}");
+        }
+        Ok(Payload::FetchOk(f)) => panic!("a FetchOk of {} batch bytes to a client told 16 KiB", f.batches.len()),
+        Ok(other) => panic!("{:?}", other.kind()),
+        Err(e) => panic!("{e}"),
+    }
+    match s.call(fetch(2)).await.unwrap() {
+        Payload::FetchOk(f) => assert_eq!(f.batches.len(), 2000),
+        other => panic!("{:?}", other.kind()),
+    }
+}
+
+/// Metadata was built whole and only then charged (capped at the budget), with no bound:
+/// a request naming the same topics of many partitions again and again made the broker
+/// build an answer many times its frame limit. Now it is charged first and bounded by the
+/// frame limit: entries that do not fit are RESOURCE_LIMIT without partitions.
+#[tokio::test]
+async fn a_metadata_answer_is_bounded_by_the_frame_limit() {
+    let frame_limit = 4096u32;
+    let b = TestBroker::start_with(|c| c.max_frame_size = frame_limit).await;
+    let mut c = b.client("alice").await;
+    let names = ["m0", "m1", "m2", "m3"];
+    for n in names {
+        c.create_topic(n, 40).await.unwrap();
+    }
+    // 80 entries of 40 partitions: about 100 KiB if built whole.
+    let asked: Vec<&str> = names.iter().copied().cycle().take(80).collect();
+    let m = c.metadata(&asked).await.unwrap();
+    let encoded = |m: &qwire::protocol::frame::MetadataOk| {
+        Frame { correlation_id: 0, payload: Payload::MetadataOk(m.clone()) }.encoded_len()
+    };
+    assert!(encoded(&m) <= frame_limit as usize, "answer of {} bytes", encoded(&m));
+    let described = m.topics.iter().filter(|t| t.error == ErrorCode::None).count();
+    assert!((1..4).contains(&described), "{described} topics of 40 partitions in a 4 KiB answer");
+    for t in &m.topics {
+        match t.error {
+            ErrorCode::None => assert_eq!(t.partitions.len(), 40),
+            e => assert_eq!((e, t.partitions.len()), (ErrorCode::ResourceLimit, 0), "{}", t.name),
+        }
+    }
+    // The listing too.
+    let all = c.metadata(&[]).await.unwrap();
+    assert!(encoded(&all) <= frame_limit as usize);
+    assert_eq!(all.topics.len(), 4, "every topic is listed, described or not");
+    // A small request is answered whole; every charge is given back.
+    let one = c.metadata(&["m1"]).await.unwrap();
+    assert_eq!((one.topics.len(), one.topics[0].partitions.len()), (1, 40));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while b.handle.as_ref().unwrap().metrics().response_bytes_queued != 0 {
+        assert!(std::time::Instant::now() < deadline, "metadata charges were not given back");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

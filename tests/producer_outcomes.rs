@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -62,6 +63,62 @@ async fn a_sender_waiting_for_buffer_memory_when_close_runs_gets_an_answer() {
     }
     let e = closed.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Closed, "close reports that records were not delivered: {e}");
+    // Asking again gets the same answer, not a clean `Ok`.
+    let again = within(30, "a second close", p.close(Duration::from_secs(1))).await.unwrap_err();
+    assert_eq!(again.to_string(), e.to_string());
+    assert_eq!(within(30, "a flush after close", p.flush()).await.unwrap_err().to_string(), e.to_string());
+}
+
+#[tokio::test]
+async fn a_sender_waiting_for_buffer_memory_is_refused_once_close_is_called_even_if_memory_frees_up() {
+    let mut b = TestBroker::start().await;
+    b.client("alice").await.create_topic("gate", 1).await.unwrap();
+    let p = producer(&b, "alice")
+        .buffer_memory(8 * 1024)
+        .batch_size(1024)
+        .max_record_size(1024)
+        .reconnect_backoff(fast())
+        .circuit_breaker_threshold(u32::MAX)
+        .build()
+        .unwrap();
+    assert_eq!(p.partitions_for("gate").await.unwrap(), 1);
+    b.stop().await;
+    let mut pending = Vec::new();
+    while let Ok(f) = p.try_send(ProducerRecord::new("gate", vec![1u8; 500])) {
+        pending.push(f);
+        assert!(pending.len() < 100, "buffer memory never filled");
+    }
+    // A sender starts waiting for memory (polled once: it is queued on the semaphore).
+    let waiter = p.enqueue(ProducerRecord::new("gate", vec![2u8; 500]));
+    tokio::pin!(waiter);
+    std::future::poll_fn(|cx| {
+        assert!(Future::poll(waiter.as_mut(), cx).is_pending(), "buffer memory is full");
+        std::task::Poll::Ready(())
+    })
+    .await;
+    // close() is called while it waits, with time enough to deliver everything queued.
+    let closing = tokio::spawn({
+        let p = p.clone();
+        async move { p.close(Duration::from_secs(120)).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while p.try_send(ProducerRecord::new("gate", "probe")).map_err(|e| e.error.kind()).err() != Some(ErrorKind::Closed)
+    {
+        assert!(Instant::now() < deadline, "close() never stopped accepting records");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The broker comes back: the queued records go out, memory frees up, and the waiting
+    // sender wakes after close(): it is refused, not enqueued.
+    b.restart_broker().await;
+    let e = within(60, "the waiting sender", waiter).await.unwrap_err();
+    assert_eq!(e.error.kind(), ErrorKind::Closed, "{}", e.error);
+    for f in pending {
+        within(60, "a queued record", f).await.unwrap();
+    }
+    within(60, "close", closing).await.unwrap().unwrap();
+    let mut c = b.client("alice").await;
+    let stored = c.fetch_all("gate", 0, 0).await.unwrap();
+    assert!(stored.iter().all(|r| r.value.as_deref() != Some(&[2u8; 500][..])), "the refused record is stored");
 }
 
 #[tokio::test]
@@ -335,4 +392,23 @@ async fn a_principal_refused_a_producer_id_gets_its_records_failed_at_once() {
     assert_eq!(e.code(), Some(qwire::protocol::ErrorCode::AuthorizationFailed), "{e}");
     assert_eq!(e.persistence(), Persistence::NotPersisted);
     assert!(e.to_string().contains("refused a producer id"), "{e}");
+}
+
+#[test]
+fn a_driver_dropped_before_its_first_poll_still_fails_new_records_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    qwire::transport::certs::generate_dev_certs(dir.path(), &["alice".into()], &[]).unwrap();
+    let tls = TlsConfig::from_dir(dir.path(), "alice").unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // build() spawns the driver; block_on returns before it is ever polled.
+    let p = rt.block_on(async { qwire::producer::Producer::builder().bootstrap("127.0.0.1:1").tls(tls).build() });
+    let p = p.unwrap();
+    drop(rt); // the runtime shuts down: the driver task is dropped unpolled
+    let e = p.try_send(ProducerRecord::new("t", "x")).unwrap_err();
+    assert_eq!(e.error.kind(), ErrorKind::Closed, "{}", e.error);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let e = rt.block_on(async { within(30, "send", p.send(ProducerRecord::new("t", "y"))).await }).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Closed, "{e}");
+    let e = rt.block_on(async { within(30, "flush", p.flush()).await }).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Closed, "{e}");
 }

@@ -34,7 +34,10 @@ impl Faults {
     fn syncer(&self) -> Syncer {
         let f = self.0.clone();
         Syncer::with_hook(move |path, kind| {
-            if kind != SyncKind::Data || path.extension().is_none_or(|e| e != "log") {
+            // Segment files only (`producer_ids.log` is the producer-id allocator's).
+            let segment = path.extension().is_some_and(|e| e == "log")
+                && !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("producer_ids"));
+            if kind != SyncKind::Data || !segment {
                 return Ok(());
             }
             f.entered.fetch_add(1, SeqCst);

@@ -58,9 +58,10 @@ fn sink_mode_and_rate_limited_runs_report_their_mode() {
     assert!(v["producer"]["compression_ratio"].as_f64().unwrap() > 1.5, "json compresses");
 }
 
-/// A rate-limited run against a broker the test owns: the measured rate stays at the
-/// requested one (never above it; a loaded machine may fall short, so the lower bound is
-/// loose), the latency figures are ordered, and every record is read back from the broker.
+/// A rate-limited run against a broker the test owns: the rate reached the harness, the
+/// measured rate never exceeds it (pacing; a loaded machine may fall short of it, so no
+/// lower bound is asserted), the latency figures are ordered, and every record is read
+/// back from the broker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limited_run_keeps_its_rate_and_every_record_is_stored() {
     let b = common::TestBroker::start().await;
@@ -89,9 +90,9 @@ async fn a_rate_limited_run_keeps_its_rate_and_every_record_is_stored() {
     .unwrap();
     assert_eq!(v["mode"], "external");
     assert_eq!(v["acked"], 3000);
+    assert_eq!(v["config"]["rate"], 1000, "the rate reached the harness");
     let rate = v["records_per_sec"].as_f64().unwrap();
-    assert!(rate <= 1000.0 * 1.05, "asked for 1000 records/s, measured {rate:.0}");
-    assert!(rate >= 1000.0 / 4.0, "asked for 1000 records/s, measured {rate:.0}");
+    assert!(rate > 0.0 && rate <= 1000.0 * 1.05, "asked for 1000 records/s, measured {rate:.0}");
     let l = &v["latency_ms"];
     let q = |k: &str| l[k].as_f64().unwrap();
     assert!(q("p50") <= q("p95") && q("p95") <= q("p99") && q("p99") <= q("p999") && q("p999") <= q("max"), "{l}");

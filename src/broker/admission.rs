@@ -11,11 +11,19 @@
 //!   echoes the Retry token from its real address, so a flood of Initial packets (spoofed
 //!   or simply never continued) costs a stateless reply each.
 //!
+//! - A connection without a certificate (client auth `optional`) holds a permit of the
+//!   unauthenticated budget ([`PendingAuth`]) from its handshake until it authenticates
+//!   with SASL: at most `max_unauthenticated` such connections at once, and at most
+//!   `max_unauthenticated_per_source` from one address (IPv6: one /64), so peers that
+//!   complete TLS without a certificate and never authenticate cannot take every slot.
+//!
 //! [`BrokerConfig::max_connections`]: super::BrokerConfig::max_connections
 //! [`BrokerConfig::max_handshakes`]: super::BrokerConfig::max_handshakes
 //! [`BrokerConfig::handshake_timeout_ms`]: super::BrokerConfig::handshake_timeout_ms
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -142,9 +150,108 @@ impl Admission {
     }
 }
 
+/// The budget of connections that have not authenticated yet: a global count and a count
+/// per source address.
+#[derive(Debug)]
+pub(crate) struct PendingAuth {
+    global: Arc<Semaphore>,
+    per_source: Arc<Mutex<HashMap<IpAddr, u32>>>,
+    per_source_max: u32,
+}
+
+/// A place in the unauthenticated budget, given back when dropped.
+#[derive(Debug)]
+pub(crate) struct PendingPermit {
+    _global: OwnedSemaphorePermit,
+    per_source: Arc<Mutex<HashMap<IpAddr, u32>>>,
+    source: IpAddr,
+}
+
+impl Drop for PendingPermit {
+    fn drop(&mut self) {
+        let mut counts = self.per_source.lock().expect("pending-auth lock");
+        if let Some(n) = counts.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.source);
+            }
+        }
+    }
+}
+
+/// The address a per-source count is kept for: IPv6 per /64, IPv4-mapped as IPv4.
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut seg = v6.segments();
+                seg[4..].fill(0);
+                IpAddr::V6(seg.into())
+            }
+        },
+    }
+}
+
+impl PendingAuth {
+    /// At most `max` unauthenticated connections, `per_source_max` per address (each at
+    /// least 1).
+    pub(crate) fn new(max: u32, per_source_max: u32) -> PendingAuth {
+        PendingAuth {
+            global: Arc::new(Semaphore::new(max.max(1) as usize)),
+            per_source: Arc::default(),
+            per_source_max: per_source_max.max(1),
+        }
+    }
+
+    /// A place for a connection from `ip`, or which bound refused it.
+    pub(crate) fn try_take(&self, ip: IpAddr) -> Result<PendingPermit, &'static str> {
+        let source = source_key(ip);
+        let mut counts = self.per_source.lock().expect("pending-auth lock");
+        let n = counts.entry(source).or_insert(0);
+        if *n >= self.per_source_max {
+            if *n == 0 {
+                counts.remove(&source);
+            }
+            return Err("too many connections from this address have not authenticated yet");
+        }
+        let Ok(global) = self.global.clone().try_acquire_owned() else {
+            if *n == 0 {
+                counts.remove(&source);
+            }
+            return Err("too many connections have not authenticated yet");
+        };
+        *n += 1;
+        Ok(PendingPermit { _global: global, per_source: self.per_source.clone(), source })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unauthenticated_connections_are_bounded_per_source_and_overall() {
+        let p = PendingAuth::new(5, 2);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let (a1, a2) = (p.try_take(a).unwrap(), p.try_take(a).unwrap());
+        assert!(p.try_take(a).unwrap_err().contains("from this address"));
+        // The same host as an IPv4-mapped address, and another /64 host.
+        assert!(p.try_take("::ffff:192.0.2.1".parse().unwrap()).is_err());
+        let v6 = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let b1 = p.try_take(v6("2001:db8:1:2::1")).unwrap();
+        let b2 = p.try_take(v6("2001:db8:1:2::ffff")).unwrap();
+        assert!(p.try_take(v6("2001:db8:1:2::7")).is_err(), "same /64");
+        let c = p.try_take(v6("2001:db8:9::1")).unwrap();
+        assert!(p.try_take(v6("2001:db8:8::1")).unwrap_err().contains("too many connections have"));
+        // Given back when dropped (authenticated or closed).
+        drop(a1);
+        let a3 = p.try_take(a).unwrap();
+        drop((a2, a3, b1, b2, c));
+        assert!(p.per_source.lock().unwrap().is_empty());
+        assert_eq!(p.global.available_permits(), 5);
+    }
 
     #[test]
     fn retry_under_load_refuse_when_full_accept_otherwise() {

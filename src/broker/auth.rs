@@ -14,6 +14,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::admission::{PendingAuth, PendingPermit};
 use super::metrics::{inc, BrokerMetrics};
 use crate::auth::server::credentials::UserStore;
 use crate::auth::server::jwt::{JwtPolicy, JwtVerifier, DEFAULT_CLOCK_SKEW};
@@ -75,6 +76,11 @@ pub struct AuthConfig {
     /// A connection without a certificate that has not authenticated after this many ms is
     /// closed (application code 52). Default 10 000.
     pub auth_timeout_ms: u64,
+    /// Most connections without a certificate that have not authenticated yet, at once;
+    /// more are closed with code 54 (`AUTHENTICATION_THROTTLED`). Default 256.
+    pub max_unauthenticated: u32,
+    /// Most such connections from one source address (IPv6: one /64). Default 32.
+    pub max_unauthenticated_per_source: u32,
     /// Failed authentications allowed in a row per source address before its attempts
     /// are refused `AUTHENTICATION_THROTTLED`. Default 10.
     pub failure_burst: u32,
@@ -94,6 +100,8 @@ impl Default for AuthConfig {
             jwt_clock_skew_secs: DEFAULT_CLOCK_SKEW.as_secs(),
             max_session_secs: None,
             auth_timeout_ms: DEFAULT_AUTH_TIMEOUT.as_millis() as u64,
+            max_unauthenticated: 256,
+            max_unauthenticated_per_source: 32,
             failure_burst: DEFAULT_BURST,
             failure_refill_ms: DEFAULT_REFILL.as_millis() as u64,
         }
@@ -126,8 +134,15 @@ impl AuthConfig {
         if self.jwt_principal_claim.is_empty() {
             return Err("the JWT principal claim must not be empty".into());
         }
-        if self.auth_timeout_ms == 0 || self.failure_burst == 0 || self.failure_refill_ms == 0 {
-            return Err("auth_timeout_ms, failure_burst and failure_refill_ms must be at least 1".into());
+        if self.auth_timeout_ms == 0
+            || self.failure_burst == 0
+            || self.failure_refill_ms == 0
+            || self.max_unauthenticated == 0
+            || self.max_unauthenticated_per_source == 0
+        {
+            return Err("auth_timeout_ms, failure_burst, failure_refill_ms, max_unauthenticated and \
+                 max_unauthenticated_per_source must be at least 1"
+                .into());
         }
         if self.max_session_secs == Some(0) {
             return Err("max_session_secs must be at least 1 (leave it out for sessions that do not expire)".into());
@@ -171,6 +186,8 @@ impl AuthConfig {
 pub(crate) struct BrokerAuth {
     pub(crate) config: AuthConfig,
     pub(crate) service: Arc<AuthService>,
+    /// Places for connections that have not authenticated yet.
+    pub(crate) pending: PendingAuth,
 }
 
 impl BrokerAuth {
@@ -184,7 +201,8 @@ impl BrokerAuth {
         if config.client_auth == ClientAuth::Optional {
             tracing::info!(mechanisms = %mechanisms.join(","), "client certificates optional; SASL for the others");
         }
-        Ok(BrokerAuth { config, service })
+        let pending = PendingAuth::new(config.max_unauthenticated, config.max_unauthenticated_per_source);
+        Ok(BrokerAuth { config, service, pending })
     }
 
     /// Reads the users file and JWKS again. On error nothing changes.
@@ -221,10 +239,16 @@ pub(crate) async fn watch_session(
     deadline: Duration,
     metrics: Arc<BrokerMetrics>,
     remote: SocketAddr,
+    pending: PendingPermit,
 ) {
     let deadline = Instant::now() + deadline;
+    let mut pending = Some(pending);
     loop {
         let current = *state.borrow_and_update();
+        if matches!(current, SessionState::Until(_)) {
+            // Authenticated: its place in the unauthenticated budget is free again.
+            drop(pending.take());
+        }
         let until = match current {
             SessionState::Pending => Some(deadline),
             SessionState::Until(t) => t,

@@ -86,8 +86,9 @@ pub struct BrokerConfig {
     pub handshake_timeout_ms: u64,
     /// Most concurrent bidirectional streams per connection. Default 256.
     pub max_streams_per_connection: u32,
-    /// Bytes of partly received large frames (over 64 KiB) one connection may hold at
-    /// once, summed over its streams. A frame that would exceed it is answered
+    /// Bytes of large frames (over 64 KiB) one connection may have at the broker at once,
+    /// partly received or received and waiting for their request to finish (a produce
+    /// until its batch is appended), summed over its streams. A frame that would exceed it is answered
     /// `RESOURCE_LIMIT` (retriable) and its body is discarded as it arrives, so a client
     /// that starts many huge frames and never finishes them cannot grow the broker's
     /// memory by `max_streams_per_connection` × `max_frame_size`. Default 32 MiB;
@@ -252,6 +253,7 @@ impl BrokerConfig {
             log: self.log_config(),
             producer_expiration: Duration::from_millis(self.producer_id_expiration_ms),
             syncer: self.syncer.clone(),
+            ..PartitionConfig::default()
         }
     }
 

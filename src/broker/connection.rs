@@ -69,9 +69,18 @@ pub(crate) async fn serve_connection(
         tracing::Span::current().record("principal", &*principal);
         tracing::info!(%remote, %principal, "client connected");
     } else {
+        let pending = match shared.auth.pending.try_take(remote.ip()) {
+            Ok(p) => p,
+            Err(why) => {
+                inc(&shared.metrics.sasl_unauthenticated_refused);
+                tracing::warn!(%remote, "{why}: closing a connection without a certificate");
+                conn.close(u32::from(ErrorCode::AuthenticationThrottled.as_u16()).into(), why.as_bytes());
+                return;
+            }
+        };
         tracing::info!(%remote, "client connected without a certificate: it must authenticate with SASL");
         let deadline = Duration::from_millis(shared.config.auth.auth_timeout_ms);
-        tokio::spawn(watch_session(conn.clone(), session_rx, deadline, shared.metrics.clone(), remote));
+        tokio::spawn(watch_session(conn.clone(), session_rx, deadline, shared.metrics.clone(), remote, pending));
     }
     let budget = shared.config.max_buffered_bytes_per_connection.clamp(1, u64::from(u32::MAX)) as usize;
     let ctx = Arc::new(ConnCtx {
@@ -161,9 +170,12 @@ async fn serve_stream(ctx: Arc<ConnCtx>, send: quinn::SendStream, recv: quinn::R
             _ = shutdown.wait_for(|s| *s) => break,
         };
         let response = match event {
-            ReadEvent::Frame(f) => {
+            ReadEvent::Frame(f, held) => {
                 let in_flight = GaugeGuard::new(&shared.metrics, |m| &m.requests_in_flight, 1);
-                match dispatch(&ctx, f).await {
+                let response = dispatch(&ctx, f).await;
+                // Only now: a produce waits for its partition's owner holding its batch.
+                drop(held);
+                match response {
                     Some(p) => Queued(p, Some(in_flight)),
                     None => continue,
                 }

@@ -3,9 +3,12 @@
 //! Bytes are read in chunks into a buffer and cut into frames with [`Frame::decode`]; a
 //! request split across reads, or many requests in one read, are both fine. A large frame
 //! (over [`UNRESERVED_FRAME`]) reserves its whole size from the connection's budget for
-//! unfinished frames before its body is read; when the budget is used up the frame is
-//! refused and its body is thrown away as it arrives.
+//! large frames before its body is read, and the reservation goes out with the decoded
+//! frame ([`ReadEvent::Frame`]): the caller keeps it until the request is done with the
+//! frame's bytes (a produce waits for its partition's owner holding its batch). When the
+//! budget is used up the frame is refused and its body is thrown away as it arrives.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -22,10 +25,36 @@ pub(crate) const UNRESERVED_FRAME: usize = 64 * 1024;
 /// is lost.
 pub(crate) const STOP_BAD_FRAMING: u32 = 1;
 
+/// Bytes of a large frame reserved from the connection's budget (and counted in the
+/// `request_bytes_held` gauge) until dropped.
+pub(crate) struct FramePermit {
+    permit: OwnedSemaphorePermit,
+    metrics: Arc<BrokerMetrics>,
+    /// Its share of the broker-wide `frame_bytes_reserved` gauge.
+    _reserved: GaugeGuard,
+}
+
+impl FramePermit {
+    fn new(permit: OwnedSemaphorePermit, metrics: Arc<BrokerMetrics>) -> FramePermit {
+        let n = permit.num_permits() as u64;
+        let now = metrics.request_bytes_held.fetch_add(n, Relaxed) + n;
+        metrics.request_bytes_held_peak.fetch_max(now, Relaxed);
+        let _reserved = GaugeGuard::new(&metrics, |m| &m.frame_bytes_reserved, n);
+        FramePermit { permit, metrics, _reserved }
+    }
+}
+
+impl Drop for FramePermit {
+    fn drop(&mut self) {
+        self.metrics.request_bytes_held.fetch_sub(self.permit.num_permits() as u64, Relaxed);
+    }
+}
+
 /// What the next read from a stream produced.
 pub(crate) enum ReadEvent {
-    /// A whole, decoded frame.
-    Frame(Frame),
+    /// A whole, decoded frame, with the connection's budget it holds when it is large:
+    /// drop that once the request no longer holds the frame's bytes.
+    Frame(Frame, Option<FramePermit>),
     /// A frame that could not be decoded. When it is not resumable, framing is lost and
     /// the stream has been stopped.
     Bad(FrameError),
@@ -58,10 +87,9 @@ pub(crate) struct FrameReader {
     max_frame: usize,
     budget: Arc<Semaphore>,
     budget_bytes: u64,
-    /// The connection's budget held for the large frame being received, if any, and its
-    /// share of the broker-wide `frame_bytes_reserved` gauge.
-    reserved: Option<(OwnedSemaphorePermit, GaugeGuard)>,
     metrics: Arc<BrokerMetrics>,
+    /// The connection's budget held for the large frame being received, if any.
+    reserved: Option<FramePermit>,
     /// Bytes of a refused frame still to be read and thrown away.
     skip: usize,
     ended: bool,
@@ -69,7 +97,8 @@ pub(crate) struct FrameReader {
 
 impl FrameReader {
     /// A reader for `recv` accepting frames up to `max_frame` bytes, reserving large
-    /// frames from `budget` (a semaphore of `budget_bytes` permits, one per byte).
+    /// frames from `budget` (a semaphore of `budget_bytes` permits, one per byte) and
+    /// counting what it reserves in `metrics`.
     pub(crate) fn new(
         recv: quinn::RecvStream,
         max_frame: usize,
@@ -83,8 +112,8 @@ impl FrameReader {
             max_frame,
             budget,
             budget_bytes: budget_bytes.clamp(1, u64::from(u32::MAX)),
-            reserved: None,
             metrics,
+            reserved: None,
             skip: 0,
             ended: false,
         }
@@ -107,10 +136,7 @@ impl FrameReader {
         }
         loop {
             match Frame::decode(&mut self.buf, self.max_frame) {
-                Ok(Some(f)) => {
-                    self.reserved = None;
-                    return ReadEvent::Frame(f);
-                }
+                Ok(Some(f)) => return ReadEvent::Frame(f, self.reserved.take()),
                 Ok(None) => {}
                 Err(e) => {
                     self.reserved = None;
@@ -147,7 +173,8 @@ impl FrameReader {
     }
 
     /// When a large frame has begun, takes its whole size from the connection's budget
-    /// before its body is read, so the unfinished frames of one connection stay bounded.
+    /// before its body is read, so the large frames one connection holds (being received,
+    /// or decoded and waiting for their request to finish) stay bounded.
     /// When the budget is used up the frame is refused (the caller answers
     /// `RESOURCE_LIMIT`, retriable) and its body is read and thrown away: waiting instead
     /// would leave its bytes unread in QUIC's connection-wide receive window, which could
@@ -164,8 +191,7 @@ impl FrameReader {
         let permits = (need as u64).min(self.budget_bytes) as u32;
         match self.budget.clone().try_acquire_many_owned(permits) {
             Ok(p) => {
-                let gauge = GaugeGuard::new(&self.metrics, |m| &m.frame_bytes_reserved, u64::from(permits));
-                self.reserved = Some((p, gauge));
+                self.reserved = Some(FramePermit::new(p, self.metrics.clone()));
                 None
             }
             Err(_) => {

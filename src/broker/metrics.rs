@@ -88,6 +88,13 @@ counters! {
     /// Streams reset because their client took no response bytes for
     /// `response_stall_timeout_secs`.
     streams_stalled,
+    /// Gauge: bytes of large request frames (over 64 KiB) the broker holds, over all
+    /// connections: reserved from a connection's `max_buffered_bytes_per_connection` when
+    /// the frame's header arrives, released when its request is done (a produce after its
+    /// append).
+    request_bytes_held,
+    /// The highest value `request_bytes_held` has reached.
+    request_bytes_held_peak,
     /// Gauge: requests read and not yet answered (acks=all answers waiting for their
     /// group commit included).
     requests_in_flight,
@@ -110,6 +117,9 @@ counters! {
     sasl_unauthenticated_requests,
     /// Certificate-less connections closed for not authenticating in time.
     sasl_deadline_closes,
+    /// Certificate-less connections closed at once because `max_unauthenticated` (or
+    /// `max_unauthenticated_per_source`) connections had not authenticated yet.
+    sasl_unauthenticated_refused,
     /// Connections closed because their SASL session expired without re-authentication.
     sasl_sessions_expired,
     /// Records stored on a `warn` topic although they carry no schema id registered under

@@ -216,8 +216,9 @@ pub async fn start(config: BrokerConfig, tls: BrokerTls) -> Result<BrokerHandle,
             );
         }
     }
-    let producer_ids = ProducerIdAllocator::open(&config.data_dir, config.max_producer_ids_per_principal)
-        .map_err(|e| storage(e.to_string()))?;
+    let producer_ids =
+        ProducerIdAllocator::open(&config.data_dir, config.max_producer_ids_per_principal, config.syncer.clone())
+            .map_err(|e| storage(e.to_string()))?;
 
     let tuning = QuicTuning {
         idle_timeout: Duration::from_secs(config.idle_timeout_secs),

@@ -1,5 +1,5 @@
 //! The broker's detailed telemetry, next to the plain counters of
-//! [`BrokerMetrics`](super::metrics::BrokerMetrics): produce requests by acks level and
+//! [`BrokerMetrics`]: produce requests by acks level and
 //! answered error code, latency histograms, counters per partition, and guards that keep
 //! gauges right when a request, stream or reservation ends any way it can.
 //!

@@ -77,8 +77,12 @@ pub(crate) async fn write_responses(
                     w.add(f).await
                 }
                 Pending::Durable { partition, end, generation, timeout, correlation_id, result } => {
-                    // Do not hold finished responses back behind an fsync.
-                    let flushed = partition.durable_end() >= end || w.flush().await;
+                    // Do not hold finished responses back behind an fsync; and when the
+                    // client is gone, stop here rather than wait for the fsync while
+                    // holding the charges of what was buffered.
+                    if partition.durable_end() < end && !w.flush().await {
+                        return;
+                    }
                     let started = std::time::Instant::now();
                     let result = wait_durable(&partition, end, generation, timeout, result).await;
                     w.metrics.detail.group_commit_wait.observe(seconds_since(started));
@@ -87,7 +91,7 @@ pub(crate) async fn write_responses(
                         tracing::debug!(correlation_id, topic = %partition.topic(), partition = partition.index(),
                             error = %result.error, message = %result.message, "acks=all produce not made durable");
                     }
-                    flushed && w.add(Frame { correlation_id, payload: Payload::ProduceResult(result) }).await
+                    w.add(Frame { correlation_id, payload: Payload::ProduceResult(result) }).await
                 }
                 Pending::Later(answer) => {
                     // Do not hold finished responses back behind the wait.

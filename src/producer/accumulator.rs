@@ -7,13 +7,20 @@
 //! driver is woken only when a partition goes from empty to non-empty (its linger clock
 //! starts) or crosses `batch_size` (a batch is ready).
 //!
-//! Invariant: a record is pushed before its bytes are added to `queued_bytes`, and the
-//! driver pops a record before subtracting its bytes, so `queued_bytes > 0` whenever a
+//! Invariant: a record is pushed before its bytes are added to `counts.bytes`, and the
+//! driver pops a record before subtracting its bytes, so `counts.bytes > 0` whenever a
 //! record may be waiting, and a partition that was announced ready stays findable.
 //!
+//! Flush points: each partition counts the records ever pushed to it (`counts.pushed`,
+//! counted *before* the push), and the driver counts the records it popped. A record whose
+//! `send` returned before `flush()` was called was counted before the flush read the
+//! counts, and so was every record ahead of it in the queue (each was counted before it
+//! was pushed, and pushed before it): the first `pushed` records popped from a partition
+//! include every record enqueued before the flush ([`FlushPoint`]).
+//!
 //! Closing (the driver ends): no record may be left in a queue nobody drains. A pusher
-//! pushes, adds its bytes to `queued_bytes` (SeqCst), then reads `closed` (SeqCst); the
-//! driver sets `closed` (SeqCst), then reads each `queued_bytes` (SeqCst) and drains. In the
+//! pushes, adds its bytes to `counts.bytes` (SeqCst), then reads `closed` (SeqCst); the
+//! driver sets `closed` (SeqCst), then reads each `counts.bytes` (SeqCst) and drains. In the
 //! single total order of those SeqCst operations either the driver's read comes after the
 //! pusher's add (the driver sees the record and fails it) or the pusher's read of `closed`
 //! comes after the driver's store (the pusher drains and fails it itself). Both may drain
@@ -23,8 +30,9 @@
 //! memory a queued record costs beyond its bytes (the queued record, its delivery and the
 //! bookkeeping that follows it into an in-flight batch).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwap;
 use crossbeam_queue::SegQueue;
@@ -61,8 +69,38 @@ pub(crate) struct QueuedRecord {
 #[derive(Default)]
 pub(crate) struct PartitionQueue {
     pub queue: SegQueue<QueuedRecord>,
-    pub queued_bytes: CachePadded<AtomicUsize>,
+    /// Both change with every push: one cache line.
+    pub counts: CachePadded<QueueCounts>,
 }
+
+/// A partition queue's counters.
+#[derive(Default)]
+pub(crate) struct QueueCounts {
+    /// Encoded bytes queued (see the module docs' invariant).
+    pub bytes: AtomicUsize,
+    /// Records ever pushed (see the module docs on flush points).
+    pub pushed: AtomicU64,
+}
+
+/// Most topics waiting for metadata at once: beyond that a `try_send` to yet another
+/// unknown topic is refused without asking (and the core refuses a `send`'s request).
+pub(crate) const MAX_PENDING_TOPICS: usize = 1024;
+
+/// What a `try_send` to an unknown topic should do about its metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MetadataAsk {
+    /// Ask the driver (nobody asked for this topic since its last answer).
+    Ask,
+    /// A request for it is pending already: nothing to send.
+    Pending,
+    /// [`MAX_PENDING_TOPICS`] topics are pending: refuse the record.
+    Full,
+}
+
+/// Records enqueued before a `flush()`/`close()` call: (topic id, partition, how many of
+/// the partition's records, counted from its first), for every partition that had any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct FlushPoint(pub Vec<(u32, u32, u64)>);
 
 /// A topic's queues, published through the topic table.
 pub(crate) struct TopicQueues {
@@ -86,6 +124,11 @@ pub(crate) struct Accumulator {
     closed: CachePadded<AtomicBool>,
     /// Why it ended (the error queued and later records get).
     close_reason: OnceLock<ProduceError>,
+    /// Topics a `try_send` asked the driver for and that have no answer yet: one request
+    /// per topic is enough, so a `try_send` loop on an unknown topic sends one command, not
+    /// one per call (the command channel is bounded by this). Only the slow path (an
+    /// unknown topic) takes the lock.
+    metadata_wanted: Mutex<HashSet<Arc<str>>>,
 }
 
 impl Accumulator {
@@ -98,7 +141,32 @@ impl Accumulator {
             batch_size,
             closed: CachePadded::new(AtomicBool::new(false)),
             close_reason: OnceLock::new(),
+            metadata_wanted: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// A `try_send` found no queues for `topic`: whether to ask the driver for them.
+    pub(crate) fn ask_metadata(&self, topic: &Arc<str>) -> MetadataAsk {
+        let mut wanted = self.metadata_wanted.lock().unwrap_or_else(|p| p.into_inner());
+        if wanted.contains(topic) {
+            MetadataAsk::Pending
+        } else if wanted.len() >= MAX_PENDING_TOPICS {
+            MetadataAsk::Full
+        } else {
+            wanted.insert(topic.clone());
+            MetadataAsk::Ask
+        }
+    }
+
+    /// The driver settled `topic`'s metadata request (answered, failed, or refused): the
+    /// next `try_send` to it may ask again.
+    pub(crate) fn metadata_settled(&self, topic: &str) {
+        self.metadata_wanted.lock().unwrap_or_else(|p| p.into_inner()).remove(topic);
+    }
+
+    /// Every metadata request is settled (the driver is stopping).
+    pub(crate) fn metadata_settled_all(&self) {
+        self.metadata_wanted.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// The error records get once the driver has ended, if it has.
@@ -128,13 +196,27 @@ impl Accumulator {
 
     fn drain(q: &PartitionQueue) -> Vec<QueuedRecord> {
         let mut out = Vec::new();
-        if q.queued_bytes.load(Ordering::SeqCst) > 0 {
+        if q.counts.bytes.load(Ordering::SeqCst) > 0 {
             while let Some(r) = q.queue.pop() {
-                q.queued_bytes.fetch_sub(r.size, Ordering::AcqRel);
+                q.counts.bytes.fetch_sub(r.size, Ordering::AcqRel);
                 out.push(r);
             }
         }
         out
+    }
+
+    /// The flush point now: how many records each partition has been given so far.
+    pub(crate) fn flush_point(&self) -> FlushPoint {
+        let mut out = Vec::new();
+        for t in self.topics.load().values() {
+            for (p, q) in t.partitions.iter().enumerate() {
+                let n = q.counts.pushed.load(Ordering::SeqCst);
+                if n > 0 {
+                    out.push((t.id, p as u32, n));
+                }
+            }
+        }
+        FlushPoint(out)
     }
 
     /// The topic's queues, if its metadata is known.
@@ -156,8 +238,10 @@ impl Accumulator {
     pub(crate) fn push(&self, topic: &TopicQueues, partition: u32, rec: QueuedRecord) {
         let q = &topic.partitions[partition as usize];
         let size = rec.size;
+        // Counted before it is pushed (see the module docs on flush points).
+        q.counts.pushed.fetch_add(1, Ordering::SeqCst);
         q.queue.push(rec);
-        let before = q.queued_bytes.fetch_add(size, Ordering::SeqCst);
+        let before = q.counts.bytes.fetch_add(size, Ordering::SeqCst);
         if self.closed.load(Ordering::SeqCst) {
             let err = self.close_reason.get().cloned().unwrap_or_else(super::delivery::stopped_error);
             for r in Self::drain(q) {
@@ -214,7 +298,7 @@ mod tests {
         acc.push(&t, 1, rec(40));
         assert_eq!(acc.ready.len(), 2);
         assert_eq!(acc.ready.pop(), Some((3, 1)));
-        assert_eq!(t.partitions[1].queued_bytes.load(Ordering::Relaxed), 160);
+        assert_eq!(t.partitions[1].counts.bytes.load(Ordering::Relaxed), 160);
         assert!(acc.topic("t").is_some() && acc.topic("u").is_none());
     }
 
@@ -237,7 +321,25 @@ mod tests {
         r.delivery = Delivery::future(tx);
         acc.push(&t, 0, r);
         assert_eq!(rx.try_recv().unwrap().unwrap_err().kind(), super::super::error::ErrorKind::Fenced);
-        assert_eq!(t.partitions[0].queued_bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(t.partitions[0].counts.bytes.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_topic_is_asked_for_once_until_the_driver_settles_it() {
+        let acc = Accumulator::new(1 << 20, 100);
+        let t: Arc<str> = "t".into();
+        assert_eq!(acc.ask_metadata(&t), MetadataAsk::Ask);
+        for _ in 0..1000 {
+            assert_eq!(acc.ask_metadata(&t), MetadataAsk::Pending, "one request per topic");
+        }
+        acc.metadata_settled("t");
+        assert_eq!(acc.ask_metadata(&t), MetadataAsk::Ask, "asked again after the answer");
+        for i in 1..MAX_PENDING_TOPICS {
+            assert_eq!(acc.ask_metadata(&format!("t{i}").into()), MetadataAsk::Ask);
+        }
+        assert_eq!(acc.ask_metadata(&"one-more".into()), MetadataAsk::Full);
+        acc.metadata_settled_all();
+        assert_eq!(acc.ask_metadata(&"one-more".into()), MetadataAsk::Ask);
     }
 
     #[test]

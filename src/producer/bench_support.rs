@@ -47,7 +47,7 @@ impl Queues {
         while self.acc.ready.pop().is_some() {}
         for q in &self.topic.partitions {
             while let Some(r) = q.queue.pop() {
-                q.queued_bytes.fetch_sub(r.size, std::sync::atomic::Ordering::AcqRel);
+                q.counts.bytes.fetch_sub(r.size, std::sync::atomic::Ordering::AcqRel);
                 r.delivery.complete(Err(super::core::closed_error()));
                 n += 1;
             }
@@ -69,7 +69,7 @@ pub fn window_cycle(batches: u32) -> u64 {
     for id in 0..batches {
         w.push(u64::from(id), 100, id, now);
         while let Some(i) = w.next_sendable(now, stream, false) {
-            w.mark_sent(i, corr, stream, Some((1, 0)));
+            w.mark_sent(i, corr, stream, Some((1, 0)), now);
             in_flight.push_back(corr);
             corr += 1;
         }

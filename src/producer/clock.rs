@@ -13,6 +13,23 @@ use arc_swap::ArcSwap;
 /// A monotonic instant from the TSC.
 pub(crate) type Tick = quanta::Instant;
 
+/// How far ahead a deadline that "never" comes is put: about a century. [`later`] never
+/// goes further, so every deadline the producer computes is representable.
+pub(crate) const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `t + d` without overflow: a deadline beyond what a `Tick` holds (a `Duration::MAX`
+/// timeout, say) becomes the furthest representable one within [`NEVER`] of `t`, which is
+/// never reached in practice. `Tick + Duration` panics instead.
+pub(crate) fn later(t: Tick, d: Duration) -> Tick {
+    let mut d = d.min(NEVER);
+    loop {
+        if let Some(x) = t.checked_add(d) {
+            return x;
+        }
+        d /= 2;
+    }
+}
+
 /// How often the wall-clock base is refreshed.
 pub(crate) const REBASE_EVERY: Duration = Duration::from_secs(1);
 
@@ -53,6 +70,15 @@ impl WallClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn later_never_overflows() {
+        let t = Tick::now();
+        assert_eq!(later(t, Duration::from_secs(5)), t + Duration::from_secs(5));
+        let far = later(t, Duration::MAX);
+        assert!(far > t + Duration::from_secs(50 * 365 * 24 * 3600));
+        assert!(later(far, Duration::MAX) >= far, "from a far instant too");
+    }
 
     #[test]
     fn timestamps_follow_the_wall_clock() {

@@ -36,6 +36,12 @@ pub const DEFAULT_MAX_RECORD_SIZE: usize = 1024 * 1024;
 /// remembers 5 batches per producer and partition).
 pub const MAX_IN_FLIGHT_IDEMPOTENT: usize = 5;
 
+/// The longest any duration setting may be: 365 days. `build` refuses a longer one (a
+/// `Duration::MAX` "forever", say) with an error naming the setting: a deadline a year out
+/// is "never" in practice, and the cap keeps every deadline the producer computes
+/// representable. `close(timeout)` takes any duration (longer ones count as this).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Retry back-off: exponential from `base` to `max`, each delay randomised by ±`jitter`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
@@ -60,7 +66,8 @@ impl Backoff {
         let exp = self.base.as_secs_f64() * 2f64.powi(attempt.saturating_sub(1).min(30) as i32);
         let capped = exp.min(self.max.as_secs_f64());
         let factor = 1.0 + self.jitter * (2.0 * unit - 1.0);
-        Duration::from_secs_f64((capped * factor).max(0.0))
+        // Saturates instead of panicking on durations too large for a `Duration`.
+        Duration::try_from_secs_f64((capped * factor).max(0.0)).unwrap_or(Duration::MAX)
     }
 }
 
@@ -204,7 +211,8 @@ impl Default for ProducerConfig {
     }
 }
 
-/// Builder for [`crate::producer::Producer`]. Every setter documents its default.
+/// Builder for [`crate::producer::Producer`]. Every setter documents its default. Every
+/// duration setting is at most [`MAX_DURATION`] (365 days); `build` refuses a longer one.
 #[derive(Debug, Clone, Default)]
 pub struct ProducerBuilder {
     pub(crate) config: ProducerConfig,
@@ -402,7 +410,9 @@ impl ProducerBuilder {
     setter!(
         /// Consecutive connection failures that open a broker's circuit breaker (waiting
         /// batches then fail fast instead of waiting out the delivery timeout; a refused
-        /// certificate opens it at once). Default 10:
+        /// certificate opens it at once). Failures count while no connection to the broker
+        /// is up; a connection lost less than `circuit_breaker_recovery` after it opened
+        /// counts as a failure (and grows the reconnect back-off). Default 10:
         /// with the default reconnect back-off that is about 9 s of a broker being
         /// unreachable, longer than a routine broker restart.
         circuit_breaker_threshold: u32
@@ -462,6 +472,25 @@ impl ProducerConfig {
             }
             (None, Some(creds)) => creds.validate().map_err(|e| invalid(e.to_string()))?,
             (Some(_), None) => {}
+        }
+        let durations = [
+            ("linger", self.linger),
+            ("max_block", self.max_block),
+            ("request_timeout", self.request_timeout),
+            ("delivery_timeout", self.delivery_timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("keep_alive", self.keep_alive),
+            ("idle_timeout", self.idle_timeout),
+            ("circuit_breaker_recovery", self.circuit_breaker_recovery),
+            ("metadata_max_age", self.metadata_max_age),
+            ("retry_backoff", self.retry_backoff.base.max(self.retry_backoff.max)),
+            ("reconnect_backoff", self.reconnect_backoff.base.max(self.reconnect_backoff.max)),
+        ];
+        if let Some((name, d)) = durations.iter().find(|(_, d)| *d > MAX_DURATION) {
+            return Err(invalid(format!(
+                "{name} ({d:?}) must be at most {} days (MAX_DURATION)",
+                MAX_DURATION.as_secs() / 86_400
+            )));
         }
         if self.idempotence && self.acks == Acks::None {
             return Err(invalid(
@@ -579,6 +608,41 @@ mod tests {
         }
         // Without idempotence, acks=none and more in flight are fine.
         ProducerConfig { idempotence: false, acks: Acks::None, max_in_flight: 10, ..base() }.validate().unwrap();
+    }
+
+    #[test]
+    fn durations_beyond_the_cap_are_refused_with_the_setting_named() {
+        let huge = Duration::MAX;
+        let cases: Vec<(ProducerConfig, &str)> = vec![
+            (ProducerConfig { delivery_timeout: huge, ..base() }, "delivery_timeout"),
+            (ProducerConfig { max_block: huge, ..base() }, "max_block"),
+            (ProducerConfig { request_timeout: huge, delivery_timeout: huge, ..base() }, "request_timeout"),
+            (ProducerConfig { linger: huge, ..base() }, "linger"),
+            (ProducerConfig { connect_timeout: huge, ..base() }, "connect_timeout"),
+            (ProducerConfig { circuit_breaker_recovery: huge, ..base() }, "circuit_breaker_recovery"),
+            (ProducerConfig { metadata_max_age: huge, ..base() }, "metadata_max_age"),
+            (ProducerConfig { keep_alive: huge, ..base() }, "keep_alive"),
+            (ProducerConfig { idle_timeout: huge, ..base() }, "idle_timeout"),
+            (ProducerConfig { retry_backoff: Backoff { max: huge, ..Backoff::default() }, ..base() }, "retry_backoff"),
+            (
+                ProducerConfig { reconnect_backoff: Backoff { base: huge, max: huge, jitter: 0.2 }, ..base() },
+                "reconnect_backoff",
+            ),
+        ];
+        for (cfg, needle) in cases {
+            let err = cfg.validate().unwrap_err();
+            assert!(err.to_string().contains(needle), "{err} should name {needle}");
+            assert!(err.to_string().contains("at most"), "{err} should give the cap");
+        }
+        // The cap itself is fine.
+        ProducerConfig { delivery_timeout: MAX_DURATION, max_block: MAX_DURATION, ..base() }.validate().unwrap();
+    }
+
+    #[test]
+    fn a_backoff_with_huge_durations_does_not_panic() {
+        let b = Backoff { base: Duration::MAX, max: Duration::MAX, jitter: 1.0 };
+        assert!(b.delay(1, 0.999) >= Duration::from_secs(1 << 40));
+        assert!(b.delay(40, 0.0) <= Duration::MAX);
     }
 
     #[test]

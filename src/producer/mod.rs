@@ -70,7 +70,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use accumulator::{record_size, Accumulator, QueuedRecord, TopicQueues};
+use accumulator::{record_size, Accumulator, MetadataAsk, QueuedRecord, TopicQueues, MAX_PENDING_TOPICS};
 use clock::{Tick, WallClock};
 use delivery::{stopped_error, BatchResults, Delivery};
 use shell::{Command, Ended, Shell};
@@ -298,13 +298,21 @@ impl Producer {
         let (tx, rx) = oneshot::channel();
         let (record, size) = self.prepare(record)?;
         let Some(topic) = self.inner.acc.topic(&record.topic) else {
-            let _ = self.inner.cmd.send(Command::Metadata { topic: record.topic.clone(), reply: None });
-            return Err(SendError {
-                error: ProduceError::new(
-                    ErrorKind::BufferFull,
-                    Persistence::NotPersisted,
-                    format!("metadata for topic '{}' is not known yet (fetching); try again", record.topic),
+            // One request per topic until the driver answers it, however often this is called.
+            let msg = match self.inner.acc.ask_metadata(&record.topic) {
+                MetadataAsk::Full => format!(
+                    "metadata for topic '{}' is not known and {MAX_PENDING_TOPICS} topics already wait for theirs",
+                    record.topic
                 ),
+                ask => {
+                    if ask == MetadataAsk::Ask {
+                        let _ = self.inner.cmd.send(Command::Metadata { topic: record.topic.clone(), reply: None });
+                    }
+                    format!("metadata for topic '{}' is not known yet (fetching); try again", record.topic)
+                }
+            };
+            return Err(SendError {
+                error: ProduceError::new(ErrorKind::BufferFull, Persistence::NotPersisted, msg),
                 record,
             });
         };
@@ -342,33 +350,42 @@ impl Producer {
         self.inner.runtime.block_on(self.flush())
     }
 
-    /// Seals every partition's batch now (cutting linger short) and resolves when every
-    /// record still waiting for its outcome when it was called is acknowledged or failed.
+    /// Seals every partition's batch now (cutting linger short, for as long as a flush
+    /// waits) and resolves when every record enqueued before the call (its `send`/`enqueue`
+    /// returned before `flush` was called) is acknowledged or failed. Records enqueued
+    /// after the call, even from other tasks while it waits, are not waited for.
     ///
     /// Returns `Ok(())` when every one of those records was acknowledged. Otherwise an
     /// error: the first failure among them (its kind and persistence; the message says how
     /// many failed; each record's own outcome says which), or, if the producer cannot
     /// deliver any more (fenced, or its driver stopped), why. Records that had already
     /// failed before the call were reported by their own futures or callbacks and do not
-    /// count. After a clean [`Producer::close`] there is nothing left to flush: `Ok(())`.
+    /// count. After [`Producer::close`] there is nothing left to flush: it returns what
+    /// the close returned (`Ok(())` after a clean close, the close's error otherwise).
     pub async fn flush(&self) -> Result<(), ProduceError> {
         let (reply, rx) = oneshot::channel();
-        if self.inner.cmd.send(Command::Flush { reply }).is_err() {
+        let point = self.inner.acc.flush_point();
+        if self.inner.cmd.send(Command::Flush { point, reply }).is_err() {
             return self.after_end();
         }
         rx.await.unwrap_or_else(|_| self.after_end())
     }
 
     /// Stops accepting records, flushes, and after `timeout` fails whatever is left with a
-    /// `Closed` error; then the connections close.
+    /// `Closed` error; then the connections close. Any `timeout` is fine: `Duration::MAX`
+    /// waits until everything is delivered or fails by its delivery timeout.
     ///
     /// Returns `Ok(())` when every record enqueued before the call was acknowledged;
     /// otherwise an error as [`Producer::flush`] describes (a record failed at the
-    /// deadline says `Closed`). Calling it again after a clean close returns `Ok(())`.
+    /// deadline says `Closed`). Calling it again returns what the first close returned:
+    /// `Ok(())` after a clean close, the same error after an unclean one. A sender still
+    /// waiting (for buffer memory or metadata) when `close` is called is refused with a
+    /// `Closed` error, even if memory frees up before the close ends.
     pub async fn close(&self, timeout: Duration) -> Result<(), ProduceError> {
-        self.inner.closed.store(true, Ordering::Release);
+        self.inner.closed.store(true, Ordering::SeqCst);
         let (reply, rx) = oneshot::channel();
-        if self.inner.cmd.send(Command::Close { timeout, reply }).is_err() {
+        let point = self.inner.acc.flush_point();
+        if self.inner.cmd.send(Command::Close { timeout, point, reply }).is_err() {
             return self.after_end();
         }
         rx.await.unwrap_or_else(|_| self.after_end())
@@ -387,7 +404,7 @@ impl Producer {
 
     /// The partition count of `topic`, fetching metadata if needed.
     pub async fn partitions_for(&self, topic: &str) -> Result<u32, ProduceError> {
-        let t = self.topic_queues(&Arc::from(topic), Instant::now() + self.inner.cfg.max_block).await?;
+        let t = self.topic_queues(&Arc::from(topic), deadline_in(self.inner.cfg.max_block)).await?;
         Ok(t.partitions.len() as u32)
     }
 
@@ -396,13 +413,9 @@ impl Producer {
         self.inner.metrics.snapshot(self.inner.acc.memory.available_permits())
     }
 
-    /// What flush/close report once the driver has ended.
+    /// What flush/close report once the driver has ended (see `Ended`).
     fn after_end(&self) -> Result<(), ProduceError> {
-        match self.inner.ended.get() {
-            Some(None) => Ok(()),
-            Some(Some(e)) => Err(e),
-            None => Err(stopped_error()),
-        }
+        self.inner.ended.get().unwrap_or_else(|| Err(stopped_error()))
     }
 
     /// The error for a record offered after the driver ended.
@@ -421,7 +434,7 @@ impl Producer {
         if let Some(e) = self.inner.acc.closed() {
             return Err(SendError { error: e.with_persistence(Persistence::NotPersisted), record });
         }
-        if self.inner.closed.load(Ordering::Acquire) {
+        if self.inner.closed.load(Ordering::SeqCst) {
             return Err(SendError { error: core::closed_error(), record });
         }
         #[cfg(not(feature = "schema"))]
@@ -526,13 +539,17 @@ impl Producer {
         // The max_block deadline is only computed when something has to wait: the fast
         // path reads no clock here.
         let mut deadline = None;
-        let mut deadline = || *deadline.get_or_insert_with(|| Instant::now() + self.inner.cfg.max_block);
+        let mut deadline = || *deadline.get_or_insert_with(|| deadline_in(self.inner.cfg.max_block));
+        let mut waited = false;
         let topic = match self.inner.acc.topic(&record.topic) {
             Some(t) => t,
-            None => match self.topic_queues(&record.topic, deadline()).await {
-                Ok(t) => t,
-                Err(error) => return Err(SendError { error, record }),
-            },
+            None => {
+                waited = true;
+                match self.topic_queues(&record.topic, deadline()).await {
+                    Ok(t) => t,
+                    Err(error) => return Err(SendError { error, record }),
+                }
+            }
         };
         let partition = match self.choose_partition(&topic, &record) {
             Ok(p) => p,
@@ -543,7 +560,10 @@ impl Producer {
         match mem.try_acquire_many(charge as u32) {
             Ok(p) => p.forget(),
             Err(_) => match tokio::time::timeout_at(deadline().into(), mem.acquire_many(charge as u32)).await {
-                Ok(Ok(p)) => p.forget(),
+                Ok(Ok(p)) => {
+                    waited = true;
+                    p.forget()
+                }
                 // The driver ended while this sender waited.
                 Ok(Err(_)) => return Err(SendError { error: self.ended_error(), record }),
                 Err(_) => {
@@ -560,6 +580,16 @@ impl Producer {
                     })
                 }
             },
+        }
+        // `close()` may have been called while this sender waited: it stops accepting
+        // records, so this one is refused (and its memory given back).
+        if waited {
+            let closed = self.inner.acc.closed().map(|e| e.with_persistence(Persistence::NotPersisted));
+            let closed = closed.or_else(|| self.inner.closed.load(Ordering::SeqCst).then(core::closed_error));
+            if let Some(error) = closed {
+                self.inner.acc.release(charge);
+                return Err(SendError { error, record });
+            }
         }
         Ok((topic, partition, record, size, charge))
     }
@@ -581,6 +611,12 @@ impl Producer {
         let q = QueuedRecord { record: Record { timestamp, key, value, headers }, size, charge, delivery, enqueued };
         self.inner.acc.push(topic, partition, q);
     }
+}
+
+/// `max_block` from now, without overflow (`validate` caps it; this never panics anyway).
+fn deadline_in(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d).or_else(|| now.checked_add(config::MAX_DURATION)).unwrap_or(now)
 }
 
 fn size_of(r: &ProducerRecord) -> usize {

@@ -11,7 +11,7 @@ use super::{Compatibility, SchemaPolicy, SchemaType};
 /// A failed request: a wire error code and a message for an `Error` frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeError {
-    /// The wire error code ([`codes`], or `AUTHORIZATION_FAILED` / `INVALID_REQUEST`).
+    /// The wire error code ([`codes`](crate::protocol::schema::codes), or `AUTHORIZATION_FAILED` / `INVALID_REQUEST`).
     pub code: u16,
     /// Detail for the caller.
     pub message: String,

@@ -396,6 +396,14 @@ impl FrameWriter {
         self.send.write_all_chunks(chunks).await.map_err(|e| TransportError::from_write(self.addr, e))
     }
 
+    /// Writes as much of `chunks` as the stream takes now (waiting until it takes
+    /// something) and returns how many chunks were written whole; a chunk written in part
+    /// is advanced past what was written. Call again with the rest.
+    pub async fn write_some_chunks(&mut self, chunks: &mut [bytes::Bytes]) -> Result<usize, TransportError> {
+        let written = self.send.write_chunks(chunks).await.map_err(|e| TransportError::from_write(self.addr, e))?;
+        Ok(written.chunks)
+    }
+
     /// Finishes the send side (no more requests on this stream).
     pub fn finish(&mut self) {
         let _ = self.send.finish();

@@ -173,20 +173,7 @@ impl UserStore {
     /// Writes the file atomically (temporary file, fsync, rename, fsync of the directory),
     /// readable and writable by its owner only.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-        tmp_name.push(".tmp");
-        let tmp = dir.join(tmp_name);
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        f.write_all(self.to_toml().as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
+        crate::broker::disk::write_atomic(path, self.to_toml().as_bytes(), 0o600, &crate::broker::disk::Syncer::os())
     }
 
     /// The credential of `name` for `hash`.
@@ -304,7 +291,7 @@ mod tests {
         s.save(&path).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(UserStore::load(&path).unwrap(), s);
-        assert!(!dir.path().join("users.toml.tmp").exists());
+        assert!(!dir.path().join("users.tmp").exists());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Failed authentication attempts per source address: a token bucket of failures.
 //!
 //! Each address may fail `burst` times in a row; a failure allowance comes back every
-//! `refill_every`. While an address has no allowance left, its new attempts are refused
+//! `refill_every`. An attempt takes an allowance when it starts and gives it back when it
+//! succeeds, so attempts in progress count too (started together, at most `burst` pass). While an address has no allowance left, its new attempts are refused
 //! (`AUTHENTICATION_THROTTLED`) before any credential is looked at, so a password-guessing
 //! flood costs the broker almost nothing and learns nothing. Successful attempts and
 //! connections that are already authenticated are not affected.
@@ -97,6 +98,28 @@ impl FailureLimiter {
         }
     }
 
+    /// Starts an attempt from `ip`: takes one allowance now, or refuses (`false`) when none
+    /// is left. Taking it at the start, not when the attempt fails, is what bounds
+    /// concurrent attempts: a thousand connections starting SCRAM at once from one address
+    /// get `burst` of them through, not a thousand. A successful attempt gives its
+    /// allowance back ([`FailureLimiter::give_back`]); a failed or abandoned one keeps it.
+    pub fn try_begin(&mut self, ip: IpAddr, now: Instant) -> bool {
+        if !self.allows(ip, now) {
+            return false;
+        }
+        self.record_failure(ip, now);
+        true
+    }
+
+    /// Returns the allowance an attempt from `ip` took, once it succeeded.
+    pub fn give_back(&mut self, ip: IpAddr, now: Instant) {
+        let config = self.config;
+        if let Some(b) = self.buckets.get_mut(&key(ip)) {
+            Self::refill(&config, b, now);
+            b.allowance = (b.allowance + 1).min(config.burst);
+        }
+    }
+
     /// Counts a failed attempt from `ip`.
     pub fn record_failure(&mut self, ip: IpAddr, now: Instant) {
         let k = key(ip);
@@ -162,6 +185,28 @@ mod tests {
             l.record_failure(a, later);
         }
         assert!(!l.allows(a, later));
+    }
+
+    /// Review finding: the allowance was checked at the start and taken at the failure, so
+    /// attempts started together all passed the check.
+    #[test]
+    fn concurrent_attempts_each_take_an_allowance_at_their_start() {
+        let mut l = limiter(3);
+        let t0 = Instant::now();
+        let a = ip("192.0.2.1");
+        let started = (0..1000).filter(|_| l.try_begin(a, t0)).count();
+        assert_eq!(started, 3, "the burst bounds attempts in progress, not only failures");
+        // One succeeds: its allowance comes back, and one more attempt may start.
+        l.give_back(a, t0);
+        assert!(l.try_begin(a, t0));
+        assert!(!l.try_begin(a, t0));
+        // Successes never add beyond the burst.
+        let later = t0 + Duration::from_secs(3600);
+        for _ in 0..10 {
+            assert!(l.try_begin(a, later));
+            l.give_back(a, later);
+        }
+        assert_eq!((0..10).filter(|_| l.try_begin(a, later)).count(), 3);
     }
 
     #[test]

@@ -117,12 +117,12 @@ impl AuthService {
             .collect()
     }
 
-    fn allows(&self, ip: IpAddr, now: Instant) -> bool {
-        self.limiter.lock().expect("limiter lock").allows(ip, now)
+    fn try_begin(&self, ip: IpAddr, now: Instant) -> bool {
+        self.limiter.lock().expect("limiter lock").try_begin(ip, now)
     }
 
-    fn record_failure(&self, ip: IpAddr, now: Instant) {
-        self.limiter.lock().expect("limiter lock").record_failure(ip, now);
+    fn give_back(&self, ip: IpAddr, now: Instant) {
+        self.limiter.lock().expect("limiter lock").give_back(ip, now);
     }
 }
 
@@ -139,17 +139,25 @@ pub struct ConnectionAuth {
     principal: Option<String>,
     method: Option<Method>,
     exchange: Option<ScramServer>,
+    /// The attempt in progress took an allowance from the address's failure limiter.
+    holds_allowance: bool,
 }
 
 impl ConnectionAuth {
     /// A connection authenticated by its client certificate as `principal`.
     pub fn by_certificate(principal: impl Into<String>, remote: IpAddr) -> ConnectionAuth {
-        ConnectionAuth { remote, principal: Some(principal.into()), method: Some(Method::Certificate), exchange: None }
+        ConnectionAuth {
+            remote,
+            principal: Some(principal.into()),
+            method: Some(Method::Certificate),
+            exchange: None,
+            holds_allowance: false,
+        }
     }
 
     /// A connection without a certificate: it must authenticate with SASL.
     pub fn unauthenticated(remote: IpAddr) -> ConnectionAuth {
-        ConnectionAuth { remote, principal: None, method: None, exchange: None }
+        ConnectionAuth { remote, principal: None, method: None, exchange: None, holds_allowance: false }
     }
 
     /// The authenticated principal, if any.
@@ -217,7 +225,13 @@ impl ConnectionAuth {
                 "re-authentication after expiry",
             ));
         }
-        if !reauth && !svc.allows(self.remote, now.instant) {
+        // A first attempt takes an allowance at its start (given back when it succeeds or
+        // fails for another reason than its credentials). Re-authentication on a connection
+        // that already proved itself is not throttled: a guesser sharing its address must
+        // not be able to expire it.
+        self.holds_allowance = !reauth;
+        if !reauth && !svc.try_begin(self.remote, now.instant) {
+            self.holds_allowance = false;
             return Err(Refusal::other(
                 ErrorCode::AuthenticationThrottled,
                 "too many failed authentication attempts from this address; retry later",
@@ -304,13 +318,21 @@ impl ConnectionAuth {
         Ok(SaslStep::done(data, principal, lifetime_ms.unwrap_or(0)))
     }
 
-    /// Counts a credential failure against the source address.
+    /// Settles the allowance the attempt took: kept by a credential failure (and while a
+    /// SCRAM exchange is still in progress), given back otherwise.
     fn settle(&mut self, svc: &AuthService, r: Result<SaslStep, Refusal>, now: Now) -> Result<SaslStep, Refusal> {
-        if let Err(refusal) = &r {
-            self.exchange = None;
-            if refusal.is_credential_failure() {
-                svc.record_failure(self.remote, now.instant);
+        let give_back = match &r {
+            Err(refusal) => {
+                self.exchange = None;
+                !refusal.is_credential_failure()
             }
+            Ok(_) => self.exchange.is_none(),
+        };
+        if self.exchange.is_none() {
+            if give_back && self.holds_allowance {
+                svc.give_back(self.remote, now.instant);
+            }
+            self.holds_allowance = false;
         }
         r
     }

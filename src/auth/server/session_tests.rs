@@ -331,3 +331,33 @@ proptest::proptest! {
         })?;
     }
 }
+
+/// Review finding: the allowance was checked when an attempt started and taken only when it
+/// failed, so SCRAM exchanges started together from one address all got to guess: a burst
+/// of 3 let 50 first messages through. Now each start takes an allowance.
+#[test]
+fn scram_attempts_started_together_are_bounded_by_the_burst() {
+    let limiter =
+        super::super::limiter::LimiterConfig { burst: 3, refill_every: Duration::from_secs(60), max_tracked: 16 };
+    let svc = service(None, AuthSettings { limiter, max_session: None });
+    let now = at(Instant::now(), NOW_MS);
+    let start = SaslStart {
+        mechanism: "SCRAM-SHA-256".into(),
+        data: Bytes::from_static(b"n,,n=alice,r=fyko+d2lbbFgONRv9qkxdawL"),
+    };
+    let mut started = 0;
+    for _ in 0..50 {
+        let mut c = ConnectionAuth::unauthenticated(ip("10.0.0.1"));
+        match c.handle_start(&svc, &start, now) {
+            Ok(_) => started += 1,
+            Err(r) => assert_eq!(r.code, ErrorCode::AuthenticationThrottled),
+        }
+    }
+    assert_eq!(started, 3);
+    // Successful logins give their allowance back: a full burst later, still allowed.
+    let other = ip("10.0.0.9");
+    for _ in 0..10 {
+        let mut c = ConnectionAuth::unauthenticated(other);
+        authenticate(&mut c, &svc, SaslCredentials::scram(ScramHash::Sha256, "alice", "alice-pw"), now).unwrap();
+    }
+}

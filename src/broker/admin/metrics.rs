@@ -3,7 +3,7 @@
 //! latency histograms of [`Detail`](crate::broker::telemetry::Detail), and one series per
 //! partition read from the topic registry.
 //!
-//! A per-partition gauge is one entry of [`PARTITION_GAUGES`]; the cluster's high
+//! A per-partition gauge is one entry of `PARTITION_GAUGES`; the cluster's high
 //! watermark, in-sync replica count and replication lag are read from its replicas.
 
 use std::fmt;
@@ -308,9 +308,13 @@ impl Collector for BrokerCollector {
         w.counter_family(
             "qwire_broker_sasl_connections_closed",
             "Certificate-less connections closed by the broker, by reason: deadline (not authenticated in time), \
-             expired (session ended without re-authentication).",
+             expired (session ended without re-authentication), refused (too many not yet authenticated).",
             None,
-            [([(REASON, "deadline")], s.sasl_deadline_closes), ([(REASON, "expired")], s.sasl_sessions_expired)],
+            [
+                ([(REASON, "deadline")], s.sasl_deadline_closes),
+                ([(REASON, "expired")], s.sasl_sessions_expired),
+                ([(REASON, "refused")], s.sasl_unauthenticated_refused),
+            ],
         )?;
 
         // Broker state: topics, partitions, producer ids.

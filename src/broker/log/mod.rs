@@ -455,28 +455,35 @@ impl PartitionLog {
         self.failed.get_or_insert(cause);
     }
 
-    /// Deletes whole segments from the oldest, never the active one: first those whose
-    /// largest batch `max_timestamp` is older than `now_ms - retention`, then more while
-    /// the partition exceeds `retention_bytes`. Returns how many were deleted; the log
-    /// start offset moves to the first remaining segment. Deletions are not fsync'd to
-    /// the directory: after a crash a deleted segment may reappear, and the next pass
-    /// deletes it again.
+    /// Deletes whole segments from the oldest, never the active one and never one that
+    /// is not wholly below the durable point (like Kafka, which deletes only below the
+    /// high watermark: a segment whose fsync is pending is still in doubt, and a cut may
+    /// need it): first those whose largest batch `max_timestamp` is older than
+    /// `now_ms - retention`, then more while the partition exceeds `retention_bytes`.
+    /// Returns how many were deleted; the log start offset moves to the first remaining
+    /// segment. Deletions are not fsync'd to the directory: after a crash a deleted
+    /// segment may reappear, and the next pass deletes it again.
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
         let mut deleted = 0;
         if let Some(retention) = self.config.retention {
             let cutoff = now_ms.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
-            while self.sealed.front().and_then(Segment::max_timestamp).is_some_and(|t| t < cutoff) {
+            while self.oldest_deletable().and_then(Segment::max_timestamp).is_some_and(|t| t < cutoff) {
                 self.delete_oldest()?;
                 deleted += 1;
             }
         }
         if let Some(limit) = self.config.retention_bytes {
-            while !self.sealed.is_empty() && self.size_bytes > limit {
+            while self.oldest_deletable().is_some() && self.size_bytes > limit {
                 self.delete_oldest()?;
                 deleted += 1;
             }
         }
         Ok(deleted)
+    }
+
+    /// The oldest sealed segment, when it is wholly durable (retention may delete it).
+    fn oldest_deletable(&self) -> Option<&Segment> {
+        self.sealed.front().filter(|s| s.next_offset() <= self.durable.offset())
     }
 
     fn delete_oldest(&mut self) -> Result<(), LogError> {

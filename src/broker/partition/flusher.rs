@@ -1,6 +1,7 @@
 //! Group commit and recovery from a failed fsync: the flusher task, its sync rounds, the
 //! in-place cut, and the final flush at shutdown.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,26 +12,37 @@ use crate::broker::metrics::{add, inc};
 impl Partition {
     /// The group-commit loop: waits for sync requests (acks=all waiters, fetches at the
     /// durable end, segment rolls) and serves each with one round, until the partition is
-    /// dropped (the task holds only a weak reference between rounds). While the log is
-    /// failed it tries, about once a second, to make it writable again.
+    /// dropped. It sleeps until asked; only while the log is failed does it also wake
+    /// about once a second to try to make it writable again. Between rounds it holds no
+    /// strong reference to the partition, whose drop wakes it to end.
     pub fn spawn_flusher(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
+        let wanted = Arc::clone(&self.sync_wanted);
         tokio::spawn(async move {
             loop {
-                let Some(p) = weak.upgrade() else { return };
-                let tick = tokio::select! {
-                    _ = p.sync_wanted.notified() => false,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => true,
+                let failed = match weak.upgrade() {
+                    Some(p) => p.is_failed(),
+                    None => return,
                 };
+                // Every path that fails the log also asks for a round, so a healthy log
+                // needs no timer.
+                if failed {
+                    tokio::select! {
+                        _ = wanted.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                } else {
+                    wanted.notified().await;
+                }
+                let Some(p) = weak.upgrade() else { return };
+                p.flusher_wakeups.fetch_add(1, Relaxed);
                 if p.is_failed() {
                     p.try_recover().await;
                     continue;
                 }
-                if !tick {
-                    let q = Arc::clone(&p);
-                    if let Ok(true) = tokio::task::spawn_blocking(move || q.sync_round()).await {
-                        inc(&p.metrics.fsyncs);
-                    }
+                let q = Arc::clone(&p);
+                if let Ok(true) = tokio::task::spawn_blocking(move || q.sync_round()).await {
+                    inc(&p.metrics.fsyncs);
                 }
             }
         });
@@ -40,7 +52,7 @@ impl Partition {
     /// fsync outside it, publish the new durable end. Returns whether a round ran and
     /// succeeded (a failure is counted in `fsync_failures` and fails the log).
     pub fn sync_round(&self) -> bool {
-        let _round = self.rounds.lock().unwrap_or_else(|p| p.into_inner());
+        let _turn = self.round_turn();
         let (plan, snapshot, generation) = {
             let mut st = self.lock();
             let plan = st.log.sync_plan();
@@ -82,6 +94,9 @@ impl Partition {
         inc(&self.metrics.fsync_failures);
         tracing::error!(topic = %self.topic, partition = self.index, error = %msg, "fsync failed");
         self.durable.send_modify(|d| d.fail(format!("fsync of {}-{} failed: {msg}", self.topic, self.index)));
+        // The flusher recovers the log (it may be the caller: then it sees the failure
+        // at its next turn anyway).
+        self.sync_wanted.notify_one();
     }
 
     /// Makes a failed log writable again, if the disk now allows it: cuts it back to the
@@ -93,6 +108,7 @@ impl Partition {
     /// later appends reuse the offsets. Blocking: run it off the runtime. Returns how
     /// many offsets were cut, or `None` when the log was not failed.
     pub fn recover_blocking(&self) -> Result<Option<i64>, LogError> {
+        let _turn = self.round_turn();
         let mut st = self.lock();
         if !st.log.is_failed() {
             return Ok(None);
@@ -138,8 +154,10 @@ impl Partition {
     }
 
     /// fsyncs everything appended and writes a producer-state snapshot at the end, so
-    /// the next open scans nothing (shutdown). Blocking.
+    /// the next open scans nothing (shutdown). Waits for a group-commit round in progress
+    /// first, so that what it writes is what stays on disk. Blocking.
     pub fn flush_blocking(&self) -> Result<(), LogError> {
+        let _turn = self.round_turn();
         let mut st = self.lock();
         st.log.flush()?;
         let end = st.log.end_offset();

@@ -37,6 +37,7 @@
 
 mod durability;
 mod flusher;
+mod limits;
 mod owner;
 mod replica;
 mod snapshot;
@@ -53,6 +54,7 @@ use tokio::sync::{watch, Notify};
 
 pub use durability::Durability;
 use durability::Verdict;
+pub use limits::{default_concurrent_checks, CheckSlots, IoLimits, DEFAULT_CONCURRENT_READS};
 pub use snapshot::ProducerStateReport;
 
 use super::disk::Syncer;
@@ -83,6 +85,10 @@ pub struct PartitionConfig {
     pub producer_expiration: Duration,
     /// How data is made durable (fault injection in tests). Default: the OS's fsync.
     pub syncer: Syncer,
+    /// Bounds on blocking work shared with every other partition that has a clone of
+    /// this config (the broker's registry gives all its partitions one). Default
+    /// [`IoLimits::default`].
+    pub limits: IoLimits,
 }
 
 impl Default for PartitionConfig {
@@ -91,6 +97,7 @@ impl Default for PartitionConfig {
             log: LogConfig::default(),
             producer_expiration: DEFAULT_PRODUCER_EXPIRATION,
             syncer: Syncer::os(),
+            limits: IoLimits::default(),
         }
     }
 }
@@ -175,13 +182,22 @@ pub struct Partition {
     config: PartitionConfig,
     metrics: Arc<BrokerMetrics>,
     state: Mutex<State>,
+    /// Held by whatever replaces the partition's state files (`recovery-point`,
+    /// `producer-state`) outside the state lock: a group-commit round for its whole
+    /// length, the final flush, in-place recovery. So the final flush never runs beside a
+    /// live round (both write the same `.tmp` files, and the round's older recovery point
+    /// and snapshot would land after the flush's), and a replica's truncation (a round's
+    /// producer-state snapshot is never written for a log cut meanwhile). Taken before
+    /// `state`, never after.
+    rounds: Mutex<()>,
     jobs: Mutex<owner::Jobs>,
     durable: watch::Sender<Durability>,
-    sync_wanted: Notify,
+    /// Asks the flusher for a round (shared with its task, which holds no strong
+    /// reference to the partition while it waits).
+    sync_wanted: Arc<Notify>,
+    /// Times the flusher woke up (a sync request, or its tick while the log is failed).
+    flusher_wakeups: AtomicU64,
     shape: Shape,
-    /// Held by each sync round and by a replica's truncation, so a round's producer-state
-    /// snapshot is never written for a log that was cut meanwhile.
-    rounds: Mutex<()>,
     /// What the request layer appended to and read from this partition (for `/metrics`).
     pub(crate) counters: PartitionCounters,
 }
@@ -226,10 +242,11 @@ impl Partition {
             metrics,
             shape: Shape::default(),
             state: Mutex::new(state),
+            rounds: Mutex::new(()),
             jobs: Mutex::new(owner::Jobs::default()),
             durable: watch::Sender::new(Durability::new(end)),
-            sync_wanted: Notify::new(),
-            rounds: Mutex::new(()),
+            sync_wanted: Arc::new(Notify::new()),
+            flusher_wakeups: AtomicU64::new(0),
             counters: PartitionCounters::default(),
         };
         partition.publish_shape(&partition.lock());
@@ -240,6 +257,11 @@ impl Partition {
         // A panic while holding the lock leaves the log consistent (appends roll back on
         // error), so a poisoned lock is still usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The turn to replace the state files (see `rounds`); take it before [`Self::lock`].
+    fn round_turn(&self) -> MutexGuard<'_, ()> {
+        self.rounds.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Topic name.
@@ -338,7 +360,8 @@ impl Partition {
     /// below the durable end. When `offset` is stored but not durable yet, asks for a
     /// group commit and waits for it up to `max_wait` first; then answers what is durable
     /// (possibly nothing). [`LogError::OffsetOutOfRange`] outside `[log start, log end]`.
-    /// The file is read on the blocking pool, outside the partition lock.
+    /// The file is read on the blocking pool, outside the partition lock, once one of the
+    /// broker-wide read slots ([`IoLimits::reads`]) is free.
     pub async fn read(
         self: &Arc<Self>,
         offset: i64,
@@ -349,8 +372,15 @@ impl Partition {
         if !max_wait.is_zero() && offset >= self.durable_end() && offset < end {
             let _ = tokio::time::timeout(max_wait, self.wait_readable(offset)).await;
         }
+        // One of the broker-wide read slots (never closed) for the blocking read.
+        let slot = self.config.limits.reads.clone().acquire_owned().await.expect("read slots open");
         let p = Arc::clone(self);
-        tokio::task::spawn_blocking(move || p.read_blocking(offset, max_bytes)).await.unwrap_or_else(|e| {
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            p.read_blocking(offset, max_bytes)
+        })
+        .await
+        .unwrap_or_else(|e| {
             Err(LogError::Io {
                 op: "read task",
                 path: Default::default(),
@@ -376,6 +406,13 @@ impl Partition {
     /// Whether the log refuses writes after a failure (until the flusher recovers it).
     pub fn is_failed(&self) -> bool {
         self.durable.borrow().failed
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        // Wakes the flusher, which then finds the partition gone and ends.
+        self.sync_wanted.notify_one();
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::{now_ms, AppendError, Appended, BatchCheck, Partition, State};
+use super::{AppendError, Appended, BatchCheck, Partition, State};
 use crate::broker::log::LogError;
 use crate::broker::metrics::{add, inc};
 use crate::broker::producer_state::SequenceCheck;
@@ -33,6 +33,18 @@ pub(super) enum Job {
         batch: Bytes,
         reply: oneshot::Sender<Result<Appended, AppendError>>,
     },
+}
+
+impl Job {
+    /// The broker time the job was submitted with (`i64::MIN` for none).
+    fn now_ms(&self) -> i64 {
+        match self {
+            Job::Append { now_ms, .. } | Job::Retention { now_ms, .. } => *now_ms,
+            // A follower's append carries no time of its own: it does not move the
+            // round's clock (idle producers expire on the leader's appends).
+            Job::Replica { .. } => i64::MIN,
+        }
+    }
 }
 
 /// The queue, and whether a drain task is running.
@@ -125,12 +137,19 @@ impl Partition {
                 }
                 q.queue.drain(..).collect()
             };
-            // Decoding the records is the costly part: do it before taking the lock.
+            // The round's time is its jobs' (the latest of them), never the wall clock:
+            // producers are recorded with the jobs' times and expire by the same clock.
+            let round_ms = jobs.iter().map(Job::now_ms).max().unwrap_or(i64::MIN);
+            // Decoding the records is the costly part: do it before taking the lock, in
+            // one of the broker-wide check slots (it may decompress 32 MiB).
             let checked: Vec<(Job, Option<Result<BatchHeader, AppendError>>)> = jobs
                 .into_iter()
                 .map(|job| match &job {
                     Job::Append { batch, check, .. } => {
-                        let header = check(batch);
+                        let header = {
+                            let _slot = self.config.limits.checks.take();
+                            check(batch)
+                        };
                         (job, Some(header))
                     }
                     Job::Replica { batch, .. } => {
@@ -169,11 +188,12 @@ impl Partition {
                         }
                     }
                 }
-                self.expire_idle(&mut st, now_ms());
+                self.expire_idle(&mut st, round_ms);
                 self.publish_shape(&st);
                 if st.log.is_failed() && !self.durable.borrow().failed {
                     // A write that could not be undone: the flusher must cut the log.
                     self.durable.send_modify(|d| d.fail(format!("{}-{}: a write failed", self.topic, self.index)));
+                    self.sync_wanted.notify_one();
                 }
             }
             for answer in answers {

@@ -83,7 +83,7 @@ impl Partition {
     /// generation started (a waiter for a cut batch gets an error). Returns how many
     /// offsets were cut. Blocking: run it off the runtime.
     pub fn truncate_blocking(&self, to: i64) -> Result<i64, LogError> {
-        let _round = self.rounds.lock().unwrap_or_else(|p| p.into_inner());
+        let _turn = self.round_turn();
         let mut st = self.lock();
         let old_end = st.log.end_offset();
         if to >= old_end {

@@ -401,19 +401,137 @@ async fn producer_state_comes_back_from_the_snapshot_and_the_tail_after_a_crash(
     assert_eq!((again.duplicate, again.base_offset), (false, 78));
 }
 
-/// Finding 5 (second half): producers idle longer than the expiration are forgotten.
+/// Finding 5 (second half): producers idle longer than the expiration are forgotten, by
+/// the appends' own times (the owner's sweep used to read the wall clock, so a loaded
+/// machine expired producers that were not idle by the times the jobs carried).
 #[tokio::test]
 async fn idle_producers_expire() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = PartitionConfig { producer_expiration: Duration::from_millis(50), ..PartitionConfig::default() };
+    let minute = 60_000;
+    let cfg = PartitionConfig { producer_expiration: Duration::from_secs(3600), ..PartitionConfig::default() };
     let (p, _) = open(dir.path(), cfg);
-    append(&p, batch("old", 1, 1, 0)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    // Any append sweeps; producer 1 has been idle for longer than 50 ms.
-    append(&p, batch("new", 1, 2, 0)).await.unwrap();
+    // Job times far from the wall clock: only they may count.
+    let t0 = now_ms() + 10 * 60 * minute;
+    let at = |b: Bytes, t: i64| p.append(b, t, false, check, None);
+    at(batch("old", 1, 1, 0), t0).await.unwrap();
+    at(batch("recent", 1, 2, 0), t0 + 50 * minute).await.unwrap();
+    assert_eq!(p.metrics.producers_expired.load(Relaxed), 0);
+    // 61 minutes after producer 1's append, 11 after producer 2's: only 1 is idle too long.
+    at(batch("new", 1, 3, 0), t0 + 61 * minute).await.unwrap();
     assert_eq!(p.metrics.producers_expired.load(Relaxed), 1);
-    let err = append(&p, batch("old", 1, 1, 1)).await.unwrap_err();
+    let err = at(batch("old", 1, 1, 1), t0 + 62 * minute).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::UnknownProducerId);
-    // (That a recent producer is kept is the unit test in producer_state.rs: here a stall
-    // of the machine longer than 50 ms would expire it too.)
+    at(batch("recent", 1, 2, 1), t0 + 62 * minute).await.unwrap();
+}
+
+/// Retention deleted sealed segments whose fsync was still pending (it looked at sizes and
+/// times only). Like Kafka, which deletes only below the high watermark, it now stops at
+/// the first segment that is not wholly below the durable end.
+#[tokio::test]
+async fn retention_stops_at_the_first_segment_not_wholly_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Faults::default();
+    let log = LogConfig { segment_bytes: 300, retention_bytes: Some(0), ..LogConfig::default() };
+    let (p, _) = open(dir.path(), PartitionConfig { log, ..config(&faults) });
+    p.spawn_flusher();
+    faults.close();
+    let mut last = None;
+    for i in 0..6 {
+        last = Some(append(&p, batch(&format!("r{i}"), 4, -1, 0)).await.unwrap());
+    }
+    let last = last.unwrap();
+    assert!(p.metrics.segment_rolls.load(Relaxed) >= 2);
+    // The round that fsyncs the sealed segments is held: none of them is durable.
+    faults.entered(1).await;
+    assert_eq!(p.durable_end(), 0);
+    assert_eq!(p.apply_retention(now_ms()).await.unwrap(), 0, "deleted a segment that was never fsync'd");
+    assert_eq!(p.metadata(0).log_start_offset, 0);
+    faults.open();
+    p.wait_durable(last.end_offset, last.generation).await.unwrap();
+    assert!(p.apply_retention(now_ms()).await.unwrap() >= 2);
+    assert!(p.metadata(0).log_start_offset > 0);
+}
+
+/// Shutdown: the final flush ran while the flusher's round could still be live, and both
+/// replace the recovery point and the producer-state snapshot (through the same `.tmp`
+/// files). Here the round is held inside its first fsync while the final flush runs: the
+/// flush must wait for it, so that what the flush writes (everything durable, a snapshot
+/// at the end) is what stays on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_final_flush_waits_for_a_live_round_and_its_state_files_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let (entered, release) = (Arc::new(AtomicUsize::new(0)), Arc::new((Mutex::new(false), Condvar::new())));
+    let syncer = {
+        let (entered, release) = (entered.clone(), release.clone());
+        Syncer::with_hook(move |path, kind| {
+            if kind == SyncKind::Data
+                && path.extension().is_some_and(|e| e == "log")
+                && entered.fetch_add(1, SeqCst) == 0
+            {
+                // Only the first segment fsync (the flusher's round) is held, a minute at most.
+                let (lock, cv) = &*release;
+                let mut go = lock.lock().unwrap();
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !*go && Instant::now() < deadline {
+                    go = cv.wait_timeout(go, Duration::from_millis(100)).unwrap().0;
+                }
+            }
+            Ok(())
+        })
+    };
+    let log = LogConfig { segment_bytes: 300, ..LogConfig::default() };
+    let cfg = PartitionConfig { log, syncer, ..PartitionConfig::default() };
+    let (p, _) = open(dir.path(), cfg.clone());
+    p.spawn_flusher();
+    for i in 0..6 {
+        append(&p, batch(&format!("s{i}"), 4, 5, i * 4)).await.unwrap();
+    }
+    let end = p.metadata(0).end_offset;
+    poll_until("the round to hold its first fsync", || entered.load(SeqCst) >= 1).await;
+    let flush = tokio::task::spawn_blocking({
+        let p = p.clone();
+        move || p.flush_blocking()
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!flush.is_finished(), "the final flush ran beside a live round");
+    {
+        let (lock, cv) = &*release;
+        *lock.lock().unwrap() = true;
+        cv.notify_all();
+    }
+    flush.await.unwrap().unwrap();
+    assert_eq!(p.durable_end(), end);
+    drop(p);
+    let recovery_point = std::fs::read_to_string(dir.path().join("recovery-point")).unwrap();
+    assert_eq!(recovery_point.trim(), end.to_string());
+    let (_, report) = open(dir.path(), cfg);
+    assert_eq!((report.producers.snapshot_offset, report.producers.headers_scanned), (Some(end), 0));
+}
+
+/// The flusher woke up every second whatever the partition's state (thousands of idle
+/// partitions meant thousands of wake-ups a second): it now sleeps until a round is asked
+/// for, and ticks once a second only while the log is failed and must be recovered.
+#[tokio::test]
+async fn the_flusher_sleeps_until_asked_and_ticks_only_while_the_log_is_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _) = open(dir.path(), PartitionConfig::default());
+    p.spawn_flusher();
+    // Long enough for two ticks of a once-a-second timer.
+    let ticks = Duration::from_millis(2500);
+    tokio::time::sleep(ticks).await;
+    assert_eq!(p.flusher_wakeups.load(Relaxed), 0, "the flusher ticked with nothing to do");
+    let a = append(&p, batch("x", 1, -1, 0)).await.unwrap();
+    p.wait_durable(a.end_offset, a.generation).await.unwrap();
+    let asked = p.flusher_wakeups.load(Relaxed);
+    assert!(asked >= 1);
+    // A failed log is retried by the tick until it recovers (here at the first try).
+    p.fail_sync("injected".into());
+    poll_until("the in-place recovery", || p.durability().generation == 1).await;
+    let recovered = p.flusher_wakeups.load(Relaxed);
+    tokio::time::sleep(ticks).await;
+    assert_eq!(p.flusher_wakeups.load(Relaxed), recovered, "the flusher kept ticking after the recovery");
+    // Dropping the partition ends its flusher, which holds no strong reference meanwhile.
+    let weak = Arc::downgrade(&p);
+    drop(p);
+    assert!(weak.upgrade().is_none());
 }

@@ -7,8 +7,13 @@ use crate::broker::log::LogError;
 use crate::broker::metrics::{add, inc};
 use crate::broker::partition::{Fetched, READ_DURABLE_WAIT};
 use crate::broker::writer::Pending;
-use crate::protocol::frame::{Fetch, FetchOk, MIN_FRAME_LENGTH};
+use crate::protocol::frame::{Fetch, FetchOk};
 use crate::protocol::{ErrorCode, Frame, Payload};
+
+/// The least a fetch is charged to the response budgets while it is served (until its
+/// answer is read, when the charge shrinks to the answer's size): a `max_bytes` of 1 must
+/// not let a connection have thousands of reads in progress for nothing.
+pub(crate) const FETCH_CHARGE_FLOOR: usize = 64 * 1024;
 
 /// Answers `FetchOk` with the batches from `req.offset`, or why there are none.
 pub(super) async fn fetch(ctx: &ConnCtx, corr: u32, req: Fetch) -> Option<Pending> {
@@ -51,8 +56,10 @@ pub(super) async fn fetch(ctx: &ConnCtx, corr: u32, req: Fetch) -> Option<Pendin
     let limit = ctx.shared.config.batch_limit() as usize;
     let max_bytes = (req.max_bytes as usize).clamp(1, limit);
     // Charge the response before reading: a client that does not read its responses
-    // waits here once its connection's budget is used, holding no more than that.
-    let mut want = max_bytes;
+    // waits here once its connection's budget is used, holding no more than that. At
+    // least FETCH_CHARGE_FLOOR while it is served, whatever max_bytes says: each fetch
+    // holds a read, and its first batch may be larger than asked.
+    let mut want = max_bytes.max(FETCH_CHARGE_FLOOR);
     let (batches, high_watermark, log_start_offset, charge) = loop {
         let mut charge = ctx.responses.charge(want).await;
         // Only durable offsets are served; at a stored but not yet durable offset the
@@ -98,19 +105,18 @@ pub(super) async fn fetch(ctx: &ConnCtx, corr: u32, req: Fetch) -> Option<Pendin
         charge.shrink_to(batches.len());
         break (batches, high_watermark, log_start_offset, charge);
     };
-    // Only a batch stored under a larger max_frame_size than today's can be too large.
-    // The length prefix counts kind, correlation id and the two offsets besides batches.
-    let room = ctx.shared.config.max_frame_size as usize - MIN_FRAME_LENGTH - 16;
-    if batches.len() > room {
+    // A response holds at most max_bytes (≤ the limit) unless its first batch alone is
+    // larger: only a batch stored under a larger limit than today's can be, and sending
+    // it would break the max_fetch_bytes promised in HelloOk.
+    if batches.len() > limit {
         return error(
             corr,
             ErrorCode::BatchTooLarge,
             format!(
-                "the stored batch at offset {} is {} bytes, more than a frame of this broker holds \
-                 (max_frame_size {}); it was stored under a larger limit",
+                "the stored batch at offset {} is {} bytes, more than this broker's max_fetch_bytes ({limit}); \
+                 it was stored under a larger limit",
                 req.offset,
                 batches.len(),
-                ctx.shared.config.max_frame_size
             ),
         );
     }

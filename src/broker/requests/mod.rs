@@ -98,12 +98,8 @@ async fn other(ctx: &ConnCtx, corr: u32, payload: Payload) -> Option<Pending> {
                 "this broker's view of the cluster metadata is not current (starting, or etcd unreachable); retry or ask another broker",
             )
         }
-        Payload::Metadata(m) => {
-            let f = Frame { correlation_id: corr, payload: Payload::MetadataOk(metadata::metadata(ctx, m).await) };
-            // A listing of many topics can be large: it counts against the response budget.
-            let charge = ctx.responses.charge(f.encoded_len()).await;
-            Some(Pending::Charged(f, charge))
-        }
+        // Charged to the response budget before it is built, and bounded.
+        Payload::Metadata(m) => metadata::metadata(ctx, corr, m).await,
         Payload::CreateTopic(c) => admin::create_topic(ctx, corr, c).await,
         Payload::Cluster(c) => cluster::dispatch(ctx, corr, c).await,
         Payload::Sasl(p @ (SaslPayload::Start(_) | SaslPayload::Continue(_))) => sasl::sasl(ctx, corr, p).await,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::{error, frame, now_ms};
 use crate::broker::context::ConnCtx;
 use crate::broker::metrics::inc;
+use crate::broker::producer_ids::ProducerIdAllocator;
 use crate::broker::writer::Pending;
 use crate::protocol::frame::{InitProducerId, InitProducerIdOk};
 use crate::protocol::{ErrorCode, Payload};
@@ -26,16 +27,21 @@ pub(super) async fn init_producer_id(ctx: &ConnCtx, corr: u32, req: InitProducer
         );
     }
     let principal: Arc<str> = ctx.principal.arc();
-    let shared2 = ctx.shared.clone();
-    let issued = match &shared.cluster {
+    let issued = match &ctx.shared.cluster {
         // In a cluster the ids live in the metadata store: any broker issues, every leader checks.
         Some(node) => node.producer_ids.init(&principal, req.producer_id, req.producer_epoch).await,
-        // The answer is fsync'd before it is sent: off the async runtime.
-        None => tokio::task::spawn_blocking(move || {
-            shared2.producer_ids.init_blocking(&principal, req.producer_id, req.producer_epoch, now_ms())
-        })
-        .await
-        .unwrap_or_else(|e| Err((ErrorCode::Unknown, format!("producer id task failed: {e}")))),
+        // One issue or bump at a time; the answer is fsync'd before it is sent.
+        None => {
+            ProducerIdAllocator::init(
+                ctx.shared.clone(),
+                |s| &s.producer_ids,
+                principal,
+                req.producer_id,
+                req.producer_epoch,
+                now_ms(),
+            )
+            .await
+        }
     };
     match issued {
         Ok((producer_id, producer_epoch)) => {

@@ -1,7 +1,7 @@
 //! The controller: one broker at a time, elected through the metadata store, turns the
 //! cluster view into partition writes.
 //!
-//! - [`decide`]: the decisions, a pure function of the view (unit-tested);
+//! - [`decide`](mod@decide): the decisions, a pure function of the view (unit-tested);
 //! - [`assign`]: replica assignment for new partitions;
 //! - [`run_controller`]: the thin async shell — campaign, then on every view change write
 //!   what [`decide::decide`] asks for, each write fenced by the controller's election key;

@@ -40,6 +40,11 @@ pub(crate) struct BatchPayload {
     pub memory: usize,
     /// Enqueue time of the oldest record (delivery timeout runs from here).
     pub first_enqueued: Tick,
+    /// Its partition: (topic index, partition).
+    pub partition: (u32, u32),
+    /// The number of its first record in its partition, counting records in the order they
+    /// were taken from the queue (its records are numbered on from there).
+    pub first_index: u64,
     /// When the batch was last written.
     pub written_at: Option<Tick>,
     /// The batch's lifecycle span (`debug`; see [`batch_span`]): its events (sealed, sent,
@@ -101,7 +106,7 @@ impl Core {
         }
     }
 
-    /// Seals every batch that is due.
+    /// Seals every batch that is due (`flush_all`: every partition, linger or not).
     pub(crate) fn seal(&mut self, now: Tick, flush_all: bool) {
         let mut i = 0;
         while i < self.topics.active.len() {
@@ -111,7 +116,7 @@ impl Core {
             loop {
                 let part = &self.topics.list[t].parts[pu];
                 let q = &self.topics.list[t].queues.partitions[pu];
-                let queued = q.queued_bytes.load(Ordering::Acquire) + part.carry.as_ref().map_or(0, |c| c.size);
+                let queued = q.counts.bytes.load(Ordering::Acquire) + part.carry.as_ref().map_or(0, |c| c.size);
                 if queued == 0 {
                     break;
                 }
@@ -124,7 +129,7 @@ impl Core {
                     break;
                 }
             }
-            let empty = self.topics.list[t].queues.partitions[pu].queued_bytes.load(Ordering::Acquire) == 0;
+            let empty = self.topics.list[t].queues.partitions[pu].counts.bytes.load(Ordering::Acquire) == 0;
             let part = &mut self.topics.list[t].parts[pu];
             if part.carry.is_none() && empty {
                 part.active = false;
@@ -145,8 +150,10 @@ impl Core {
         let part = &mut self.topics.list[t].parts[p];
         // Sized for what is queued, not for a full batch: a batch holds its buffer until
         // it is acknowledged, and buffer memory is charged for the records, not capacity.
-        let queued = queue.queued_bytes.load(Ordering::Relaxed) + part.carry.as_ref().map_or(0, |c| c.size);
+        let queued = queue.counts.bytes.load(Ordering::Relaxed) + part.carry.as_ref().map_or(0, |c| c.size);
         let mut builder = BatchBuilder::with_capacity(BATCH_HEADER_LEN + queued.min(limit));
+        // The carried record is the last one taken.
+        let first_index = part.popped - u64::from(part.carry.is_some());
         let mut records = Vec::new();
         let mut memory = 0;
         let mut first_enqueued = now;
@@ -155,7 +162,8 @@ impl Core {
                 Some(r) => r,
                 None => match queue.queue.pop() {
                     Some(r) => {
-                        queue.queued_bytes.fetch_sub(r.size, Ordering::AcqRel);
+                        queue.counts.bytes.fetch_sub(r.size, Ordering::AcqRel);
+                        part.popped += 1;
                         r
                     }
                     None => break,
@@ -201,7 +209,17 @@ impl Core {
         let stamp = ProducerStamp::NONE;
         let span = batch_span(&topic_name, p, id, count, bytes.len());
         span.in_scope(|| tracing::debug!(uncompressed_bytes = uncompressed, "batch sealed"));
-        let payload = BatchPayload { bytes, stamp, records, memory, first_enqueued, written_at: None, span };
+        let payload = BatchPayload {
+            bytes,
+            stamp,
+            records,
+            memory,
+            first_enqueued,
+            partition: (t as u32, p as u32),
+            first_index,
+            written_at: None,
+            span,
+        };
         part.window.push(id, count, payload, now);
         let topic = self.topics.list[t].queues.name.clone();
         let partitions = self.topics.list[t].parts.len() as u32;
@@ -227,19 +245,23 @@ impl Core {
         let batch_id = slot.id;
         let mut first = std::mem::take(&mut slot.payload.records);
         let second = first.split_off(a_count as usize);
-        let memory = slot.payload.memory;
-        let half = |records: Vec<RecordEntry>, bytes: Bytes, memory: usize| BatchPayload {
+        let (memory, partition, first_index) = (slot.payload.memory, slot.payload.partition, slot.payload.first_index);
+        let half = |records: Vec<RecordEntry>, bytes: Bytes, memory: usize, first_index: u64| BatchPayload {
             first_enqueued: records.iter().map(|r| r.enqueued).min().unwrap_or(now),
             span: batch_span(&name, p, batch_id, records.len() as u32, bytes.len()),
             bytes,
             stamp: ProducerStamp::NONE,
             records,
             memory,
+            partition,
+            first_index,
             written_at: None,
         };
         let a_memory = memory * a_count as usize / n;
-        let parts =
-            vec![(a_count, half(first, a_bytes, a_memory)), (b_count, half(second, b_bytes, memory - a_memory))];
+        let parts = vec![
+            (a_count, half(first, a_bytes, a_memory, first_index)),
+            (b_count, half(second, b_bytes, memory - a_memory, first_index + u64::from(a_count))),
+        ];
         self.metrics.in_flight_batches.fetch_add(1, Ordering::Relaxed);
         self.topics.list[t].parts[p].window.split(i, parts, now);
         true
@@ -272,14 +294,23 @@ impl Core {
         let acks = self.cfg.acks;
         let timeout_ms = self.cfg.request_timeout.as_millis().min(u128::from(u32::MAX)) as u32;
         let mut head = BytesMut::with_capacity(4096);
+        // Links that fail fast are handled once each, before the partitions (each pass
+        // walks every partition): not once per partition.
+        let failing: Vec<bool> = self.links.list.iter().map(|l| l.failing_fast(now)).collect();
+        for (link, _) in failing.iter().enumerate().filter(|(_, f)| **f) {
+            self.fail_link_pending(now, link);
+        }
         for t in 0..self.topics.list.len() {
             for p in 0..self.topics.list[t].parts.len() {
                 if self.topics.list[t].parts[p].window.is_empty() {
                     continue;
                 }
+                if self.topics.list[t].parts[p].stale_leader {
+                    continue; // until the metadata says where it went
+                }
                 let link = self.route(&self.topics.list[t].parts[p]);
-                if self.links.list[link].refused.is_some() || self.links.list[link].breaker.is_open(now) {
-                    self.fail_link_pending(now, link);
+                if failing[link] {
+                    // What is left is in flight (on another broker's stream): it waits.
                     continue;
                 }
                 if let Some(e) = self.pid.refused.clone() {
@@ -298,6 +329,11 @@ impl Core {
                     let part = &mut self.topics.list[t].parts[p];
                     let stale = part.window.numbering().is_some_and(|n| Some(n) != current);
                     let Some(i) = part.window.next_sendable(now, sid, hold_all || stale) else { break };
+                    // `check_timeouts` ran first at this `now`: nothing past its deadline is left.
+                    debug_assert!(
+                        now.saturating_duration_since(part.window.slot(i).payload.first_enqueued)
+                            < self.cfg.delivery_timeout
+                    );
                     // Too large for this broker (its limit is smaller than when the batch
                     // was sealed): split it before it goes.
                     if let Some(limit) = limit {
@@ -315,7 +351,7 @@ impl Core {
                     }
                     let corr = self.next_corr;
                     self.next_corr = self.next_corr.wrapping_add(1).max(1);
-                    let stamp = part.window.mark_sent(i, corr, sid, current);
+                    let stamp = part.window.mark_sent(i, corr, sid, current, now);
                     let slot = part.window.slot_mut(i);
                     // Restamp when the producer id, epoch or sequence changed since sealing.
                     let want = stamp.map_or(ProducerStamp::NONE, |(producer_id, producer_epoch, base_sequence)| {

@@ -1,13 +1,17 @@
 //! The per-broker circuit breaker: after `threshold` consecutive connection failures (or a
 //! refused certificate) the breaker opens and batches for that broker fail fast; after
 //! `recovery` it half-opens and allows exactly one trial connection; the trial's success
-//! closes it, its failure opens it again for another `recovery`.
+//! closes it, its failure opens it again for another `recovery`. A connection lost soon
+//! after it opened counts as a failure too, and the count only starts over once a
+//! connection proved stable (`links` decides both), so a broker that accepts and then
+//! drops every connection opens it like an unreachable one.
 //!
 //! Pure: time comes in as a parameter.
 
 use std::time::Duration;
 
 use super::Tick;
+use crate::producer::clock::later;
 
 /// Where the breaker stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,10 +71,24 @@ impl Breaker {
         }
     }
 
-    /// A connection attempt succeeded: the breaker closes.
+    /// A connection attempt succeeded and proved stable: the breaker closes, the count
+    /// starts over.
+    #[cfg(test)]
     pub(crate) fn on_success(&mut self) {
-        self.failures = 0;
+        self.on_connected();
+        self.on_stable();
+    }
+
+    /// A connection opened: the breaker closes (batches stop failing fast), but the count
+    /// of consecutive failures stays until the connection proves stable: if it is lost
+    /// at once, that counts as one more failure (and a failed trial reopens it).
+    pub(crate) fn on_connected(&mut self) {
         self.state = BreakerState::Closed;
+    }
+
+    /// A connection stayed up long enough to be called healthy: the count starts over.
+    pub(crate) fn on_stable(&mut self) {
+        self.failures = 0;
     }
 
     /// A connection attempt failed at `now`. Returns true if the breaker (re)opened.
@@ -89,7 +107,7 @@ impl Breaker {
 
     /// Opens at once (a refusal that retrying soon cannot heal, e.g. a refused certificate).
     pub(crate) fn open(&mut self, now: Tick) {
-        self.state = BreakerState::Open { until: now + self.recovery };
+        self.state = BreakerState::Open { until: later(now, self.recovery) };
     }
 }
 

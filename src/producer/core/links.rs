@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::breaker::{Breaker, BreakerState};
 use super::{ConnId, HelloInfo, StreamId, Tick};
+use crate::producer::clock::later;
 use crate::producer::config::ProducerConfig;
 use crate::producer::error::ProduceError;
 
@@ -48,12 +49,15 @@ impl DataStream {
 pub(crate) enum SlotState {
     /// Not connected; the next attempt is due at `retry_at`.
     Down { retry_at: Tick },
-    /// An attempt is running.
-    Connecting,
+    /// An attempt is running; it is given up at `deadline` (the shell bounds the attempt
+    /// by the connect timeout; this is the core's own guard, a little later).
+    Connecting { deadline: Tick },
     /// Open, with its data streams.
     Up {
         /// The data streams.
         streams: Vec<DataStream>,
+        /// When it opened (a connection lost soon after counts as a failed attempt).
+        since: Tick,
     },
 }
 
@@ -64,6 +68,10 @@ pub(crate) struct ConnSlot {
     pub gen: u64,
     /// Where it stands.
     pub state: SlotState,
+    /// Consecutive failed attempts of this slot (connections refused, and connections lost
+    /// soon after opening): its reconnect back-off grows with them. Reset when one of its
+    /// connections is lost after it proved stable.
+    pub failures: u32,
 }
 
 /// One broker.
@@ -108,7 +116,9 @@ impl Link {
         Link {
             name,
             broker_id: None,
-            slots: (0..conns).map(|_| ConnSlot { gen: 0, state: SlotState::Down { retry_at: now } }).collect(),
+            slots: (0..conns)
+                .map(|_| ConnSlot { gen: 0, state: SlotState::Down { retry_at: now }, failures: 0 })
+                .collect(),
             breaker: Breaker::new(cfg.circuit_breaker_threshold, cfg.circuit_breaker_recovery),
             last_error: None,
             refused: None,
@@ -124,6 +134,12 @@ impl Link {
     /// Whether any connection of this link is open.
     pub(crate) fn is_up(&self) -> bool {
         self.slots.iter().any(|s| matches!(s.state, SlotState::Up { .. }))
+    }
+
+    /// Batches for this broker fail fast: no connection to it is up, and its breaker is
+    /// open or it refused our certificate.
+    pub(crate) fn failing_fast(&self, now: Tick) -> bool {
+        !self.is_up() && (self.refused.is_some() || self.breaker.is_open(now))
     }
 }
 
@@ -145,6 +161,8 @@ pub(crate) struct Links {
     pub list: Vec<Link>,
     conns: usize,
     streams: usize,
+    /// How long a connection attempt may take before the core gives it up.
+    connect_allowance: Duration,
 }
 
 impl Links {
@@ -154,6 +172,7 @@ impl Links {
             list: cfg.bootstrap.iter().map(|b| Link::new(b.clone(), conns, cfg, now)).collect(),
             conns,
             streams: cfg.streams_per_connection,
+            connect_allowance: cfg.connect_timeout.saturating_add(super::timeouts::margin(cfg.connect_timeout)),
         }
     }
 
@@ -182,13 +201,18 @@ impl Links {
     }
 
     /// The data stream with global index `g` of `link` (connection slot `g % conns`, stream
-    /// `g / conns` within it), if that connection is up and the stream open.
+    /// `g / conns` within it), if that connection is up and the stream open. While that
+    /// connection is down, the same stream of the first live connection to the broker
+    /// stands in (the window keeps a partition's in-flight batches on one stream).
     pub(crate) fn stream(&mut self, link: usize, g: usize) -> Option<(StreamId, &mut DataStream)> {
-        let (slot, index) = (g % self.conns, g / self.conns);
-        let s = self.list.get_mut(link)?.slots.get_mut(slot)?;
+        let (own, index) = (g % self.conns, g / self.conns);
+        let l = self.list.get_mut(link)?;
+        let up = |s: &ConnSlot| matches!(s.state, SlotState::Up { .. });
+        let slot = if l.slots.get(own).is_some_and(up) { own } else { l.slots.iter().position(up)? };
+        let s = l.slots.get_mut(slot)?;
         let gen = s.gen;
         match &mut s.state {
-            SlotState::Up { streams } => {
+            SlotState::Up { streams, .. } => {
                 let st = streams.get_mut(index)?;
                 let id = StreamId { conn: ConnId { link, slot, gen }, index, gen: st.gen };
                 st.up.then_some((id, st))
@@ -203,7 +227,7 @@ impl Links {
             return None;
         }
         match &mut self.list[id.conn.link].slots[id.conn.slot].state {
-            SlotState::Up { streams } => streams.get_mut(id.index).filter(|s| s.gen == id.gen),
+            SlotState::Up { streams, .. } => streams.get_mut(id.index).filter(|s| s.gen == id.gen),
             _ => None,
         }
     }
@@ -219,7 +243,7 @@ impl Links {
                     continue;
                 }
                 slot.gen += 1;
-                slot.state = SlotState::Connecting;
+                slot.state = SlotState::Connecting { deadline: later(now, self.connect_allowance) };
                 out.push(Connect {
                     conn: ConnId { link: li, slot: si, gen: slot.gen },
                     addr: link.name.clone(),
@@ -231,7 +255,7 @@ impl Links {
     }
 
     /// A connection is ready.
-    pub(crate) fn on_connected(&mut self, conn: ConnId, hello: &HelloInfo) {
+    pub(crate) fn on_connected(&mut self, now: Tick, conn: ConnId, hello: &HelloInfo) {
         let streams = self.streams;
         let link = &mut self.list[conn.link];
         link.broker_id = Some(hello.broker_id);
@@ -240,15 +264,22 @@ impl Links {
         // 0 would stop every partition: a broker that says it is taken as "no limit".
         link.max_in_flight = (hello.max_in_flight > 0).then_some(hello.max_in_flight);
         link.per_partition_epochs = hello.per_partition_epochs;
-        link.breaker.on_success();
+        // Closed, but its count of failures stays until the connection proves stable (see
+        // `on_lost`): a broker that accepts and then drops every connection still opens it.
+        link.breaker.on_connected();
         link.last_error = None;
         link.refused = None;
         link.reload_tls = false;
-        link.slots[conn.slot].state = SlotState::Up { streams: (0..streams).map(|_| DataStream::new(0)).collect() };
+        link.slots[conn.slot].state =
+            SlotState::Up { streams: (0..streams).map(|_| DataStream::new(0)).collect(), since: now };
     }
 
     /// A connection attempt failed; `refused` is set when the broker refused the certificate.
     /// Returns true if the breaker opened.
+    ///
+    /// The breaker counts a failure only while no other connection to the broker is up: a
+    /// broker with a live connection is reachable (an extra connection refused at its
+    /// `max_connections`, say, only backs off that slot).
     pub(crate) fn on_connect_failed(
         &mut self,
         now: Tick,
@@ -259,7 +290,14 @@ impl Links {
     ) -> bool {
         let link = &mut self.list[conn.link];
         link.last_error = Some(error);
-        link.slots[conn.slot].state = SlotState::Down { retry_at: now + backoff };
+        let slot = &mut link.slots[conn.slot];
+        slot.state = SlotState::Down { retry_at: later(now, backoff) };
+        slot.failures = slot.failures.saturating_add(1);
+        if link.is_up() {
+            // Certificates are re-read on this slot's next attempt (rotation in progress).
+            link.reload_tls |= refused.is_some();
+            return false;
+        }
         if let Some(e) = refused {
             // Retrying soon cannot heal a refused certificate: fail fast, and after the
             // recovery time try once more with the files read again (rotated certificates).
@@ -272,11 +310,31 @@ impl Links {
         link.breaker.on_failure(now)
     }
 
-    /// An open connection broke; the slot reconnects after `backoff`.
-    pub(crate) fn on_lost(&mut self, now: Tick, conn: ConnId, error: String, backoff: Duration) {
+    /// Whether the open connection `conn` was lost soon enough after opening to count as
+    /// a failed attempt: it had been up for less than `stable`.
+    pub(crate) fn quick_loss(&self, now: Tick, conn: ConnId, stable: Duration) -> bool {
+        match self.list[conn.link].slots[conn.slot].state {
+            SlotState::Up { since, .. } => now.saturating_duration_since(since) < stable,
+            _ => false,
+        }
+    }
+
+    /// An open connection broke; the slot reconnects after `backoff`. A `quick` loss counts
+    /// as a failed attempt (on the breaker too while no other connection to the broker is
+    /// up); a connection that had been stable resets the counts. Returns true if the
+    /// breaker opened.
+    pub(crate) fn on_lost(&mut self, now: Tick, conn: ConnId, error: String, backoff: Duration, quick: bool) -> bool {
         let link = &mut self.list[conn.link];
         link.last_error = Some(error);
-        link.slots[conn.slot].state = SlotState::Down { retry_at: now + backoff };
+        let slot = &mut link.slots[conn.slot];
+        slot.state = SlotState::Down { retry_at: later(now, backoff) };
+        if !quick {
+            slot.failures = 0;
+            link.breaker.on_stable();
+            return false;
+        }
+        slot.failures = slot.failures.saturating_add(1);
+        !link.is_up() && link.breaker.on_failure(now)
     }
 
     /// An open connection for control requests: the first up connection, preferring `link`.
@@ -301,7 +359,7 @@ impl Links {
         let mut out = Vec::new();
         for (li, l) in self.list.iter().enumerate() {
             for (si, s) in l.slots.iter().enumerate() {
-                if matches!(s.state, SlotState::Up { .. } | SlotState::Connecting) {
+                if matches!(s.state, SlotState::Up { .. } | SlotState::Connecting { .. }) {
                     out.push(ConnId { link: li, slot: si, gen: s.gen });
                 }
             }
@@ -313,16 +371,48 @@ impl Links {
     pub(crate) fn shut_all(&mut self, now: Tick) {
         for l in &mut self.list {
             for s in &mut l.slots {
-                s.state = SlotState::Down { retry_at: now + Duration::from_secs(3600) };
+                s.state = SlotState::Down { retry_at: later(now, crate::producer::clock::NEVER) };
             }
         }
     }
 
-    /// The next time a link changes by itself: a reconnect due or a breaker half-opening.
+    /// The connection attempts past their deadline (still current).
+    pub(crate) fn connects_overdue(&self, now: Tick) -> Vec<ConnId> {
+        let mut out = Vec::new();
+        for (li, l) in self.list.iter().enumerate() {
+            for (si, s) in l.slots.iter().enumerate() {
+                if matches!(s.state, SlotState::Connecting { deadline } if deadline <= now) {
+                    out.push(ConnId { link: li, slot: si, gen: s.gen });
+                }
+            }
+        }
+        out
+    }
+
+    /// How long a connection attempt may take.
+    pub(crate) fn connect_allowance(&self) -> Duration {
+        self.connect_allowance
+    }
+
+    /// Makes `conn` stale: whatever the shell reports about it later is ignored (a late
+    /// `Connected` is closed).
+    pub(crate) fn retire(&mut self, conn: ConnId) {
+        if self.is_current(conn) {
+            self.list[conn.link].slots[conn.slot].gen += 1;
+        }
+    }
+
+    /// The next time a link changes by itself: a reconnect due, a breaker half-opening, a
+    /// connection attempt to give up.
     pub(crate) fn next_timeout(&self, now: Tick) -> Option<Tick> {
         let mut t: Option<Tick> = None;
         let mut consider = |x: Tick| t = Some(t.map_or(x, |t| t.min(x)));
         for l in &self.list {
+            for s in &l.slots {
+                if let SlotState::Connecting { deadline } = s.state {
+                    consider(deadline);
+                }
+            }
             match l.breaker.state(now) {
                 BreakerState::Open { until } => consider(until),
                 // The trial's outcome is an event, not a time.
@@ -348,7 +438,7 @@ impl super::Core {
         }
         crate::producer::metrics::ProducerMetrics::add(&self.metrics.connects, 1);
         tracing::debug!(broker = %self.links.list[conn.link].name, slot = conn.slot, "connected");
-        self.links.on_connected(conn, &hello);
+        self.links.on_connected(now, conn, &hello);
         self.request_pending_metadata(now);
     }
 
@@ -367,11 +457,29 @@ impl super::Core {
             T::Broker { code, .. } => code.is_authentication() && !code.is_retriable(),
             _ => false,
         };
-        let failures = self.links.list[conn.link].breaker.failures() + 1;
-        let backoff = self.cfg.reconnect_backoff.delay(failures, 0.5).mul_f64(0.8 + 0.4 * self.jitter());
-        tracing::warn!(broker = %self.links.list[conn.link].name, error = %error, ?backoff, "connect failed");
         let msg = error.to_string();
         let refused = tls.then(|| ProduceError::transport(error, Persistence::NotPersisted));
+        self.connect_failed(now, conn, msg, refused);
+    }
+
+    /// Connection attempts the shell has not answered in time fail (and whatever it says
+    /// about them later is ignored).
+    pub(crate) fn give_up_connects(&mut self, now: Tick) {
+        for conn in self.links.connects_overdue(now) {
+            let msg = format!(
+                "connection attempt to {} not done within {:?} (resolve, handshake, Hello, authentication, data streams)",
+                self.links.list[conn.link].name,
+                self.links.connect_allowance()
+            );
+            self.connect_failed(now, conn, msg, None);
+            self.links.retire(conn);
+        }
+    }
+
+    fn connect_failed(&mut self, now: Tick, conn: ConnId, msg: String, refused: Option<ProduceError>) {
+        let failures = self.links.list[conn.link].slots[conn.slot].failures + 1;
+        let backoff = self.cfg.reconnect_backoff.delay(failures, 0.5).mul_f64(0.8 + 0.4 * self.jitter());
+        tracing::warn!(broker = %self.links.list[conn.link].name, error = %msg, ?backoff, "connect failed");
         if self.links.on_connect_failed(now, conn, msg, refused, backoff) {
             tracing::warn!(broker = %self.links.list[conn.link].name, failures, "circuit breaker open");
             self.fail_link_pending(now, conn.link);
@@ -385,7 +493,7 @@ impl super::Core {
         if !self.links.is_current(stream.conn) {
             return;
         }
-        if let SlotState::Up { streams } = &mut self.links.list[stream.conn.link].slots[stream.conn.slot].state {
+        if let SlotState::Up { streams, .. } = &mut self.links.list[stream.conn.link].slots[stream.conn.slot].state {
             if let Some(s) = streams.get_mut(stream.index) {
                 if s.gen < stream.gen {
                     *s = DataStream::new(stream.gen);
@@ -394,8 +502,9 @@ impl super::Core {
         }
     }
 
-    /// Starts connection attempts that are due.
+    /// Gives up attempts past their deadline; starts connection attempts that are due.
     pub(crate) fn maintain_links(&mut self, now: Tick) {
+        self.give_up_connects(now);
         if self.closing.is_some() && self.is_idle() {
             return;
         }
@@ -410,12 +519,11 @@ impl super::Core {
         }
     }
 
-    /// The breaker is open (or the broker refused us): fail fast every batch waiting for
-    /// that broker, with what we know about its persistence.
-    pub(crate) fn fail_link_pending(&mut self, now: Tick, link: usize) {
-        use crate::producer::error::{ErrorKind, Persistence, ProduceError};
+    /// Why batches for `link` fail fast: the refused certificate, or the open breaker.
+    fn link_error(&self, link: usize) -> ProduceError {
+        use crate::producer::error::{ErrorKind, Persistence};
         let l = &self.links.list[link];
-        let err = match &l.refused {
+        match &l.refused {
             Some(e) => e.clone(),
             None => ProduceError::new(
                 ErrorKind::CircuitOpen,
@@ -427,7 +535,30 @@ impl super::Core {
                     l.last_error.as_deref().unwrap_or("connection failed")
                 ),
             ),
-        };
+        }
+    }
+
+    /// When no broker is left that may answer (every link fails fast), why: what handles
+    /// waiting for metadata fail with.
+    pub(crate) fn no_link_left(&self, now: Tick) -> Option<ProduceError> {
+        let list = &self.links.list;
+        if list.is_empty() || !list.iter().all(|l| l.failing_fast(now)) {
+            return None;
+        }
+        // A refused certificate says more than an open breaker.
+        let i = list.iter().position(|l| l.refused.is_some()).unwrap_or(0);
+        Some(self.link_error(i))
+    }
+
+    /// The breaker is open (or the broker refused us) and no connection to the broker is
+    /// up: fail fast every batch waiting for that broker, with what we know about its
+    /// persistence.
+    pub(crate) fn fail_link_pending(&mut self, now: Tick, link: usize) {
+        #[cfg(test)]
+        {
+            self.fail_link_calls += 1;
+        }
+        let err = self.link_error(link);
         let mut gap = false;
         for tid in 0..self.topics.list.len() {
             for p in 0..self.topics.list[tid].parts.len() {
@@ -447,9 +578,8 @@ impl super::Core {
             self.resync_windows();
         }
         // Handles waiting for metadata fail too, unless another broker may still answer.
-        let none_left = self.links.list.iter().all(|l| l.refused.is_some() || l.breaker.is_open(now));
-        if none_left {
-            for reply in self.topics.take_waiters() {
+        if let Some(err) = self.no_link_left(now) {
+            for reply in self.topics.take_waiters(&self.acc) {
                 self.outcomes.push_back(super::Outcome::Metadata { reply, result: Err(err.clone()) });
             }
         }

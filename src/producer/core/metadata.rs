@@ -16,22 +16,25 @@ use std::sync::Arc;
 use super::batches::BatchPayload;
 use super::window::Window;
 use super::{ControlKind, Core, MetadataReply, Outcome, Tick};
-use crate::producer::accumulator::{PartitionQueue, QueuedRecord, TopicQueues};
+use crate::producer::accumulator::{Accumulator, PartitionQueue, QueuedRecord, TopicQueues};
+use crate::producer::clock::later;
 use crate::producer::error::{ErrorKind, Persistence, ProduceError};
 use crate::protocol::cluster::NotLeader;
 use crate::protocol::frame::{Metadata, MetadataOk};
 use crate::protocol::{ErrorCode, Payload};
 use crate::transport::TransportError;
 
-/// Most topics waiting for metadata at once (beyond that a handle's request is refused).
-pub(crate) const MAX_PENDING_TOPICS: usize = 1024;
+pub(crate) use crate::producer::accumulator::MAX_PENDING_TOPICS;
 
 /// One partition as the core keeps it.
 pub(crate) struct PartState {
     /// Sealed batches not yet acknowledged or failed.
     pub window: Window<BatchPayload>,
-    /// A record popped but not fitting the previous batch.
+    /// A record popped but not fitting the previous batch (the last one popped).
     pub carry: Option<QueuedRecord>,
+    /// Records taken from the queue so far: the next one taken is number `popped` (flush
+    /// points count in these numbers).
+    pub popped: u64,
     /// When the linger clock started (first record seen, or the last seal).
     pub since: Option<Tick>,
     /// No record still queued was enqueued before this (for the delivery timeout).
@@ -44,6 +47,9 @@ pub(crate) struct PartState {
     pub leader: Option<u32>,
     /// The link to use while no link is known for the leader (the one that answered).
     pub fallback_link: usize,
+    /// Its broker said it does not lead it (or does not know it): nothing more is sent
+    /// until the next metadata answer for its topic says where it went.
+    pub stale_leader: bool,
 }
 
 /// One topic.
@@ -74,9 +80,21 @@ pub(crate) struct Topics {
 }
 
 impl Topics {
-    /// Takes every waiting reply (the producer is stopping).
-    pub(crate) fn take_waiters(&mut self) -> Vec<MetadataReply> {
+    /// When wanted topics may be asked for again after a failure, if any are waiting.
+    pub(crate) fn retry_due(&self) -> Option<Tick> {
+        self.retry_at.filter(|_| !self.waiters.is_empty())
+    }
+
+    /// Takes every waiting reply (the producer is stopping, or no broker is left).
+    pub(crate) fn take_waiters(&mut self, acc: &Accumulator) -> Vec<MetadataReply> {
+        acc.metadata_settled_all();
         self.waiters.drain().flat_map(|(_, v)| v).collect()
+    }
+
+    /// Takes the replies waiting for `topic`.
+    fn take_topic(&mut self, topic: &str, acc: &Accumulator) -> Vec<MetadataReply> {
+        acc.metadata_settled(topic);
+        self.waiters.remove(topic).unwrap_or_default()
     }
 }
 
@@ -88,16 +106,18 @@ impl Core {
     }
 
     pub(crate) fn want_metadata(&mut self, now: Tick, topic: Arc<str>, reply: Option<MetadataReply>) {
-        let _ = now;
         if let Some(&tid) = self.topics.ids.get(&topic) {
+            self.acc.metadata_settled(&topic);
             if let Some(reply) = reply {
                 let result = Ok(self.topics.list[tid as usize].queues.clone());
                 self.outcomes.push_back(Outcome::Metadata { reply, result });
             }
             return;
         }
-        let fatal = self.fatal.clone().or_else(|| self.links.list.iter().find_map(|l| l.refused.clone()));
+        // Fail at once only when no broker may answer (the rule `fail_link_pending` follows).
+        let fatal = self.fatal.clone().or_else(|| self.no_link_left(now));
         if let Some(e) = fatal {
+            self.acc.metadata_settled(&topic);
             if let Some(reply) = reply {
                 self.outcomes.push_back(Outcome::Metadata { reply, result: Err(e) });
             }
@@ -111,6 +131,7 @@ impl Core {
                 waiters.extend(reply);
             }
             None if full => {
+                self.acc.metadata_settled(&topic);
                 if let Some(reply) = reply {
                     let msg = format!("{MAX_PENDING_TOPICS} topics are already waiting for metadata; '{topic}' is not");
                     let err = ProduceError::new(ErrorKind::BufferFull, Persistence::NotPersisted, msg);
@@ -145,21 +166,21 @@ impl Core {
 
     /// A refresh of every known topic at the next opportunity (the metadata is stale).
     pub(crate) fn refresh_soon(&mut self, now: Tick) {
-        let soon = now + self.cfg.retry_backoff.base;
+        let soon = later(now, self.cfg.retry_backoff.base);
         self.topics.refresh_due = Some(self.topics.refresh_due.map_or(soon, |d| d.min(soon)));
     }
 
     /// Periodic refresh (and asks for what handles wait for).
     pub(crate) fn refresh_metadata(&mut self, now: Tick) {
         self.request_pending_metadata(now);
-        let due = *self.topics.refresh_due.get_or_insert(now + self.cfg.metadata_max_age);
+        let due = *self.topics.refresh_due.get_or_insert(later(now, self.cfg.metadata_max_age));
         if now < due || self.topics.list.is_empty() {
             return;
         }
         let names: Vec<Arc<str>> = self.topics.list.iter().map(|t| t.queues.name.clone()).collect();
         let topics = names.iter().map(|t| t.to_string()).collect();
         if self.call(now, None, Payload::Metadata(Metadata { topics }), ControlKind::Metadata(names, 0)) {
-            self.topics.refresh_due = Some(now + self.cfg.metadata_max_age);
+            self.topics.refresh_due = Some(later(now, self.cfg.metadata_max_age));
         }
     }
 
@@ -183,7 +204,7 @@ impl Core {
             Err(e) => {
                 let err = ProduceError::transport(e, Persistence::NotPersisted);
                 for t in topics {
-                    for reply in self.topics.waiters.remove(&t).unwrap_or_default() {
+                    for reply in self.topics.take_topic(&t, &self.acc) {
                         self.outcomes.push_back(Outcome::Metadata { reply, result: Err(err.clone()) });
                     }
                 }
@@ -193,7 +214,7 @@ impl Core {
 
     fn metadata_failed(&mut self, now: Tick) {
         let unit = self.jitter();
-        self.topics.retry_at = Some(now + self.cfg.retry_backoff.delay(1, unit));
+        self.topics.retry_at = Some(later(now, self.cfg.retry_backoff.delay(1, unit)));
         if !self.topics.list.is_empty() {
             self.refresh_soon(now);
         }
@@ -205,7 +226,7 @@ impl Core {
         }
         for t in m.topics {
             let name: Arc<str> = Arc::from(t.name.as_str());
-            let waiters = self.topics.waiters.remove(&name).unwrap_or_default();
+            let waiters = self.topics.take_topic(&name, &self.acc);
             if t.error != ErrorCode::None {
                 let msg = match t.error {
                     ErrorCode::UnknownTopicOrPartition => format!("topic '{name}' does not exist"),
@@ -215,6 +236,12 @@ impl Core {
                 let err = ProduceError::new(ErrorKind::Broker(t.error), Persistence::NotPersisted, msg);
                 for reply in waiters {
                     self.outcomes.push_back(Outcome::Metadata { reply, result: Err(err.clone()) });
+                }
+                // No leader to wait for: its batches go on (and get the broker's answer).
+                if let Some(&tid) = self.topics.ids.get(&name) {
+                    for part in &mut self.topics.list[tid as usize].parts {
+                        part.stale_leader = false;
+                    }
                 }
                 continue;
             }
@@ -268,6 +295,7 @@ impl Core {
             }
         }
         let Some(part) = self.topics.list.get_mut(t).and_then(|t| t.parts.get_mut(p)) else { return };
+        part.stale_leader = false;
         if part.leader != Some(leader) {
             if part.leader.is_some() {
                 tracing::info!(partition = p, from = ?part.leader, to = leader, "partition leader moved");
@@ -284,12 +312,14 @@ impl Core {
         PartState {
             window: Window::new(self.cfg.idempotence, self.cfg.max_in_flight),
             carry: None,
+            popped: 0,
             since: None,
             oldest: None,
             active: false,
             stream: g,
             leader: None,
             fallback_link: link,
+            stale_leader: false,
         }
     }
 

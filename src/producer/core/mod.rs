@@ -40,7 +40,8 @@ use std::time::Duration;
 use rand::SeedableRng;
 use tokio::sync::oneshot;
 
-use super::accumulator::Accumulator;
+use super::accumulator::{Accumulator, FlushPoint};
+use super::clock::later;
 use super::config::ProducerConfig;
 use super::error::{Persistence, ProduceError};
 use super::metrics::ProducerMetrics;
@@ -85,13 +86,20 @@ pub(crate) struct Core {
     next_tag: u64,
     next_corr: u32,
     next_batch_id: u64,
-    flush_all: bool,
     flushes: Vec<FlushWaiter>,
+    /// What the first `close()` was answered (later `close`/`flush` calls get it too).
+    close_result: Option<Result<(), ProduceError>>,
     /// Close deadline, once closing.
     closing: Option<Tick>,
+    /// When `handle_timeout` last ran: every deadline after it is still to be acted on.
+    last_run: Tick,
     fatal: Option<ProduceError>,
     finished: bool,
     transmits: VecDeque<Transmit>,
+    /// Passes of `fail_link_pending` (each walks every partition), for a test of the work
+    /// done per round.
+    #[cfg(test)]
+    fail_link_calls: usize,
     actions: VecDeque<Action>,
     outcomes: VecDeque<Outcome>,
 }
@@ -117,12 +125,15 @@ impl Core {
             next_tag: 0,
             next_corr: 1,
             next_batch_id: 0,
-            flush_all: false,
+            close_result: None,
             flushes: Vec::new(),
             closing: None,
+            last_run: now,
             fatal: None,
             finished: false,
             transmits: VecDeque::new(),
+            #[cfg(test)]
+            fail_link_calls: 0,
             actions: VecDeque::new(),
             outcomes: VecDeque::new(),
         }
@@ -178,28 +189,28 @@ impl Core {
         self.want_metadata(now, topic, reply);
     }
 
-    /// `flush()`: seal everything now; answer when every record enqueued before is done.
-    pub(crate) fn handle_flush(&mut self, _now: Tick, reply: FlushReply) {
+    /// `flush()`: answer when every record enqueued before the call (`point`, read at the
+    /// call) is done; meanwhile every partition is sealed without waiting for linger.
+    pub(crate) fn handle_flush(&mut self, _now: Tick, point: FlushPoint, reply: FlushReply) {
         if let Some(e) = &self.fatal {
             let _ = reply.send(Err(e.clone()));
             return;
         }
-        self.flush_all = true;
-        self.flushes.push(FlushWaiter { target: None, reply, failed: 0, first_error: None });
+        self.flushes.push(FlushWaiter::new(point, reply, false));
     }
 
-    /// `close(timeout)`: flush, fail what is left at the deadline, then finish. `None`:
-    /// every handle is gone (deliver within the delivery timeout, nobody to answer).
-    pub(crate) fn handle_close(&mut self, now: Tick, timeout: Duration, reply: Option<FlushReply>) {
-        let deadline = now + timeout;
+    /// `close(timeout)`: flush (what was enqueued before `point`), fail what is left at the
+    /// deadline, then finish. `None`: every handle is gone (deliver within the delivery
+    /// timeout, nobody to answer).
+    pub(crate) fn handle_close(&mut self, now: Tick, timeout: Duration, reply: Option<(FlushPoint, FlushReply)>) {
+        let deadline = later(now, timeout);
         self.closing = Some(self.closing.map_or(deadline, |d| d.min(deadline)));
-        self.flush_all = true;
-        if let Some(reply) = reply {
+        if let Some((point, reply)) = reply {
             if let Some(e) = &self.fatal {
                 let _ = reply.send(Err(e.clone()));
                 return;
             }
-            self.flushes.push(FlushWaiter { target: None, reply, failed: 0, first_error: None });
+            self.flushes.push(FlushWaiter::new(point, reply, true));
         }
     }
 
@@ -216,19 +227,17 @@ impl Core {
         if self.finished {
             return;
         }
+        self.last_run = self.last_run.max(now);
         self.collect_ready(now);
-        let flushing = self.flush_all || self.closing.is_some();
+        // While a flush or the close waits, nothing waits for linger (as Kafka's flush).
+        let flushing = !self.flushes.is_empty() || self.closing.is_some();
         self.seal(now, flushing);
-        if self.flush_all {
-            self.flush_all = false;
-            let target = self.next_batch_id;
-            for f in self.flushes.iter_mut().filter(|f| f.target.is_none()) {
-                f.target = Some(target);
-            }
-        }
+        // Timeouts before sending: a batch past its delivery deadline expires unsent (not
+        // persisted) instead of going out and expiring in flight (possibly persisted, and
+        // an epoch bump); a stuck stream is reset before anything more is queued on it.
+        self.check_timeouts(now);
         self.resync_windows();
         self.send(now);
-        self.check_timeouts(now);
         self.maintain_links(now);
         self.maybe_request_pid(now);
         self.refresh_metadata(now);
@@ -255,17 +264,30 @@ impl Core {
         self.outcomes.pop_front()
     }
 
-    /// When `handle_timeout` must run next (even if nothing else happens).
+    /// When `handle_timeout` must run next (even if nothing else happens); `None` when
+    /// only an input can make anything happen. Pass the `now` of the last `handle_timeout`:
+    /// a deadline that came due after that run is returned even if it is before a later
+    /// `now` (the timer then fires at once), so no deadline is ever dropped.
     pub(crate) fn poll_timeout(&self, now: Tick) -> Option<Tick> {
         if self.finished {
             return None;
         }
-        self.next_timeout(now)
+        let _ = now;
+        self.next_timeout()
     }
 
     /// True once closed (or fenced) and every answer was handed out: the shell stops.
     pub(crate) fn is_finished(&self) -> bool {
         self.finished && self.outcomes.is_empty() && self.actions.is_empty()
+    }
+
+    /// Once finished, what a later `flush()` or `close()` returns: what the first close was
+    /// answered (`Ok` after a clean close, its error otherwise), or the fatal error.
+    pub(crate) fn end_result(&self) -> Result<(), ProduceError> {
+        match &self.fatal {
+            Some(e) => Err(e.clone()),
+            None => self.close_result.clone().unwrap_or(Ok(())),
+        }
     }
 
     /// The configuration.
@@ -277,19 +299,25 @@ impl Core {
     // Shared helpers
     // ----------------------------------------------------------------------------------
 
-    fn next_timeout(&self, now: Tick) -> Option<Tick> {
+    /// The earliest deadline after the last `handle_timeout`. There is no heartbeat: every
+    /// decision `handle_timeout` takes at a time of its own is among these deadlines, so a
+    /// missing one shows up as a stall in the tests (which move time only as far as this
+    /// says), not as a decision taken late.
+    fn next_timeout(&self) -> Option<Tick> {
         let mut d: Option<Tick> = None;
-        // `handle_timeout(now)` did everything it could at `now`: a deadline already passed
-        // (a linger while the window is full, a back-off while the link is down) waits for
-        // an event, not for the timer: without this filter the shell would spin.
+        // `handle_timeout(last_run)` did everything it could then: a deadline at or before
+        // it (a linger while the window is full, a back-off while the link is down) waits
+        // for an event, not for the timer: without this filter the shell would spin. A
+        // deadline after it has not been acted on, whatever the time is now.
+        let last_run = self.last_run;
         let mut consider = |t: Tick| {
-            if t > now {
+            if t > last_run {
                 d = Some(d.map_or(t, |d| d.min(t)));
             }
         };
         for &(tid, p) in &self.topics.active {
             if let Some(since) = self.topics.list[tid as usize].parts[p as usize].since {
-                consider(since + self.cfg.linger);
+                consider(later(since, self.cfg.linger));
             }
         }
         for t in &self.topics.list {
@@ -299,7 +327,7 @@ impl Core {
                 }
             }
         }
-        if let Some(x) = self.links.next_timeout(now) {
+        if let Some(x) = self.links.next_timeout(last_run) {
             consider(x);
         }
         if let Some(c) = self.closing {
@@ -311,11 +339,12 @@ impl Core {
         if let Some(x) = self.topics.refresh_due {
             consider(x);
         }
+        if let Some(x) = self.topics.retry_due() {
+            consider(x);
+        }
         for x in self.timeout_deadlines() {
             consider(x);
         }
-        // Nothing is due: wake up now and then anyway (cheap, and bounds any missed case).
-        consider(now + Duration::from_millis(200));
         d
     }
 
@@ -338,8 +367,8 @@ impl Core {
             k => k,
         };
         let tag = self.tag();
-        let timeout = self.cfg.request_timeout + timeouts::margin(self.cfg.request_timeout);
-        self.control.insert(tag, ControlCall { kind, deadline: now + timeout });
+        let timeout = self.cfg.request_timeout.saturating_add(timeouts::margin(self.cfg.request_timeout));
+        self.control.insert(tag, ControlCall { kind, deadline: later(now, timeout) });
         self.actions.push_back(Action::Call { tag, conn, request, timeout });
         true
     }

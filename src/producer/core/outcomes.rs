@@ -6,35 +6,55 @@ use std::sync::atomic::Ordering;
 use super::batches::BatchPayload;
 use super::window::Slot;
 use super::{Action, Core, FlushReply, Outcome, Tick};
-use crate::producer::accumulator::QueuedRecord;
+use crate::producer::accumulator::{FlushPoint, QueuedRecord};
 use crate::producer::error::{ErrorKind, Persistence, ProduceError};
 use crate::producer::metrics::ProducerMetrics;
 
 /// A `flush()` or `close()` waiting for the records it covers.
 pub(crate) struct FlushWaiter {
-    /// Batches with an id below this are covered; `None` until the flush has sealed.
-    pub target: Option<u64>,
+    /// The records it covers: those enqueued before the call.
+    pub upto: FlushPoint,
     pub reply: FlushReply,
     /// Covered records that failed, and the first error.
     pub failed: u64,
     pub first_error: Option<ProduceError>,
+    /// A `close()` (its answer is kept for later calls).
+    pub close: bool,
+}
+
+impl FlushWaiter {
+    pub(crate) fn new(upto: FlushPoint, reply: FlushReply, close: bool) -> Self {
+        FlushWaiter { upto, reply, failed: 0, first_error: None, close }
+    }
+
+    /// How many records of partition `(t, p)` it covers.
+    fn limit(&self, t: u32, p: u32) -> u64 {
+        self.upto.0.iter().find(|(ti, pi, _)| (*ti, *pi) == (t, p)).map_or(0, |x| x.2)
+    }
 }
 
 impl Core {
-    /// Records a record failure against the flushes that cover it (batch `id`, or `None`
-    /// for a record that was still queued).
-    pub(crate) fn note_failures(&mut self, id: Option<u64>, n: u64, err: &ProduceError) {
+    /// Records the failure of records `first..first + n` of partition `(t, p)` (numbered in
+    /// the order they were taken from its queue) against the flushes that cover them.
+    pub(crate) fn note_failures(&mut self, (t, p): (u32, u32), first: u64, n: u64, err: &ProduceError) {
         for f in &mut self.flushes {
-            let covered = match (f.target, id) {
-                (None, _) => true,
-                (Some(t), Some(id)) => id < t,
-                (Some(_), None) => false,
-            };
-            if covered {
-                f.failed += n;
+            let covered = f.limit(t, p).min(first + n).saturating_sub(first);
+            if covered > 0 {
+                f.failed += covered;
                 f.first_error.get_or_insert_with(|| err.clone());
             }
         }
+    }
+
+    /// Whether every record of partition `(t, p)` numbered below `n` has its outcome.
+    fn done_up_to(&self, t: u32, p: u32, n: u64) -> bool {
+        let Some(part) = self.topics.list.get(t as usize).and_then(|t| t.parts.get(p as usize)) else { return true };
+        // Not yet taken from the queue; or carried over to the next batch (the last one taken).
+        if part.popped < n || (part.carry.is_some() && part.popped - 1 < n) {
+            return false;
+        }
+        // Batches are kept in the order their records were taken.
+        part.window.iter().next().is_none_or(|s| s.payload.first_index >= n)
     }
 
     /// Fails every record of a batch; the persistence reported follows what is known.
@@ -50,7 +70,7 @@ impl Core {
         let n = s.payload.records.len() as u64;
         ProducerMetrics::add(&self.metrics.records_failed, n);
         self.metrics.in_flight_batches.fetch_sub(1, Ordering::Relaxed);
-        self.note_failures(Some(s.id), n, &err);
+        self.note_failures(s.payload.partition, s.payload.first_index, n, &err);
         let records = s.payload.records.into_iter().map(|r| r.delivery).collect();
         self.outcomes.push_back(Outcome::Failed { records, error: err });
     }
@@ -58,16 +78,20 @@ impl Core {
     /// Fails records still in a partition's queue (never sealed).
     pub(crate) fn fail_queued(&mut self, tid: usize, p: usize, err: &ProduceError) -> usize {
         let q = self.topics.list[tid].queues.partitions[p].clone();
-        let mut failed: Vec<QueuedRecord> = self.topics.list[tid].parts[p].carry.take().into_iter().collect();
+        let part = &mut self.topics.list[tid].parts[p];
+        let first = part.popped - u64::from(part.carry.is_some());
+        let mut failed: Vec<QueuedRecord> = part.carry.take().into_iter().collect();
         while let Some(r) = q.queue.pop() {
-            q.queued_bytes.fetch_sub(r.size, Ordering::AcqRel);
+            q.counts.bytes.fetch_sub(r.size, Ordering::AcqRel);
+            part.popped += 1;
             failed.push(r);
         }
-        self.fail_records(failed, err)
+        self.fail_records((tid as u32, p as u32), first, failed, err)
     }
 
-    /// Fails records that never made it into a batch.
-    pub(crate) fn fail_records(&mut self, records: Vec<QueuedRecord>, err: &ProduceError) -> usize {
+    /// Fails records that never made it into a batch: records `first..` of partition
+    /// `part`, in the order they were taken from its queue.
+    fn fail_records(&mut self, part: (u32, u32), first: u64, records: Vec<QueuedRecord>, err: &ProduceError) -> usize {
         let n = records.len();
         if n == 0 {
             return 0;
@@ -79,7 +103,7 @@ impl Core {
             deliveries.push(r.delivery);
         }
         ProducerMetrics::add(&self.metrics.records_failed, n as u64);
-        self.note_failures(None, n as u64, &err);
+        self.note_failures(part, first, n as u64, &err);
         self.outcomes.push_back(Outcome::Failed { records: deliveries, error: err });
         n
     }
@@ -121,19 +145,16 @@ impl Core {
             t.parts.iter().enumerate().all(|(i, p)| {
                 p.window.is_empty()
                     && p.carry.is_none()
-                    && t.queues.partitions[i].queued_bytes.load(Ordering::Acquire) == 0
+                    && t.queues.partitions[i].counts.bytes.load(Ordering::Acquire) == 0
             })
         })
     }
 
+    /// Answers the flushes whose records all have their outcome.
     pub(crate) fn finish_flushes(&mut self) {
-        if self.flushes.is_empty() {
-            return;
-        }
-        let oldest = self.topics.list.iter().flat_map(|t| t.parts.iter()).filter_map(|p| p.window.oldest_id()).min();
         let mut i = 0;
         while i < self.flushes.len() {
-            let done = self.flushes[i].target.is_some_and(|t| oldest.is_none_or(|o| o >= t));
+            let done = self.flushes[i].upto.0.iter().all(|&(t, p, n)| self.done_up_to(t, p, n));
             if done {
                 let f = self.flushes.swap_remove(i);
                 self.answer_flush(f);
@@ -152,6 +173,9 @@ impl Core {
                 Err(ProduceError::new(e.kind(), e.persistence(), msg))
             }
         };
+        if f.close && self.close_result.is_none() {
+            self.close_result = Some(result.clone());
+        }
         self.outcomes.push_back(Outcome::Flushed { reply: f.reply, result });
     }
 
@@ -179,7 +203,7 @@ impl Core {
             self.answer_flush(f);
         }
         let err = self.fatal.clone().unwrap_or_else(closed_error);
-        for reply in self.topics.take_waiters() {
+        for reply in self.topics.take_waiters(&self.acc) {
             self.outcomes.push_back(Outcome::Metadata { reply, result: Err(err.clone()) });
         }
         for conn in self.links.open_conns() {

@@ -12,6 +12,7 @@
 
 use super::window::Resync;
 use super::{ControlKind, Core, Outcome, Tick};
+use crate::producer::clock::later;
 use crate::producer::error::{ErrorKind, Persistence, ProduceError};
 use crate::producer::metrics::ProducerMetrics;
 use crate::protocol::frame::InitProducerId;
@@ -235,7 +236,7 @@ impl Core {
                     }
                     None => self.pid.bump_unknown |= self.pid.bump_from.is_some(),
                 }
-                self.pid.retry_at = Some(now + wait);
+                self.pid.retry_at = Some(later(now, wait));
             }
         }
     }

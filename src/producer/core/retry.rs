@@ -60,6 +60,18 @@ impl Core {
                 return;
             }
         };
+        if result.error == ErrorCode::None {
+            // Record i of the batch is at base_offset + i: offsets that do not exist (negative,
+            // or past i64::MAX) make no sense on this stream either.
+            let window = &self.topics.list[e.topic as usize].parts[e.partition as usize].window;
+            let records = window.index_of(e.corr).map_or(1, |i| window.slot(i).records);
+            let last = result.base_offset.checked_add(i64::from(records.max(1)) - 1);
+            if result.base_offset < 0 || last.is_none() {
+                let detail = format!("acknowledged at offset {} (for {records} records)", result.base_offset);
+                self.stream_failed(now, stream, detail);
+                return;
+            }
+        }
         self.on_produce_result(now, e.topic as usize, e.partition, e.corr, result);
     }
 
@@ -120,7 +132,11 @@ impl Core {
             ErrorCode::OutOfOrderSequence | ErrorCode::UnknownProducerId if idempotent => {
                 let window = &mut self.topics.list[t].parts[pu].window;
                 let first = window.is_first(corr);
-                window.refused(corr, Duration::ZERO, now, Attempt::Settled);
+                // A batch with an attempt still on its way stays unresolved and the partition
+                // drains up to it, resending until it is acknowledged or expires: after a
+                // back-off then, not in a tight loop.
+                let wait = if window.iter().any(|s| s.unanswered) { backoff } else { Duration::ZERO };
+                window.refused(corr, wait, now, Attempt::Settled);
                 if first {
                     // For a later batch this only echoes a refusal of an earlier one.
                     tracing::warn!(%message, "sequence broken; draining the partition, then a new epoch");
@@ -161,8 +177,17 @@ impl Core {
                     let span = &self.topics.list[t].parts[pu].window.slot(i).payload.span;
                     span.in_scope(|| tracing::debug!(%message, ?backoff, "retrying batch"));
                     self.topics.list[t].parts[pu].window.refused(corr, backoff, now, attempt);
-                    if code == ErrorCode::UnknownTopicOrPartition {
-                        // Stale metadata (a partition moved, or a topic was recreated).
+                    if matches!(
+                        code,
+                        ErrorCode::UnknownTopicOrPartition
+                            | ErrorCode::NotLeader
+                            | ErrorCode::UnknownLeaderEpoch
+                            | ErrorCode::MetadataUnavailable
+                    ) {
+                        // Stale metadata (a partition moved, or a topic was recreated): the
+                        // partition waits for the refresh instead of asking the same broker
+                        // again (and using up its retries there).
+                        self.topics.list[t].parts[pu].stale_leader = true;
                         self.refresh_soon(now);
                     }
                 } else {
@@ -215,13 +240,22 @@ impl Core {
         }
         tracing::warn!(broker = %self.links.list[conn.link].name, slot = conn.slot, error = %error, "connection lost");
         self.actions.push_back(Action::Close { conn, reason: "connection lost" });
+        // A connection lost before it was up for `circuit_breaker_recovery` counts as a
+        // failed attempt: a broker that accepts and then drops every connection is backed
+        // off more and more, and eventually opens the breaker, like an unreachable one.
+        let quick = self.links.quick_loss(now, conn, self.cfg.circuit_breaker_recovery);
+        let failures = if quick { self.links.list[conn.link].slots[conn.slot].failures + 1 } else { 1 };
         let unit = self.jitter();
-        let backoff = self.cfg.reconnect_backoff.delay(1, unit);
-        self.links.on_lost(now, conn, error.message().to_owned(), backoff);
+        let backoff = self.cfg.reconnect_backoff.delay(failures, unit);
+        let opened = self.links.on_lost(now, conn, error.message().to_owned(), backoff, quick);
         self.requeue_lost(now, |s| s.conn == conn, error);
         // In a cluster the broker may be gone for good and its partitions led elsewhere:
         // ask for fresh metadata rather than wait for its return.
         self.refresh_soon(now);
+        if opened {
+            tracing::warn!(broker = %self.links.list[conn.link].name, failures, "circuit breaker open");
+            self.fail_link_pending(now, conn.link);
+        }
     }
 
     fn requeue_lost(&mut self, now: Tick, lost: impl Fn(StreamId) -> bool + Copy, error: ProduceError) {

@@ -1,10 +1,11 @@
 //! Timers: request timeouts, control-request timeouts and delivery timeouts.
 //!
 //! - A produce request is given `request_timeout` plus a [`margin`], counted from the
-//!   moment the shell wrote it: the broker is told `request_timeout` and answers
-//!   REQUEST_TIMED_OUT itself when it cannot satisfy the acks in time; only silence beyond
-//!   that means the stream is stuck. Then that one stream is reset and replaced; other
-//!   partitions' streams, and the connection, go on.
+//!   moment the shell wrote it (or, while the write has not completed, from when it was
+//!   handed to the shell: a stream blocked by flow control is stuck too): the broker is
+//!   told `request_timeout` and answers REQUEST_TIMED_OUT itself when it cannot satisfy
+//!   the acks in time; only silence beyond that means the stream is stuck. Then that one
+//!   stream is reset and replaced; other partitions' streams, and the connection, go on.
 //! - A control request (metadata, producer id) gets the same allowance from when it was
 //!   sent; then it is asked again (nothing else would ever ask again).
 //! - `delivery_timeout` bounds the time from `send` to an outcome: a batch still queued,
@@ -14,6 +15,7 @@
 use std::time::Duration;
 
 use super::{ControlKind, Core, StreamId, Tick};
+use crate::producer::clock::later;
 use crate::producer::error::{ErrorKind, Persistence, ProduceError};
 
 /// How much longer than `request_timeout` the producer waits for an answer: the broker
@@ -25,7 +27,7 @@ pub(crate) fn margin(request_timeout: Duration) -> Duration {
 
 impl Core {
     fn request_deadline(&self) -> Duration {
-        self.cfg.request_timeout + margin(self.cfg.request_timeout)
+        self.cfg.request_timeout.saturating_add(margin(self.cfg.request_timeout))
     }
 
     /// Deadlines of the timers below, for `poll_timeout`.
@@ -35,9 +37,9 @@ impl Core {
         let mut out = Vec::new();
         for t in &self.topics.list {
             for p in &t.parts {
-                out.extend(p.window.in_flight_batches().filter_map(|(_, _, w)| w).map(|w| w + rt).min());
-                out.extend(p.window.iter().map(|s| s.payload.first_enqueued + dt).min());
-                out.extend(p.oldest.map(|o| o + dt));
+                out.extend(p.window.in_flight_batches().map(|(_, _, w)| later(w, rt)).min());
+                out.extend(p.window.iter().map(|s| later(s.payload.first_enqueued, dt)).min());
+                out.extend(p.oldest.map(|o| later(o, dt)));
             }
         }
         out.extend(self.control.values().map(|c| c.deadline));
@@ -56,9 +58,8 @@ impl Core {
         let mut stuck: Vec<StreamId> = Vec::new();
         for t in &self.topics.list {
             for part in &t.parts {
-                for (_, stream, written) in part.window.in_flight_batches() {
-                    if written.is_some_and(|w| now.saturating_duration_since(w) >= deadline) && !stuck.contains(&stream)
-                    {
+                for (_, stream, started) in part.window.in_flight_batches() {
+                    if now.saturating_duration_since(started) >= deadline && !stuck.contains(&stream) {
                         stuck.push(stream);
                     }
                 }
@@ -66,7 +67,7 @@ impl Core {
         }
         for stream in stuck {
             let name = &self.links.list[stream.conn.link].name;
-            let msg = format!("no answer from {name} within {deadline:?} of writing a request");
+            let msg = format!("no answer from {name} within {deadline:?} of sending a request");
             tracing::warn!(%msg, stream = stream.index, "resetting the stream");
             self.reset_stream(
                 now,

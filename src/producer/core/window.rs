@@ -18,8 +18,11 @@
 //! - `maybe_persisted` accumulates over attempts: an attempt that went out and got no
 //!   answer (or an "appended, not confirmed" answer) sets it; a refusal given before the
 //!   broker's dedup lookup leaves it as it was; only an answer given after the lookup
-//!   (acknowledged, duplicate, out of order, unknown producer) settles it. A batch that may
-//!   be stored is never renumbered, split or reported "not persisted";
+//!   (acknowledged, duplicate, out of order, unknown producer) settles it. An attempt whose
+//!   answer never came (its stream broke or was reset) may still be processed later, after
+//!   any answer to a later attempt: such a batch stays "may be stored" until it is
+//!   acknowledged (`unanswered`). A batch that may be stored is never renumbered, split or
+//!   reported "not persisted";
 //! - while the numbering is broken (or the core holds it, e.g. for an epoch bump), no new
 //!   batch is numbered; the batches up to the last one whose fate is unknown are resent, in
 //!   order, until the broker has settled each of them. Then the window is *drained*: a
@@ -30,6 +33,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::{StreamId, Tick};
+use crate::producer::clock::later;
 use crate::protocol::batch::increment_sequence;
 
 /// A batch's place in the window.
@@ -37,8 +41,8 @@ use crate::protocol::batch::increment_sequence;
 pub(crate) enum SlotState {
     /// Waiting to be (re)sent, not before `not_before`.
     Ready { not_before: Option<Tick> },
-    /// Handed to `stream`; `written_at` once the shell reports it written.
-    InFlight { correlation_id: u32, stream: StreamId, written_at: Option<Tick> },
+    /// Handed to `stream` at `handed_at`; `written_at` once the shell reports it written.
+    InFlight { correlation_id: u32, stream: StreamId, handed_at: Tick, written_at: Option<Tick> },
 }
 
 /// How an attempt ended, for `maybe_persisted`.
@@ -71,6 +75,10 @@ pub(crate) struct Slot<T> {
     pub sealed_at: Tick,
     /// Some attempt may have stored it (see the module docs).
     pub maybe_persisted: bool,
+    /// Some attempt went out and its answer never came (its stream broke or was reset):
+    /// the broker may have read it and may still append it, after any later answer. Only
+    /// an acknowledgement settles such a batch.
+    pub unanswered: bool,
 }
 
 impl<T> Slot<T> {
@@ -171,11 +179,6 @@ impl<T> Window<T> {
         self.in_flight
     }
 
-    /// Smallest batch id still pending (for flush).
-    pub(crate) fn oldest_id(&self) -> Option<u64> {
-        self.slots.iter().map(|s| s.id).min()
-    }
-
     /// The producer id and epoch of the current numbering.
     pub(crate) fn numbering(&self) -> Option<(i64, i16)> {
         self.numbering
@@ -198,6 +201,7 @@ impl<T> Window<T> {
             state: SlotState::Ready { not_before: None },
             sealed_at: now,
             maybe_persisted: false,
+            unanswered: false,
         });
     }
 
@@ -253,8 +257,8 @@ impl<T> Window<T> {
         &mut self.slots[i]
     }
 
-    /// Records that the batch at `i` was handed to `stream` with `correlation_id`,
-    /// numbering it first if needed (in `numbering`, the producer's current id and
+    /// Records that the batch at `i` was handed to `stream` with `correlation_id` at
+    /// `now`, numbering it first if needed (in `numbering`, the producer's current id and
     /// epoch). Returns the (producer id, epoch, base sequence) to stamp it with, if
     /// idempotent.
     pub(crate) fn mark_sent(
@@ -263,6 +267,7 @@ impl<T> Window<T> {
         correlation_id: u32,
         stream: StreamId,
         numbering: Option<(i64, i16)>,
+        now: Tick,
     ) -> Option<(i64, i16, i32)> {
         let stamp = if self.idempotent {
             if self.slots[i].seq.is_none() {
@@ -288,7 +293,7 @@ impl<T> Window<T> {
         };
         let s = &mut self.slots[i];
         debug_assert!(matches!(s.state, SlotState::Ready { .. }));
-        s.state = SlotState::InFlight { correlation_id, stream, written_at: None };
+        s.state = SlotState::InFlight { correlation_id, stream, handed_at: now, written_at: None };
         s.attempts += 1;
         self.in_flight += 1;
         stamp
@@ -338,10 +343,11 @@ impl<T> Window<T> {
         let Some(i) = self.position(correlation_id) else { return false };
         self.in_flight -= 1;
         let s = &mut self.slots[i];
-        s.state = SlotState::Ready { not_before: Some(now + backoff) };
+        s.state = SlotState::Ready { not_before: Some(later(now, backoff)) };
         match attempt {
             Attempt::NotStored => {}
-            Attempt::Settled => s.maybe_persisted = false,
+            // Not stored so far; an attempt still on its way may be appended yet.
+            Attempt::Settled => s.maybe_persisted = s.unanswered,
             Attempt::Appended => s.maybe_persisted = true,
         }
         if let (false, Some(seq)) = (s.maybe_persisted, s.seq) {
@@ -357,15 +363,10 @@ impl<T> Window<T> {
         }
         let u = self.unstored_from.expect("set above");
         for s in self.slots.iter_mut() {
-            if s.seq.is_some_and(|q| seq_ge(q, u)) && matches!(s.state, SlotState::Ready { .. }) {
+            if s.seq.is_some_and(|q| seq_ge(q, u)) && matches!(s.state, SlotState::Ready { .. }) && !s.unanswered {
                 s.maybe_persisted = false;
             }
         }
-    }
-
-    /// Whether numbered sequence `seq` cannot be stored (see `unstored_from`).
-    fn known_unstored(&self, seq: Option<i32>) -> bool {
-        matches!((seq, self.unstored_from), (Some(q), Some(u)) if seq_ge(q, u))
     }
 
     /// The broker's sequence state is not what this window believes (an out-of-order or
@@ -420,6 +421,7 @@ impl<T> Window<T> {
                 state: SlotState::Ready { not_before: None },
                 sealed_at: now,
                 maybe_persisted: false,
+                unanswered: false,
             };
             self.slots.insert(i + k, slot);
         }
@@ -434,10 +436,12 @@ impl<T> Window<T> {
         for i in 0..self.slots.len() {
             if let SlotState::InFlight { stream, .. } = self.slots[i].state {
                 if lost(stream) {
-                    let unstored = self.known_unstored(self.slots[i].seq);
+                    // Even behind a sequence known not to be stored: that one may be sent
+                    // again and appended, and this attempt after it.
                     let s = &mut self.slots[i];
-                    s.state = SlotState::Ready { not_before: Some(now + backoff) };
-                    s.maybe_persisted |= !unstored;
+                    s.state = SlotState::Ready { not_before: Some(later(now, backoff)) };
+                    s.maybe_persisted = true;
+                    s.unanswered = true;
                     n += 1;
                 }
             }
@@ -536,10 +540,15 @@ impl<T> Window<T> {
         }
     }
 
-    /// The in-flight batches: (correlation id, stream, written at).
-    pub(crate) fn in_flight_batches(&self) -> impl Iterator<Item = (u32, StreamId, Option<Tick>)> + '_ {
+    /// The in-flight batches: (correlation id, stream, when its request timer started).
+    /// The timer starts when the shell reports the request written; until then, when it
+    /// was handed to the shell (a write that never completes, on a stream blocked by flow
+    /// control, is a stuck stream too).
+    pub(crate) fn in_flight_batches(&self) -> impl Iterator<Item = (u32, StreamId, Tick)> + '_ {
         self.slots.iter().filter_map(|s| match s.state {
-            SlotState::InFlight { correlation_id, stream, written_at } => Some((correlation_id, stream, written_at)),
+            SlotState::InFlight { correlation_id, stream, handed_at, written_at } => {
+                Some((correlation_id, stream, written_at.unwrap_or(handed_at)))
+            }
             _ => None,
         })
     }

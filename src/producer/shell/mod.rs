@@ -5,9 +5,10 @@
 //! the next event. It decides nothing itself.
 //!
 //! User code (callbacks, the partitioner's hook) runs here, inside `catch_unwind`. If the
-//! shell ends for any reason, including a panic, its drop guard closes the accumulator
-//! so that queued and later records fail at once, and the core's deliveries report
-//! themselves as they are dropped: no future is left waiting.
+//! shell ends for any reason, including a panic or its task being dropped before it ever
+//! ran (the runtime shut down), its drop guard closes the accumulator so that queued and
+//! later records fail at once, and the core's deliveries report themselves as they are
+//! dropped: no future is left waiting.
 
 pub(crate) mod pool;
 
@@ -18,8 +19,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::accumulator::Accumulator;
-use super::clock::{Tick, WallClock};
+use super::accumulator::{Accumulator, FlushPoint};
+use super::clock::{Tick, WallClock, REBASE_EVERY};
 use super::config::TlsConfig;
 use super::core::{Action, ConnId, Core, FlushReply, HelloInfo, MetadataReply, Outcome};
 use super::error::{ErrorKind, Persistence, ProduceError};
@@ -29,25 +30,31 @@ use crate::transport::tls::{client_tls, quinn_client_config, QuicTuning};
 use crate::transport::{BrokerConnection, ClientEndpoint, TransportError};
 use pool::{ConnectSpec, Event, StreamHandle};
 
-/// Requests from producer handles.
+/// Requests from producer handles. Their channel is unbounded but bounded by construction:
+/// every command but one kind has a caller waiting for its answer (`flush`, `close`,
+/// `purge`, a `send` waiting for metadata: at most one per waiting call), and a `try_send`
+/// to an unknown topic sends at most one request per topic until the driver answers it,
+/// for at most `MAX_PENDING_TOPICS` topics (see `Accumulator::ask_metadata`).
 pub(crate) enum Command {
     /// Resolve a topic's queues (`None`: just fetch them, nobody waits).
     Metadata { topic: Arc<str>, reply: Option<MetadataReply> },
-    /// Seal everything now; answer when every batch sealed so far is done.
-    Flush { reply: FlushReply },
-    /// Flush, then fail what is left at the deadline, then stop.
-    Close { timeout: Duration, reply: FlushReply },
+    /// Seal everything now; answer when every record enqueued before `point` is done.
+    Flush { point: FlushPoint, reply: FlushReply },
+    /// Flush (up to `point`), then fail what is left at the deadline, then stop.
+    Close { timeout: Duration, point: FlushPoint, reply: FlushReply },
     /// Fail every record not yet sent; answers how many.
     Purge { reply: oneshot::Sender<usize> },
 }
 
-/// How the shell ended, for handles that ask afterwards (`None` inside: a clean close).
+/// How the shell ended, for `flush()`/`close()` calls made afterwards.
 #[derive(Debug, Default)]
-pub(crate) struct Ended(OnceLock<Option<ProduceError>>);
+pub(crate) struct Ended(OnceLock<Result<(), ProduceError>>);
 
 impl Ended {
-    /// `None` while running; `Some(None)` after a clean close; `Some(Some(e))` otherwise.
-    pub(crate) fn get(&self) -> Option<Option<ProduceError>> {
+    /// `None` while running; then what a later `flush()` or `close()` returns: `Ok` after a
+    /// clean close, the first close's error after an unclean one, the fatal error, or
+    /// why the driver stopped.
+    pub(crate) fn get(&self) -> Option<Result<(), ProduceError>> {
         self.0.get().cloned()
     }
 }
@@ -66,6 +73,10 @@ struct Conn {
 
 /// The shell; see the module docs.
 pub(crate) struct Shell {
+    /// First field, so dropped first: made with the shell (before the driver task is
+    /// spawned), it closes everything however the shell ends, even dropped unpolled when
+    /// its runtime shuts down.
+    guard: EndGuard,
     pub core: Core,
     pub acc: Arc<Accumulator>,
     pub partitioner: Arc<dyn Partitioner>,
@@ -74,9 +85,10 @@ pub(crate) struct Shell {
     pub tls: TlsConfig,
     pub tuning: QuicTuning,
     pub wall: Arc<WallClock>,
-    pub ended: Arc<Ended>,
-    ev_tx: mpsc::UnboundedSender<Event>,
-    ev_rx: mpsc::UnboundedReceiver<Event>,
+    ev_tx: pool::Events,
+    ev_rx: mpsc::Receiver<Event>,
+    /// Events the shell makes itself (it never waits on its own bounded channel).
+    local: std::collections::VecDeque<Event>,
     conns: HashMap<ConnId, Conn>,
     /// Client configuration read again after a refused certificate (used from then on).
     reloaded: pool::Reloaded,
@@ -87,21 +99,23 @@ pub(crate) struct Shell {
 struct EndGuard {
     acc: Arc<Accumulator>,
     ended: Arc<Ended>,
-    /// Set on a normal end: `None` for a clean close, the fatal error otherwise.
-    outcome: Option<Option<ProduceError>>,
+    /// Set on a normal end: what later `flush()`/`close()` calls return
+    /// (`Core::end_result`), and the fatal error records fail with, if any.
+    outcome: Option<(Result<(), ProduceError>, Option<ProduceError>)>,
 }
 
 impl Drop for EndGuard {
     fn drop(&mut self) {
-        let outcome = self.outcome.take().unwrap_or_else(|| {
-            Some(ProduceError::new(
+        let (result, fatal) = self.outcome.take().unwrap_or_else(|| {
+            let e = ProduceError::new(
                 ErrorKind::Closed,
                 Persistence::PossiblyPersisted,
-                "the producer's driver stopped unexpectedly (a bug: please report it)",
-            ))
+                "the producer's driver stopped before the producer was closed (its runtime shut down, or a bug)",
+            );
+            (Err(e.clone()), Some(e))
         });
-        let reason = outcome.clone().unwrap_or_else(super::core::closed_error);
-        let _ = self.ended.0.set(outcome);
+        let reason = fatal.unwrap_or_else(super::core::closed_error);
+        let _ = self.ended.0.set(result);
         for r in self.acc.close(reason.clone()) {
             r.delivery.complete(Err(reason.clone().with_persistence(Persistence::NotPersisted)));
         }
@@ -121,8 +135,9 @@ impl Shell {
         wall: Arc<WallClock>,
         ended: Arc<Ended>,
     ) -> Self {
-        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let (ev_tx, ev_rx) = mpsc::channel(pool::EVENT_CAPACITY);
         Shell {
+            guard: EndGuard { acc: acc.clone(), ended, outcome: None },
             core,
             acc,
             partitioner,
@@ -131,9 +146,9 @@ impl Shell {
             tls,
             tuning,
             wall,
-            ended,
             ev_tx,
             ev_rx,
+            local: std::collections::VecDeque::new(),
             conns: HashMap::new(),
             reloaded: Arc::new(Mutex::new(None)),
             cmd_closed: false,
@@ -143,31 +158,48 @@ impl Shell {
     /// Runs until the core is finished (closed, fenced, or every handle dropped and
     /// everything delivered).
     pub(crate) async fn run(mut self) {
-        let mut guard = EndGuard { acc: self.acc.clone(), ended: self.ended.clone(), outcome: None };
         let mut fatal = None;
         loop {
+            while let Some(ev) = self.local.pop_front() {
+                self.on_event(ev);
+            }
             let now = Tick::now();
             self.core.handle_timeout(now);
             self.do_outputs(&mut fatal);
             if self.core.is_finished() {
                 break;
             }
-            let deadline = self
-                .core
-                .poll_timeout(Tick::now())
-                .map(|t| tokio::time::Instant::now() + t.saturating_duration_since(Tick::now()));
+            if !self.local.is_empty() {
+                continue;
+            }
+            // The same `now` as `handle_timeout`: a deadline that came due while the
+            // outputs (user callbacks) ran fires at once instead of being dropped.
+            let deadline = self.core.poll_timeout(now).map(|t| {
+                let (at, wait) = (tokio::time::Instant::now(), t.saturating_duration_since(Tick::now()));
+                at.checked_add(wait).unwrap_or_else(|| at + super::config::MAX_DURATION)
+            });
             let sleep = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d).await,
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
-                biased;
-                cmd = self.cmd_rx.recv(), if !self.cmd_closed => self.on_command(cmd),
-                Some(ev) = self.ev_rx.recv() => self.on_event(ev),
-                _ = self.acc.wake.notified() => {}
-                _ = sleep => {}
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    biased;
+                    cmd = self.cmd_rx.recv(), if !self.cmd_closed => self.on_command(cmd),
+                    Some(ev) = self.ev_rx.recv() => self.on_event(ev),
+                    _ = self.acc.wake.notified() => {}
+                    _ = &mut sleep => {}
+                    // The wall clock's base is refreshed while idle too; the core is not run
+                    // for it (it has no heartbeat: see `Core::poll_timeout`).
+                    _ = tokio::time::sleep(REBASE_EVERY) => {
+                        self.wall.rebase_if_due(Tick::now());
+                        continue;
+                    }
+                }
+                break;
             }
             // Bounded catch-up on whatever else is waiting.
             for _ in 0..4096 {
@@ -187,15 +219,17 @@ impl Shell {
         for (_, c) in self.conns.drain() {
             c.connection.close("producer closed");
         }
-        guard.outcome = Some(fatal);
+        self.guard.outcome = Some((self.core.end_result(), fatal));
     }
 
     fn on_command(&mut self, cmd: Option<Command>) {
         let now = Tick::now();
         match cmd {
             Some(Command::Metadata { topic, reply }) => self.core.handle_metadata_wanted(now, topic, reply),
-            Some(Command::Flush { reply }) => self.core.handle_flush(now, reply),
-            Some(Command::Close { timeout, reply }) => self.core.handle_close(now, timeout, Some(reply)),
+            Some(Command::Flush { point, reply }) => self.core.handle_flush(now, point, reply),
+            Some(Command::Close { timeout, point, reply }) => {
+                self.core.handle_close(now, timeout, Some((point, reply)))
+            }
             Some(Command::Purge { reply }) => self.core.handle_purge(now, reply),
             None => {
                 // Every handle is gone: deliver what is queued, within the delivery
@@ -293,6 +327,7 @@ impl Shell {
                     sasl: self.core.config().sasl.clone(),
                     conn,
                     streams,
+                    connect_timeout: self.core.config().connect_timeout,
                 };
                 pool::spawn_connect(spec, self.ev_tx.clone());
             }
@@ -301,7 +336,7 @@ impl Shell {
                 None => {
                     let addr = "0.0.0.0:0".parse().expect("literal");
                     let error = TransportError::StreamClosed { addr, detail: "connection gone".into() };
-                    let _ = self.ev_tx.send(Event::Control { tag, result: Err(error) });
+                    self.local.push_back(Event::Control { tag, result: Err(error) });
                 }
             },
             Action::ResetStream { stream } => {
@@ -328,7 +363,8 @@ impl Shell {
                     r.delivery.complete(Ok(RecordMetadata {
                         topic: topic.clone(),
                         partition,
-                        offset: base_offset.map(|b| b + i as i64),
+                        // The core checked that every offset exists; no overflow here.
+                        offset: base_offset.and_then(|b| b.checked_add(i as i64)),
                         timestamp: r.timestamp,
                     }));
                 }

@@ -3,10 +3,12 @@
 //! requests on fresh streams. Everything they learn goes back to the shell as an
 //! [`Event`]; the core alone decides what it means.
 //!
-//! A writer task takes every request queued for its stream and writes them in one
-//! `write_all_chunks` call, so many frames share a stream write (quinn does no
-//! Nagle-style coalescing; application batching is what makes small records fast), then
-//! reports how many it wrote: the core starts a request's timer at its write.
+//! A writer task takes every request queued for its stream and hands them to quinn
+//! together, so many frames share a stream write (quinn does no Nagle-style coalescing;
+//! application batching is what makes small records fast). After each partial write it
+//! reports how many more requests were written whole: the core starts a request's timer
+//! at its write, so a write blocked by flow control holds back only the requests it has
+//! not taken yet (and those time out from their hand-off, see `core::timeouts`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +26,14 @@ use crate::transport::{BrokerConnection, ClientEndpoint, FrameReader, FrameStrea
 
 /// Application error code of a stream the producer resets (a request timed out on it).
 pub(crate) const RESET_TIMED_OUT: u32 = 1;
+
+/// Events waiting for the shell, at most. The tasks wait when it is full: a broker that
+/// sends frames faster than the shell handles them is read no faster (QUIC flow control
+/// then holds it back) instead of filling memory.
+pub(crate) const EVENT_CAPACITY: usize = 4096;
+
+/// Where the connection tasks report.
+pub(crate) type Events = mpsc::Sender<Event>;
 
 /// What the connection tasks report.
 pub(crate) enum Event {
@@ -45,7 +55,9 @@ pub(crate) enum Event {
 
 /// The shell's end of one data stream.
 pub(crate) struct StreamHandle {
-    /// Requests to write: (frame head, batch).
+    /// Requests to write: (frame head, batch). Unbounded, but bounded by construction: the
+    /// core hands out a request only for a batch its window lets go, so a stream never has
+    /// more waiting than `max_in_flight` per partition it carries.
     pub tx: mpsc::UnboundedSender<(Bytes, Bytes)>,
     /// Resets the stream (both halves).
     reset: Option<(oneshot::Sender<()>, oneshot::Sender<()>)>,
@@ -62,7 +74,7 @@ impl StreamHandle {
 }
 
 /// Starts the tasks of one data stream.
-fn start_stream(s: FrameStream, stream: StreamId, events: &mpsc::UnboundedSender<Event>) -> StreamHandle {
+fn start_stream(s: FrameStream, stream: StreamId, events: &Events) -> StreamHandle {
     let (w, r) = s.split();
     let (tx, rx) = mpsc::unbounded_channel();
     let (reset_w, reset_w_rx) = oneshot::channel();
@@ -72,10 +84,26 @@ fn start_stream(s: FrameStream, stream: StreamId, events: &mpsc::UnboundedSender
     StreamHandle { tx, reset: Some((reset_w, reset_r)) }
 }
 
-/// Resolves `name` (`host:port`) now: a broker may move between connection attempts.
-async fn resolve(name: &str) -> Result<SocketAddr, TransportError> {
+/// Resolves `name` (`host:port`) now (a broker may move between connection attempts) to an
+/// address the endpoint's socket can reach: IPv4 for an IPv4 socket; IPv6 first for an
+/// IPv6 one (which reaches IPv4 addresses too, mapped).
+async fn resolve(name: &str, local: SocketAddr) -> Result<SocketAddr, TransportError> {
     let bad = |reason: String| TransportError::Resolve { name: name.to_owned(), reason };
-    tokio::net::lookup_host(name).await.map_err(|e| bad(e.to_string()))?.next().ok_or_else(|| bad("no address".into()))
+    let addrs = tokio::net::lookup_host(name).await.map_err(|e| bad(e.to_string()))?;
+    pick_address(addrs, local).ok_or_else(|| {
+        let family = if local.is_ipv4() { "IPv4" } else { "IP" };
+        bad(format!("no {family} address (the producer's socket is bound to {local})"))
+    })
+}
+
+/// The first of `addrs` a socket bound to `local` can send to (see [`resolve`]).
+fn pick_address(addrs: impl IntoIterator<Item = SocketAddr>, local: SocketAddr) -> Option<SocketAddr> {
+    let addrs: Vec<SocketAddr> = addrs.into_iter().collect();
+    if local.is_ipv4() {
+        addrs.into_iter().find(SocketAddr::is_ipv4)
+    } else {
+        addrs.iter().copied().find(SocketAddr::is_ipv6).or_else(|| addrs.first().copied())
+    }
 }
 
 /// The client configuration read again from the certificate files, once that happened
@@ -127,14 +155,26 @@ pub(crate) struct ConnectSpec {
     pub sasl: Option<SaslCredentials>,
     pub conn: ConnId,
     pub streams: usize,
+    /// The whole attempt (resolve, TLS files, handshake, Hello, data streams) must be
+    /// done within this.
+    pub connect_timeout: Duration,
 }
 
-/// Connects and opens the data streams; reports `Connected` or `ConnectFailed`.
-pub(crate) fn spawn_connect(spec: ConnectSpec, events: mpsc::UnboundedSender<Event>) {
+/// Connects and opens the data streams; reports `Connected` or `ConnectFailed`. The whole
+/// attempt is bounded by the connect timeout: a DNS lookup that hangs, or a broker that
+/// allows fewer streams than `streams_per_connection` (opening one more waits forever),
+/// is a failed attempt.
+pub(crate) fn spawn_connect(spec: ConnectSpec, events: Events) {
     tokio::spawn(async move {
         let conn = spec.conn;
-        let result = async {
-            let addr = resolve(&spec.addr).await?;
+        let mut reached: Option<SocketAddr> = None;
+        let attempt = async {
+            let local = spec.endpoint.quinn().local_addr().map_err(|e| TransportError::Resolve {
+                name: spec.addr.clone(),
+                reason: format!("the producer's socket has no local address: {e}"),
+            })?;
+            let addr = resolve(&spec.addr, local).await?;
+            reached = Some(addr);
             let c = match spec.tls.config().await {
                 Some(cfg) => spec.endpoint.connect_with(cfg, addr, &spec.server_name, &spec.client_id).await?,
                 None => spec.endpoint.connect(addr, &spec.server_name, &spec.client_id).await?,
@@ -146,38 +186,49 @@ pub(crate) fn spawn_connect(spec: ConnectSpec, events: mpsc::UnboundedSender<Eve
                 c.close("authentication failed");
                 return Err(e);
             }
-            let c = Arc::new(c);
-            let mut handles = Vec::with_capacity(spec.streams);
-            for index in 0..spec.streams {
-                let s = match c.open_stream().await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        c.close("stream open failed");
-                        return Err(e);
-                    }
-                };
-                handles.push(start_stream(s, StreamId { conn, index, gen: 0 }, &events));
+            // Every stream is open before any task starts: an attempt given up half-way
+            // leaves nothing behind (dropping the last handle closes the connection).
+            let mut opened = Vec::with_capacity(spec.streams);
+            for _ in 0..spec.streams {
+                opened.push(c.open_stream().await?);
             }
-            Ok((c, handles))
-        }
-        .await;
-        let _ = events.send(match result {
-            Ok((connection, streams)) => Event::Connected { conn, connection, streams },
+            Ok((c, opened))
+        };
+        let result = match tokio::time::timeout(spec.connect_timeout, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(match reached {
+                Some(addr) => TransportError::Unreachable { addr, timeout: spec.connect_timeout },
+                None => TransportError::Resolve {
+                    name: spec.addr.clone(),
+                    reason: format!("no address within the connect timeout ({:?})", spec.connect_timeout),
+                },
+            }),
+        };
+        let event = match result {
+            Ok((c, opened)) => {
+                let streams = opened
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, s)| start_stream(s, StreamId { conn, index, gen: 0 }, &events))
+                    .collect();
+                Event::Connected { conn, connection: Arc::new(c), streams }
+            }
             Err(error) => Event::ConnectFailed { conn, error },
-        });
+        };
+        let _ = events.send(event).await;
     });
 }
 
 /// Opens the replacement of a reset data stream.
-pub(crate) fn spawn_reopen(connection: Arc<BrokerConnection>, stream: StreamId, events: mpsc::UnboundedSender<Event>) {
+pub(crate) fn spawn_reopen(connection: Arc<BrokerConnection>, stream: StreamId, events: Events) {
     tokio::spawn(async move {
         match connection.open_stream().await {
             Ok(s) => {
                 let handle = start_stream(s, stream, &events);
-                let _ = events.send(Event::StreamOpened { stream, handle });
+                let _ = events.send(Event::StreamOpened { stream, handle }).await;
             }
             Err(error) => {
-                let _ = events.send(Event::StreamDown { stream, error: Some(error) });
+                let _ = events.send(Event::StreamDown { stream, error: Some(error) }).await;
             }
         }
     });
@@ -187,7 +238,7 @@ async fn write_loop(
     mut w: FrameWriter,
     mut rx: mpsc::UnboundedReceiver<(Bytes, Bytes)>,
     stream: StreamId,
-    events: mpsc::UnboundedSender<Event>,
+    events: Events,
     mut reset: oneshot::Receiver<()>,
 ) {
     let mut requests = Vec::with_capacity(256);
@@ -212,33 +263,51 @@ async fn write_loop(
             chunks.push(head);
             chunks.push(batch);
         }
-        let written = tokio::select! {
-            biased;
-            r = &mut reset => {
-                if r.is_ok() {
-                    w.reset(RESET_TIMED_OUT);
+        // Each request is two chunks (head, batch); report the requests written whole
+        // after every partial write.
+        let (mut done, mut reported) = (0, 0);
+        while done < chunks.len() {
+            let written = tokio::select! {
+                biased;
+                r = &mut reset => {
+                    if r.is_ok() {
+                        w.reset(RESET_TIMED_OUT);
+                    }
+                    return;
                 }
-                return;
+                r = w.write_some_chunks(&mut chunks[done..]) => r,
+            };
+            match written {
+                Ok(k) => done += k,
+                Err(error) => {
+                    let _ = events.send(Event::StreamDown { stream, error: Some(error) }).await;
+                    return;
+                }
             }
-            r = w.write_chunks(&mut chunks) => r,
-        };
+            let frames = done / 2;
+            if frames > reported {
+                let sent = tokio::select! {
+                    biased;
+                    r = &mut reset => {
+                        if r.is_ok() {
+                            w.reset(RESET_TIMED_OUT);
+                        }
+                        return;
+                    }
+                    r = events.send(Event::Written { stream, frames: frames - reported }) => r,
+                };
+                if sent.is_err() {
+                    return;
+                }
+                reported = frames;
+            }
+        }
+        debug_assert_eq!(reported, n);
         chunks.clear();
-        if let Err(error) = written {
-            let _ = events.send(Event::StreamDown { stream, error: Some(error) });
-            return;
-        }
-        if events.send(Event::Written { stream, frames: n }).is_err() {
-            return;
-        }
     }
 }
 
-async fn read_loop(
-    mut r: FrameReader,
-    stream: StreamId,
-    events: mpsc::UnboundedSender<Event>,
-    mut reset: oneshot::Receiver<()>,
-) {
+async fn read_loop(mut r: FrameReader, stream: StreamId, events: Events, mut reset: oneshot::Receiver<()>) {
     loop {
         let next = tokio::select! {
             biased;
@@ -254,7 +323,16 @@ async fn read_loop(
             Err(error) => Event::StreamDown { stream, error: Some(error) },
         };
         let last = !matches!(ev, Event::Frame { .. });
-        if events.send(ev).is_err() || last {
+        // Waits while the shell is behind (see `EVENT_CAPACITY`), unless reset meanwhile.
+        let sent = tokio::select! {
+            biased;
+            _ = &mut reset => {
+                r.stop(RESET_TIMED_OUT);
+                return;
+            }
+            sent = events.send(ev) => sent,
+        };
+        if sent.is_err() || last {
             return;
         }
     }
@@ -267,7 +345,7 @@ pub(crate) fn spawn_call(
     payload: Payload,
     tag: u64,
     timeout: Duration,
-    events: mpsc::UnboundedSender<Event>,
+    events: Events,
 ) {
     tokio::spawn(async move {
         let addr = connection.addr();
@@ -281,6 +359,24 @@ pub(crate) fn spawn_call(
             Ok(r) => r,
             Err(_) => Err(TransportError::Timeout { addr, timeout }),
         };
-        let _ = events.send(Event::Control { tag, result });
+        let _ = events.send(Event::Control { tag, result }).await;
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick_address;
+
+    #[test]
+    fn the_address_matches_the_socket_family() {
+        let v4 = "10.0.0.1:9092".parse().unwrap();
+        let v6 = "[2001:db8::1]:9092".parse().unwrap();
+        let any4 = "0.0.0.0:0".parse().unwrap();
+        let any6 = "[::]:0".parse().unwrap();
+        assert_eq!(pick_address([v6, v4], any4), Some(v4), "an IPv4 socket cannot send to IPv6");
+        assert_eq!(pick_address([v6], any4), None);
+        assert_eq!(pick_address([v4, v6], any6), Some(v6));
+        assert_eq!(pick_address([v4], any6), Some(v4), "an IPv6 socket reaches IPv4, mapped");
+        assert_eq!(pick_address([], any6), None);
+    }
 }

@@ -24,8 +24,15 @@
 //! The opposite changes (widening, relaxing, removing constraints) are compatible. Local
 //! `$ref`s (`#/definitions/…`, `#/$defs/…`) are followed; recursion is cut at a pair of
 //! references already being compared.
+//!
+//! Alternatives (`anyOf`/`oneOf`/`allOf`) are tried branch against branch, which a crafted
+//! chain of references makes exponential; one check therefore has a budget of
+//! [`MAX_COMPARISONS`] schema comparisons shared by all its branches, and a pair of schemas
+//! that needs more is reported `TOO_COMPLEX` (incompatible) instead of running for hours.
 
+use std::cell::Cell;
 use std::collections::{BTreeSet, HashSet};
+use std::rc::Rc;
 
 use serde_json::{Map, Value};
 
@@ -47,11 +54,32 @@ const ANNOTATIONS: &[&str] = &[
     "format",
 ];
 
+/// How many schema comparisons one compatibility check may make, over all the branches it
+/// tries; real schemas need a few thousand at most.
+pub const MAX_COMPARISONS: u32 = 100_000;
+
 /// Checks that data valid for `writer` is valid for `reader`; returns the problems found.
 pub fn check(writer: &Value, reader: &Value) -> Vec<String> {
-    let mut c = Checker { wroot: writer, rroot: reader, out: Vec::new(), seen: HashSet::new() };
+    let mut c = Checker {
+        wroot: writer,
+        rroot: reader,
+        out: Vec::new(),
+        seen: HashSet::new(),
+        budget: Rc::new(Budget { left: Cell::new(MAX_COMPARISONS), exhausted: Cell::new(false) }),
+    };
     c.cmp(writer, reader, "#");
+    // Alternatives are tried by sub-checkers whose output is dropped: say it at the top.
+    if c.budget.exhausted.get() && !c.out.iter().any(|e| e.starts_with("TOO_COMPLEX")) {
+        c.report("TOO_COMPLEX", "#", format!("comparing these schemas takes more than {MAX_COMPARISONS} steps"));
+    }
     c.out
+}
+
+/// The comparisons one check may still make.
+struct Budget {
+    left: Cell<u32>,
+    /// A comparison was refused for want of budget: the check's answer is incomplete.
+    exhausted: Cell<bool>,
 }
 
 struct Checker<'a> {
@@ -59,6 +87,8 @@ struct Checker<'a> {
     rroot: &'a Value,
     out: Vec<String>,
     seen: HashSet<(String, String)>,
+    /// Comparisons left, shared with every sub-checker of the same check.
+    budget: Rc<Budget>,
 }
 
 fn is_unconstrained(s: &Value) -> bool {
@@ -122,13 +152,33 @@ impl<'a> Checker<'a> {
         None
     }
 
-    fn ok(&self, w: &Value, r: &Value) -> bool {
-        let mut sub = Checker { wroot: self.wroot, rroot: self.rroot, out: Vec::new(), seen: self.seen.clone() };
+    /// A checker for one alternative: the same roots, references and budget, its own output.
+    fn sub(&self) -> Checker<'a> {
+        Checker {
+            wroot: self.wroot,
+            rroot: self.rroot,
+            out: Vec::new(),
+            seen: self.seen.clone(),
+            budget: Rc::clone(&self.budget),
+        }
+    }
+
+    fn ok(&self, w: &'a Value, r: &'a Value) -> bool {
+        let mut sub = self.sub();
         sub.cmp(w, r, "#");
         sub.out.is_empty()
     }
 
     fn cmp(&mut self, w: &'a Value, r: &'a Value, path: &str) {
+        let Some(left) = self.budget.left.get().checked_sub(1) else {
+            self.budget.exhausted.set(true);
+            return self.report(
+                "TOO_COMPLEX",
+                path,
+                format!("comparing these schemas takes more than {MAX_COMPARISONS} steps"),
+            );
+        };
+        self.budget.left.set(left);
         let (Some((w, wref)), Some((r, rref))) = (self.deref(self.wroot, w), self.deref(self.rroot, r)) else {
             return self.report("REFERENCE_UNRESOLVED", path, "a $ref does not resolve".into());
         };
@@ -168,8 +218,7 @@ impl<'a> Checker<'a> {
         }
         if let Some(wb) = wm.get("anyOf").or(wm.get("oneOf")).and_then(Value::as_array) {
             for (i, b) in wb.iter().enumerate() {
-                let mut sub =
-                    Checker { wroot: self.wroot, rroot: self.rroot, out: Vec::new(), seen: self.seen.clone() };
+                let mut sub = self.sub();
                 sub.cmp(b, r, &format!("{path}/anyOf/{i}"));
                 self.out.append(&mut sub.out);
             }
@@ -202,7 +251,7 @@ impl<'a> Checker<'a> {
             return;
         }
         let w = Value::Object(strip(wm));
-        let mut sub = Checker { wroot: self.wroot, rroot: self.rroot, out: Vec::new(), seen: self.seen.clone() };
+        let mut sub = self.sub();
         sub.cmp_keywords(w.as_object().expect("object"), r.as_object().expect("object"), path);
         self.out.append(&mut sub.out);
     }
@@ -340,8 +389,7 @@ impl<'a> Checker<'a> {
                     }
                 }
                 None => {
-                    let mut sub =
-                        Checker { wroot: self.wroot, rroot: self.rroot, out: Vec::new(), seen: self.seen.clone() };
+                    let mut sub = self.sub();
                     sub.cmp(wadd, rs, &ppath);
                     if !sub.out.is_empty() && wadd != &Value::Bool(false) {
                         self.report(
@@ -365,8 +413,7 @@ impl<'a> Checker<'a> {
                     format!("property '{name}' removed while the reader allows no additional property"),
                 );
             } else if radd != &TRUE {
-                let mut sub =
-                    Checker { wroot: self.wroot, rroot: self.rroot, out: Vec::new(), seen: self.seen.clone() };
+                let mut sub = self.sub();
                 sub.cmp(ws, radd, &ppath);
                 if !sub.out.is_empty() {
                     self.report(
@@ -381,8 +428,7 @@ impl<'a> Checker<'a> {
             if radd == &Value::Bool(false) {
                 self.report("ADDITIONAL_PROPERTIES_REMOVED", path, "the reader allows no additional property".into());
             } else {
-                let mut sub =
-                    Checker { wroot: self.wroot, rroot: self.rroot, out: Vec::new(), seen: self.seen.clone() };
+                let mut sub = self.sub();
                 sub.cmp(wadd, radd, &join(path, "additionalProperties"));
                 if !sub.out.is_empty() {
                     self.report("ADDITIONAL_PROPERTIES_NARROWED", path, sub.out.join("; "));

@@ -420,3 +420,28 @@ fn a_changed_schema_type_is_incompatible() {
     assert!(errs[0].contains("SCHEMA_TYPE_CHANGED"), "{errs:?}");
     assert!(check(Compatibility::None, &json, &[(1, &avro)]).is_empty());
 }
+
+/// Review finding: a chain of definitions whose every `anyOf` offers two references to the
+/// next made the checker try 2^N branch pairs (about 3 KB of schema ran for hours while the
+/// registry's lock was held). One check now shares a budget across its branches and such a
+/// pair of schemas is refused as too complex, quickly.
+#[test]
+fn a_crafted_chain_of_alternatives_is_refused_as_too_complex_not_checked_for_hours() {
+    let n = 40;
+    let mut defs: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                r##""d{i}": {{"anyOf": [{{"$ref": "#/definitions/d{j}"}}, {{"$ref": "#/definitions/d{j}"}}]}}"##,
+                j = i + 1
+            )
+        })
+        .collect();
+    defs.push(format!(r#""d{n}": {{"type": "string"}}"#));
+    let new = format!(r##"{{"definitions": {{{}}}, "$ref": "#/definitions/d0"}}"##, defs.join(", "));
+    let started = std::time::Instant::now();
+    let errs = backward(SchemaType::Json, r#"{"type": "object"}"#, &new);
+    assert!(errs.iter().any(|e| e.contains("TOO_COMPLEX")), "{errs:?}");
+    // Not a timing assertion on the machine's speed: the exponential version needs about
+    // 2^41 comparisons; the budget allows 100 000.
+    assert!(started.elapsed() < std::time::Duration::from_secs(60), "took {:?}", started.elapsed());
+}

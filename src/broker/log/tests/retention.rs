@@ -11,6 +11,7 @@ fn retention_by_size_deletes_oldest_segments_only() {
     let cfg = LogConfig { retention_bytes: Some(2000), ..config(600) };
     let (mut log, _) = open(dir.path(), cfg.clone());
     let appended = fill(&mut log, 40, 0);
+    log.flush().unwrap();
     let before = log.segment_count();
     let deleted = log.apply_retention(0).unwrap();
     assert!(deleted > 0);
@@ -39,6 +40,7 @@ fn retention_never_deletes_the_active_segment() {
     let (mut log, _) =
         open(dir.path(), LogConfig { retention_bytes: Some(0), retention: Some(Duration::ZERO), ..config(400) });
     fill(&mut log, 20, 0);
+    log.flush().unwrap();
     log.apply_retention(i64::MAX).unwrap();
     assert_eq!(log.segment_count(), 1);
     assert_eq!(log.log_start_offset(), log.active.base_offset());
@@ -56,6 +58,7 @@ fn retention_by_age_deletes_expired_oldest_segments() {
         let (bytes, h) = batch(2, i * 1000, 40);
         log.append(&bytes, &h).unwrap();
     }
+    log.flush().unwrap();
     let segments = log.segment_count();
     assert!(segments > 5);
     // Nothing is older than 10 s at t = 12 s.
@@ -73,4 +76,24 @@ fn retention_by_age_deletes_expired_oldest_segments() {
         assert!(!segment_path(dir.path(), base, LOG_SUFFIX).exists());
     }
     assert!(matches!(log.read(0, 1), Err(LogError::OffsetOutOfRange { start, .. }) if start == log.log_start_offset()));
+}
+
+#[test]
+fn retention_stops_at_the_first_segment_not_wholly_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) =
+        open(dir.path(), LogConfig { retention_bytes: Some(0), retention: Some(Duration::ZERO), ..config(400) });
+    fill(&mut log, 10, 0);
+    log.flush().unwrap();
+    let durable = log.durable_offset();
+    fill(&mut log, 10, 0);
+    let durable_segments = log.sealed.iter().filter(|s| s.next_offset() <= durable).count();
+    assert!(durable_segments >= 2 && log.sealed.len() > durable_segments + 1);
+    // Only the segments wholly below the durable point go, by age and by size alike.
+    assert_eq!(log.apply_retention(i64::MAX).unwrap(), durable_segments);
+    assert!(log.log_start_offset() <= durable);
+    assert_eq!(log.apply_retention(i64::MAX).unwrap(), 0);
+    log.flush().unwrap();
+    assert!(log.apply_retention(i64::MAX).unwrap() > 0);
+    assert_eq!(log.segment_count(), 1);
 }

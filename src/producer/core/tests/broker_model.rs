@@ -122,6 +122,10 @@ impl BrokerModel {
         }
         let (pid, epoch, seq) = (h.producer.producer_id, h.producer.producer_epoch, h.producer.base_sequence);
         let last = h.last_sequence();
+        if current.is_none() && self.rule != EpochRule::PerPartition {
+            // A registry that checks ids: this one was never issued, or was forgotten.
+            return result(ErrorCode::InvalidProducerId, -1, false);
+        }
         let stale = current.is_some_and(|c| epoch < c);
         if stale && self.rule == EpochRule::Strict {
             return result(ErrorCode::InvalidProducerEpoch, -1, false);
@@ -174,6 +178,80 @@ impl BrokerModel {
         result(ErrorCode::None, base, false)
     }
 
+    /// Another producer takes `pid` over: the registry's epoch moves past the current one.
+    pub(crate) fn fence(&mut self, pid: i64) {
+        if let Some(e) = self.epochs.get_mut(&pid) {
+            *e += 1;
+        }
+    }
+
+    /// The registry forgets `pid` (a broker that lost its producer-id registry).
+    pub(crate) fn forget(&mut self, pid: i64) {
+        self.epochs.remove(&pid);
+    }
+
+    /// `topic`-`partition` forgets every producer's sequence state (an idle producer
+    /// expired): the records stay.
+    pub(crate) fn lose_state(&mut self, topic: &str, partition: u32) {
+        if let Some(log) = self.parts.get_mut(&(topic.to_owned(), partition)) {
+            log.producers.clear();
+        }
+    }
+
+    /// Whether `batch`, read by the broker but not yet processed, may still be appended on
+    /// `topic`-`partition` at some point, given the other requests still on their way
+    /// (`limbo`) and whether the producer may still number batches in its epoch there
+    /// (`producer_in_epoch`). Conservative: says yes unless the rules rule it out.
+    pub(crate) fn could_land(
+        &self,
+        topic: &str,
+        partition: u32,
+        batch: &Bytes,
+        limbo: &[Bytes],
+        producer_in_epoch: bool,
+    ) -> bool {
+        let h = *RecordBatch::from_bytes(batch.clone()).expect("valid batch").header();
+        if !h.is_idempotent() {
+            return true;
+        }
+        let (pid, epoch, seq) = (h.producer.producer_id, h.producer.producer_epoch, h.producer.base_sequence);
+        let current = self.epochs.get(&pid).copied();
+        match self.rule {
+            EpochRule::PerPartition => {}
+            // The registry refuses an unknown id, and (before appending) an older epoch.
+            _ if current.is_none_or(|c| epoch < c) => return false,
+            _ => {}
+        }
+        let entry = self.parts.get(&(topic.to_owned(), partition)).and_then(|l| l.producers.get(&pid));
+        // The sequence the partition would append next in `epoch`.
+        let mut next = match entry {
+            Some(e) if e.epoch > epoch => return false,
+            Some(e) if e.epoch == epoch => e.batches.back().map_or(0, |b| increment_sequence(b.1, 1)),
+            _ => 0,
+        };
+        if producer_in_epoch {
+            // The producer may still send anything in this epoch: only what is behind the
+            // partition's sequence cannot land.
+            return entry.is_none_or(|e| e.epoch != epoch) || seq_ahead_or_at(seq, next);
+        }
+        // Otherwise only the other requests on their way can bring the sequence to it.
+        let mut others: Vec<(i32, i32)> = limbo
+            .iter()
+            .filter_map(|b| {
+                let o = *RecordBatch::from_bytes(b.clone()).ok()?.header();
+                (o.producer.producer_id == pid && o.producer.producer_epoch == epoch)
+                    .then(|| (o.producer.base_sequence, o.last_sequence()))
+            })
+            .collect();
+        loop {
+            if next == seq {
+                return true;
+            }
+            let Some(i) = others.iter().position(|o| o.0 == next) else { return false };
+            next = increment_sequence(others.swap_remove(i).1, 1);
+        }
+    }
+
     /// Where record `id` is stored: every (topic, partition, offset).
     pub(crate) fn places(&self) -> HashMap<u64, Vec<(String, u32, i64)>> {
         let mut out: HashMap<u64, Vec<(String, u32, i64)>> = HashMap::new();
@@ -184,4 +262,9 @@ impl BrokerModel {
         }
         out
     }
+}
+
+/// Whether sequence `a` is at or after `b` (sequences wrap at `i32::MAX`).
+fn seq_ahead_or_at(a: i32, b: i32) -> bool {
+    (i64::from(a) - i64::from(b)).rem_euclid(1 << 31) < (1 << 30)
 }

@@ -34,6 +34,8 @@ pub(crate) type RecordOutcome = Result<RecordMetadata, ProduceError>;
 /// A produce request the core wrote, not yet processed by the broker.
 #[derive(Debug, Clone)]
 pub(crate) struct Request {
+    /// Its place in `Sim::written`.
+    pub index: usize,
     pub corr: u32,
     pub topic: String,
     pub partition: u32,
@@ -86,6 +88,8 @@ pub(crate) struct Sim {
     pub streams: HashMap<StreamId, VecDeque<Request>>,
     /// Every produce request written, in order (for assertions).
     pub written: Vec<(StreamId, Request)>,
+    /// When each of `written` was handed out.
+    pub handed: Vec<Tick>,
     pub resets: Vec<StreamId>,
     pub closes: Vec<ConnId>,
     pub flushed: Vec<Result<(), ProduceError>>,
@@ -94,8 +98,30 @@ pub(crate) struct Sim {
     pub outcomes: Arc<Mutex<Vec<(u64, RecordOutcome)>>>,
     /// Topic and partition of every record sent, by id.
     pub sent: Vec<(String, u32)>,
-    /// Requests are reported written as soon as they are handed out.
+    /// Requests are reported written as soon as they are handed out (else when the test
+    /// says, several at once: `report_written`).
     pub auto_written: bool,
+    /// Requests handed out and not reported written yet, per stream.
+    pub unwritten: HashMap<StreamId, usize>,
+    /// What each of `written` was answered: `None` never (lost, dropped, in limbo, or acks
+    /// none), else whether the answer said "appended but not confirmed".
+    pub answers: Vec<Option<bool>>,
+    /// Requests the broker had read from a connection or stream that then broke: they may
+    /// still be processed (appended) later, in order per stream, answer discarded.
+    pub limbo: Vec<(StreamId, VecDeque<Request>)>,
+    /// A stream the core resets leaves its unprocessed requests in limbo (else they are
+    /// dropped unread).
+    pub limbo_on_reset: bool,
+    /// A broker refuses NOT_LEADER for partitions it does not lead.
+    pub strict_leaders: bool,
+    /// Checks every request written: no record still in limbo is sent renumbered or in
+    /// another epoch while its limbo request can still land.
+    pub check_landing: bool,
+    /// The core finished and the shell's end was played (the accumulator closed).
+    pub ended: bool,
+    /// Streams on which an answer was lost: the core takes the next answer there for a
+    /// mismatch and drops the stream, so later answers on it are not received either.
+    pub desynced: std::collections::HashSet<StreamId>,
 }
 
 /// The configuration the scenarios start from: one bootstrap broker, no linger, short
@@ -139,6 +165,7 @@ impl Sim {
             calls: VecDeque::new(),
             streams: HashMap::new(),
             written: Vec::new(),
+            handed: Vec::new(),
             resets: Vec::new(),
             closes: Vec::new(),
             flushed: Vec::new(),
@@ -146,6 +173,14 @@ impl Sim {
             outcomes: Arc::default(),
             sent: Vec::new(),
             auto_written: true,
+            unwritten: HashMap::new(),
+            answers: Vec::new(),
+            limbo: Vec::new(),
+            limbo_on_reset: false,
+            strict_leaders: false,
+            check_landing: true,
+            ended: false,
+            desynced: Default::default(),
         }
     }
 
@@ -186,16 +221,37 @@ impl Sim {
                 let frame = Frame::decode(&mut buf, usize::MAX).expect("valid frame").expect("whole frame");
                 let Payload::Produce(p) = frame.payload else { panic!("only produce requests on data streams") };
                 let req = Request {
+                    index: self.written.len(),
                     corr: frame.correlation_id,
                     topic: p.topic,
                     partition: p.partition,
                     acks: p.acks,
                     batch: p.batch,
                 };
+                if std::env::var("QWIRE_SIM_TRACE").is_ok() {
+                    let h = crate::protocol::RecordBatch::from_bytes(req.batch.clone()).unwrap().header().producer;
+                    eprintln!(
+                        "write {}-{} corr {} on {:?} epoch {} seq {} ids {:?}",
+                        req.topic,
+                        req.partition,
+                        req.corr,
+                        (t.stream.conn.slot, t.stream.conn.gen, t.stream.index, t.stream.gen),
+                        h.producer_epoch,
+                        h.base_sequence,
+                        broker_model::ids_of(&req.batch)
+                    );
+                }
+                if self.check_landing {
+                    self.check_not_landing(&req);
+                }
                 self.written.push((t.stream, req.clone()));
+                self.handed.push(self.now);
+                self.answers.push(None);
                 self.streams.entry(t.stream).or_default().push_back(req);
                 if self.auto_written {
                     self.core.handle_written(self.now, t.stream, 1);
+                } else {
+                    *self.unwritten.entry(t.stream).or_default() += 1;
                 }
             }
             while let Some(a) = self.core.poll_action() {
@@ -205,13 +261,16 @@ impl Sim {
                     Action::Call { tag, conn, request, .. } => self.calls.push_back((tag, conn, request)),
                     Action::ResetStream { stream } => {
                         self.resets.push(stream);
-                        self.streams.remove(&stream);
+                        let read = if self.limbo_on_reset { usize::MAX } else { 0 };
+                        self.drop_stream(stream, read);
                         let next = StreamId { gen: stream.gen + 1, ..stream };
                         self.core.handle_stream_opened(self.now, next);
                     }
                     Action::Close { conn, .. } => {
                         self.closes.push(conn);
-                        self.streams.retain(|s, _| s.conn != conn);
+                        for st in self.streams.keys().filter(|s| s.conn == conn).copied().collect::<Vec<_>>() {
+                            self.drop_stream(st, 0);
+                        }
                     }
                 }
             }
@@ -223,7 +282,7 @@ impl Sim {
                             r.delivery.complete(Ok(RecordMetadata {
                                 topic: topic.clone(),
                                 partition,
-                                offset: base_offset.map(|b| b + i as i64),
+                                offset: base_offset.and_then(|b| b.checked_add(i as i64)),
                                 timestamp: r.timestamp,
                             }));
                         }
@@ -254,7 +313,115 @@ impl Sim {
                 }
             }
             if !any {
-                return;
+                break;
+            }
+        }
+        if self.core.is_finished() && !self.ended {
+            // As the shell's end guard: later records fail at once.
+            self.ended = true;
+            let e = self.fatal.clone().unwrap_or_else(super::closed_error);
+            for r in self.acc.close(e.clone()) {
+                r.delivery.complete(Err(e.clone().with_persistence(Persistence::NotPersisted)));
+            }
+        }
+    }
+
+    /// The broker stops reading `stream`: its first `read` unprocessed requests were read
+    /// (they go to limbo), the rest are dropped unread.
+    pub(crate) fn drop_stream(&mut self, stream: StreamId, read: usize) {
+        self.unwritten.remove(&stream);
+        let Some(mut q) = self.streams.remove(&stream) else { return };
+        q.truncate(read.min(q.len()));
+        if !q.is_empty() {
+            self.limbo.push((stream, q));
+        }
+    }
+
+    /// Processes the next request of limbo group `pick` (late: the answer goes nowhere).
+    pub(crate) fn land(&mut self, pick: usize) {
+        if self.limbo.is_empty() {
+            return;
+        }
+        let g = pick % self.limbo.len();
+        let req = self.limbo[g].1.pop_front().expect("non-empty group");
+        if self.limbo[g].1.is_empty() {
+            self.limbo.remove(g);
+        }
+        if std::env::var("QWIRE_SIM_TRACE").is_ok() {
+            eprintln!(
+                "land {}-{} corr {} ids {:?}",
+                req.topic,
+                req.partition,
+                req.corr,
+                broker_model::ids_of(&req.batch)
+            );
+        }
+        if !self.not_leader(self.limbo_stream_link(&req), &req) {
+            self.broker.produce(&req.topic, req.partition, &req.batch);
+        }
+    }
+
+    fn limbo_stream_link(&self, req: &Request) -> usize {
+        self.written[req.index].0.conn.link
+    }
+
+    /// Every request in limbo lands, in order per stream.
+    pub(crate) fn land_all(&mut self) {
+        while !self.limbo.is_empty() {
+            self.land(0);
+        }
+    }
+
+    /// Whether the broker of `link` refuses `req` as not the partition's leader.
+    fn not_leader(&self, link: usize, req: &Request) -> bool {
+        if !self.strict_leaders {
+            return false;
+        }
+        let name = &self.core.links.list[link].name;
+        let id = self.brokers.iter().find(|b| &b.name == name).map_or(u32::MAX, |b| b.id);
+        let leader = self.leaders.get(&(req.topic.clone(), req.partition)).copied().unwrap_or(self.brokers[0].id);
+        id != leader
+    }
+
+    /// Reports every request of `stream` handed out so far as written, in one event.
+    pub(crate) fn report_written(&mut self, stream: StreamId) {
+        if let Some(n) = self.unwritten.remove(&stream).filter(|n| *n > 0) {
+            self.core.handle_written(self.now, stream, n);
+            self.collect();
+        }
+    }
+
+    /// Reports everything handed out as written.
+    pub(crate) fn report_all_written(&mut self) {
+        let streams: Vec<StreamId> = self.unwritten.keys().copied().collect();
+        for st in streams {
+            self.report_written(st);
+        }
+    }
+
+    /// Panics if `req` sends a record still in limbo under another sequence number or
+    /// epoch (or, without idempotence, at all) while that limbo request can still land:
+    /// the record could be stored twice.
+    fn check_not_landing(&self, req: &Request) {
+        let ids = broker_model::ids_of(&req.batch);
+        let stamp = |b: &Bytes| crate::protocol::RecordBatch::from_bytes(b.clone()).unwrap().header().producer;
+        let new = stamp(&req.batch);
+        let pending: Vec<Bytes> = self.limbo.iter().flat_map(|(_, q)| q.iter().map(|r| r.batch.clone())).collect();
+        for (_, q) in &self.limbo {
+            for old in q {
+                let old_ids = broker_model::ids_of(&old.batch);
+                if !old_ids.iter().any(|i| ids.contains(i)) || (stamp(&old.batch) == new && old_ids == ids) {
+                    continue;
+                }
+                let o = stamp(&old.batch);
+                let in_epoch = (o.producer_id, o.producer_epoch) == (new.producer_id, new.producer_epoch);
+                let others: Vec<Bytes> = pending.iter().filter(|b| **b != old.batch).cloned().collect();
+                if self.broker.could_land(&old.topic, old.partition, &old.batch, &others, in_epoch) {
+                    panic!(
+                        "records {ids:?} sent as {new:?} while {old_ids:?} sent as {o:?} may still land\n{}",
+                        self.dump()
+                    );
+                }
             }
         }
     }
@@ -380,6 +547,22 @@ impl Sim {
         ids
     }
 
+    /// When the `i`-th request written was handed out.
+    pub(crate) fn written_at(&self, i: usize) -> Tick {
+        self.handed[i]
+    }
+
+    /// Moves the clock to the core's next timer (if it is later) and runs it, as the shell
+    /// does; false if the core wants no timer.
+    pub(crate) fn next_timer(&mut self) -> bool {
+        let Some(t) = self.core.poll_timeout(self.now) else { return false };
+        if t > self.now {
+            self.now = t;
+        }
+        self.step();
+        true
+    }
+
     /// Moves the clock.
     pub(crate) fn advance(&mut self, d: Duration) {
         self.now += d;
@@ -396,6 +579,11 @@ impl Sim {
     /// The broker takes the next request of `stream` and treats it as `how` says.
     pub(crate) fn process(&mut self, stream: StreamId, how: Answer) -> Option<Request> {
         let req = self.streams.get_mut(&stream)?.pop_front()?;
+        let how = if self.not_leader(stream.conn.link, &req) && how != Answer::Lost {
+            Answer::Refuse(ErrorCode::NotLeader)
+        } else {
+            how
+        };
         if std::env::var("QWIRE_SIM_TRACE").is_ok() {
             let h = *crate::protocol::RecordBatch::from_bytes(req.batch.clone()).unwrap().header();
             eprintln!(
@@ -441,8 +629,18 @@ impl Sim {
             self.collect();
             return Some(req);
         }
+        if how == Answer::Lost {
+            self.desynced.insert(stream);
+        }
         if how != Answer::Lost && req.acks != Acks::None {
-            let frame = Frame { correlation_id: req.corr, payload: Payload::ProduceResult(answer.expect("answered")) };
+            let answer = answer.expect("answered");
+            // An answer counts for what the producer knew if it reached it in time: not on a
+            // stream that lost an answer before, not after the records had their outcome.
+            let late = broker_model::ids_of(&req.batch).iter().all(|id| self.outcome(*id).is_some());
+            if !self.desynced.contains(&stream) && !late {
+                self.answers[req.index] = Some(answer.error != ErrorCode::None && answer.base_offset >= 0);
+            }
+            let frame = Frame { correlation_id: req.corr, payload: Payload::ProduceResult(answer) };
             self.core.handle_response(self.now, stream, frame);
             self.collect();
         }
@@ -461,7 +659,16 @@ impl Sim {
 
     /// The connection breaks.
     pub(crate) fn lose(&mut self, conn: ConnId) {
-        self.streams.retain(|s, _| s.conn != conn);
+        self.lose_after_reading(conn, 0);
+    }
+
+    /// The connection breaks after the broker read the first `read` waiting requests of
+    /// each of its streams (they stay in limbo).
+    pub(crate) fn lose_after_reading(&mut self, conn: ConnId, read: usize) {
+        for st in self.streams.keys().filter(|s| s.conn == conn).copied().collect::<Vec<_>>() {
+            self.drop_stream(st, read);
+        }
+        self.unwritten.retain(|s, _| s.conn != conn);
         let addr = "127.0.0.1:1".parse().unwrap();
         let error = TransportError::StreamClosed { addr, detail: "scripted loss".into() };
         self.core.handle_connection_lost(self.now, conn, error);
@@ -537,6 +744,16 @@ impl Sim {
         self.outcomes.lock().unwrap().iter().find(|(i, _)| *i == id).map(|(_, r)| r.clone())
     }
 
+    /// Whether the producer had reason to think record `id` may be stored: some request
+    /// carrying it got no answer (lost, dropped, in limbo, acks none) or an "appended, not
+    /// confirmed" one.
+    pub(crate) fn maybe_stored(&self, id: u64) -> bool {
+        self.written
+            .iter()
+            .zip(&self.answers)
+            .any(|((_, r), a)| a.is_none_or(|appended| appended) && broker_model::ids_of(&r.batch).contains(&id))
+    }
+
     /// Checks every outcome against the broker's logs: each record has at most one
     /// outcome; acked ⇒ stored once at the acked offset; not persisted ⇒ absent;
     /// persisted ⇒ present; nothing stored twice; each partition's records in send order.
@@ -550,9 +767,13 @@ impl Sim {
             match r {
                 Ok(md) => {
                     let (t, p) = &self.sent[*id as usize];
-                    assert_eq!(here.len(), 1, "acked record {id} stored {} times", here.len());
-                    if let Some(o) = md.offset {
-                        assert_eq!(here[0], (t.clone(), *p, o), "record {id} acked at another place");
+                    match md.offset {
+                        Some(o) => {
+                            assert_eq!(here.len(), 1, "acked record {id} stored {} times", here.len());
+                            assert_eq!(here[0], (t.clone(), *p, o), "record {id} acked at another place");
+                        }
+                        // acks=none: "acknowledged" means written; it may have been lost.
+                        None => assert!(here.len() <= 1, "record {id} stored {} times", here.len()),
                     }
                 }
                 Err(e) => match e.persistence() {
@@ -560,15 +781,31 @@ impl Sim {
                         assert!(here.is_empty(), "record {id} reported not persisted but stored: {e}")
                     }
                     Persistence::Persisted => assert!(!here.is_empty(), "record {id} reported persisted, absent"),
-                    Persistence::PossiblyPersisted => {}
+                    Persistence::PossiblyPersisted => assert!(
+                        !here.is_empty() || self.maybe_stored(*id),
+                        "record {id} reported possibly persisted, but every request carrying it was refused \
+                         without an append: {e}\nrequests (corr, answer): {:?}",
+                        self.written
+                            .iter()
+                            .zip(&self.answers)
+                            .filter(|((_, r), _)| broker_model::ids_of(&r.batch).contains(id))
+                            .map(|((_, r), a)| (r.corr, a))
+                            .collect::<Vec<_>>()
+                    ),
                 },
             }
         }
         for (id, at) in &places {
             assert!(at.len() <= 1, "record {id} stored {} times: {at:?}", at.len());
         }
+        // Acknowledged records keep send order. A record that failed "possibly persisted"
+        // may still land later, behind others (a request the broker read before its stream
+        // broke, in an epoch or id nothing fences any more, or without idempotence), and
+        // acks=none claims nothing.
+        let acked = |id: &u64| outcomes.iter().any(|(i, r)| i == id && r.as_ref().is_ok_and(|m| m.offset.is_some()));
         for ((t, p), log) in &self.broker.parts {
-            assert!(log.records.windows(2).all(|w| w[0] < w[1]), "{t}-{p} out of send order: {:?}", log.records);
+            let order: Vec<u64> = log.records.iter().copied().filter(|id| acked(id)).collect();
+            assert!(order.windows(2).all(|w| w[0] < w[1]), "{t}-{p} out of send order: {:?}", log.records);
         }
     }
 }

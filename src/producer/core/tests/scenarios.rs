@@ -544,3 +544,352 @@ fn an_open_breaker_fails_fast_then_allows_one_trial_connection() {
     s.settle(50);
     assert!(s.outcome(id).unwrap().is_ok());
 }
+
+// --- review of issue 10: durations far in the future ------------------------------------
+
+#[test]
+fn a_close_without_deadline_and_huge_timeouts_do_not_overflow_the_clock() {
+    let huge = Duration::MAX;
+    let cfg = ProducerConfig {
+        delivery_timeout: huge,
+        request_timeout: huge / 2,
+        linger: Duration::from_secs(u64::MAX / 4),
+        metadata_max_age: huge,
+        circuit_breaker_recovery: huge,
+        ..config()
+    };
+    let mut s = Sim::ready(cfg, "t", 1);
+    let id = s.send("t", 0, 1)[0];
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    s.core.handle_close(s.now, Duration::MAX, Some((s.acc.flush_point(), tx)));
+    s.step();
+    assert!(s.core.poll_timeout(s.now).is_none_or(|t| t > s.now));
+    s.settle(50);
+    assert!(s.outcome(id).unwrap().is_ok());
+    assert!(rx.try_recv().unwrap().is_ok(), "the close answered once everything was delivered");
+    assert!(s.core.is_finished());
+}
+
+// --- review of issue 10: timers fire on time ----------------------------------------------
+
+#[test]
+fn a_deadline_after_the_last_run_is_never_dropped_however_late_the_timer_is_asked_for() {
+    let cfg = ProducerConfig { linger: Duration::from_millis(5), ..config() };
+    let mut s = Sim::ready(cfg, "t", 1);
+    s.send("t", 0, 1);
+    let t0 = s.now;
+    s.step(); // the linger clock starts at t0
+              // The shell ran user callbacks after `handle_timeout(t0)` and asks for the timer later.
+    let next = s.core.poll_timeout(t0 + Duration::from_millis(10)).expect("the linger timer");
+    assert!(next <= t0 + Duration::from_millis(5), "the linger deadline was dropped: {:?} late", next - t0);
+}
+
+#[test]
+fn a_metadata_request_that_failed_is_asked_again_by_its_own_timer() {
+    let cfg = config();
+    let retry = cfg.retry_backoff.delay(1, 0.5);
+    let mut s = Sim::new(cfg);
+    s.step();
+    s.accept_connects();
+    s.settle_control();
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    s.core.handle_metadata_wanted(s.now, "t".into(), Some(tx));
+    s.step();
+    let (tag, _, _) = s.calls.pop_front().expect("a metadata request");
+    s.core.handle_control(s.now, tag, Err(broker_error(ErrorCode::ResourceLimit)));
+    s.collect();
+    let failed = s.now;
+    s.topics.insert("t".into(), 1);
+    // Time moves only as far as the core's timers say.
+    while s.calls.is_empty() {
+        assert!(s.next_timer(), "no timer although a metadata request is due");
+        assert!(s.now - failed <= retry, "asked again {:?} after the failure; due after {retry:?}", s.now - failed);
+    }
+    s.settle_control();
+    assert!(rx.try_recv().unwrap().is_ok());
+}
+
+// --- review of issue 10: a batch past its deadline is never sent ----------------------------
+
+#[test]
+fn a_batch_whose_delivery_timeout_passed_is_expired_not_sent() {
+    let cfg = config();
+    let dt = cfg.delivery_timeout;
+    let mut s = Sim::ready(cfg, "t", 1);
+    let conn = s.core.links.open_conns()[0];
+    s.lose(conn);
+    let id = s.send("t", 0, 1)[0];
+    s.step(); // sealed; no connection to send it on
+    s.advance(Duration::from_millis(100)); // a reconnect starts (and hangs)
+    assert_eq!(s.connects.len(), 1);
+    let written = s.written.len();
+    // The connection comes up exactly when the batch's delivery timeout passes.
+    s.now += dt - Duration::from_millis(100);
+    s.accept_connects();
+    s.step();
+    let r = s.outcome(id).expect("expired");
+    assert_eq!(status(&r), Some((ErrorKind::DeliveryTimeout, Persistence::NotPersisted)), "{r:?}");
+    assert_eq!(s.written.len(), written, "a batch past its deadline went out");
+    assert_eq!(s.core.metrics.epoch_bumps.load(std::sync::atomic::Ordering::Relaxed), 0);
+    s.settle(50);
+    assert!(s.calls.is_empty() && s.core.pid.bump == crate::producer::core::producer_id::Bump::None);
+}
+
+// --- review of issue 10: the breaker and a broker with a live connection ---------------------
+
+#[test]
+fn failing_extra_connections_do_not_fail_traffic_on_a_live_one() {
+    let cfg = ProducerConfig {
+        connections_per_broker: 2,
+        streams_per_connection: 1,
+        circuit_breaker_threshold: 2,
+        ..config()
+    };
+    let mut s = Sim::ready(cfg, "t", 2);
+    let conns = s.core.links.open_conns();
+    assert_eq!(conns.len(), 2);
+    // Slot 1's connection drops; the broker refuses every new one (at max_connections).
+    s.lose(conns[1]);
+    let refused = || TransportError::Broker {
+        addr: "127.0.0.1:1".parse().unwrap(),
+        code: ErrorCode::ResourceLimit,
+        message: "max_connections".into(),
+    };
+    for _ in 0..6 {
+        s.advance(Duration::from_millis(300));
+        s.fail_connects(refused);
+    }
+    // Both partitions still get through: partition 0 on its own slot, partition 1 over the
+    // live slot while its own is down.
+    let ids: Vec<u64> = s.send("t", 0, 2).into_iter().chain(s.send("t", 1, 2)).collect();
+    for _ in 0..5 {
+        s.step();
+        s.process_all();
+        s.advance(Duration::from_millis(300));
+        s.fail_connects(refused);
+    }
+    for id in ids {
+        assert!(s.outcome(id).is_some_and(|r| r.is_ok()), "record {id}: {:?}\n{}", s.outcome(id), s.dump());
+    }
+    s.check();
+}
+
+// --- review of issue 10: one broker refusing us does not fail metadata ------------------
+
+#[test]
+fn metadata_waits_for_a_broker_that_accepts_us_when_another_refused_the_certificate() {
+    let cfg = ProducerConfig { bootstrap: vec!["b0:1".into(), "b1:1".into()], ..config() };
+    let mut s = Sim::new(cfg);
+    s.brokers[1].id = 0; // one broker, reachable under two names
+    s.topics.insert("t".into(), 1);
+    s.step();
+    let refused = || TransportError::TlsRejected {
+        addr: "127.0.0.1:1".parse().unwrap(),
+        by: crate::transport::Refuser::Broker,
+        alert: Some(42),
+        detail: "certificate refused".into(),
+    };
+    // b0 refuses the certificate; b1's attempt is still running.
+    let pending: Vec<_> = s.connects.drain(..).collect();
+    for (conn, addr) in &pending {
+        if addr == "b0:1" {
+            s.core.handle_connect_failed(s.now, *conn, refused());
+            s.collect();
+        }
+    }
+    s.connects.extend(pending.into_iter().filter(|(_, a)| a != "b0:1"));
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    s.core.handle_metadata_wanted(s.now, "t".into(), Some(tx));
+    s.collect();
+    assert!(rx.try_recv().is_err(), "failed although b1 may still answer");
+    s.accept_connects();
+    s.settle_control();
+    assert!(rx.try_recv().expect("answered").is_ok());
+    let id = s.send("t", 0, 1)[0];
+    s.settle(50);
+    assert!(s.outcome(id).unwrap().is_ok());
+}
+
+// --- review of issue 10: bounded work while a breaker is open ---------------------------
+
+#[test]
+fn an_open_breaker_is_handled_once_per_broker_per_round_not_once_per_partition() {
+    let cfg = ProducerConfig { circuit_breaker_threshold: 1, metadata_max_age: Duration::from_secs(10), ..config() };
+    let mut s = Sim::new(cfg);
+    s.brokers.push(SimBroker { name: "b1:1".into(), id: 1 });
+    s.topics.insert("t".into(), 64);
+    s.start("t");
+    for p in 0..64 {
+        s.send("t", p, 1);
+    }
+    s.step(); // every partition has a batch in flight to b0, unanswered
+              // Every partition moves to b1, which cannot be reached: its breaker opens.
+    for p in 0..64 {
+        s.leaders.insert(("t".into(), p), 1);
+    }
+    s.advance(Duration::from_secs(11));
+    while s.answer_call() {}
+    s.step();
+    let unreachable =
+        || TransportError::Unreachable { addr: "127.0.0.1:1".parse().unwrap(), timeout: Duration::from_secs(1) };
+    s.fail_connects(unreachable);
+    assert!(s.core.links.list[1].failing_fast(s.now), "{}", s.dump());
+    s.core.fail_link_calls = 0;
+    s.step();
+    assert!(s.core.fail_link_calls <= 1, "{} passes over every partition in one round", s.core.fail_link_calls);
+}
+
+// --- review of issue 10: a broker that accepts, then drops, connections ---------------------
+
+#[test]
+fn a_broker_that_drops_every_connection_at_once_is_backed_off_and_breaks_the_circuit() {
+    let cfg = ProducerConfig { circuit_breaker_threshold: 4, ..config() };
+    let recovery = cfg.circuit_breaker_recovery;
+    let mut s = Sim::ready(cfg, "t", 1);
+    let mut attempts = vec![s.now];
+    for _ in 0..3 {
+        let conn = s.core.links.open_conns()[0];
+        s.lose(conn); // just after HelloOk
+        while s.connects.is_empty() {
+            assert!(s.next_timer(), "no reconnect timer");
+        }
+        attempts.push(s.now);
+        s.accept_connects();
+    }
+    let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.windows(2).all(|g| g[1] > g[0]), "the back-off does not grow: {gaps:?}");
+    let conn = s.core.links.open_conns()[0];
+    s.lose(conn);
+    // The fourth quick loss in a row opened the breaker: records fail fast, and nothing is
+    // attempted inside the recovery window.
+    let id = s.send("t", 0, 1)[0];
+    s.step();
+    let r = s.outcome(id).unwrap_or_else(|| panic!("waits instead of failing fast\n{}", s.dump()));
+    assert_eq!(status(&r).map(|x| x.0), Some(ErrorKind::CircuitOpen), "{r:?}");
+    s.advance(recovery / 2);
+    assert!(s.connects.is_empty());
+}
+
+// --- review of issue 10: a request that never gets written still times out ------------------
+
+#[test]
+fn a_request_stuck_before_its_write_completes_resets_the_stream_at_the_request_timeout() {
+    let cfg = config();
+    let deadline = request_deadline(&cfg);
+    let mut s = Sim::ready(cfg, "t", 1);
+    s.auto_written = false; // the stream is blocked (flow control): the write never completes
+    let id = s.send("t", 0, 1)[0];
+    s.step();
+    let st = only_stream(&s);
+    while s.resets.is_empty() {
+        assert!(s.next_timer(), "no timer for the request");
+        assert!(s.now - s.written_at(0) <= deadline, "not reset by {:?}", s.now - s.written_at(0));
+    }
+    assert_eq!(s.resets, [st]);
+    assert!(s.outcome(id).is_none(), "resent, not failed");
+    s.auto_written = true;
+    s.settle(50);
+    assert!(s.outcome(id).unwrap().is_ok());
+}
+
+// --- review of issue 10: connection attempts have a deadline; hostile offsets ------------
+
+#[test]
+fn a_connection_attempt_that_never_ends_fails_at_the_connect_timeout() {
+    let cfg = config();
+    let allowance = cfg.connect_timeout + crate::producer::core::timeouts::margin(cfg.connect_timeout);
+    let mut s = Sim::ready(cfg, "t", 1);
+    let conn = s.core.links.open_conns()[0];
+    s.lose(conn);
+    while s.connects.is_empty() {
+        assert!(s.next_timer(), "no reconnect timer");
+    }
+    let started = s.now;
+    let failures = s.core.links.list[0].slots[0].failures;
+    s.connects.clear(); // the attempt hangs (DNS, handshake, or streams never opened)
+    while s.connects.is_empty() {
+        assert!(s.next_timer(), "no timer: the hung attempt is never given up");
+        assert!(s.now - started <= allowance + Duration::from_secs(1), "{:?}", s.now - started);
+    }
+    assert_eq!(s.core.links.list[0].slots[0].failures, failures + 1, "counted as a failed attempt");
+    s.accept_connects();
+    let id = s.send("t", 0, 1)[0];
+    s.settle(50);
+    assert!(s.outcome(id).unwrap().is_ok());
+}
+
+#[test]
+fn an_acknowledgement_whose_offsets_overflow_is_a_protocol_error() {
+    let mut s = Sim::ready(config(), "t", 1);
+    let ids = s.send("t", 0, 2);
+    s.step();
+    let st = only_stream(&s);
+    let req = s.streams.get_mut(&st).unwrap().pop_front().unwrap();
+    let answer = ProduceResult {
+        error: ErrorCode::None,
+        duplicate: false,
+        base_offset: i64::MAX,
+        log_append_time: -1,
+        message: String::new(),
+    };
+    s.core.handle_response(s.now, st, Frame { correlation_id: req.corr, payload: Payload::ProduceResult(answer) });
+    s.collect();
+    assert!(ids.iter().all(|id| s.outcome(*id).is_none()), "acked at offsets past i64::MAX");
+    assert_eq!(s.resets, [st], "the stream is given up");
+    s.settle(50);
+    assert!(ids.iter().all(|id| s.outcome(*id).unwrap().is_ok()));
+    s.check();
+}
+
+// --- review of issue 10: flush and close cover what was enqueued before the call ---------
+
+#[test]
+fn a_flush_covers_the_records_enqueued_before_the_call_only() {
+    let mut s = Sim::ready(ProducerConfig { linger: Duration::from_secs(5), ..config() }, "t", 2);
+    let before = s.send("t", 0, 1)[0];
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    s.core.handle_flush(s.now, s.acc.flush_point(), tx);
+    // Enqueued after the call (before the driver's next round): not the flush's business.
+    let after = s.send("t", 1, 1)[0];
+    s.step();
+    let p0 = s.busy_streams().into_iter().find(|st| s.streams[st][0].partition == 0).unwrap();
+    s.process(p0, Answer::Normal);
+    s.step();
+    assert!(s.outcome(before).unwrap().is_ok());
+    assert!(s.outcome(after).is_none(), "partition 1's request is still unanswered");
+    assert!(rx.try_recv().expect("answered without waiting for the later record").is_ok());
+}
+
+#[test]
+fn after_an_unclean_close_the_core_keeps_the_close_error() {
+    let mut s = Sim::ready(config(), "t", 1);
+    let id = s.send("t", 0, 1)[0];
+    s.step(); // in flight, never answered
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    s.core.handle_close(s.now, Duration::from_millis(10), Some((s.acc.flush_point(), tx)));
+    s.advance(Duration::from_millis(20));
+    assert!(s.core.is_finished());
+    let e = rx.try_recv().unwrap().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Closed);
+    assert_eq!(status(&s.outcome(id).unwrap()).map(|x| x.0), Some(ErrorKind::Closed));
+    assert_eq!(s.core.end_result().unwrap_err().to_string(), e.to_string(), "later close/flush calls get it");
+}
+
+#[test]
+fn a_topic_asked_for_by_try_send_can_be_asked_for_again_once_answered() {
+    let mut s = Sim::new(config());
+    s.topics.insert("t".into(), 1);
+    s.step();
+    s.accept_connects();
+    s.settle_control();
+    for topic in ["nope", "t"] {
+        let name: Arc<str> = topic.into();
+        assert_eq!(s.acc.ask_metadata(&name), crate::producer::accumulator::MetadataAsk::Ask);
+        s.core.handle_metadata_wanted(s.now, name.clone(), None);
+        assert_eq!(s.acc.ask_metadata(&name), crate::producer::accumulator::MetadataAsk::Pending);
+        s.settle_control();
+        // Answered (an unknown topic, or the queues): a later try_send may ask again.
+        assert_eq!(s.acc.ask_metadata(&name), crate::producer::accumulator::MetadataAsk::Ask, "{topic}");
+        s.acc.metadata_settled(topic);
+    }
+}

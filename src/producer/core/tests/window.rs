@@ -12,7 +12,7 @@ const N: Option<(i64, i16)> = Some((1, 0));
 
 fn send(w: &mut Window<u64>, now: Tick, corr: u32, stream: StreamId) -> Option<i32> {
     let i = w.next_sendable(now, stream, false)?;
-    w.mark_sent(i, corr, stream, N).map(|s| s.2)
+    w.mark_sent(i, corr, stream, N, now).map(|s| s.2)
 }
 
 #[test]
@@ -56,7 +56,7 @@ fn maybe_persisted_accumulates_until_an_answer_after_the_dedup_lookup() {
     let mut w = Window::new(true, 5);
     w.push(0, 1, 0, now);
     send(&mut w, now, 1, sid(1));
-    assert_eq!(w.lost(|s| s == sid(1), Duration::ZERO, now), 1);
+    w.refused(1, Duration::ZERO, now, Attempt::Appended);
     assert!(w.slot(0).maybe_persisted);
     send(&mut w, now, 2, sid(2));
     w.refused(2, Duration::ZERO, now, Attempt::NotStored);
@@ -64,6 +64,24 @@ fn maybe_persisted_accumulates_until_an_answer_after_the_dedup_lookup() {
     send(&mut w, now, 3, sid(2));
     w.refused(3, Duration::ZERO, now, Attempt::Settled);
     assert!(!w.slot(0).maybe_persisted);
+}
+
+#[test]
+fn an_attempt_whose_answer_never_came_is_settled_only_by_an_acknowledgement() {
+    let now = Tick::now();
+    let mut w = Window::new(true, 5);
+    w.push(0, 1, 0, now);
+    send(&mut w, now, 1, sid(1));
+    assert_eq!(w.lost(|s| s == sid(1), Duration::ZERO, now), 1);
+    assert!(w.slot(0).maybe_persisted && w.slot(0).unanswered);
+    // The broker may have read attempt 1 and append it after answering attempt 2.
+    send(&mut w, now, 2, sid(2));
+    w.refused(2, Duration::ZERO, now, Attempt::Settled);
+    assert!(w.slot(0).maybe_persisted, "attempt 1 may still land");
+    assert!(!w.is_drained());
+    send(&mut w, now, 3, sid(2));
+    assert!(w.ack(3).is_some());
+    assert!(w.is_drained());
 }
 
 #[test]
@@ -86,11 +104,14 @@ fn a_break_drains_up_to_the_last_unresolved_batch_then_renumbers_or_asks_for_an_
     assert_eq!(w.resync(N), Resync::Nothing, "still in flight");
     w.ack(10);
     w.refused(11, Duration::ZERO, now, Attempt::Settled);
+    assert!(!w.is_drained(), "1's lost attempt may still land: only an ack settles it");
+    assert_eq!(send(&mut w, now, 12, sid(2)), Some(2));
+    w.ack(12);
     assert!(w.is_drained());
     assert_eq!(w.resync(N), Resync::NewEpoch { id: 1, epoch: 0 });
     w.restart((1, 1));
-    let seqs: Vec<_> = (0..3).map(|c| send(&mut w, now, 20 + c, sid(2)).unwrap()).collect();
-    assert_eq!(seqs, [0, 2, 4], "everything left, renumbered from 0 in the new epoch");
+    let seqs: Vec<_> = (0..2).map(|c| send(&mut w, now, 20 + c, sid(2)).unwrap()).collect();
+    assert_eq!(seqs, [0, 2], "everything left, renumbered from 0 in the new epoch");
 }
 
 #[test]
@@ -123,16 +144,23 @@ fn nothing_numbered_after_a_batch_known_not_stored_can_be_stored() {
         send(&mut w, now, id as u32, sid(1));
     }
     // 0 refused before the lookup on its first attempt: not stored, so neither are 1
-    // and 2, whatever happens to their answers.
+    // and 2 so far. But their attempts were read by the broker and never answered: once 0
+    // is sent again and appended, they may land behind it. They stay unresolved.
     w.refused(0, Duration::ZERO, now, Attempt::NotStored);
     w.lost(|s| s == sid(1), Duration::ZERO, now);
+    assert!(!w.slot(0).maybe_persisted);
+    assert!(w.slot(1).maybe_persisted && w.slot(2).maybe_persisted);
+    assert!(!w.is_drained());
+    // A batch answered after the lookup behind one known not stored is not stored.
+    let mut w = Window::new(true, 5);
+    for id in 0..2 {
+        w.push(id, 1, id, now);
+        send(&mut w, now, id as u32, sid(1));
+    }
+    w.refused(1, Duration::ZERO, now, Attempt::Appended);
+    w.refused(0, Duration::ZERO, now, Attempt::NotStored);
     assert!(w.iter().all(|s| !s.maybe_persisted));
     assert!(w.is_drained());
-    // Once 0 is sent again, the others' next attempts may be stored.
-    send(&mut w, now, 10, sid(2));
-    send(&mut w, now, 11, sid(2));
-    w.lost(|s| s == sid(2), Duration::ZERO, now);
-    assert!(w.slot(0).maybe_persisted && w.slot(1).maybe_persisted);
 }
 
 #[test]
@@ -141,7 +169,7 @@ fn without_idempotence_no_sequences_are_assigned() {
     let mut w = Window::new(false, 1);
     w.push(0, 5, 0, now);
     let i = w.next_sendable(now, sid(1), true).unwrap();
-    assert_eq!(w.mark_sent(i, 1, sid(1), None), None);
+    assert_eq!(w.mark_sent(i, 1, sid(1), None, now), None);
 }
 
 #[test]

@@ -13,6 +13,8 @@ use super::error::{join_pointer, InvalidSchema, ValidationError};
 use super::json::canonical;
 use super::SchemaType;
 
+pub mod decode;
+
 /// A parsed Avro schema and its named types.
 #[derive(Debug)]
 pub struct AvroSchema {
@@ -77,15 +79,10 @@ impl AvroSchema {
             .map_err(|e| ValidationError::new("", "avro", e.to_string()))
     }
 
-    /// Decodes a binary datum written with this schema into JSON.
-    pub fn decode_to_json(&self, mut bytes: &[u8]) -> Result<Json, String> {
-        let reader =
-            apache_avro::reader::datum::GenericDatumReader::builder(&self.schema).build().map_err(|e| e.to_string())?;
-        let v = reader.read_value(&mut bytes).map_err(|e| e.to_string())?;
-        if !bytes.is_empty() {
-            return Err(format!("{} bytes left after the Avro datum", bytes.len()));
-        }
-        Json::try_from(v).map_err(|e| e.to_string())
+    /// Decodes a binary datum written with this schema into JSON (see [`decode`] for the
+    /// JSON form and the limits on depth and item counts).
+    pub fn decode_to_json(&self, bytes: &[u8]) -> Result<Json, String> {
+        decode::decode(&self.schema, &self.names, bytes)
     }
 
     fn convert(&self, schema: &Schema, v: &Json, path: &str) -> Result<Avro, ValidationError> {
