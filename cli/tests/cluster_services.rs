@@ -300,3 +300,71 @@ fn ready_means_a_current_view_of_the_cluster_and_metrics_show_replication() {
     // /health stays up meanwhile: the process lives.
     assert_eq!(http_get(admins[0], "/health").map(|(s, _)| s), Some(200));
 }
+
+/// Runs `qwire ARGS -s <node i> --certs ... --client alice`; stdout on success.
+fn qwire_on(c: &Cluster, i: usize, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_qwire"))
+        .args(args)
+        .args(["-s", &c.nodes[i].addr.to_string()])
+        .arg("--certs")
+        .arg(c.certs.path())
+        .args(["--client", "alice"])
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "qwire {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_cli_creates_replicated_topics_and_describes_them_and_the_cluster_as_json() {
+    let mut c = Cluster::start(3);
+    let created = qwire_on(
+        &c,
+        0,
+        &["topics", "create", "cli", "--partitions", "2", "--replication-factor", "3", "--min-insync-replicas", "2"],
+    );
+    assert_eq!(created.trim(), "created topic 'cli' with 2 partitions, replication factor 3, min in-sync replicas 2");
+    rt().block_on(c.wait_for("in sync", "cli", |d| d.partitions.iter().all(|p| p.leader >= 0 && p.isr.len() == 3)));
+    // Asked through another broker: the same cluster-wide state.
+    let t: serde_json::Value =
+        serde_json::from_str(&qwire_on(&c, 1, &["topics", "describe", "cli", "--format", "json"]))
+            .expect("one JSON document");
+    assert_eq!(t["topic"], "cli");
+    assert_eq!((t["replication_factor"].as_u64(), t["min_insync_replicas"].as_u64()), (Some(3), Some(2)));
+    let parts = t["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 2);
+    for (n, p) in parts.iter().enumerate() {
+        assert_eq!(p["partition"].as_u64(), Some(n as u64));
+        let mut replicas: Vec<u64> = p["replicas"].as_array().unwrap().iter().map(|r| r.as_u64().unwrap()).collect();
+        replicas.sort();
+        assert_eq!(replicas, [1, 2, 3]);
+        assert_eq!(p["isr"].as_array().unwrap().len(), 3);
+        assert!(p["leader"].as_u64().is_some_and(|l| (1..=3).contains(&l)), "{p}");
+        assert!(p["leader_epoch"].as_i64().is_some_and(|e| e >= 0), "{p}");
+    }
+    let d: serde_json::Value = serde_json::from_str(&qwire_on(&c, 2, &["cluster", "describe", "--format", "json"]))
+        .expect("one JSON document");
+    assert!(d["controller"].as_u64().is_some_and(|l| (1..=3).contains(&l)), "{d}");
+    let brokers = d["brokers"].as_array().unwrap();
+    assert_eq!(brokers.len(), 3, "{d}");
+    for (b, node) in brokers.iter().zip(&c.nodes) {
+        assert_eq!(b["id"].as_u64(), Some(u64::from(node.id)));
+        assert_eq!(b["alive"], true);
+        assert_eq!(b["address"].as_str(), Some(node.addr.to_string().as_str()));
+    }
+    // A broker that is down is still listed (it holds replicas), as not alive.
+    c.stop(2);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let d: serde_json::Value =
+            serde_json::from_str(&qwire_on(&c, 0, &["cluster", "describe", "--format", "json"])).unwrap();
+        let b3 = &d["brokers"][2];
+        if b3["alive"] == false {
+            assert_eq!((b3["id"].as_u64(), &b3["address"]), (Some(3), &serde_json::Value::Null));
+            break;
+        }
+        assert!(Instant::now() < deadline, "broker 3 still alive: {d}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
