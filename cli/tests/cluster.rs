@@ -110,6 +110,8 @@ fn followers_down_shrink_the_isr_then_acks_all_is_refused_and_they_catch_up_on_r
         let (_, dup) = produce_until_acked(&mut c, "f", batch("c", 10, none, Compression::None)).await;
         assert!(!dup);
         sent += 10;
+        // A member that left and rejoined meanwhile has everything up to the high watermark.
+        c.wait_for("all in sync after the last batch", "f", |d| d.partitions[0].isr.len() == 3).await;
         let batches = assert_replicas_identical(&mut c, "f", 0);
         let records: i64 =
             batches.iter().map(|b| qwire::protocol::BatchHeader::parse(b).unwrap().unwrap().record_count as i64).sum();
@@ -325,6 +327,7 @@ fn while_etcd_is_down_leaders_serve_only_within_their_lease_and_nothing_is_lost_
         }
         let leader = c.leader("e", 0).await;
         let li = c.index_of(leader);
+        let epoch_before = c.describe("e").await.partitions[0].leader_epoch;
         // etcd stops answering. Within its lease the leader still serves; once the lease
         // can no longer be certain, it stops leading: nothing is acknowledged on authority
         // it may have lost. Every acknowledgement given is kept.
@@ -350,12 +353,17 @@ fn while_etcd_is_down_leaders_serve_only_within_their_lease_and_nothing_is_lost_
         assert!(refused_at < Duration::from_millis(3 * common::cluster::TTL_MS), "served for {refused_at:?}");
         acked += during;
         c.etcd.resume();
-        c.wait_for("a leader and all in sync again", "e", |d| {
-            d.partitions[0].leader >= 0 && d.partitions[0].isr.len() == 3
-        })
-        .await;
+        // The state from before the pause also reads "a leader, all in sync": wait for the
+        // election that follows the lost sessions (a later epoch).
+        let settled = |d: &qwire::protocol::cluster::TopicReplicas| {
+            d.partitions[0].leader >= 0 && d.partitions[0].isr.len() == 3 && d.partitions[0].leader_epoch > epoch_before
+        };
+        c.wait_for("a new leader and all in sync again", "e", settled).await;
         produce_until_acked(&mut c, "e", batch("back", 10, none, Compression::None)).await;
         acked += 10;
+        // The last batch may have been acknowledged by two in-sync replicas while the third
+        // was rejoining: it rejoins only once it has everything up to the high watermark.
+        c.wait_for("all in sync after the last batch", "e", settled).await;
         let batches = assert_replicas_identical(&mut c, "e", 0);
         let records: i64 =
             batches.iter().map(|b| qwire::protocol::BatchHeader::parse(b).unwrap().unwrap().record_count as i64).sum();
