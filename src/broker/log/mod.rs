@@ -254,6 +254,10 @@ pub struct PartitionLog {
     dir_synced_base: i64,
     /// The value in the `recovery-point` file.
     recovery_point: i64,
+    /// A cut to the durable point that truncated its segment (offset, file position) but
+    /// did not complete: a retry truncates to the same position without looking the
+    /// offset up in the already-truncated file.
+    cut_at: Option<(i64, u64)>,
 }
 
 impl fmt::Debug for PartitionLog {
@@ -308,6 +312,7 @@ impl PartitionLog {
             failed: None,
             durable,
             recovery_point,
+            cut_at: None,
         };
         // Everything is fsync'd now: move the recovery point to the end. It must not stay
         // above the end (after a cut), or segments written later would be trusted unsynced.

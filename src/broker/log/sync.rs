@@ -212,9 +212,13 @@ impl PartitionLog {
             remove_segment_files(&self.dir, seg.base_offset())?;
         }
         let seg = segments[keep];
-        let pos = seg.position_of(cut)?;
+        let pos = match self.cut_at {
+            Some((offset, pos)) if offset == cut => pos,
+            _ => seg.position_of(cut)?,
+        };
         let path = seg.log_path().to_path_buf();
         let file = seg.log_file();
+        self.cut_at = Some((cut, pos));
         file.set_len(pos).map_err(LogError::io("truncate segment", &path))?;
         self.syncer.sync(file, &path, SyncKind::All).map_err(LogError::io("fsync truncated segment", &path))?;
         sync_dir(&self.syncer, &self.dir)?;

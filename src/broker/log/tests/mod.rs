@@ -268,6 +268,40 @@ fn a_cut_to_the_durable_point_removes_the_segments_after_it() {
     assert_batches(&log, &appended);
 }
 
+/// Found by the full-disk fault test: the first recovery attempt truncated the segment but
+/// its fsync failed (the disk was still full); every later attempt then looked for the cut
+/// offset's position in the already-truncated file ("failed to fill whole buffer") and the
+/// partition never became writable again. A failed cut must be retryable.
+#[test]
+fn a_cut_whose_fsync_failed_can_be_retried() {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let dir = tempfile::tempdir().unwrap();
+    let failing = std::sync::Arc::new(AtomicBool::new(false));
+    let f = failing.clone();
+    let syncer = crate::broker::disk::Syncer::with_hook(move |_, _| {
+        if f.load(SeqCst) {
+            Err(std::io::Error::other("injected: no space left"))
+        } else {
+            Ok(())
+        }
+    });
+    let (mut log, _) = PartitionLog::open_with(dir.path(), config(500), syncer).unwrap();
+    let appended = fill(&mut log, 10, 0);
+    log.flush().unwrap();
+    let durable = log.end_offset();
+    fill(&mut log, 3, 0);
+    log.mark_failed("a failed fsync");
+    failing.store(true, SeqCst);
+    assert!(log.cut_to_durable().is_err());
+    assert!(log.cut_to_durable().is_err(), "still failing");
+    failing.store(false, SeqCst);
+    assert_eq!(log.cut_to_durable().unwrap(), durable);
+    drop(log);
+    let (log, _) = open(dir.path(), config(500));
+    assert_eq!(log.end_offset(), durable);
+    assert_batches(&log, &appended);
+}
+
 #[test]
 fn append_rejects_bytes_that_do_not_match_the_header() {
     let dir = tempfile::tempdir().unwrap();
