@@ -106,11 +106,21 @@ pub(crate) struct BenchArgs {
     /// Print a JSON summary as the last line.
     #[arg(long)]
     json: bool,
+    /// Also run against a local cluster of N brokers (N ≥ 2; an etcd from PATH and N
+    /// `qwire broker` processes, replication factor min(3, N), min in-sync 2): acks=all on
+    /// the cluster against acks=all on a single node in the same run, then the failover
+    /// time over --failover-kills leader SIGKILLs. Needs a build with `--features cluster`.
+    #[arg(long, value_name = "N")]
+    cluster: Option<usize>,
+    /// With --cluster: leader SIGKILLs to time (0: no failover measurement).
+    #[arg(long, default_value_t = 10)]
+    failover_kills: usize,
     #[command(flatten)]
     report: crate::report::ReportArgs,
 }
 
 fn config(a: BenchArgs) -> (BenchConfig, bool, usize, crate::report::ReportArgs) {
+    let a = BenchArgs { cluster: None, ..a };
     let broker = a.broker.map(|addr| ExternalBroker { addr, certs: a.certs, client: a.client });
     let cfg = BenchConfig {
         broker,
@@ -144,6 +154,11 @@ fn config(a: BenchArgs) -> (BenchConfig, bool, usize, crate::report::ReportArgs)
 
 /// Runs the benchmark and prints kafka-producer-perf-test style lines.
 pub(crate) fn run(args: BenchArgs) -> Result<(), Failure> {
+    if let Some(n) = args.cluster {
+        let kills = args.failover_kills;
+        let (cfg, json, threads, _) = config(args);
+        return run_cluster(cfg, n, kills, json, threads);
+    }
     let (cfg, json, threads, report_args) = config(args);
     if cfg.schema_validation && cfg.payload != PayloadKind::JsonObject {
         return Err(Failure::new(
@@ -228,4 +243,62 @@ fn print_report(r: &BenchReport, json: bool) {
     if json {
         println!("{}", serde_json::to_string(r).expect("serialisable report"));
     }
+}
+
+/// `--cluster N`: single node vs cluster acks=all in one run, then the failover time.
+fn run_cluster(cfg: BenchConfig, n: usize, kills: usize, json: bool, threads: usize) -> Result<(), Failure> {
+    if n < 2 {
+        return Err(Failure::new(8, "--cluster needs at least 2 brokers"));
+    }
+    if cfg.broker.is_some() {
+        return Err(Failure::new(8, "--cluster starts its own brokers: drop --broker"));
+    }
+    let cfg = BenchConfig { acks: Acks::All, ..cfg };
+    crate::runtime(threads).block_on(async {
+        println!("single node, acks=all:");
+        let single = bench::run(cfg.clone(), Arc::new(Stats::default()))
+            .await
+            .map_err(|e| Failure::new(1, format!("single-node run failed: {e}")))?;
+        print_report(&single, false);
+        let mut local =
+            bench::cluster::LocalCluster::start(n).map_err(|e| Failure::new(1, format!("local cluster: {e}")))?;
+        println!("cluster of {n} brokers (replication factor {}, min in-sync {}), acks=all:", n.min(3), n.min(2));
+        let ccfg = BenchConfig { broker: Some(local.external()), ..cfg.clone() };
+        let clustered = bench::run(ccfg, Arc::new(Stats::default()))
+            .await
+            .map_err(|e| Failure::new(1, format!("cluster run failed: {e}")))?;
+        print_report(&clustered, false);
+        let ratio = clustered.records_per_sec / single.records_per_sec.max(f64::MIN_POSITIVE);
+        println!(
+            "acks=all, cluster/single node: {:.1} / {:.1} records/sec = {ratio:.3} (goal >= 0.5)",
+            clustered.records_per_sec, single.records_per_sec
+        );
+        let failover = if kills > 0 {
+            let f = bench::cluster::measure_failover(&mut local, kills)
+                .await
+                .map_err(|e| Failure::new(1, format!("failover measurement failed: {e}")))?;
+            println!(
+                "failover over {} leader SIGKILLs: p50 {:.0} ms, max {:.0} ms (session TTL {} ms; goal < 2 x TTL = {} ms)",
+                f.kills,
+                f.p50_ms,
+                f.max_ms,
+                f.session_ttl_ms,
+                2 * f.session_ttl_ms
+            );
+            Some(f)
+        } else {
+            None
+        };
+        if json {
+            let doc = serde_json::json!({
+                "single_node": single,
+                "cluster": clustered,
+                "brokers": n,
+                "ratio": ratio,
+                "failover": failover,
+            });
+            println!("{doc}");
+        }
+        Ok(())
+    })
 }

@@ -281,10 +281,49 @@ pub(crate) async fn consume(args: ConsumeArgs) -> Result<(), Failure> {
     r
 }
 
+/// A client connected to the broker with id `id` (from metadata's broker list), for
+/// reading a partition it leads (in a cluster the partitions are led by several brokers).
+async fn leader_client(
+    conn: &ConnArgs,
+    brokers: &[qwire::protocol::frame::BrokerInfo],
+    id: u32,
+) -> Result<Client, Failure> {
+    let b = brokers.iter().find(|b| b.id == id).ok_or_else(|| {
+        Failure::new(EXIT_UNREACHABLE, format!("the partition's leader, broker {id}, is not reachable now"))
+    })?;
+    let addr = resolve(&format!("{}:{}", b.host, b.port)).await?;
+    let mut cfg = ConnectConfig::from_certs_dir(addr, &conn.certs, &conn.client)
+        .map_err(|e| Failure::new(EXIT_INVALID, format!("client certificate '{}': {e}", conn.client)))?;
+    cfg.connect_timeout = conn.connect_timeout();
+    Client::connect(&cfg).await.map_err(Failure::from)
+}
+
 /// The body of [`consume`], on a connected client.
 async fn consume_with(client: &mut Client, args: &ConsumeArgs) -> Result<(), Failure> {
     let topic = args.topic.as_str();
     let md = topic_for_read(client, topic).await?;
+    // Each partition is read from its leader: the broker asked, or another one of a cluster.
+    let me = client.connection().hello().broker_id;
+    let brokers = client.metadata(&[]).await.map_err(transport_failure)?.brokers;
+    let mut others: std::collections::HashMap<u32, Client> = std::collections::HashMap::new();
+    for p in &md.partitions {
+        if p.leader != me && !others.contains_key(&p.leader) {
+            let mut c = leader_client(&args.conn, &brokers, p.leader).await?;
+            // The leader's own numbers: the end offset is its high watermark.
+            let _ = c.metadata(&[]).await;
+            others.insert(p.leader, c);
+        }
+    }
+    let mut md = md;
+    for p in md.partitions.iter_mut() {
+        if let Some(c) = others.get_mut(&p.leader) {
+            if let Some(t) = c.find_topic(topic).await.map_err(transport_failure)? {
+                if let Some(q) = t.partitions.iter().find(|q| q.partition == p.partition) {
+                    *p = *q;
+                }
+            }
+        }
+    }
     let parts: Vec<_> = match args.partition {
         None => md.partitions.clone(),
         Some(p) => match md.partitions.iter().find(|x| x.partition == p) {
@@ -319,7 +358,11 @@ async fn consume_with(client: &mut Client, args: &ConsumeArgs) -> Result<(), Fai
         let mut progressed = false;
         for (i, p) in parts.iter().enumerate() {
             while !done[i] {
-                let fetch = client.fetch_records(topic, p.partition, offsets[i], 1 << 20);
+                let reader = match others.get_mut(&p.leader) {
+                    Some(c) => c,
+                    None => &mut *client,
+                };
+                let fetch = reader.fetch_records(topic, p.partition, offsets[i], 1 << 20);
                 let f = tokio::select! {
                     r = fetch => r.map_err(transport_failure)?,
                     _ = &mut ctrl_c => return out.flush().map(|_| ()),

@@ -8,6 +8,7 @@ mod bench;
 mod bench_cmd;
 mod broker_auth;
 mod clients;
+mod cluster;
 mod decode;
 mod jwt;
 mod logging;
@@ -82,7 +83,8 @@ enum Command {
         sans: Vec<String>,
     },
     /// Run a broker.
-    #[command(after_help = "Example:\n  qwire broker --listen 127.0.0.1:7878 --data-dir data --certs certs")]
+    #[command(after_help = "Examples:\n  qwire broker --listen 127.0.0.1:7878 --data-dir data --certs certs\n  \
+        qwire broker --broker-id 1 --metadata etcd://127.0.0.1:2379/qwire --listen 127.0.0.1:7001 --data-dir d1 --certs certs")]
     Broker {
         /// UDP address to listen on [default: 127.0.0.1:7878].
         #[arg(long)]
@@ -109,6 +111,8 @@ enum Command {
         admin: admin::AdminArgs,
         #[command(flatten)]
         auth: broker_auth::BrokerAuthArgs,
+        #[command(flatten)]
+        cluster: cluster::BrokerClusterArgs,
     },
     /// Read records of a topic (one partition or all), optionally following new ones.
     #[command(
@@ -129,6 +133,8 @@ enum Command {
     /// Create, list and describe topics.
     #[command(after_help = "Example:\n  qwire topics describe orders -s 127.0.0.1:7878 --certs certs --client alice")]
     Topics(topics::TopicsArgs),
+    /// Describe the cluster: controller and brokers.
+    Cluster(cluster::ClusterArgs),
     /// Benchmark harness: produce a workload against an embedded or external broker.
     Bench(bench_cmd::BenchArgs),
     /// Where connection settings come from: the config file's path, the settings in force.
@@ -228,7 +234,7 @@ fn run(cli: Cli, show: Option<&clap::ArgMatches>, profile: Option<&profile::Prof
             println!("These certificates are for development only.");
             Ok(())
         }
-        Command::Broker { listen, data_dir, certs, acl, config, sink, threads, admin, auth } => {
+        Command::Broker { listen, data_dir, certs, acl, config, sink, threads, admin, auth, cluster } => {
             let mut cfg = match config {
                 Some(path) => {
                     let text = std::fs::read_to_string(&path)
@@ -247,6 +253,7 @@ fn run(cli: Cli, show: Option<&clap::ArgMatches>, profile: Option<&profile::Prof
                 cfg.acl_file = acl;
             }
             cfg.sink |= sink;
+            cluster.apply(&mut cfg)?;
             auth.apply(&mut cfg.auth);
             cfg.validate().map_err(|e| Failure::new(8, e))?;
             let tls = BrokerTls::load(&certs).map_err(|e| Failure::new(8, e.to_string()))?;
@@ -274,6 +281,7 @@ fn run(cli: Cli, show: Option<&clap::ArgMatches>, profile: Option<&profile::Prof
         Command::Consume(args) => runtime(1).block_on(clients::consume(args)),
         Command::Produce(args) => runtime(1).block_on(produce::produce(args)),
         Command::Topics(args) => runtime(1).block_on(topics::topics(args)),
+        Command::Cluster(args) => runtime(1).block_on(cluster::cluster(args)),
         Command::Schema(args) => runtime(1).block_on(schema::schema(args)),
         Command::Bench(args) => bench_cmd::run(args),
         Command::Config(args) => profile::run(args, show, profile),

@@ -1,9 +1,10 @@
-//! `qwire topics`: create, alter (schema validation), list and describe topics.
+//! `qwire topics`: create, alter (partitions, schema validation), list and describe topics.
 
 use qwire::protocol::ErrorCode;
 use qwire::schema::SchemaPolicy;
 
 use crate::clients::{connect, transport_failure, ConnArgs, Out, EXIT_UNKNOWN_TOPIC};
+use crate::cluster::OutputFormat;
 use crate::Failure;
 
 /// `qwire topics` arguments.
@@ -31,18 +32,29 @@ pub(crate) enum TopicsCommand {
         /// Succeed when the topic already exists (whatever its partition count).
         #[arg(long)]
         if_not_exists: bool,
+        /// Replicas per partition (cluster mode; a single broker takes only 1).
+        #[arg(long)]
+        replication_factor: Option<u16>,
+        /// In-sync replicas an acks=all produce needs (1 to the replication factor).
+        #[arg(long)]
+        min_insync_replicas: Option<u16>,
         #[command(flatten)]
         schema: SchemaPolicyArgs,
     },
-    /// Change a topic's settings: its schema validation policy (needs admin on the topic).
+    /// Change a topic: add partitions (a topic never loses partitions; producers pick them
+    /// up at their next metadata refresh) and/or set its schema validation policy (needs
+    /// admin on the topic).
     #[command(
-        after_help = "Example:\n  qwire topics alter orders --schema-validation enforce -s 127.0.0.1:7878 --certs certs --client alice"
+        after_help = "Examples:\n  qwire topics alter orders --partitions 6 -s 127.0.0.1:7878 --certs certs --client alice\n  qwire topics alter orders --schema-validation enforce -s 127.0.0.1:7878 --certs certs --client alice"
     )]
     Alter {
         #[command(flatten)]
         conn: ConnArgs,
         /// Topic name.
         topic: String,
+        /// The new partition count (only grows).
+        #[arg(short, long)]
+        partitions: Option<u32>,
         #[command(flatten)]
         schema: SchemaPolicyArgs,
     },
@@ -52,13 +64,19 @@ pub(crate) enum TopicsCommand {
         #[command(flatten)]
         conn: ConnArgs,
     },
-    /// Per partition: leader, log start offset, end offset (high watermark), size on disk.
-    #[command(after_help = "Example:\n  qwire topics describe orders -s 127.0.0.1:7878 --certs certs --client alice")]
+    /// Per partition: leader, leader epoch, replicas, in-sync replicas; in text also the
+    /// log start offset, end offset (high watermark) and size on disk known to the broker asked.
+    #[command(
+        after_help = "Example:\n  qwire topics describe orders --format json -s 127.0.0.1:7878 --certs certs --client alice"
+    )]
     Describe {
         #[command(flatten)]
         conn: ConnArgs,
         /// Topic name.
         topic: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
     },
 }
 
@@ -105,16 +123,46 @@ pub(crate) async fn topics(args: TopicsArgs) -> Result<(), Failure> {
 async fn run(client: &mut qwire::client::Client, command: TopicsCommand) -> Result<(), Failure> {
     let mut out = Out::new();
     match command {
-        TopicsCommand::Alter { topic, schema, .. } => {
-            if schema.schema_validation.is_none() {
-                return Err(Failure::new(crate::clients::EXIT_INVALID, "nothing to change: give --schema-validation"));
+        TopicsCommand::Alter { topic, partitions, schema, .. } => {
+            if partitions.is_none() && schema.schema_validation.is_none() {
+                return Err(Failure::new(
+                    crate::clients::EXIT_INVALID,
+                    "nothing to change: give --partitions and/or --schema-validation",
+                ));
+            }
+            if let Some(partitions) = partitions {
+                let n = client.alter_partitions(&topic, partitions).await.map_err(transport_failure)?;
+                out.line(&format!("topic '{topic}' has {n} partitions"))?;
             }
             schema.apply(client, &topic, &mut out).await?;
         }
-        TopicsCommand::Create { topic, partitions, if_not_exists, schema, .. } => {
-            match client.create_topic(&topic, partitions).await {
-                Ok(n) => {
-                    out.line(&format!("created topic '{topic}' with {n} partitions"))?;
+        TopicsCommand::Create {
+            topic,
+            partitions,
+            if_not_exists,
+            replication_factor,
+            min_insync_replicas,
+            schema,
+            ..
+        } => {
+            let created = if replication_factor.is_some() || min_insync_replicas.is_some() {
+                let rf = replication_factor.unwrap_or(1);
+                let min = min_insync_replicas.unwrap_or(1);
+                client.create_replicated_topic(&topic, partitions, rf, min).await.map(|c| {
+                    format!(
+                        "created topic '{topic}' with {} partitions, replication factor {}, min in-sync replicas {}",
+                        c.partitions, c.replication_factor, c.min_insync_replicas
+                    )
+                })
+            } else {
+                client
+                    .create_topic(&topic, partitions)
+                    .await
+                    .map(|n| format!("created topic '{topic}' with {n} partitions"))
+            };
+            match created {
+                Ok(line) => {
+                    out.line(&line)?;
                 }
                 Err(e) if if_not_exists && e.code() == Some(ErrorCode::TopicAlreadyExists) => {
                     out.line(&format!("topic '{topic}' already exists"))?;
@@ -129,6 +177,39 @@ async fn run(client: &mut qwire::client::Client, command: TopicsCommand) -> Resu
             for t in topics {
                 out.line(&format!("{} partitions={}", t.name, t.partitions.len()))?;
             }
+        }
+        TopicsCommand::Describe { topic, format: OutputFormat::Json, .. } => {
+            let replicas = client.describe_topics(&[topic.as_str()]).await.map_err(transport_failure)?;
+            let t = replicas.into_iter().find(|t| t.name == topic && t.error == ErrorCode::None).ok_or_else(|| {
+                Failure::new(
+                    EXIT_UNKNOWN_TOPIC,
+                    format!(
+                        "topic '{topic}' not found: it does not exist, or principal '{}' has no permission on it",
+                        client.principal()
+                    ),
+                )
+            })?;
+            let partitions: Vec<serde_json::Value> = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let leader = if p.leader < 0 { serde_json::Value::Null } else { serde_json::json!(p.leader) };
+                    serde_json::json!({
+                        "partition": p.partition,
+                        "leader": leader,
+                        "leader_epoch": p.leader_epoch,
+                        "replicas": p.replicas,
+                        "isr": p.isr,
+                    })
+                })
+                .collect();
+            let doc = serde_json::json!({
+                "topic": t.name,
+                "replication_factor": t.replication_factor,
+                "min_insync_replicas": t.min_insync_replicas,
+                "partitions": partitions,
+            });
+            out.line(&doc.to_string())?;
         }
         TopicsCommand::Describe { topic, .. } => {
             let Some(t) = client.find_topic(&topic).await.map_err(transport_failure)? else {

@@ -9,6 +9,11 @@
 //! topics = ["orders", "logs.*"] # exact names, "*", or prefixes ending in "*"
 //! subjects = ["orders-value"]   # schema registry subjects, same patterns (optional)
 //! permissions = ["write", "read"]
+//!
+//! [[allow]]
+//! principal = "qwire-broker"   # a cluster's brokers (their certificate's principal)
+//! topics = ["*"]
+//! permissions = ["cluster"]    # replicate: ReplicaFetch, OffsetForLeaderEpoch
 //! ```
 //!
 //! On a subject, *read* fetches schemas, versions and compatibility levels, looks schemas
@@ -33,6 +38,9 @@ pub enum Permission {
     Write,
     /// Create topics.
     Admin,
+    /// Replicate the topic's partitions (`ReplicaFetch`, `OffsetForLeaderEpoch`): what a
+    /// broker's principal needs in a cluster.
+    Cluster,
 }
 
 impl std::fmt::Display for Permission {
@@ -41,6 +49,7 @@ impl std::fmt::Display for Permission {
             Permission::Read => "read",
             Permission::Write => "write",
             Permission::Admin => "admin",
+            Permission::Cluster => "cluster",
         })
     }
 }
@@ -194,6 +203,12 @@ mod tests {
         assert!(!acl.may_write_some_topic("ops"));
         assert!(Acl::allow_all().may_write_some_topic("anyone"));
         assert!(Acl::allow_all().allows("x", "y", Permission::Admin));
+        assert!(!acl.allows("ops", "anything", Permission::Cluster), "cluster is granted only by name");
+        let brokers =
+            Acl::parse("[[allow]]\nprincipal = \"qwire-broker\"\ntopics = [\"*\"]\npermissions = [\"cluster\"]")
+                .unwrap();
+        assert!(brokers.allows("qwire-broker", "orders", Permission::Cluster));
+        assert!(!brokers.allows("qwire-broker", "orders", Permission::Write));
     }
 
     #[test]

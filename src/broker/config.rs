@@ -145,6 +145,10 @@ pub struct BrokerConfig {
     /// Benchmark mode: do every protocol step (decode, CRC, dedup, ack) but skip the disk
     /// append. Acks are then not durable: never for real data. Default false.
     pub sink: bool,
+    /// Cluster mode (`qwire broker --metadata etcd://...`): this broker's cluster settings.
+    /// `None` (the default) runs a single broker. Not read from the TOML file.
+    #[serde(skip)]
+    pub cluster: Option<crate::cluster::config::ClusterConfig>,
     /// Authentication beyond client certificates (`[auth]`): certificates required or
     /// optional, SASL users, JWT bearer tokens. Default: certificates required, no SASL.
     pub auth: AuthConfig,
@@ -189,6 +193,7 @@ impl Default for BrokerConfig {
             shutdown_grace_ms: 5000,
             producer_id_expiration_ms: DEFAULT_PRODUCER_EXPIRATION.as_millis() as u64,
             sink: false,
+            cluster: None,
             auth: AuthConfig::default(),
             syncer: Syncer::os(),
         }

@@ -14,11 +14,13 @@ use tokio::sync::{watch, Semaphore};
 use super::acl::Acl;
 use super::auth::{BrokerAuth, SessionState};
 use super::budget::{BrokerBudget, ResponseBudget};
+use super::cluster::NodeInner;
 use super::config::BrokerConfig;
 use super::metrics::BrokerMetrics;
 use super::producer_ids::ProducerIdAllocator;
 use super::topics::{Topic, TopicError, TopicRegistry};
 use crate::auth::server::session::ConnectionAuth;
+use crate::cluster::metadata::TopicSpec;
 use crate::protocol::ErrorCode;
 use crate::schema::Registry;
 
@@ -27,7 +29,7 @@ pub(crate) struct Shared {
     pub(crate) config: BrokerConfig,
     pub(crate) acl: Acl,
     pub(crate) auth: Arc<BrokerAuth>,
-    pub(crate) registry: TopicRegistry,
+    pub(crate) registry: Arc<TopicRegistry>,
     pub(crate) producer_ids: ProducerIdAllocator,
     /// The schema registry this broker hosts (`data_dir/schemas`).
     pub(crate) schemas: Arc<Registry>,
@@ -36,12 +38,18 @@ pub(crate) struct Shared {
     pub(crate) response_budget: BrokerBudget,
     pub(crate) local_addr: SocketAddr,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// The cluster node in cluster mode; `None` for a single broker.
+    pub(crate) cluster: Option<Arc<NodeInner>>,
 }
 
 impl Shared {
     /// The topic for a write: existing, or auto-created when enabled (off the async
     /// runtime: creating makes directories and files and fsyncs them).
     pub(crate) async fn topic_for_write(self: &Arc<Self>, name: &str) -> Result<Arc<Topic>, TopicError> {
+        if let Some(node) = &self.cluster {
+            let auto = self.config.auto_create_topics.then(|| self.default_spec(self.config.default_partitions));
+            return node.topic_for_write(&self.registry, name, auto, self.config.max_partitions).await;
+        }
         if let Some(t) = self.registry.get(name) {
             return Ok(t);
         }
@@ -57,7 +65,23 @@ impl Shared {
 
     /// Creates a topic (`CreateTopic`), off the async runtime.
     pub(crate) async fn create_topic(self: &Arc<Self>, name: &str, partitions: u32) -> Result<Arc<Topic>, TopicError> {
+        if let Some(node) = &self.cluster {
+            return node
+                .create_topic(&self.registry, name, self.default_spec(partitions), self.config.max_partitions)
+                .await;
+        }
         self.blocking(name, move |registry, name| registry.create(name, partitions)).await
+    }
+
+    /// The settings of a topic created without a replication factor (plain `CreateTopic`,
+    /// auto-creation) in cluster mode.
+    pub(crate) fn default_spec(&self, partitions: u32) -> TopicSpec {
+        let c = self.config.cluster.as_ref();
+        TopicSpec {
+            partitions,
+            replication_factor: c.map_or(1, |c| c.default_replication_factor),
+            min_insync_replicas: c.map_or(1, |c| c.default_min_insync_replicas),
+        }
     }
 
     async fn blocking(

@@ -19,13 +19,16 @@
 //! - [`disk`]: the injectable fsync and the atomic replacement of small state files;
 //! - [`acl`], [`config`], [`metrics`], [`telemetry`] (labelled counters, latency histograms,
 //!   per-partition counters);
-//! - [`admin`]: the admin HTTP listener (`/health`, `/ready`, `/metrics`, mounted routers).
+//! - [`admin`]: the admin HTTP listener (`/health`, `/ready`, `/metrics`, mounted routers);
+//! - `cluster`: the cluster node (`--metadata etcd://...`): session, controller, roles,
+//!   replicas, follower tasks, peer connections (CLUSTER.md).
 
 pub mod acl;
 pub mod admin;
 mod admission;
 pub mod auth;
 mod budget;
+mod cluster;
 pub mod config;
 mod connection;
 mod context;

@@ -15,6 +15,7 @@ use super::acl::Acl;
 use super::admission::Admission;
 use super::auth::{BrokerAuth, ClientAuth};
 use super::budget::BrokerBudget;
+use super::cluster::schemas::SCHEMAS_NAMESPACE;
 use super::config::BrokerConfig;
 use super::connection::serve_connection;
 use super::context::Shared;
@@ -22,6 +23,7 @@ use super::disk::{write_atomic, Syncer};
 use super::metrics::{BrokerMetrics, MetricsSnapshot};
 use super::producer_ids::ProducerIdAllocator;
 use super::topics::TopicRegistry;
+use crate::schema::registry::kv_store::KvRegistryStore;
 use crate::schema::registry::{FileStore, Registry};
 use crate::transport::certs::{load_certs, CertError, Identity};
 use crate::transport::tls::{quinn_server_config, server_tls_with_client_auth, QuicTuning, TlsError};
@@ -217,15 +219,6 @@ pub async fn start(config: BrokerConfig, tls: BrokerTls) -> Result<BrokerHandle,
     let producer_ids =
         ProducerIdAllocator::open(&config.data_dir, config.max_producer_ids_per_principal, config.syncer.clone())
             .map_err(|e| storage(e.to_string()))?;
-    // The schema registry: its event log in data_dir/schemas, replayed here.
-    let schemas = {
-        let dir = config.data_dir.join("schemas");
-        let store = tokio::task::spawn_blocking(move || FileStore::open(&dir))
-            .await
-            .map_err(|e| storage(format!("schema registry recovery task failed: {e}")))?
-            .map_err(|e| storage(e.to_string()))?;
-        Arc::new(Registry::open(Arc::new(store)).await.map_err(|e| storage(e.to_string()))?)
-    };
 
     let tuning = QuicTuning {
         idle_timeout: Duration::from_secs(config.idle_timeout_secs),
@@ -254,7 +247,48 @@ pub async fn start(config: BrokerConfig, tls: BrokerTls) -> Result<BrokerHandle,
         .map_err(|source| BrokerError::Bind { addr: config.listen, source })?;
     let local_addr = endpoint.local_addr().map_err(|source| BrokerError::Bind { addr: config.listen, source })?;
 
+    let cluster = match config.cluster.clone() {
+        Some(c) => Some(
+            super::cluster::NodeInner::start(
+                c,
+                &config.data_dir,
+                local_addr,
+                &tls.identity,
+                &tls.client_ca,
+                config.batch_limit(),
+            )
+            .await
+            .map_err(BrokerError::Config)?,
+        ),
+        None => None,
+    };
+    // The schema registry, replayed here from its event log: a single broker keeps it in
+    // data_dir/schemas; a cluster's brokers share one log in the metadata store
+    // (`kv/schemas/`), so every broker serves the same ids.
+    let schemas = match &cluster {
+        Some(node) => {
+            let store = KvRegistryStore::new(node.meta.kv(SCHEMAS_NAMESPACE));
+            Arc::new(Registry::open(Arc::new(store)).await.map_err(|e| {
+                BrokerError::Config(format!("cannot read the schema registry from the metadata store: {e}"))
+            })?)
+        }
+        None => {
+            let dir = config.data_dir.join("schemas");
+            let store = tokio::task::spawn_blocking(move || FileStore::open(&dir))
+                .await
+                .map_err(|e| storage(format!("schema registry recovery task failed: {e}")))?
+                .map_err(|e| storage(e.to_string()))?;
+            Arc::new(Registry::open(Arc::new(store)).await.map_err(|e| storage(e.to_string()))?)
+        }
+    };
+    let registry = Arc::new(registry);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    if let Some(node) = &cluster {
+        super::cluster::schemas::spawn_refresher(node, schemas.clone(), shutdown_rx.clone());
+    }
+    if let Some(node) = &cluster {
+        node.run(registry.clone(), shutdown_rx.clone());
+    }
     let response_budget = BrokerBudget::new(config.max_response_bytes, metrics.clone());
     let handle_acl = acl.clone();
     let shared = Arc::new(Shared {
@@ -268,6 +302,7 @@ pub async fn start(config: BrokerConfig, tls: BrokerTls) -> Result<BrokerHandle,
         metrics: metrics.clone(),
         local_addr,
         shutdown: shutdown_rx,
+        cluster,
     });
     tokio::spawn(retention_loop(shared.clone()));
     let weak = Arc::downgrade(&shared);
@@ -292,6 +327,10 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>, _lock: fs::
         }
     }
     tracing::info!("shutting down: no new connections");
+    if let Some(node) = &shared.cluster {
+        // Leave first: the partitions this broker leads fail over now, not after the TTL.
+        node.leave().await;
+    }
     drop(alive_tx);
     let grace = Duration::from_millis(shared.config.shutdown_grace_ms);
     if tokio::time::timeout(grace, alive_rx.recv()).await.is_err() {

@@ -201,6 +201,55 @@ impl TopicRegistry {
         Ok(topic)
     }
 
+    /// The directory of a partition's log.
+    pub fn partition_dir(&self, name: &str, index: u32) -> PathBuf {
+        self.root.join(name).join(index.to_string())
+    }
+
+    /// The topic with at least `partitions` partitions: created when missing, grown when it
+    /// has fewer (a cluster's metadata decides the count; a topic never shrinks). Blocking.
+    pub fn ensure(&self, name: &str, partitions: u32) -> Result<Arc<Topic>, TopicError> {
+        if let Some(t) = self.get(name) {
+            if t.partitions.len() as u32 >= partitions {
+                return Ok(t);
+            }
+        } else {
+            match self.create(name, partitions) {
+                Err(e) if e.code == ErrorCode::TopicAlreadyExists => {}
+                other => return other,
+            }
+        }
+        let _guard = self.create_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.get(name).ok_or_else(|| terr(ErrorCode::Unknown, "topic vanished"))?;
+        let have = current.partitions.len() as u32;
+        if have >= partitions {
+            return Ok(current);
+        }
+        if partitions > self.max_partitions {
+            return Err(terr(
+                ErrorCode::InvalidPartitions,
+                format!("partition count must be at most {}, got {partitions}", self.max_partitions),
+            ));
+        }
+        let storage = |e: String| terr(ErrorCode::StorageError, e);
+        let mut parts = current.partitions.clone();
+        for i in have..partitions {
+            let dir = self.partition_dir(name, i);
+            let (p, _) = Partition::open(&dir, current.name.clone(), i, self.config.clone(), self.metrics.clone())
+                .map_err(|e| storage(format!("opening {name}-{i}: {e}")))?;
+            let p = Arc::new(p);
+            p.spawn_flusher();
+            parts.push(p);
+        }
+        let meta = serde_json::to_vec(&TopicMeta { partitions }).expect("serialisable");
+        write_atomic(&self.root.join(name).join("topic.json"), &meta, 0o644, &Syncer::os())
+            .map_err(|e| storage(format!("writing topic.json: {e}")))?;
+        let topic = Arc::new(Topic { name: current.name.clone(), partitions: parts });
+        self.write_topics().insert(name.to_owned(), topic.clone());
+        tracing::info!(topic = name, from = have, to = partitions, "partitions added");
+        Ok(topic)
+    }
+
     /// The topic, created with `default_partitions` when missing (auto-create).
     /// Blocking when it creates: call it off the async runtime.
     pub fn get_or_create(&self, name: &str, default_partitions: u32) -> Result<Arc<Topic>, TopicError> {

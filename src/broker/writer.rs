@@ -6,6 +6,8 @@
 //! of this task, which stops the reader, which stops QUIC flow control: memory stays
 //! bounded.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,6 +50,9 @@ pub(crate) enum Pending {
         correlation_id: u32,
         result: ProduceResult,
     },
+    /// A response computed later, in order: a cluster acks=all produce waiting for its
+    /// replicas, a follower's fetch waiting for new data (long poll).
+    Later(Pin<Box<dyn Future<Output = Frame> + Send>>),
 }
 
 /// Writes the responses received on `rx` to `send`, in order, until the channel closes
@@ -87,6 +92,11 @@ pub(crate) async fn write_responses(
                             error = %result.error, message = %result.message, "acks=all produce not made durable");
                     }
                     w.add(Frame { correlation_id, payload: Payload::ProduceResult(result) }).await
+                }
+                Pending::Later(answer) => {
+                    // Do not hold finished responses back behind the wait.
+                    let flushed = w.flush().await;
+                    flushed && w.add(answer.await).await
                 }
             };
             if !written {

@@ -86,6 +86,10 @@ pub struct ClusterConfig {
     /// Elect a replica outside the in-sync set when no in-sync replica is alive. Off by
     /// default: acknowledged records are lost when it happens.
     pub unclean_leader_election: bool,
+    /// The name other brokers' certificates are checked against when this broker
+    /// connects to them (their certificate must carry it). Default `localhost`, as for
+    /// `qwire certs` development certificates.
+    pub peer_server_name: String,
 }
 
 impl ClusterConfig {
@@ -101,6 +105,7 @@ impl ClusterConfig {
             default_replication_factor: 1,
             default_min_insync_replicas: 1,
             unclean_leader_election: false,
+            peer_server_name: "localhost".into(),
         }
     }
 

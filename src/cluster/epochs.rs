@@ -19,6 +19,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::broker::disk::{write_atomic, Syncer};
+
 /// Epoch value meaning "none" in answers.
 pub const UNDEFINED_EPOCH: i32 = -1;
 /// Offset value meaning "none" in answers.
@@ -222,20 +224,11 @@ impl EpochFile {
 
     /// Writes the cache atomically and durably (temp file, fsync, rename, fsync dir).
     pub fn store(&self, cache: &EpochCache) -> std::io::Result<()> {
-        use std::io::Write;
         let mut text = format!("qwire-leader-epochs 1\n{}\n", cache.entries.len());
         for e in &cache.entries {
             text.push_str(&format!("{} {}\n", e.epoch, e.start_offset));
         }
-        let tmp = self.path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        write_atomic(&self.path, text.as_bytes(), 0o644, &Syncer::os())
     }
 }
 

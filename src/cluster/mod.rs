@@ -14,14 +14,19 @@
 //! - [`controller`]: the controller's decisions (a pure function of the view) and the thin
 //!   shell that writes them;
 //! - [`replica_set`]: the leader's rules — high watermark, acks=all, in-sync set changes;
-//! - [`epochs`]: leader epochs of a log and the KIP-101 truncation rule.
+//! - [`epochs`]: leader epochs of a log and the KIP-101 truncation rule;
+//! - [`roles`]: this broker's role per partition (leader, follower, waiting), and the
+//!   `NotLeader` answer naming the leader;
+//! - [`describe`]: `DescribeCluster` / `DescribeTopics` answers from the view.
 //!
 //! Everything here except the etcd store compiles with the `broker` feature alone: a
 //! single broker runs the same code on the embedded store.
 
 pub mod config;
 pub mod controller;
+pub mod describe;
 pub mod epochs;
 pub mod metadata;
 pub mod replica_set;
+pub mod roles;
 pub mod store;

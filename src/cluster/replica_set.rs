@@ -146,6 +146,20 @@ impl ReplicaSet {
         self.hw
     }
 
+    /// Offsets the slowest in-sync follower has yet to fetch: the leader's log end minus
+    /// the smallest fetch offset over the in-sync followers (0 when the leader is alone, or
+    /// every in-sync follower has everything). A follower that has not fetched yet in this
+    /// leadership counts from the start of the epoch.
+    pub fn replication_lag(&self) -> i64 {
+        let slowest = self
+            .isr
+            .iter()
+            .filter(|id| **id != self.me)
+            .map(|id| self.followers.get(id).map_or(self.epoch_start, |f| f.fetch_offset.max(self.epoch_start)))
+            .min();
+        slowest.map_or(0, |o| (self.leader_end - o).max(0))
+    }
+
     /// A follower's progress.
     pub fn follower(&self, id: u32) -> Option<&FollowerProgress> {
         self.followers.get(&id)

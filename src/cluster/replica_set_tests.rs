@@ -148,3 +148,22 @@ fn a_returning_replica_joins_only_after_reaching_the_epoch_start_and_the_hw() {
     r.on_fetch(t0, 3, 150, 150).unwrap();
     assert_eq!(r.isr_proposal(t0), Some(vec![1, 2, 3]));
 }
+
+#[test]
+fn replication_lag_is_the_slowest_in_sync_followers_distance_from_the_log_end() {
+    let t0 = Instant::now();
+    let mut r = set(&[1, 2, 3], 2, t0);
+    // Nobody fetched in this leadership yet: counted from the epoch start (100).
+    assert_eq!(r.replication_lag(), 0);
+    r.on_append(130);
+    assert_eq!(r.replication_lag(), 30);
+    r.on_fetch(t0, 2, 130, 130).unwrap();
+    r.on_fetch(t0, 3, 120, 120).unwrap();
+    assert_eq!(r.replication_lag(), 10, "follower 3 is 10 behind");
+    r.on_fetch(t0, 3, 130, 130).unwrap();
+    assert_eq!(r.replication_lag(), 0);
+    // A leader alone has no lag.
+    let mut alone = set(&[1], 1, t0);
+    alone.on_append(150);
+    assert_eq!(alone.replication_lag(), 0);
+}

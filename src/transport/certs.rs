@@ -204,10 +204,12 @@ impl DevCa {
         params.distinguished_name = dn(name);
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![match kind {
-            LeafKind::Server => ExtendedKeyUsagePurpose::ServerAuth,
-            LeafKind::Client => ExtendedKeyUsagePurpose::ClientAuth,
-        }];
+        // A broker's certificate also authenticates it as a client: in a cluster, followers
+        // connect to leaders with it (its principal needs the `cluster` permission).
+        params.extended_key_usages = match kind {
+            LeafKind::Server => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+            LeafKind::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        };
         params.use_authority_key_identifier_extension = true;
         params.not_before = not_before;
         params.not_after = not_after;

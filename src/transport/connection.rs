@@ -519,6 +519,16 @@ impl FrameStream {
         }
         match frame.payload {
             Payload::Error(e) => Err(TransportError::Broker { addr, code: e.code, message: e.message }),
+            Payload::Cluster(crate::protocol::cluster::ClusterPayload::NotLeader(n)) => {
+                let leader = if n.leader < 0 {
+                    "no leader is known".to_string()
+                } else {
+                    format!("the leader is broker {} at {}:{}", n.leader, n.host, n.port)
+                };
+                let message =
+                    format!("not the leader of {}-{} ({leader}, epoch {})", n.topic, n.partition, n.leader_epoch);
+                Err(TransportError::Broker { addr, code: n.error, message })
+            }
             p if (p.kind() as u8) < 0x80 => Err(TransportError::UnexpectedResponse {
                 addr,
                 detail: format!("a request frame ({:?}) in a response", p.kind()),

@@ -142,9 +142,17 @@ impl Etcd {
     }
 
     /// Freezes etcd (SIGSTOP): connections stay open but nothing answers, as when the
-    /// network to it fails.
+    /// network to it fails. Returns once every thread of etcd is stopped (the signal takes
+    /// effect asynchronously: a thread running on another CPU could otherwise still answer
+    /// a request sent right after).
     pub fn pause(&self) {
         self.signal("-STOP");
+        let pid = self.etcd_pid().expect("etcd's pid file");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !all_threads_stopped(&pid) {
+            assert!(std::time::Instant::now() < deadline, "etcd (pid {pid}) did not stop");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Unfreezes a paused etcd.
@@ -181,4 +189,16 @@ impl Drop for Etcd {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Whether every thread of process `pid` is in the stopped state (`T` in
+/// `/proc/PID/task/TID/stat`).
+fn all_threads_stopped(pid: &str) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat"))
+            // The state follows the command name's closing parenthesis.
+            .map(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('T')))
+            .unwrap_or(true)
+    })
 }

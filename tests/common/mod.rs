@@ -264,12 +264,22 @@ impl Ledger {
 
     /// Reads every partition back through `client` and compares.
     pub async fn verify(&self, client: &mut Client) -> Verdict {
+        let mut all = Vec::new();
+        for part in 0..self.partitions {
+            all.push(client.fetch_all(&self.topic, part, 0).await.unwrap());
+        }
+        self.verify_records(all)
+    }
+
+    /// Compares what is stored (every record of each partition, in offset order) with
+    /// what was sent and what each send reported.
+    pub fn verify_records(&self, partitions: Vec<Vec<qwire::protocol::StoredRecord>>) -> Verdict {
         use qwire::producer::Persistence;
         let mut v = Verdict { sent: self.sent.len(), ..Verdict::default() };
         // id -> (partition, offset)
         let mut stored: std::collections::HashMap<usize, (u32, i64)> = std::collections::HashMap::new();
-        for part in 0..self.partitions {
-            let records = client.fetch_all(&self.topic, part, 0).await.unwrap();
+        for (part, records) in partitions.into_iter().enumerate() {
+            let part = part as u32;
             let mut last: Option<usize> = None;
             for r in records {
                 v.stored += 1;

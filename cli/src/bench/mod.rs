@@ -6,6 +6,7 @@
 //! with the same TLS setup, so the producer's efficiency is a ratio measured on one
 //! machine in one run.
 
+pub mod cluster;
 pub mod cpu;
 pub mod embedded;
 pub mod raw;

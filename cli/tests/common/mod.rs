@@ -6,6 +6,7 @@
 mod shared;
 pub use shared::*;
 
+pub mod cluster;
 pub mod privileged;
 pub mod process;
 #[allow(unused_imports)]

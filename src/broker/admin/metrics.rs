@@ -3,8 +3,8 @@
 //! latency histograms of [`Detail`](crate::broker::telemetry::Detail), and one series per
 //! partition read from the topic registry.
 //!
-//! A per-partition gauge is one entry of `PARTITION_GAUGES`; the cluster's replication
-//! lag and in-sync replica count go there.
+//! A per-partition gauge is one entry of `PARTITION_GAUGES`; the cluster's high
+//! watermark, in-sync replica count and replication lag are read from its replicas.
 
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
@@ -60,8 +60,8 @@ impl MetricsRegistry {
 /// unit), help, and how to read it from the partition. Read at scrape time, lock-free.
 pub(crate) type PartitionGauge = (&'static str, &'static str, fn(&Partition) -> f64);
 
-/// Every per-partition gauge. Replication (the cluster) adds its lag and in-sync replica
-/// count here.
+/// Every per-partition gauge (the cluster's replication gauges are written after them,
+/// from the cluster node's replicas).
 pub(crate) const PARTITION_GAUGES: &[PartitionGauge] = &[
     ("qwire_broker_end_offset", "The log end offset: the next offset to be assigned.", |p| {
         p.metadata(0).end_offset as f64
@@ -339,6 +339,39 @@ impl Collector for BrokerCollector {
         for (name, help, read) in PARTITION_GAUGES {
             w.gauge_family(name, help, None, partitions.iter().map(|(l, p)| (*l, read(p))))?;
         }
+        if let Some(node) = &shared.cluster {
+            encode_replication(&mut w, node)?;
+        }
         Ok(())
     }
+}
+
+/// The cluster's per-partition gauges: the high watermark of every local replica, and on
+/// the partitions this broker leads, the in-sync set's size and the replication lag.
+fn encode_replication(w: &mut MetricWriter<'_>, node: &crate::broker::cluster::NodeInner) -> fmt::Result {
+    let mut replicas = node.all_replicas();
+    replicas.sort_by(|a, b| (&a.topic, a.index).cmp(&(&b.topic, b.index)));
+    type Labels<'a> = ([(&'static str, &'a str); 1], [(&'static str, u32); 1]);
+    fn labels(r: &crate::broker::cluster::replica::Replica) -> Labels<'_> {
+        ([(TOPIC, &*r.topic)], [(PARTITION, r.index)])
+    }
+    w.gauge_family(
+        "qwire_broker_high_watermark",
+        "Offsets below it are on every in-sync replica's disk (as this replica knows it); consumers read up to it.",
+        None,
+        replicas.iter().map(|r| (labels(r), r.high_watermark() as f64)),
+    )?;
+    let led: Vec<_> = replicas.iter().filter_map(|r| r.leader_gauges().map(|g| (r, g))).collect();
+    w.gauge_family(
+        "qwire_broker_in_sync_replicas",
+        "Replicas in the partition's in-sync set, the leader included (partitions this broker leads).",
+        None,
+        led.iter().map(|(r, (isr, _))| (labels(r), *isr as f64)),
+    )?;
+    w.gauge_family(
+        "qwire_broker_replication_lag_offsets",
+        "The leader's log end minus the slowest in-sync follower's fetch offset (partitions this broker leads).",
+        None,
+        led.iter().map(|(r, (_, lag))| (labels(r), *lag as f64)),
+    )
 }

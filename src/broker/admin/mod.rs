@@ -262,7 +262,8 @@ impl AdminHandle {
 
     /// Call once [`crate::broker::start`] has returned: marks storage recovered and
     /// connections accepted (until the broker's shutdown begins, which turns
-    /// `accepting_connections` false again) and exports the broker's counters.
+    /// `accepting_connections` false again) and exports the broker's counters. A cluster
+    /// broker adds the condition `cluster_view_current` (see CLUSTER.md).
     pub fn broker_started(&self, broker: &BrokerHandle) {
         self.broker.attach(broker);
         self.storage_recovered.set(true);
@@ -274,6 +275,28 @@ impl AdminHandle {
             let _ = stopping.wait_for(|s| *s).await;
             accepting.set(false);
         });
+        // A cluster broker is ready while it has a current view of the cluster: the view
+        // watch is live (not stale after a metadata store failure), its session holds, and
+        // the view lists it under that session.
+        if let Some(node) = broker.shared().upgrade().and_then(|s| s.cluster.clone()) {
+            let current = self.readiness.condition(readiness::CLUSTER_VIEW_CURRENT);
+            let weak = Arc::downgrade(&node);
+            drop(node);
+            let mut stopping = broker.shutdown_sender().subscribe();
+            tokio::spawn(async move {
+                loop {
+                    match weak.upgrade() {
+                        Some(node) => current.set(node.view_current()),
+                        None => break,
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                        _ = stopping.wait_for(|s| *s) => break,
+                    }
+                }
+                current.set(false);
+            });
+        }
     }
 
     /// Stops accepting, lets open requests finish (up to the grace) and waits.

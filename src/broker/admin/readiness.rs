@@ -2,7 +2,7 @@
 //! `GET /ready` answers 200 only when every registered condition is met.
 //!
 //! The broker start-up registers [`STORAGE_RECOVERED`] and [`ACCEPTING_CONNECTIONS`];
-//! other parts (a cluster's registration with the metadata store) add their own with
+//! a cluster broker adds [`CLUSTER_VIEW_CURRENT`]; other parts add their own with
 //! [`Readiness::condition`].
 
 use std::collections::BTreeMap;
@@ -17,6 +17,11 @@ pub const STORAGE_RECOVERED: &str = "storage_recovered";
 /// Condition: the QUIC endpoint is bound and accepting connections (false again once
 /// shutdown begins).
 pub const ACCEPTING_CONNECTIONS: &str = "accepting_connections";
+/// Condition (cluster mode only): the broker has a current view of the cluster — its
+/// watch of the metadata store is live, its session holds, and the view lists it under
+/// that session. False while it starts, while etcd is unreachable, and after a lost
+/// session until it has registered again.
+pub const CLUSTER_VIEW_CURRENT: &str = "cluster_view_current";
 
 /// The set of readiness conditions. Cheap to clone; clones share the set.
 #[derive(Clone, Default)]

@@ -24,8 +24,16 @@ use super::{LogConfig, LogError, RecoveryReport};
 use crate::broker::disk::{SyncKind, Syncer};
 
 /// Files of the partition directory that are not segments but belong there: the
-/// recovery point and the producer-state snapshot (and their temporary files).
-const STATE_FILES: &[&str] = &["recovery-point", "recovery-point.tmp", "producer-state", "producer-state.tmp"];
+/// recovery point, the producer-state snapshot and (in a cluster) the leader-epoch history,
+/// and their temporary files.
+const STATE_FILES: &[&str] = &[
+    "recovery-point",
+    "recovery-point.tmp",
+    "producer-state",
+    "producer-state.tmp",
+    "leader-epochs",
+    "leader-epochs.tmp",
+];
 
 /// Base offsets of the segments in `dir`, ascending. Files that are not ours are left
 /// alone and logged.

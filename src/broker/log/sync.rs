@@ -196,7 +196,15 @@ impl PartitionLog {
     /// the disk is still full); a partial cut is finished by the next attempt or the next
     /// open (which re-checks what is not known durable).
     pub fn cut_to_durable(&mut self) -> Result<i64, LogError> {
-        let cut = self.durable.offset.clamp(self.log_start_offset(), self.end_offset());
+        self.cut_to(self.durable.offset)
+    }
+
+    /// Cuts the log at `offset` (a batch boundary; clamped to `[log start, end]`) the way
+    /// [`Self::cut_to_durable`] does: later segments removed, the one holding `offset`
+    /// truncated there, the cut and the directory fsync'd. A replica uses it to drop a tail
+    /// its new leader does not have (KIP-101). Reopen the log afterwards.
+    pub fn cut_to(&mut self, offset: i64) -> Result<i64, LogError> {
+        let cut = offset.clamp(self.log_start_offset(), self.end_offset());
         let segments: Vec<&Segment> = self.sealed.iter().chain(std::iter::once(&self.active)).collect();
         let keep = segments.iter().rposition(|s| s.base_offset() <= cut).unwrap_or(0);
         // Newest first, so that an interrupted cut leaves a contiguous log.

@@ -39,6 +39,7 @@ mod durability;
 mod flusher;
 mod limits;
 mod owner;
+mod replica;
 mod snapshot;
 #[cfg(test)]
 mod tests;
@@ -185,7 +186,9 @@ pub struct Partition {
     /// `producer-state`) outside the state lock: a group-commit round for its whole
     /// length, the final flush, in-place recovery. So the final flush never runs beside a
     /// live round (both write the same `.tmp` files, and the round's older recovery point
-    /// and snapshot would land after the flush's). Taken before `state`, never after.
+    /// and snapshot would land after the flush's), and a replica's truncation (a round's
+    /// producer-state snapshot is never written for a log cut meanwhile). Taken before
+    /// `state`, never after.
     rounds: Mutex<()>,
     jobs: Mutex<owner::Jobs>,
     durable: watch::Sender<Durability>,

@@ -28,13 +28,21 @@ pub(super) enum Job {
         now_ms: i64,
         reply: oneshot::Sender<Result<usize, LogError>>,
     },
+    /// A follower's verbatim append of a batch its leader stored (cluster mode).
+    Replica {
+        batch: Bytes,
+        reply: oneshot::Sender<Result<Appended, AppendError>>,
+    },
 }
 
 impl Job {
-    /// The broker time the job was submitted with.
+    /// The broker time the job was submitted with (`i64::MIN` for none).
     fn now_ms(&self) -> i64 {
         match self {
             Job::Append { now_ms, .. } | Job::Retention { now_ms, .. } => *now_ms,
+            // A follower's append carries no time of its own: it does not move the
+            // round's clock (idle producers expire on the leader's appends).
+            Job::Replica { .. } => i64::MIN,
         }
     }
 }
@@ -106,7 +114,7 @@ impl Partition {
         })
     }
 
-    fn submit(self: &Arc<Self>, job: Job) {
+    pub(super) fn submit(self: &Arc<Self>, job: Job) {
         let mut q = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
         q.queue.push_back(job);
         if !q.running {
@@ -144,6 +152,10 @@ impl Partition {
                         };
                         (job, Some(header))
                     }
+                    Job::Replica { batch, .. } => {
+                        let header = super::replica::check_replica_batch(batch);
+                        (job, Some(header))
+                    }
                     Job::Retention { .. } => (job, None),
                 })
                 .collect();
@@ -164,6 +176,15 @@ impl Partition {
                         }
                         Job::Retention { now_ms, reply } => {
                             answers.push(Answer::Retention(reply, st.log.apply_retention(now_ms)));
+                        }
+                        Job::Replica { batch, reply } => {
+                            let res = header.expect("checked").and_then(|h| {
+                                self.append_replica_locked(&mut st, &batch, &h).map(|(a, r)| {
+                                    rolled |= r;
+                                    a
+                                })
+                            });
+                            answers.push(Answer::Append(reply, res));
                         }
                     }
                 }

@@ -1,6 +1,6 @@
 //! `Fetch`: whole stored batches from an offset, as stored.
 
-use super::{denied, error};
+use super::{cluster, denied, error};
 use crate::broker::acl::Permission;
 use crate::broker::context::ConnCtx;
 use crate::broker::log::LogError;
@@ -36,6 +36,20 @@ pub(super) async fn fetch(ctx: &ConnCtx, corr: u32, req: Fetch) -> Option<Pendin
             ),
         );
     };
+    // In a cluster only the leader serves reads, up to its high watermark: a record a
+    // consumer sees is on every in-sync replica's disk and is never taken back.
+    let leader = match &ctx.shared.cluster {
+        Some(node) => match cluster::leading(node, corr, &req.topic, req.partition) {
+            Ok((replica, _)) => Some(replica),
+            Err(f) => return Some(Pending::Ready(f)),
+        },
+        None => None,
+    };
+    if let Some(r) = &leader {
+        if req.offset >= r.high_watermark() && req.offset < partition.log_end() {
+            let _ = tokio::time::timeout(READ_DURABLE_WAIT, r.wait_high_watermark(req.offset + 1)).await;
+        }
+    }
     // No stored batch is larger than the batch limit, and a response holds whole batches
     // up to max_bytes (or the first alone, if larger): clamped to the batch limit, every
     // response fits a frame.
@@ -50,8 +64,9 @@ pub(super) async fn fetch(ctx: &ConnCtx, corr: u32, req: Fetch) -> Option<Pendin
         let mut charge = ctx.responses.charge(want).await;
         // Only durable offsets are served; at a stored but not yet durable offset the
         // read asks for the group commit and waits for it (up to READ_DURABLE_WAIT).
+        let wait = if leader.is_some() { std::time::Duration::ZERO } else { READ_DURABLE_WAIT };
         let Fetched { batches, high_watermark, log_start_offset, .. } = match partition
-            .read(req.offset, max_bytes, READ_DURABLE_WAIT)
+            .read(req.offset, max_bytes, wait)
             .await
         {
             Ok(r) => r,
@@ -67,6 +82,13 @@ pub(super) async fn fetch(ctx: &ConnCtx, corr: u32, req: Fetch) -> Option<Pendin
                 return error(corr, ErrorCode::CorruptStoredData, e.to_string());
             }
             Err(e) => return error(corr, ErrorCode::StorageError, e.to_string()),
+        };
+        let (batches, high_watermark) = match &leader {
+            Some(r) => {
+                let hw = r.high_watermark();
+                (cluster::trim_to(batches, hw), hw)
+            }
+            None => (batches, high_watermark),
         };
         // The first batch alone may exceed what was asked for (and charged).
         if batches.len() > charge.bytes() && charge.bytes() < ctx.responses.largest() {

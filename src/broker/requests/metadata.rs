@@ -10,11 +10,13 @@
 //! the broker build at most one frame's worth of answer, and only once it is charged.
 
 use crate::broker::acl::Permission;
+use crate::broker::cluster::NodeInner;
 use crate::broker::context::ConnCtx;
 use crate::broker::metrics::inc;
 use crate::broker::topics::Topic;
 use crate::broker::writer::Pending;
-use crate::protocol::frame::{BrokerInfo, Metadata, MetadataOk, TopicMetadata, FRAME_HEADER_LEN};
+use crate::cluster::metadata::ClusterView;
+use crate::protocol::frame::{BrokerInfo, Metadata, MetadataOk, PartitionMetadata, TopicMetadata, FRAME_HEADER_LEN};
 use crate::protocol::{ErrorCode, Frame, Payload};
 
 /// Bytes of a topic's entry in `MetadataOk`: name (u16 length + bytes), error code,
@@ -62,6 +64,9 @@ impl Answer {
 /// Answers `MetadataOk` for the requested topics (all visible ones for an empty list),
 /// charged to the response budgets before it is built.
 pub(super) async fn metadata(ctx: &ConnCtx, corr: u32, m: Metadata) -> Option<Pending> {
+    if let Some(node) = &ctx.shared.cluster {
+        return cluster_metadata(ctx, node, corr, m).await;
+    }
     let shared = &ctx.shared;
     let brokers = vec![BrokerInfo {
         id: shared.config.broker_id,
@@ -135,6 +140,107 @@ pub(super) async fn metadata(ctx: &ConnCtx, corr: u32, m: Metadata) -> Option<Pe
             match shared.topic_for_write(name).await {
                 Ok(t) => answer.push(describe(&t)),
                 Err(e) => answer.push_failed(name, e.code),
+            }
+        }
+    }
+    let f = Frame { correlation_id: corr, payload: Payload::MetadataOk(MetadataOk { brokers, topics: answer.topics }) };
+    debug_assert!(f.encoded_len() <= answer.room, "{} > {}", f.encoded_len(), answer.room);
+    charge.shrink_to(f.encoded_len());
+    Some(Pending::Charged(f, charge))
+}
+
+/// Leader id reported for a partition that has none (no in-sync replica alive): no broker
+/// has it, so a client finds no link for it and asks again later.
+pub(crate) const NO_LEADER: u32 = u32::MAX;
+
+/// Metadata in a cluster: every live broker, and each partition's leader from the cluster
+/// view. Offsets and size are this broker's when it leads the partition (the end offset
+/// is then the high watermark); zero otherwise (ask the leader). Charged and bounded like
+/// the single broker's answer, with sizes from the view.
+async fn cluster_metadata(ctx: &ConnCtx, node: &NodeInner, corr: u32, m: Metadata) -> Option<Pending> {
+    let shared = &ctx.shared;
+    let describe = |view: &ClusterView, name: &str| {
+        let Some(spec) = view.topics.get(name) else {
+            return TopicMetadata {
+                name: name.to_owned(),
+                error: ErrorCode::UnknownTopicOrPartition,
+                partitions: vec![],
+            };
+        };
+        let partitions = (0..spec.value.partitions)
+            .map(|p| {
+                let leader = view.partition(name, p).and_then(|s| s.value.leader).unwrap_or(NO_LEADER);
+                match node.replica(name, p).filter(|r| r.leader_epoch().is_some()) {
+                    Some(r) => {
+                        let local = r.partition.metadata(leader);
+                        PartitionMetadata { end_offset: r.high_watermark(), ..local }
+                    }
+                    None => {
+                        PartitionMetadata { partition: p, leader, log_start_offset: 0, end_offset: 0, size_bytes: 0 }
+                    }
+                }
+            })
+            .collect();
+        TopicMetadata { name: name.to_owned(), error: ErrorCode::None, partitions }
+    };
+    let view = node.view();
+    let brokers: Vec<BrokerInfo> = view
+        .brokers
+        .values()
+        .map(|b| BrokerInfo { id: b.registration.id, host: b.registration.host.clone(), port: b.registration.port })
+        .collect();
+    let base = FRAME_HEADER_LEN + 2 + brokers.iter().map(|b| 4 + 2 + b.host.len() + 2).sum::<usize>() + 2;
+    let limit = (shared.config.max_frame_size as usize).min(ctx.responses.largest());
+    let partitions_of = |view: &ClusterView, name: &str| view.topics.get(name).map(|t| t.value.partitions as usize);
+    let listing: Vec<String> = if m.topics.is_empty() {
+        view.topics.keys().filter(|n| shared.acl.sees(&ctx.principal, n)).cloned().collect()
+    } else {
+        Vec::new()
+    };
+    let names = if m.topics.is_empty() { &listing } else { &m.topics };
+    let new_partitions = shared.config.default_partitions as usize;
+    let estimate =
+        base + names.iter().map(|n| entry_len(n, partitions_of(&view, n).unwrap_or(new_partitions))).sum::<usize>();
+    let mut charge = ctx.responses.charge(estimate.min(limit)).await;
+    let mut answer = Answer { topics: Vec::new(), used: base, room: charge.bytes().max(base), full: false };
+    if m.topics.is_empty() {
+        for name in &listing {
+            let view = node.view();
+            match partitions_of(&view, name) {
+                Some(n) if answer.fits(name, n) => answer.push(describe(&view, name)),
+                _ => answer.push_failed(name, ErrorCode::ResourceLimit),
+            }
+        }
+    } else {
+        let mut creations_left = shared.config.max_auto_create_per_request;
+        for name in &m.topics {
+            if !shared.acl.sees(&ctx.principal, name) {
+                inc(&shared.metrics.authorization_failures);
+                answer.push_failed(name, ErrorCode::AuthorizationFailed);
+                continue;
+            }
+            if partitions_of(&node.view(), name).is_none() {
+                let writer = shared.acl.allows(&ctx.principal, name, Permission::Write);
+                if !writer || !shared.config.auto_create_topics {
+                    answer.push_failed(name, ErrorCode::UnknownTopicOrPartition);
+                    continue;
+                }
+                // Not created when its entry would not fit the answer.
+                if creations_left == 0 || !answer.fits(name, new_partitions) {
+                    answer.push_failed(name, ErrorCode::ResourceLimit);
+                    continue;
+                }
+                creations_left -= 1;
+                if let Err(e) = shared.topic_for_write(name).await {
+                    answer.push_failed(name, e.code);
+                    continue;
+                }
+            }
+            let view = node.view();
+            match partitions_of(&view, name) {
+                Some(n) if answer.fits(name, n) => answer.push(describe(&view, name)),
+                Some(_) => answer.push_failed(name, ErrorCode::ResourceLimit),
+                None => answer.push_failed(name, ErrorCode::UnknownTopicOrPartition),
             }
         }
     }

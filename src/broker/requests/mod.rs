@@ -8,9 +8,11 @@
 //! - [`admin`], `CreateTopic`;
 //! - [`produce`], `Produce` (batch checks, dedup, append, the acks level);
 //! - [`fetch`], `Fetch`;
+//! - [`cluster`], the cluster frames (replication, describe, replicated topics);
 //! - [`schema`], the schema registry frames (`0x20`–`0x2b`).
 
 mod admin;
+mod cluster;
 mod fetch;
 mod hello;
 mod metadata;
@@ -87,9 +89,19 @@ async fn other(ctx: &ConnCtx, corr: u32, payload: Payload) -> Option<Pending> {
     match payload {
         Payload::Hello(h) => hello::hello(ctx, corr, h),
         Payload::InitProducerId(req) => producer_id::init_producer_id(ctx, corr, req).await,
+        Payload::Metadata(_) if ctx.shared.cluster.as_ref().is_some_and(|n| n.view().stale_since.is_some()) => {
+            // A retriable refusal rather than an answer from a view that may be empty
+            // (right after a start) or out of date (etcd unreachable).
+            error(
+                corr,
+                ErrorCode::MetadataUnavailable,
+                "this broker's view of the cluster metadata is not current (starting, or etcd unreachable); retry or ask another broker",
+            )
+        }
         // Charged to the response budget before it is built, and bounded.
         Payload::Metadata(m) => metadata::metadata(ctx, corr, m).await,
         Payload::CreateTopic(c) => admin::create_topic(ctx, corr, c).await,
+        Payload::Cluster(c) => cluster::dispatch(ctx, corr, c).await,
         Payload::Sasl(p @ (SaslPayload::Start(_) | SaslPayload::Continue(_))) => sasl::sasl(ctx, corr, p).await,
         Payload::Schema(req) if req.kind() < 0x80 => schema::schema(ctx, corr, req).await,
         other => {

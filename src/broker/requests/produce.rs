@@ -5,15 +5,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{frame, now_ms};
+use super::{cluster, frame, now_ms};
 use crate::broker::acl::Permission;
+use crate::broker::cluster::replica::{Commit, Refusal};
 use crate::broker::context::ConnCtx;
 use crate::broker::metrics::{add, inc};
 use crate::broker::partition::AppendError;
 use crate::broker::telemetry::seconds_since;
 use crate::broker::writer::Pending;
 use crate::protocol::frame::{Produce, ProduceResult};
-use crate::protocol::{Acks, BatchHeader, ErrorCode, Payload, RecordBatch};
+use crate::protocol::{Acks, BatchHeader, ErrorCode, Frame, Payload, RecordBatch};
 
 /// Largest decompressed records section the broker accepts when validating a batch.
 pub(crate) const MAX_DECOMPRESSED: usize = 32 * 1024 * 1024;
@@ -59,6 +60,28 @@ pub(super) async fn produce(ctx: &ConnCtx, corr: u32, p: Produce) -> Option<Pend
             format!("topic '{}' has {} partitions; {} does not exist", p.topic, topic.partitions.len(), p.partition),
         );
     };
+    // In a cluster, only the partition's leader appends (its session certain), and
+    // acks=all needs enough in-sync replicas before anything is written.
+    let leader = match &shared.cluster {
+        Some(node) => match cluster::leading(node, corr, &p.topic, p.partition) {
+            Ok((replica, _)) => match replica.check_produce(p.acks == Acks::All) {
+                Ok(epoch) => Some((replica, epoch)),
+                Err(Refusal::NotLeader) => {
+                    inc(&shared.metrics.produce_errors);
+                    shared.metrics.detail.produced(p.acks, ErrorCode::NotLeader);
+                    let f = cluster::not_leader_frame(node, corr, &p.topic, p.partition, ErrorCode::NotLeader);
+                    return (p.acks != Acks::None).then_some(Pending::Ready(f));
+                }
+                Err(Refusal::NotEnough(e)) => return fail(ErrorCode::NotEnoughReplicas, e.to_string()),
+            },
+            Err(f) => {
+                inc(&shared.metrics.produce_errors);
+                shared.metrics.detail.produced(p.acks, ErrorCode::NotLeader);
+                return (p.acks != Acks::None).then_some(Pending::Ready(f));
+            }
+        },
+        None => None,
+    };
     let limit = shared.config.batch_limit() as usize;
     if p.batch.len() > limit {
         return fail(
@@ -89,7 +112,13 @@ pub(super) async fn produce(ctx: &ConnCtx, corr: u32, p: Produce) -> Option<Pend
     let fence = match header {
         Ok(Some(header)) if header.is_idempotent() => {
             let stamp = header.producer;
-            match shared.producer_ids.check_stamp(&ctx.principal, stamp.producer_id, stamp.producer_epoch, now) {
+            let checked = match &shared.cluster {
+                Some(node) => {
+                    node.producer_ids.check_stamp(&ctx.principal, stamp.producer_id, stamp.producer_epoch).await
+                }
+                None => shared.producer_ids.check_stamp(&ctx.principal, stamp.producer_id, stamp.producer_epoch, now),
+            };
+            match checked {
                 Ok(current) => Some(current),
                 Err((code, message)) => return fail(code, message),
             }
@@ -113,6 +142,9 @@ pub(super) async fn produce(ctx: &ConnCtx, corr: u32, p: Produce) -> Option<Pend
             return fail(e.code, e.message);
         }
     };
+    if let Some((replica, _)) = &leader {
+        replica.on_appended(appended.end_offset);
+    }
     if appended.duplicate {
         inc(&shared.metrics.duplicates);
         inc(&partition.counters.duplicates);
@@ -144,6 +176,36 @@ pub(super) async fn produce(ctx: &ConnCtx, corr: u32, p: Produce) -> Option<Pend
         Acks::All if shared.config.sink => {
             shared.metrics.detail.produced(p.acks, ErrorCode::None);
             frame(corr, Payload::ProduceResult(result))
+        }
+        Acks::All if leader.is_some() => {
+            let (replica, epoch) = leader.expect("checked");
+            let ms = if p.timeout_ms == 0 { shared.config.default_produce_timeout_ms } else { p.timeout_ms };
+            let node = shared.cluster.clone().expect("a leader exists only in cluster mode");
+            let metrics = shared.metrics.clone();
+            let (end, generation) = (appended.end_offset, appended.generation);
+            let (topic, partition) = (p.topic.clone(), p.partition);
+            Some(Pending::Later(Box::pin(async move {
+                let timeout = Duration::from_millis(u64::from(ms));
+                let failed = |error: ErrorCode, message: String| ProduceResult { error, message, ..result.clone() };
+                let started = std::time::Instant::now();
+                let committed = replica.wait_committed(end, generation, epoch, timeout).await;
+                metrics.detail.group_commit_wait.observe(seconds_since(started));
+                let result = match committed {
+                    Commit::Committed => result.clone(),
+                    Commit::NotLeader => {
+                        metrics.detail.produced(Acks::All, ErrorCode::NotLeader);
+                        return cluster::not_leader_frame(&node, corr, &topic, partition, ErrorCode::NotLeader);
+                    }
+                    Commit::NotEnough(m) => failed(ErrorCode::NotEnoughReplicasAfterAppend, m),
+                    Commit::Failed(m) => failed(ErrorCode::StorageError, m),
+                    Commit::TimedOut => failed(
+                        ErrorCode::RequestTimedOut,
+                        format!("not replicated to every in-sync replica within {ms} ms"),
+                    ),
+                };
+                metrics.detail.produced(Acks::All, result.error);
+                Frame { correlation_id: corr, payload: Payload::ProduceResult(result) }
+            })))
         }
         // Counted by the writer once the group commit answered.
         Acks::All => {

@@ -27,16 +27,22 @@ pub(super) async fn init_producer_id(ctx: &ConnCtx, corr: u32, req: InitProducer
         );
     }
     let principal: Arc<str> = ctx.principal.arc();
-    // One issue or bump at a time; the answer is fsync'd before it is sent.
-    let issued = ProducerIdAllocator::init(
-        ctx.shared.clone(),
-        |s| &s.producer_ids,
-        principal,
-        req.producer_id,
-        req.producer_epoch,
-        now_ms(),
-    )
-    .await;
+    let issued = match &ctx.shared.cluster {
+        // In a cluster the ids live in the metadata store: any broker issues, every leader checks.
+        Some(node) => node.producer_ids.init(&principal, req.producer_id, req.producer_epoch).await,
+        // One issue or bump at a time; the answer is fsync'd before it is sent.
+        None => {
+            ProducerIdAllocator::init(
+                ctx.shared.clone(),
+                |s| &s.producer_ids,
+                principal,
+                req.producer_id,
+                req.producer_epoch,
+                now_ms(),
+            )
+            .await
+        }
+    };
     match issued {
         Ok((producer_id, producer_epoch)) => {
             tracing::info!(principal = %ctx.principal, producer_id, producer_epoch, "producer id issued");

@@ -7,7 +7,7 @@
 //! |---|---|
 //! | register a broker | its key is absent (a duplicate id is refused) |
 //! | controller: create, elect, shrink | the controller's election key still has the create revision it won with, **and** the partition's mod revision is the one the decision was made on |
-//! | leader: shrink/expand the in-sync set | the leader's registration still has its session's create revision, **and** the partition's mod revision is unchanged |
+//! | leader: shrink/expand the in-sync set, or give the leadership up | the leader's registration still has its session's create revision, **and** the partition's mod revision is unchanged |
 //! | create a topic | its key is absent |
 //! | add partitions | the topic's mod revision is unchanged |
 //! | producer-id block | the counter's mod revision is unchanged |
@@ -348,6 +348,42 @@ impl Metadata {
             Err(MetaError::Conflict { key })
         } else {
             Err(MetaError::SessionLost)
+        }
+    }
+
+    /// The leader gives up a partition it can no longer serve in its epoch (its log was
+    /// cut in place after a failed fsync, so appending again in the same epoch would let
+    /// replicas diverge unnoticed): no leader, the epoch bumped, the in-sync set kept; the
+    /// controller then elects again (possibly this broker, at a new epoch). Fenced like
+    /// [`Metadata::write_isr`].
+    pub async fn abdicate(
+        &self,
+        session: &Session,
+        topic: &str,
+        partition: u32,
+        current: &Versioned<PartitionState>,
+    ) -> Result<Versioned<PartitionState>, MetaError> {
+        let key = self.keys.partition(topic, partition);
+        let me = session.registration().id;
+        if current.value.leader != Some(me) {
+            return Err(MetaError::Conflict { key });
+        }
+        let state = PartitionState {
+            leader: None,
+            leader_epoch: current.value.leader_epoch.wrapping_add(1),
+            leader_session: 0,
+            partition_epoch: current.value.partition_epoch.wrapping_add(1),
+            ..current.value.clone()
+        };
+        let txn = Txn::new()
+            .when(session.guard())
+            .when(Compare::ModRevision(key.clone(), current.mod_revision))
+            .put(key.clone(), to_json(&state));
+        let outcome = self.store.txn(txn).await?;
+        if outcome.succeeded {
+            Ok(Versioned { value: state, mod_revision: outcome.revision })
+        } else {
+            Err(MetaError::Conflict { key })
         }
     }
 

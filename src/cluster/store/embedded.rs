@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
+use crate::broker::disk::{write_atomic, Syncer};
+
 use super::{
     Compare, KeyValue, LeaderKey, LeaseId, MetaStore, Op, Revision, StoreError, Txn, TxnOutcome, WatchEvent,
     WatchReceiver,
@@ -335,7 +337,7 @@ impl MetaStore for EmbeddedStore {
         if let (Some(image), Some(path)) = (image, self.inner.file.clone()) {
             let bytes = serde_json::to_vec(&image).expect("serialisable");
             let p = path.clone();
-            tokio::task::spawn_blocking(move || write_atomic(&p, &bytes))
+            tokio::task::spawn_blocking(move || write_atomic(&p, &bytes, 0o644, &Syncer::os()))
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|r| r.map_err(|e| e.to_string()))
@@ -490,19 +492,6 @@ fn hex_decode(s: &str) -> Option<Vec<u8>> {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
-}
-
-fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! [`EtcdConfig::request_timeout`] so an unreachable etcd gives a clear error instead of a
 //! hang, and one without a per-call deadline for the long-lived streams (watches, a
 //! campaign that waits for its turn). Both send HTTP/2 keep-alive pings so a dead
-//! connection is noticed within about [`EtcdConfig::keep_alive`] × 2.
+//! connection is noticed within about [`EtcdConfig::keep_alive`] + its timeout.
 //!
 //! Avoided on purpose: `get_stream` (needs etcd 3.7; Debian ships 3.4).
 
@@ -31,9 +31,13 @@ pub struct EtcdConfig {
     pub request_timeout: Duration,
     /// Bound on establishing a connection. Default 2 s.
     pub connect_timeout: Duration,
-    /// HTTP/2 ping interval; a ping unanswered for as long again drops the connection.
-    /// Default 1 s.
+    /// HTTP/2 ping interval; a ping unanswered for [`EtcdConfig::keep_alive_timeout`]
+    /// drops the connection (and ends the watches on it, which then re-list). Default 6 s:
+    /// etcd answers pings more often than every 5 s (`--grpc-keepalive-min-time`) with
+    /// GOAWAY, which would break every watch.
     pub keep_alive: Duration,
+    /// See [`EtcdConfig::keep_alive`]. Default 3 s.
+    pub keep_alive_timeout: Duration,
 }
 
 impl EtcdConfig {
@@ -43,7 +47,8 @@ impl EtcdConfig {
             endpoints,
             request_timeout: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(2),
-            keep_alive: Duration::from_secs(1),
+            keep_alive: Duration::from_secs(6),
+            keep_alive_timeout: Duration::from_secs(3),
         }
     }
 }
@@ -69,7 +74,7 @@ impl EtcdStore {
         let endpoint = config.endpoints.join(",");
         let base = ConnectOptions::new()
             .with_connect_timeout(config.connect_timeout)
-            .with_keep_alive(config.keep_alive, config.keep_alive)
+            .with_keep_alive(config.keep_alive, config.keep_alive_timeout)
             .with_keep_alive_while_idle(true);
         let unavailable = |e: etcd_client::Error| StoreError::Unavailable {
             endpoint: endpoint.clone(),

@@ -484,6 +484,8 @@ impl super::Core {
             tracing::warn!(broker = %self.links.list[conn.link].name, failures, "circuit breaker open");
             self.fail_link_pending(now, conn.link);
         }
+        // A broker that cannot be reached may have lost its partitions to another.
+        self.refresh_soon(now);
     }
 
     /// A reset stream's replacement is open.

@@ -19,6 +19,7 @@ use super::{ControlKind, Core, MetadataReply, Outcome, Tick};
 use crate::producer::accumulator::{Accumulator, PartitionQueue, QueuedRecord, TopicQueues};
 use crate::producer::clock::later;
 use crate::producer::error::{ErrorKind, Persistence, ProduceError};
+use crate::protocol::cluster::NotLeader;
 use crate::protocol::frame::{Metadata, MetadataOk};
 use crate::protocol::{ErrorCode, Payload};
 use crate::transport::TransportError;
@@ -263,6 +264,25 @@ impl Core {
                 self.outcomes.push_back(Outcome::Metadata { reply, result: Ok(queues.clone()) });
             }
         }
+    }
+
+    /// A broker answered `NotLeader` for partition `p` of topic `t` (a cluster's leader
+    /// changed): go to the leader it names at once, when it names one (Kafka's KIP-951),
+    /// and refresh the metadata soon either way.
+    pub(crate) fn on_not_leader(&mut self, now: Tick, t: usize, p: usize, n: &NotLeader) {
+        if n.leader >= 0 && !n.host.is_empty() {
+            let leader = n.leader as u32;
+            let address = if n.host.contains(':') {
+                format!("[{}]:{}", n.host, n.port)
+            } else {
+                format!("{}:{}", n.host, n.port)
+            };
+            self.topics.brokers.insert(leader, address);
+            let Some(part) = self.topics.list.get(t).and_then(|t| t.parts.get(p)) else { return };
+            let fallback = part.fallback_link;
+            self.set_leader(now, t, p, leader, fallback);
+        }
+        self.refresh_soon(now);
     }
 
     /// Routes partition `p` of topic `t` to broker `leader`, adding a link to it if none

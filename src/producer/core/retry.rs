@@ -16,6 +16,7 @@ use super::window::Attempt;
 use super::{Action, ConnId, Core, StreamId, Tick};
 use crate::producer::error::{ErrorKind, Persistence, ProduceError};
 use crate::producer::metrics::ProducerMetrics;
+use crate::protocol::cluster::ClusterPayload;
 use crate::protocol::frame::ProduceResult;
 use crate::protocol::{ErrorCode, Frame, Payload};
 use crate::transport::TransportError;
@@ -38,6 +39,21 @@ impl Core {
                 log_append_time: -1,
                 message: e.message,
             },
+            Payload::Cluster(ClusterPayload::NotLeader(n)) => {
+                // A cluster's leader moved: route to the new one and retry there with the
+                // same producer id, epoch and sequence (the new leader answers a batch it
+                // already has as a duplicate). The old leader may have appended this batch
+                // before it lost the leadership (an acks=all wait), so the attempt counts as
+                // possibly stored (a base offset >= 0 says "appended").
+                self.on_not_leader(now, e.topic as usize, e.partition as usize, &n);
+                ProduceResult {
+                    error: n.error,
+                    duplicate: false,
+                    base_offset: 0,
+                    log_append_time: -1,
+                    message: format!("not the leader; the leader is broker {} at epoch {}", n.leader, n.leader_epoch),
+                }
+            }
             other => {
                 let detail = format!("{:?} in answer to a produce request", other.kind());
                 self.stream_failed(now, stream, detail);
@@ -233,6 +249,9 @@ impl Core {
         let backoff = self.cfg.reconnect_backoff.delay(failures, unit);
         let opened = self.links.on_lost(now, conn, error.message().to_owned(), backoff, quick);
         self.requeue_lost(now, |s| s.conn == conn, error);
+        // In a cluster the broker may be gone for good and its partitions led elsewhere:
+        // ask for fresh metadata rather than wait for its return.
+        self.refresh_soon(now);
         if opened {
             tracing::warn!(broker = %self.links.list[conn.link].name, failures, "circuit breaker open");
             self.fail_link_pending(now, conn.link);

@@ -54,6 +54,9 @@ pub(crate) enum Answer {
     Lost,
     /// Appended, then answered REQUEST_TIMED_OUT with its offset (fsync too slow).
     TimedOutAfterAppend,
+    /// Not appended; answered with a cluster's `NotLeader` frame naming broker `Some(id)`
+    /// (its address from the broker list) or no leader.
+    NotLeader(Option<u32>),
 }
 
 /// A broker the core may reach: its link name and id.
@@ -595,6 +598,7 @@ impl Sim {
             );
         }
         let answer = match how {
+            Answer::NotLeader(_) => None,
             Answer::Normal | Answer::Lost => Some(self.broker.produce(&req.topic, req.partition, &req.batch)),
             Answer::Refuse(code) => Some(refusal(code)),
             Answer::TimedOutAfterAppend => {
@@ -605,6 +609,26 @@ impl Sim {
                 Some(r)
             }
         };
+        if let Answer::NotLeader(leader) = how {
+            let named = leader.and_then(|id| self.brokers.iter().find(|b| b.id == id));
+            let (host, port) = named.map_or((String::new(), 0), |b| {
+                let (h, p) = b.name.rsplit_once(':').expect("host:port");
+                (h.to_owned(), p.parse().expect("port"))
+            });
+            let n = crate::protocol::cluster::NotLeader {
+                error: ErrorCode::NotLeader,
+                topic: req.topic.clone(),
+                partition: req.partition,
+                leader: named.map_or(-1, |b| b.id as i32),
+                leader_epoch: 1,
+                host,
+                port,
+            };
+            let payload = Payload::Cluster(crate::protocol::cluster::ClusterPayload::NotLeader(n));
+            self.core.handle_response(self.now, stream, Frame { correlation_id: req.corr, payload });
+            self.collect();
+            return Some(req);
+        }
         if how == Answer::Lost {
             self.desynced.insert(stream);
         }

@@ -377,6 +377,72 @@ fn each_partition_goes_to_its_leader_and_moves_when_the_metadata_says_so() {
     s.check();
 }
 
+#[test]
+fn not_leader_naming_the_new_leader_moves_the_partition_at_once_and_the_retry_lands_once() {
+    let cfg = ProducerConfig {
+        bootstrap: vec!["b0:1".into(), "b1:1".into()],
+        metadata_max_age: Duration::from_secs(3600),
+        ..config()
+    };
+    let mut s = Sim::new(cfg);
+    s.topics.insert("t".into(), 1);
+    s.start("t");
+    let ids = s.send("t", 0, 3);
+    s.step();
+    let link_of = |s: &Sim| -> Vec<usize> { s.written.iter().map(|(st, _)| st.conn.link).collect() };
+    // Broker 0 lost the leadership to broker 1 and says so (KIP-951): the producer goes
+    // there without waiting for a metadata refresh, with the same id and sequence.
+    s.leaders.insert(("t".into(), 0), 1);
+    let first = s.busy_streams()[0];
+    let req = s.process(first, Answer::NotLeader(Some(1))).expect("a request");
+    s.settle(50);
+    let written = link_of(&s);
+    assert_eq!(written.first(), Some(&0));
+    assert!(written[1..].iter().all(|&l| l == 1), "every retry to the named leader: {written:?}");
+    let retry = &s.written.last().unwrap().1;
+    let (a, b) = (
+        *crate::protocol::RecordBatch::from_bytes(req.batch.clone()).unwrap().header(),
+        *crate::protocol::RecordBatch::from_bytes(retry.batch.clone()).unwrap().header(),
+    );
+    assert_eq!(a.producer, b.producer, "same producer id, epoch and sequence");
+    for id in ids {
+        assert!(s.outcome(id).expect("an outcome").is_ok());
+    }
+    s.check();
+}
+
+#[test]
+fn not_leader_without_a_leader_retries_after_a_metadata_refresh() {
+    let cfg = ProducerConfig {
+        bootstrap: vec!["b0:1".into(), "b1:1".into()],
+        metadata_max_age: Duration::from_secs(3600),
+        ..config()
+    };
+    let mut s = Sim::new(cfg);
+    s.topics.insert("t".into(), 1);
+    s.start("t");
+    let ids = s.send("t", 0, 2);
+    s.step();
+    s.leaders.insert(("t".into(), 0), 1);
+    let first = s.busy_streams()[0];
+    s.process(first, Answer::NotLeader(None));
+    // No leader named: the metadata refresh the answer asks for finds broker 1 (a retry
+    // before the refresh answers may still go to broker 0, which refuses it again).
+    for _ in 0..20 {
+        s.advance(Duration::from_millis(50));
+        s.settle_control();
+        while let Some(&st) = s.busy_streams().first() {
+            let how = if st.conn.link == 0 { Answer::NotLeader(None) } else { Answer::Normal };
+            s.process(st, how);
+        }
+    }
+    assert_eq!(s.written.last().map(|(st, _)| st.conn.link), Some(1), "{:?}", s.written);
+    for id in ids {
+        assert!(s.outcome(id).expect("an outcome").is_ok());
+    }
+    s.check();
+}
+
 // --- 10. delivery timeout in flight; the send latency ------------------------------------
 
 #[test]
@@ -566,7 +632,14 @@ fn a_batch_whose_delivery_timeout_passed_is_expired_not_sent() {
     assert_eq!(s.written.len(), written, "a batch past its deadline went out");
     assert_eq!(s.core.metrics.epoch_bumps.load(std::sync::atomic::Ordering::Relaxed), 0);
     s.settle(50);
-    assert!(s.calls.is_empty() && s.core.pid.bump == crate::producer::core::producer_id::Bump::None);
+    // No epoch bump (a metadata refresh is expected: the lost connection asks for one, as
+    // in a cluster the partitions it led may have moved).
+    assert!(
+        s.calls.iter().all(|(_, _, p)| matches!(p, Payload::Metadata(_)))
+            && s.core.pid.bump == crate::producer::core::producer_id::Bump::None,
+        "{:?}",
+        s.calls
+    );
 }
 
 // --- review of issue 10: the breaker and a broker with a live connection ---------------------
