@@ -179,21 +179,6 @@ impl Drop for PendingPermit {
     }
 }
 
-/// The address a per-source count is kept for: IPv6 per /64, IPv4-mapped as IPv4.
-fn source_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let mut seg = v6.segments();
-                seg[4..].fill(0);
-                IpAddr::V6(seg.into())
-            }
-        },
-    }
-}
-
 impl PendingAuth {
     /// At most `max` unauthenticated connections, `per_source_max` per address (each at
     /// least 1).
@@ -207,7 +192,7 @@ impl PendingAuth {
 
     /// A place for a connection from `ip`, or which bound refused it.
     pub(crate) fn try_take(&self, ip: IpAddr) -> Result<PendingPermit, &'static str> {
-        let source = source_key(ip);
+        let source = crate::auth::server::limiter::key(ip);
         let mut counts = self.per_source.lock().expect("pending-auth lock");
         let n = counts.entry(source).or_insert(0);
         if *n >= self.per_source_max {

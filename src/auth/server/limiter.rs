@@ -52,8 +52,10 @@ pub struct FailureLimiter {
     buckets: HashMap<IpAddr, Bucket>,
 }
 
-/// The address an allowance is kept for.
-fn key(ip: IpAddr) -> IpAddr {
+/// The address an allowance is kept for: IPv6 per /64 (one host usually holds a whole
+/// /64), IPv4-mapped IPv6 as its IPv4 address. Also the broker's per-source count of
+/// connections waiting to authenticate.
+pub(crate) fn key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -115,18 +115,7 @@ impl Partition {
         }
         let old_end = st.log.end_offset();
         st.log.cut_to_durable()?;
-        let (log, _report) =
-            PartitionLog::open_with(st.log.dir(), st.log.config().clone(), self.config.syncer.clone())?;
-        let now = now_ms();
-        // A snapshot taken past the cut is removed here, before anything is appended.
-        let (producers, _) =
-            snapshot::load(&log, now, self.config.producer_expiration, &self.config.syncer, &self.metrics)?;
-        let end = log.end_offset();
-        let generation = st.generation + 1;
-        *st = State::new(log, producers, generation, now);
-        self.publish_shape(&st);
-        let cut = old_end - end;
-        add(&self.metrics.offsets_cut, cut.max(0) as u64);
+        let (end, generation, cut) = self.reopen_after_cut(&mut st, old_end)?;
         // Published under the lock: no append of the new generation is answered before.
         self.durable.send_modify(|d| {
             d.cut(end, generation);
@@ -139,6 +128,26 @@ impl Partition {
             }
         });
         Ok(Some(cut))
+    }
+
+    /// After a cut of `st`'s log (from `old_end`): reopens it (recovery re-checks the tail
+    /// and rebuilds the index), rebuilds producer state from it and starts a new
+    /// generation, under the caller's lock. Returns the new end, the generation and how
+    /// many offsets were cut; publishing the cut to waiters is the caller's.
+    pub(super) fn reopen_after_cut(&self, st: &mut State, old_end: i64) -> Result<(i64, u64, i64), LogError> {
+        let (log, _report) =
+            PartitionLog::open_with(st.log.dir(), st.log.config().clone(), self.config.syncer.clone())?;
+        let now = now_ms();
+        // A snapshot taken past the cut is removed here, before anything is appended.
+        let (producers, _) =
+            snapshot::load(&log, now, self.config.producer_expiration, &self.config.syncer, &self.metrics)?;
+        let end = log.end_offset();
+        let generation = st.generation + 1;
+        *st = State::new(log, producers, generation, now);
+        self.publish_shape(st);
+        let cut = old_end - end;
+        add(&self.metrics.offsets_cut, cut.max(0) as u64);
+        Ok((end, generation, cut))
     }
 
     async fn try_recover(self: &Arc<Self>) {

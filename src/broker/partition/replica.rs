@@ -9,9 +9,9 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::owner::Job;
-use super::{now_ms, snapshot, AppendError, Appended, Fetched, Partition, State};
-use crate::broker::log::{LogError, PartitionLog, ReadBound};
-use crate::broker::metrics::{add, inc};
+use super::{now_ms, AppendError, Appended, Fetched, Partition, State};
+use crate::broker::log::{LogError, ReadBound};
+use crate::broker::metrics::inc;
 use crate::protocol::batch::check_batch;
 use crate::protocol::{BatchHeader, ErrorCode};
 
@@ -90,18 +90,7 @@ impl Partition {
             return Ok(0);
         }
         st.log.cut_to(to)?;
-        let (log, _report) =
-            PartitionLog::open_with(st.log.dir(), st.log.config().clone(), self.config.syncer.clone())?;
-        let now = now_ms();
-        // A snapshot taken past the cut is removed by the load, before anything is appended.
-        let (producers, _) =
-            snapshot::load(&log, now, self.config.producer_expiration, &self.config.syncer, &self.metrics)?;
-        let end = log.end_offset();
-        let generation = st.generation + 1;
-        *st = State::new(log, producers, generation, now);
-        self.publish_shape(&st);
-        let cut = old_end - end;
-        add(&self.metrics.offsets_cut, cut.max(0) as u64);
+        let (end, generation, cut) = self.reopen_after_cut(&mut st, old_end)?;
         self.durable.send_modify(|d| d.cut(end, generation));
         tracing::info!(topic = %self.topic, partition = self.index, from = old_end, to = end,
             "replica log truncated to its leader's history");
