@@ -41,6 +41,12 @@ mod limits;
 mod owner;
 mod replica;
 mod snapshot;
+
+/// A storage task on the blocking pool that panicked or was cancelled, as a log error.
+pub(super) fn task_failed(op: &'static str, e: tokio::task::JoinError) -> LogError {
+    LogError::Io { op, path: Default::default(), source: std::io::Error::other(e.to_string()) }
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -380,13 +386,7 @@ impl Partition {
             p.read_blocking(offset, max_bytes)
         })
         .await
-        .unwrap_or_else(|e| {
-            Err(LogError::Io {
-                op: "read task",
-                path: Default::default(),
-                source: std::io::Error::other(e.to_string()),
-            })
-        })
+        .unwrap_or_else(|e| Err(task_failed("read task", e)))
     }
 
     /// [`Self::read`] without the wait, on the calling thread (blocking).

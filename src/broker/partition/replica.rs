@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::owner::Job;
-use super::{now_ms, AppendError, Appended, Fetched, Partition, State};
+use super::{now_ms, task_failed, AppendError, Appended, Fetched, Partition, State};
 use crate::broker::log::{LogError, ReadBound};
 use crate::broker::metrics::inc;
 use crate::protocol::batch::check_batch;
@@ -100,13 +100,9 @@ impl Partition {
     /// [`Partition::truncate_blocking`] on the blocking pool.
     pub async fn truncate(self: &Arc<Self>, to: i64) -> Result<i64, LogError> {
         let p = Arc::clone(self);
-        tokio::task::spawn_blocking(move || p.truncate_blocking(to)).await.unwrap_or_else(|e| {
-            Err(LogError::Io {
-                op: "truncate task",
-                path: Default::default(),
-                source: std::io::Error::other(e.to_string()),
-            })
-        })
+        tokio::task::spawn_blocking(move || p.truncate_blocking(to))
+            .await
+            .unwrap_or_else(|e| Err(task_failed("truncate task", e)))
     }
 
     /// Whole batches from `offset` up to the log end, fsync'd or not: what a leader sends
@@ -127,13 +123,7 @@ impl Partition {
             Ok(Fetched { batches, high_watermark, durable_end, log_start_offset })
         })
         .await
-        .unwrap_or_else(|e| {
-            Err(LogError::Io {
-                op: "read task",
-                path: Default::default(),
-                source: std::io::Error::other(e.to_string()),
-            })
-        })
+        .unwrap_or_else(|e| Err(task_failed("read task", e)))
     }
 
     /// The log end (next offset), lock-free.
