@@ -234,7 +234,7 @@ impl Producer {
     /// order within a partition; await the futures later to pipeline.
     pub async fn enqueue(&self, record: ProducerRecord) -> Result<DeliveryFuture, SendError> {
         let (tx, rx) = oneshot::channel();
-        self.enqueue_with(record, Delivery::future(tx)).await.map_err(|(e, d)| {
+        self.enqueue_fast_then(record, Delivery::future(tx)).await.map_err(|(e, d)| {
             d.disarm();
             e
         })?;
@@ -249,10 +249,30 @@ impl Producer {
         callback: impl FnOnce(Result<RecordMetadata, ProduceError>) + Send + 'static,
     ) -> Result<(), SendError> {
         // Refused before it was enqueued: the caller gets the error, the callback is not called.
-        self.enqueue_with(record, Delivery::callback(Box::new(callback))).await.map_err(|(e, d)| {
+        self.enqueue_fast_then(record, Delivery::callback(Box::new(callback))).await.map_err(|(e, d)| {
             d.disarm();
             e
         })
+    }
+
+    /// [`Producer::enqueue_now`] before any nested future is built, then, only when
+    /// something has to wait (or a schema applies), [`Producer::enqueue_with`]. The common
+    /// case so moves the record into no future of `enqueue_with`/`enqueue_raw`: a profile
+    /// of 100 B records had a quarter of the producer thread in `memcpy`, mostly records
+    /// and deliveries moved through those layers.
+    async fn enqueue_fast_then(&self, record: ProducerRecord, delivery: Delivery) -> Result<(), (SendError, Delivery)> {
+        #[cfg(feature = "schema")]
+        let schema = self.inner.schemas.applies(&record);
+        #[cfg(not(feature = "schema"))]
+        let schema = false;
+        if schema {
+            return Box::pin(self.enqueue_with(record, delivery)).await;
+        }
+        match self.enqueue_now(record, delivery) {
+            Now::Done => Ok(()),
+            Now::Refused(e, d) => Err((e, d)),
+            Now::Wait(record, delivery) => Box::pin(self.enqueue_with(record, delivery)).await,
+        }
     }
 
     /// Enqueues many records in order and returns one future for all their outcomes. A
