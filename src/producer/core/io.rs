@@ -165,3 +165,40 @@ pub(crate) enum Outcome {
     /// The producer cannot go on (fenced): new records must fail with this at once.
     Fatal(ProduceError),
 }
+
+impl Outcome {
+    /// Hands a delivery outcome to whoever waits for it (record callbacks and futures,
+    /// flush, purge and metadata replies); returns the outcomes the caller must act on
+    /// itself (`Sealed`: the partitioner's hook; `Fatal`).
+    pub(crate) fn complete(self) -> Option<Outcome> {
+        match self {
+            Outcome::Acked { topic, partition, base_offset, records } => {
+                for (i, r) in records.into_iter().enumerate() {
+                    r.delivery.complete(Ok(crate::producer::RecordMetadata {
+                        topic: topic.clone(),
+                        partition,
+                        // The core checked that every offset exists; no overflow here.
+                        offset: base_offset.and_then(|b| b.checked_add(i as i64)),
+                        timestamp: r.timestamp,
+                    }));
+                }
+            }
+            Outcome::Failed { records, error } => {
+                for d in records {
+                    d.complete(Err(error.clone()));
+                }
+            }
+            Outcome::Metadata { reply, result } => {
+                let _ = reply.send(result);
+            }
+            Outcome::Flushed { reply, result } => {
+                let _ = reply.send(result);
+            }
+            Outcome::Purged { reply, count } => {
+                let _ = reply.send(count);
+            }
+            other @ (Outcome::Sealed { .. } | Outcome::Fatal(_)) => return Some(other),
+        }
+        None
+    }
+}

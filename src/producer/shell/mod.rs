@@ -25,7 +25,6 @@ use super::config::TlsConfig;
 use super::core::{Action, ConnId, Core, FlushReply, HelloInfo, MetadataReply, Outcome};
 use super::error::{ErrorKind, Persistence, ProduceError};
 use super::partitioner::Partitioner;
-use super::record::RecordMetadata;
 use crate::transport::tls::{client_tls, quinn_client_config, QuicTuning};
 use crate::transport::{BrokerConnection, ClientEndpoint, TransportError};
 use pool::{ConnectSpec, Event, StreamHandle};
@@ -356,40 +355,14 @@ impl Shell {
         }
     }
 
+    /// Completes deliveries and replies; calls the partitioner's hook for a sealed batch
+    /// (a fatal outcome was already acted on by the driver loop).
     fn deliver(&mut self, o: Outcome) {
-        match o {
-            Outcome::Acked { topic, partition, base_offset, records } => {
-                for (i, r) in records.into_iter().enumerate() {
-                    r.delivery.complete(Ok(RecordMetadata {
-                        topic: topic.clone(),
-                        partition,
-                        // The core checked that every offset exists; no overflow here.
-                        offset: base_offset.and_then(|b| b.checked_add(i as i64)),
-                        timestamp: r.timestamp,
-                    }));
-                }
+        if let Some(Outcome::Sealed { topic, partition, partitions }) = o.complete() {
+            let p = &self.partitioner;
+            if catch_unwind(AssertUnwindSafe(|| p.on_batch_sealed(&topic, partition, partitions))).is_err() {
+                tracing::error!(%topic, partition, "the partitioner's on_batch_sealed panicked; the producer goes on");
             }
-            Outcome::Failed { records, error } => {
-                for d in records {
-                    d.complete(Err(error.clone()));
-                }
-            }
-            Outcome::Metadata { reply, result } => {
-                let _ = reply.send(result);
-            }
-            Outcome::Flushed { reply, result } => {
-                let _ = reply.send(result);
-            }
-            Outcome::Purged { reply, count } => {
-                let _ = reply.send(count);
-            }
-            Outcome::Sealed { topic, partition, partitions } => {
-                let p = &self.partitioner;
-                if catch_unwind(AssertUnwindSafe(|| p.on_batch_sealed(&topic, partition, partitions))).is_err() {
-                    tracing::error!(%topic, partition, "the partitioner's on_batch_sealed panicked; the producer goes on");
-                }
-            }
-            Outcome::Fatal(_) => {}
         }
     }
 }

@@ -276,40 +276,15 @@ impl Sim {
             }
             while let Some(o) = self.core.poll_outcome() {
                 any = true;
-                match o {
-                    Outcome::Acked { topic, partition, base_offset, records } => {
-                        for (i, r) in records.into_iter().enumerate() {
-                            r.delivery.complete(Ok(RecordMetadata {
-                                topic: topic.clone(),
-                                partition,
-                                offset: base_offset.and_then(|b| b.checked_add(i as i64)),
-                                timestamp: r.timestamp,
-                            }));
-                        }
+                if let Outcome::Flushed { result, .. } = &o {
+                    self.flushed.push(result.clone());
+                }
+                if let Some(Outcome::Fatal(e)) = o.complete() {
+                    // As the shell does: new records fail at once.
+                    for r in self.acc.close(e.clone()) {
+                        r.delivery.complete(Err(e.clone()));
                     }
-                    Outcome::Failed { records, error } => {
-                        for d in records {
-                            d.complete(Err(error.clone()));
-                        }
-                    }
-                    Outcome::Metadata { reply, result } => {
-                        let _ = reply.send(result);
-                    }
-                    Outcome::Flushed { reply, result } => {
-                        self.flushed.push(result.clone());
-                        let _ = reply.send(result);
-                    }
-                    Outcome::Purged { reply, count } => {
-                        let _ = reply.send(count);
-                    }
-                    Outcome::Sealed { .. } => {}
-                    Outcome::Fatal(e) => {
-                        // As the shell does: new records fail at once.
-                        for r in self.acc.close(e.clone()) {
-                            r.delivery.complete(Err(e.clone()));
-                        }
-                        self.fatal = Some(e);
-                    }
+                    self.fatal = Some(e);
                 }
             }
             if !any {
