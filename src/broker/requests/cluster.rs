@@ -82,22 +82,44 @@ fn fenced(node: &NodeInner, corr: u32, topic: &str, partition: u32, theirs: i32,
     Some(not_leader_frame(node, corr, topic, partition, code))
 }
 
+/// What both replication requests check first: the `cluster` permission, cluster mode, this
+/// broker leading the partition, and the follower's view of the leader epoch. The node, the
+/// replica and its epoch, or (boxed: the refusal path is cold) the answer to give.
+fn led_for_replica<'a>(
+    ctx: &'a ConnCtx,
+    corr: u32,
+    topic: &str,
+    partition: u32,
+    their_epoch: i32,
+) -> Result<Led<'a>, Box<Option<Pending>>> {
+    if !ctx.shared.acl.allows(&ctx.principal, topic, Permission::Cluster) {
+        return Err(Box::new(denied(ctx, corr, topic, Permission::Cluster)));
+    }
+    let Some(node) = ctx.shared.cluster.as_ref() else { return Err(Box::new(not_a_cluster(corr))) };
+    let refuse = |f| Box::new(Some(Pending::Ready(f)));
+    let (replica, epoch) = leading(node, corr, topic, partition).map_err(refuse)?;
+    if let Some(f) = fenced(node, corr, topic, partition, their_epoch, epoch) {
+        return Err(refuse(f));
+    }
+    Ok(Led { node, replica, epoch })
+}
+
+/// A partition this broker leads, for a replication request.
+struct Led<'a> {
+    node: &'a Arc<NodeInner>,
+    replica: Arc<Replica>,
+    epoch: i32,
+}
+
 fn not_a_cluster(corr: u32) -> Option<Pending> {
     error(corr, ErrorCode::InvalidRequest, "this broker is not part of a cluster (started without --metadata)")
 }
 
 async fn replica_fetch(ctx: &ConnCtx, corr: u32, r: ReplicaFetch) -> Option<Pending> {
-    if !ctx.shared.acl.allows(&ctx.principal, &r.topic, Permission::Cluster) {
-        return denied(ctx, corr, &r.topic, Permission::Cluster);
-    }
-    let Some(node) = ctx.shared.cluster.as_ref() else { return not_a_cluster(corr) };
-    let (replica, epoch) = match leading(node, corr, &r.topic, r.partition) {
-        Ok(x) => x,
-        Err(f) => return Some(Pending::Ready(f)),
+    let Led { node, replica, epoch } = match led_for_replica(ctx, corr, &r.topic, r.partition, r.leader_epoch) {
+        Ok(led) => led,
+        Err(answer) => return *answer,
     };
-    if let Some(f) = fenced(node, corr, &r.topic, r.partition, r.leader_epoch, epoch) {
-        return Some(Pending::Ready(f));
-    }
     let log_start = replica.partition.metadata(0).log_start_offset;
     if r.fetch_offset < log_start {
         return error(
@@ -158,17 +180,10 @@ fn error_frame(correlation_id: u32, code: ErrorCode, message: String) -> Frame {
 }
 
 fn offset_for_leader_epoch(ctx: &ConnCtx, corr: u32, r: OffsetForLeaderEpoch) -> Option<Pending> {
-    if !ctx.shared.acl.allows(&ctx.principal, &r.topic, Permission::Cluster) {
-        return denied(ctx, corr, &r.topic, Permission::Cluster);
-    }
-    let Some(node) = ctx.shared.cluster.as_ref() else { return not_a_cluster(corr) };
-    let (replica, epoch) = match leading(node, corr, &r.topic, r.partition) {
-        Ok(x) => x,
-        Err(f) => return Some(Pending::Ready(f)),
+    let replica = match led_for_replica(ctx, corr, &r.topic, r.partition, r.current_leader_epoch) {
+        Ok(led) => led.replica,
+        Err(answer) => return *answer,
     };
-    if let Some(f) = fenced(node, corr, &r.topic, r.partition, r.current_leader_epoch, epoch) {
-        return Some(Pending::Ready(f));
-    }
     let (leader_epoch, end_offset) = replica.end_offset_for(r.epoch);
     tracing::debug!(topic = %r.topic, partition = r.partition, follower = r.replica_id, asked = r.epoch,
         leader_epoch, end_offset, "epoch end offset asked");
