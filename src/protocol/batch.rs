@@ -25,6 +25,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::codec::{put_var_bytes, put_varint, put_varlong, slice_of, var_bytes_len, varint_len, varlong_len, Reader};
 use super::compression::Compression;
+use super::crc_shift::shift_past_zeros;
 use super::error::DecodeError;
 use super::record::{Header, Record};
 
@@ -556,8 +557,9 @@ pub fn restamp_owned(batch: Bytes, stamp: ProducerStamp) -> Bytes {
 /// crc(a ^ b ^ c)`. With `a` the old CRC-covered bytes, `b` the new ones and `c` all
 /// zeros, `a ^ b` is zero except the stamp fields, so `crc(new) = crc(old) ^ crc(a ^ b) ^
 /// crc(0…)`. Both of the last two are a 36-byte prefix followed by the same run of zeros;
-/// shifting by that run (`crc32c_combine` with an empty second part) is linear, so
-/// their XOR is the shift of the XOR of the two prefixes' CRCs.
+/// shifting by that run ([`shift_past_zeros`], what `crc32c_combine` with an empty second
+/// part computes, in O(log n) multiplications) is linear, so their XOR is the shift of the
+/// XOR of the two prefixes' CRCs.
 fn restamp_mut(batch: &mut [u8], stamp: ProducerStamp) {
     let mut fresh = [0u8; STAMP_FIELDS.end - STAMP_FIELDS.start];
     fresh[0..8].copy_from_slice(&stamp.producer_id.to_be_bytes());
@@ -570,7 +572,7 @@ fn restamp_mut(batch: &mut [u8], stamp: ProducerStamp) {
     }
     let zeros = [0u8; STAMP_FIELDS.end - CRC_START];
     let rest = batch.len() - STAMP_FIELDS.end;
-    let delta = crc32c::crc32c_combine(crc32c::crc32c(&diff) ^ crc32c::crc32c(&zeros), 0, rest);
+    let delta = shift_past_zeros(crc32c::crc32c(&diff) ^ crc32c::crc32c(&zeros), rest);
     let old = u32::from_be_bytes(batch[13..17].try_into().expect("four bytes"));
     batch[STAMP_FIELDS].copy_from_slice(&fresh);
     batch[13..17].copy_from_slice(&(old ^ delta).to_be_bytes());

@@ -15,6 +15,7 @@ pub mod batch;
 pub mod cluster;
 mod codec;
 pub mod compression;
+mod crc_shift;
 pub mod error;
 pub mod frame;
 pub mod record;
