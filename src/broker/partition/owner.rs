@@ -67,7 +67,7 @@ impl Drop for Running<'_> {
     }
 }
 
-fn owner_gone() -> AppendError {
+pub(super) fn owner_gone() -> AppendError {
     AppendError { code: ErrorCode::StorageError, message: "the partition's storage task failed".into() }
 }
 
@@ -241,16 +241,7 @@ impl Partition {
             st.sink_next += i64::from(header.record_count);
             (base, false)
         } else {
-            let info = st
-                .log
-                .append(batch, header)
-                .map_err(|e| AppendError { code: ErrorCode::StorageError, message: e.to_string() })?;
-            if info.rolled {
-                // The state as of the new segment's base (this batch not yet recorded).
-                st.snapshot = Some((info.base_offset, st.producers.clone()));
-                inc(&self.metrics.segment_rolls);
-            }
-            (info.base_offset, info.rolled)
+            self.write_to_log(st, batch, header)?
         };
         let mut stored = *header;
         stored.base_offset = base_offset;
@@ -263,6 +254,27 @@ impl Partition {
             generation,
         };
         Ok((a, rolled))
+    }
+
+    /// Writes `batch` to the log, for a producer's append and a follower's alike. When a
+    /// segment rolled, keeps producer state as of the new segment's base (this batch not
+    /// yet recorded) for the snapshot the flusher writes with the roll's fsync, and counts
+    /// the roll. Returns the batch's base offset and whether a segment rolled.
+    pub(super) fn write_to_log(
+        &self,
+        st: &mut State,
+        batch: &[u8],
+        header: &BatchHeader,
+    ) -> Result<(i64, bool), AppendError> {
+        let info = st
+            .log
+            .append(batch, header)
+            .map_err(|e| AppendError { code: ErrorCode::StorageError, message: e.to_string() })?;
+        if info.rolled {
+            st.snapshot = Some((info.base_offset, st.producers.clone()));
+            inc(&self.metrics.segment_rolls);
+        }
+        Ok((info.base_offset, info.rolled))
     }
 
     /// Forgets producers idle longer than the expiration, at most every tenth of it.

@@ -8,10 +8,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use super::owner::Job;
+use super::owner::{owner_gone, Job};
 use super::{now_ms, task_failed, AppendError, Appended, Fetched, Partition, State};
 use crate::broker::log::{LogError, ReadBound};
-use crate::broker::metrics::inc;
 use crate::protocol::batch::check_batch;
 use crate::protocol::{BatchHeader, ErrorCode};
 
@@ -37,9 +36,7 @@ impl Partition {
     pub async fn append_replica(self: &Arc<Self>, batch: Bytes) -> Result<Appended, AppendError> {
         let (reply, rx) = oneshot::channel();
         self.submit(Job::Replica { batch, reply });
-        rx.await.unwrap_or_else(|_| {
-            Err(AppendError { code: ErrorCode::StorageError, message: "the partition's storage task failed".into() })
-        })
+        rx.await.unwrap_or_else(|_| Err(owner_gone()))
     }
 
     pub(super) fn append_replica_locked(
@@ -58,24 +55,17 @@ impl Partition {
                 ),
             });
         }
-        let info = st
-            .log
-            .append(batch, header)
-            .map_err(|e| AppendError { code: ErrorCode::StorageError, message: e.to_string() })?;
-        if info.rolled {
-            st.snapshot = Some((info.base_offset, st.producers.clone()));
-            inc(&self.metrics.segment_rolls);
-        }
+        let (base_offset, rolled) = self.write_to_log(st, batch, header)?;
         let now = now_ms();
         st.producers.record(header, now);
         let a = Appended {
-            base_offset: info.base_offset,
+            base_offset,
             end_offset: header.last_offset() + 1,
             append_time: now,
             duplicate: false,
             generation: st.generation,
         };
-        Ok((a, info.rolled))
+        Ok((a, rolled))
     }
 
     /// Cuts the log to `to` (a batch boundary) when it is longer: the tail is removed and
