@@ -325,25 +325,16 @@ impl Metadata {
         current: &Versioned<PartitionState>,
         isr: Vec<u32>,
     ) -> Result<Versioned<PartitionState>, MetaError> {
-        let key = self.keys.partition(topic, partition);
-        let me = session.registration().id;
-        if current.value.leader != Some(me) {
-            return Err(MetaError::Conflict { key });
-        }
         let state = PartitionState {
             isr,
             partition_epoch: current.value.partition_epoch.wrapping_add(1),
             ..current.value.clone()
         };
-        let txn = Txn::new()
-            .when(session.guard())
-            .when(Compare::ModRevision(key.clone(), current.mod_revision))
-            .put(key.clone(), to_json(&state));
-        let outcome = self.store.txn(txn).await?;
-        if outcome.succeeded {
-            return Ok(Versioned { value: state, mod_revision: outcome.revision });
+        let key = self.keys.partition(topic, partition);
+        if let Some(written) = self.put_as_leader(session, &key, current, state).await? {
+            return Ok(written);
         }
-        let reg = self.store.get(&self.keys.broker(me)).await?;
+        let reg = self.store.get(&self.keys.broker(session.registration().id)).await?;
         if reg.is_some_and(|kv| kv.create_revision == session.revision()) {
             Err(MetaError::Conflict { key })
         } else {
@@ -363,11 +354,6 @@ impl Metadata {
         partition: u32,
         current: &Versioned<PartitionState>,
     ) -> Result<Versioned<PartitionState>, MetaError> {
-        let key = self.keys.partition(topic, partition);
-        let me = session.registration().id;
-        if current.value.leader != Some(me) {
-            return Err(MetaError::Conflict { key });
-        }
         let state = PartitionState {
             leader: None,
             leader_epoch: current.value.leader_epoch.wrapping_add(1),
@@ -375,16 +361,33 @@ impl Metadata {
             partition_epoch: current.value.partition_epoch.wrapping_add(1),
             ..current.value.clone()
         };
+        let key = self.keys.partition(topic, partition);
+        match self.put_as_leader(session, &key, current, state).await? {
+            Some(written) => Ok(written),
+            None => Err(MetaError::Conflict { key }),
+        }
+    }
+
+    /// Writes `state` over `current` at `key` if `current` names this session's broker as
+    /// leader, the session is alive and `key` was not changed since `current` was read
+    /// (one transaction). `Ok(None)`: the transaction's guard failed; `Conflict`: `current`
+    /// does not name this broker.
+    async fn put_as_leader(
+        &self,
+        session: &Session,
+        key: &str,
+        current: &Versioned<PartitionState>,
+        state: PartitionState,
+    ) -> Result<Option<Versioned<PartitionState>>, MetaError> {
+        if current.value.leader != Some(session.registration().id) {
+            return Err(MetaError::Conflict { key: key.to_owned() });
+        }
         let txn = Txn::new()
             .when(session.guard())
-            .when(Compare::ModRevision(key.clone(), current.mod_revision))
-            .put(key.clone(), to_json(&state));
+            .when(Compare::ModRevision(key.to_owned(), current.mod_revision))
+            .put(key.to_owned(), to_json(&state));
         let outcome = self.store.txn(txn).await?;
-        if outcome.succeeded {
-            Ok(Versioned { value: state, mod_revision: outcome.revision })
-        } else {
-            Err(MetaError::Conflict { key })
-        }
+        Ok(outcome.succeeded.then_some(Versioned { value: state, mod_revision: outcome.revision }))
     }
 
     /// Reserves `count` producer ids, unique across every broker of the cluster. A write
